@@ -1,0 +1,357 @@
+"""The IR's data structures: Module, Graph, Node, Value.
+
+A Graph is an SSA dataflow graph: every Value is produced once (by a Node or as a graph input),
+nodes sit in a doubly linked list kept in topological order (so insert/erase are O(1), the way
+MLIR keeps operations in a block), and every Value keeps its use-list so that rewrites
+(`replace_all_uses_with`, dead-code checks) are O(uses) rather than O(graph).
+
+Constants are ordinary nodes of op `constant` whose `value` attribute holds a read-only NumPy
+array; `Value.const` returns that array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .types import DType, Layout, QuantParams, TensorType
+
+
+class Value:
+    """An SSA value: a tensor produced by one node (or a graph input) and used by many."""
+
+    __slots__ = ("name", "type", "producer", "index", "uses", "quant", "layout", "__weakref__")
+
+    def __init__(self, type: TensorType, name: str | None = None, producer: "Node | None" = None,
+                 index: int = 0, quant: QuantParams | None = None, layout: Layout | None = None):
+        self.name = name
+        self.type = type
+        self.producer = producer
+        self.index = index
+        # (user, operand index): user is a Node, or the Graph itself for a graph output.
+        self.uses: list[tuple[Node | Graph, int]] = []
+        self.quant = quant
+        self.layout = layout
+
+    @property
+    def const(self) -> np.ndarray | None:
+        """The payload when this value is produced by a `constant` node, else None."""
+        p = self.producer
+        if p is not None and p.op == "constant":
+            return p.attrs["value"]
+        return None
+
+    @property
+    def is_graph_input(self) -> bool:
+        return self.producer is None
+
+    @property
+    def users(self) -> list["Node"]:
+        """Nodes that use this value (each once, in use order)."""
+        seen, out = set(), []
+        for user, _ in self.uses:
+            if isinstance(user, Node) and id(user) not in seen:
+                seen.add(id(user))
+                out.append(user)
+        return out
+
+    def replace_all_uses_with(self, other: "Value") -> None:
+        """Points every use of this value (node operands and graph outputs) at `other`."""
+        if other is self:
+            return
+        for user, i in self.uses:
+            if isinstance(user, Node):
+                user.inputs[i] = other
+            else:
+                user.outputs[i] = other
+            other.uses.append((user, i))
+        self.uses = []
+
+    def __repr__(self) -> str:
+        return f"Value(%{self.name or '?'}: {self.type})"
+
+
+class Node:
+    """One operation: `op` applied to `inputs` with `attrs`, producing `outputs`.
+
+    `scope` is the source layer / module path (what per-layer configs match); `loc` is the
+    frontend's location (framework op name, user source line) used in diagnostics.
+    """
+
+    __slots__ = ("op", "inputs", "outputs", "attrs", "scope", "loc", "graph", "prev", "next")
+
+    def __init__(self, op: str, inputs: Sequence[Value], outputs: Sequence[Value],
+                 attrs: dict[str, Any] | None = None, scope: str = "", loc: str = ""):
+        self.op = op
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.attrs = {k: normalize_attr(v) for k, v in (attrs or {}).items()}
+        self.scope = scope
+        self.loc = loc
+        self.graph: Graph | None = None
+        self.prev: Node | None = None
+        self.next: Node | None = None
+        for i, out in enumerate(self.outputs):
+            out.producer = self
+            out.index = i
+
+    @property
+    def output(self) -> Value:
+        """The single result (raises if the node has several)."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"{self.op} has {len(self.outputs)} outputs")
+        return self.outputs[0]
+
+    def set_input(self, i: int, value: Value) -> None:
+        """Replaces operand `i`, keeping both use-lists right."""
+        old = self.inputs[i]
+        old.uses.remove((self, i))
+        self.inputs[i] = value
+        value.uses.append((self, i))
+
+    def describe(self) -> str:
+        """Short name for diagnostics: `%name = op`."""
+        name = self.outputs[0].name if self.outputs and self.outputs[0].name else "?"
+        return f"%{name} = {self.op}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.describe()})"
+
+
+def normalize_attr(v: Any) -> Any:
+    """Makes attribute values immutable and canonical: lists become tuples, NumPy scalars
+    become Python scalars, arrays become read-only (constants are shared between clones)."""
+    if isinstance(v, np.ndarray):
+        if v.flags.writeable:
+            v = v.copy()
+            v.flags.writeable = False
+        return v
+    if isinstance(v, (list, tuple)):
+        return tuple(normalize_attr(x) for x in v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.dtype):
+        return DType.from_numpy(v)
+    return v
+
+
+class Graph:
+    """Ordered inputs, ordered outputs, and nodes kept in topological order."""
+
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self._first: Node | None = None
+        self._last: Node | None = None
+        self._count = 0
+
+    # -- reading -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Node]:
+        """Nodes in order. Safe against erasing the current node while iterating."""
+        node = self._first
+        while node is not None:
+            nxt = node.next
+            yield node
+            node = nxt
+
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def first(self) -> Node | None:
+        return self._first
+
+    @property
+    def last(self) -> Node | None:
+        return self._last
+
+    # -- building ----------------------------------------------------------------------------
+    def add_input(self, type: TensorType, name: str | None = None, quant: QuantParams | None = None,
+                  layout: Layout | None = None) -> Value:
+        v = Value(type, name, quant=quant, layout=layout)
+        self.inputs.append(v)
+        return v
+
+    def set_outputs(self, values: Iterable[Value]) -> None:
+        for i, old in enumerate(self.outputs):
+            old.uses.remove((self, i))
+        self.outputs = list(values)
+        for i, v in enumerate(self.outputs):
+            v.uses.append((self, i))
+
+    def add(self, op: str, inputs: Sequence[Value] = (), attrs: dict[str, Any] | None = None, *,
+            types: Sequence[TensorType] | None = None, names: Sequence[str | None] | None = None,
+            scope: str = "", loc: str = "", before: Node | None = None) -> Node:
+        """Creates a node (result types inferred from the op registry unless given) and inserts it
+        at the end of the graph, or just before `before`. Returns the node."""
+        from .ops import get_op  # local: registry imports graph-free modules only
+
+        opdef = get_op(op)
+        attrs = opdef.complete_attrs(attrs or {})
+        if types is None:
+            types = opdef.infer([v.type for v in inputs], attrs)
+        names = list(names) if names is not None else [None] * len(types)
+        outputs = [Value(t, n) for t, n in zip(types, names)]
+        node = Node(op, inputs, outputs, attrs, scope=scope, loc=loc)
+        if before is None:
+            self.append(node)
+        else:
+            self.insert_before(node, before)
+        return node
+
+    def constant(self, array, name: str | None = None, *, scope: str = "", loc: str = "",
+                 dtype: DType | None = None, before: Node | None = None) -> Value:
+        """Adds a `constant` node holding `array` and returns its value."""
+        arr = np.asarray(array) if dtype is None else np.asarray(array, dtype=dtype.np)
+        dt = DType.from_numpy(arr.dtype)
+        node = self.add("constant", (), {"value": arr}, types=[TensorType(dt, arr.shape)],
+                        names=[name], scope=scope, loc=loc, before=before)
+        return node.outputs[0]
+
+    # -- linked-list mutation ----------------------------------------------------------------
+    def _link_uses(self, node: Node) -> None:
+        if node.graph is not None:
+            raise ValueError(f"{node!r} is already in a graph")
+        node.graph = self
+        for i, v in enumerate(node.inputs):
+            v.uses.append((node, i))
+        self._count += 1
+
+    def append(self, node: Node) -> Node:
+        self._link_uses(node)
+        node.prev, node.next = self._last, None
+        if self._last is None:
+            self._first = node
+        else:
+            self._last.next = node
+        self._last = node
+        return node
+
+    def insert_before(self, node: Node, anchor: Node) -> Node:
+        """Inserts `node` just before `anchor` (its operands must already be defined there)."""
+        if anchor.graph is not self:
+            raise ValueError("anchor is not in this graph")
+        self._link_uses(node)
+        node.prev, node.next = anchor.prev, anchor
+        if anchor.prev is None:
+            self._first = node
+        else:
+            anchor.prev.next = node
+        anchor.prev = node
+        return node
+
+    def insert_after(self, node: Node, anchor: Node) -> Node:
+        if anchor.next is None:
+            if anchor.graph is not self:
+                raise ValueError("anchor is not in this graph")
+            return self.append(node)
+        return self.insert_before(node, anchor.next)
+
+    def erase(self, node: Node) -> None:
+        """Removes a node whose outputs have no uses left."""
+        if node.graph is not self:
+            raise ValueError(f"{node!r} is not in this graph")
+        for out in node.outputs:
+            if out.uses:
+                raise ValueError(f"cannot erase {node.describe()}: its result is still used")
+        for i, v in enumerate(node.inputs):
+            v.uses.remove((node, i))
+        if node.prev is None:
+            self._first = node.next
+        else:
+            node.prev.next = node.next
+        if node.next is None:
+            self._last = node.prev
+        else:
+            node.next.prev = node.prev
+        node.prev = node.next = node.graph = None
+        self._count -= 1
+
+    def replace_node(self, node: Node, new_values: Sequence[Value]) -> None:
+        """Replaces every use of `node`'s outputs with `new_values`, then erases it."""
+        for old, new in zip(node.outputs, new_values, strict=True):
+            old.replace_all_uses_with(new)
+        self.erase(node)
+
+    # -- whole-graph utilities ---------------------------------------------------------------
+    def clone(self) -> "Graph":
+        """A deep copy (constant arrays are shared: they are read-only)."""
+        g = Graph(self.name)
+        vmap: dict[int, Value] = {}
+        for v in self.inputs:
+            vmap[id(v)] = g.add_input(v.type, v.name, v.quant, v.layout)
+        for n in self:
+            outs = [Value(o.type, o.name, quant=o.quant, layout=o.layout) for o in n.outputs]
+            for o, new in zip(n.outputs, outs):
+                vmap[id(o)] = new
+            g.append(Node(n.op, [vmap[id(v)] for v in n.inputs], outs, dict(n.attrs),
+                          scope=n.scope, loc=n.loc))
+        g.set_outputs([vmap[id(v)] for v in self.outputs])
+        return g
+
+    def to_networkx(self):
+        """A `networkx.MultiDiGraph` view for analyses: nodes are `Node` objects plus one node
+        per graph input (the Value) and a `"return"` sink; edges carry the `value` and `index`."""
+        import networkx as nx
+
+        G = nx.MultiDiGraph()
+        for v in self.inputs:
+            G.add_node(v, kind="input")
+        for n in self:
+            G.add_node(n, kind="node", op=n.op)
+        G.add_node("return", kind="return")
+        for n in self:
+            for i, v in enumerate(n.inputs):
+                src = v.producer if v.producer is not None else v
+                G.add_edge(src, n, value=v, index=i)
+        for i, v in enumerate(self.outputs):
+            src = v.producer if v.producer is not None else v
+            G.add_edge(src, "return", value=v, index=i)
+        return G
+
+
+class Module:
+    """One or more graphs (entry `main`) plus metadata (source framework, signature names,
+    producer). Metadata values are attribute values (str, int, float, bool, lists)."""
+
+    def __init__(self, graphs: Iterable[Graph] = (), metadata: dict[str, Any] | None = None):
+        self.graphs: dict[str, Graph] = {}
+        for g in graphs:
+            self.add_graph(g)
+        self.metadata: dict[str, Any] = {k: normalize_attr(v) for k, v in (metadata or {}).items()}
+
+    def add_graph(self, graph: Graph) -> Graph:
+        if graph.name in self.graphs:
+            raise ValueError(f"module already has a graph @{graph.name}")
+        self.graphs[graph.name] = graph
+        return graph
+
+    @property
+    def main(self) -> Graph:
+        if "main" in self.graphs:
+            return self.graphs["main"]
+        return next(iter(self.graphs.values()))
+
+    def clone(self) -> "Module":
+        return Module([g.clone() for g in self.graphs.values()], dict(self.metadata))
+
+    def __eq__(self, other: object) -> bool:
+        """Structural equality: the same printed form (names, ops, attrs, types, constants)."""
+        if not isinstance(other, Module):
+            return NotImplemented
+        from .text import print_module
+
+        return print_module(self) == print_module(other)
+
+    __hash__ = None  # mutable
+
+    def __str__(self) -> str:
+        from .text import print_module
+
+        return print_module(self)

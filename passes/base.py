@@ -1,0 +1,144 @@
+"""Pass base class, typed pass options and the pass registry.
+
+    @register_pass("fold-batchnorm")
+    class FoldBatchNorm(Pass):
+        \"\"\"Folds inference batch-norm into the preceding conv or matmul weights.\"\"\"
+        options = {"epsilon": Option(float, 1e-3, "epsilon to assume")}
+        def run(self, module, ctx) -> bool:   # True iff the IR changed
+            ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from ..ir.errors import ConversionError, Diagnostic
+from ..ir.graph import Module
+
+
+class PipelineError(ConversionError):
+    """A pipeline names an unknown pass or option, or gives an option a bad value."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A pass option: its type (int, float, bool, str), default and one-line doc."""
+
+    type: type
+    default: Any
+    doc: str = ""
+
+    def convert(self, text: str) -> Any:
+        """Parses a textual option value; raises ValueError with the reason."""
+        if self.type is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got '{text}'")
+        if self.type is str:
+            return text
+        try:
+            return self.type(text)
+        except ValueError:
+            raise ValueError(f"expected {self.type.__name__}, got '{text}'") from None
+
+
+def format_option_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Pass:
+    """A transformation of a Module. Subclasses set `options` and implement `run`, which
+    returns True exactly when it changed the IR (the pass manager can check this)."""
+
+    name: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, **values: Any):
+        self.given: dict[str, Any] = {}
+        problems = []
+        for key, value in values.items():
+            key = key.replace("_", "-")
+            if key not in self.options:
+                problems.append(unknown_option_message(self.name, key, self.options))
+                continue
+            opt = self.options[key]
+            if isinstance(value, str) and opt.type is not str:
+                try:
+                    value = opt.convert(value)
+                except ValueError as e:
+                    problems.append(f"option '{key}' of pass '{self.name}': {e}")
+                    continue
+            self.given[key] = value
+        if problems:
+            raise PipelineError("bad pass options", [Diagnostic(p) for p in problems])
+
+    def option(self, key: str) -> Any:
+        """The value of option `key` (given or default)."""
+        return self.given.get(key, self.options[key].default)
+
+    def run(self, module: Module, ctx: "PassContext") -> bool:  # noqa: F821
+        raise NotImplementedError(f"pass {self.name} does not implement run()")
+
+    def pipeline_text(self) -> str:
+        """This pass as a pipeline element: `name` or `name{key=value,...}`."""
+        if not self.given:
+            return self.name
+        opts = ",".join(f"{k}={format_option_value(v)}" for k, v in self.given.items())
+        return f"{self.name}{{{opts}}}"
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the pass's docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def unknown_option_message(pass_name: str, key: str, options: dict) -> str:
+    close = difflib.get_close_matches(key, options, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    valid = ", ".join(options) or "none"
+    return f"pass '{pass_name}' has no option '{key}' (options: {valid}{hint})"
+
+
+_PASSES: dict[str, type[Pass]] = {}
+
+
+def register_pass(name: str) -> Callable[[type[Pass]], type[Pass]]:
+    """Class decorator registering a Pass under `name` (used by pipelines and the CLI).
+    Registering a name twice with a different class is an error; re-registering the same
+    class (a plugin file loaded twice) is allowed."""
+
+    def deco(cls: type[Pass]) -> type[Pass]:
+        if not (isinstance(cls, type) and issubclass(cls, Pass)):
+            raise TypeError(f"@register_pass({name!r}) needs a Pass subclass")
+        existing = _PASSES.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"pass '{name}' is already registered by "
+                             f"{existing.__module__}.{existing.__qualname__}")
+        cls.name = name
+        _PASSES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class registered as `name`; PipelineError naming close matches otherwise."""
+    try:
+        return _PASSES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _PASSES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PipelineError(f"unknown pass '{name}'{hint} (see `tensorforge passes`)") from None
+
+
+def registered_passes() -> dict[str, type[Pass]]:
+    """All registered passes by name, sorted."""
+    return dict(sorted(_PASSES.items()))

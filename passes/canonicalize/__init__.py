@@ -1,0 +1,97 @@
+"""Canonicalization passes: `canonicalize` (all patterns + CSE + DCE to a fixed point) and its
+parts `fold-constants`, `algebraic-simplify`, `shape-simplify`, `cse`, `dce`."""
+
+from __future__ import annotations
+
+from ...ir.graph import Module
+from ..base import Option, Pass, register_pass
+from ..rewrite import apply_patterns_greedily
+from .algebra import algebra_patterns
+from .cleanup import eliminate_common_subexpressions, eliminate_dead_code
+from .fold import DEFAULT_FOLD_LIMIT, FoldConstants
+from .shapes import shape_patterns
+
+
+def _run_patterns(module: Module, patterns, ctx) -> bool:
+    changed = False
+    for g in module.graphs.values():
+        changed |= apply_patterns_greedily(g, patterns, stats=ctx.stats)
+    return changed
+
+
+@register_pass("canonicalize")
+class Canonicalize(Pass):
+    """Folds constants, applies algebraic and shape identities, CSE and DCE to a fixed point."""
+
+    options = {
+        "fold": Option(bool, True, "fold nodes whose operands are all constants"),
+        "fold-limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)"),
+        "cse": Option(bool, True, "merge identical computations"),
+        "max-iterations": Option(int, 8, "pattern/CSE rounds before giving up on a fixed point"),
+    }
+
+    def run(self, module, ctx):
+        patterns = [*algebra_patterns(), *shape_patterns()]
+        if self.option("fold"):
+            patterns.insert(0, FoldConstants(self.option("fold-limit")))
+        changed = False
+        for g in module.graphs.values():
+            for _ in range(max(1, self.option("max-iterations"))):
+                round_changed = apply_patterns_greedily(g, patterns, stats=ctx.stats)
+                if self.option("cse"):
+                    # CSE can expose new patterns (two equal operands), so loop until quiet.
+                    round_changed |= eliminate_common_subexpressions(g)
+                changed |= round_changed
+                if not round_changed or not self.option("cse"):
+                    break
+        return changed
+
+
+@register_pass("fold-constants")
+class FoldConstantsPass(Pass):
+    """Evaluates nodes whose operands are all constants with the reference kernels."""
+
+    options = {"limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)")}
+
+    def run(self, module, ctx):
+        return _run_patterns(module, [FoldConstants(self.option("limit"))], ctx)
+
+
+@register_pass("algebraic-simplify")
+class AlgebraicSimplify(Pass):
+    """Removes x+0, x*1, x/1, double negation, repeated idempotent ops, identities, no-op casts."""
+
+    def run(self, module, ctx):
+        return _run_patterns(module, algebra_patterns(), ctx)
+
+
+@register_pass("shape-simplify")
+class ShapeSimplify(Pass):
+    """Composes reshape and transpose chains, drops no-op shape ops, folds explicit broadcasts."""
+
+    def run(self, module, ctx):
+        return _run_patterns(module, shape_patterns(), ctx)
+
+
+@register_pass("cse")
+class CSE(Pass):
+    """Merges identical computations (same op, operands, attributes and scope)."""
+
+    def run(self, module, ctx):
+        # A merged node has the same operands as the node it merges into, so nothing is
+        # orphaned and no DCE is needed afterwards.
+        changed = False
+        for g in module.graphs.values():
+            changed |= eliminate_common_subexpressions(g)
+        return changed
+
+
+@register_pass("dce")
+class DCE(Pass):
+    """Erases nodes whose results are never used."""
+
+    def run(self, module, ctx):
+        changed = False
+        for g in module.graphs.values():
+            changed |= eliminate_dead_code(g)
+        return changed

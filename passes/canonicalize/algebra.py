@@ -1,0 +1,92 @@
+"""Algebraic identities: x+0, x-0, x*1, x/1, x**1, f(f(x)) for involutions and idempotent ops,
+identity and same-dtype cast removal."""
+
+from __future__ import annotations
+
+from ...ir.graph import Node, Value
+from ...ir.ops import get_op
+from ..rewrite import RewritePattern, Rewriter
+from .fold import splat_value
+
+
+def can_forward(src: Value, dst: Value) -> bool:
+    """True if `dst` may be replaced by `src`: same type (so no implicit broadcast or dtype
+    change is lost), same quantization, and no sharding layout dropped."""
+    return (src.type == dst.type and src.quant == dst.quant
+            and (dst.layout is None or src.layout == dst.layout))
+
+
+def forward(node: Node, src: Value, rw: Rewriter) -> bool:
+    """Replaces `node`'s single result with `src` when that keeps the types."""
+    if not can_forward(src, node.outputs[0]):
+        return False
+    rw.replace(node, [src])
+    return True
+
+
+class RemoveIdentity(RewritePattern):
+    """identity(x) -> x"""
+
+    root = "identity"
+
+    def match_and_rewrite(self, node, rw):
+        return forward(node, node.inputs[0], rw)
+
+
+class RemoveNoopCast(RewritePattern):
+    """cast(x) to x's own dtype -> x"""
+
+    root = "cast"
+
+    def match_and_rewrite(self, node, rw):
+        return forward(node, node.inputs[0], rw)
+
+
+class BinaryIdentity(RewritePattern):
+    """x+0, 0+x, x-0, x*1, 1*x, x/1, x**1 -> x (only where the neutral operand does not
+    broadcast the result to a bigger shape)."""
+
+    # op -> (neutral element, may the neutral be on the left?)
+    NEUTRAL = {"add": (0, True), "sub": (0, False), "mul": (1, True), "div": (1, False),
+               "pow": (1, False)}
+
+    def __init__(self, op: str):
+        self.root = op
+        self.neutral, self.commutes = self.NEUTRAL[op]
+
+    def match_and_rewrite(self, node, rw):
+        lhs, rhs = node.inputs
+        if splat_value(rhs) == self.neutral and forward(node, lhs, rw):
+            return True
+        return self.commutes and splat_value(lhs) == self.neutral and forward(node, rhs, rw)
+
+
+class Involution(RewritePattern):
+    """f(f(x)) -> x for ops with the `involution` trait (neg, logical_not)."""
+
+    root = None
+
+    def match_and_rewrite(self, node, rw):
+        inner = node.inputs[0].producer if node.inputs else None
+        if inner is None or inner.op != node.op or "involution" not in get_op(node.op).traits:
+            return False
+        return forward(node, inner.inputs[0], rw)
+
+
+class Idempotent(RewritePattern):
+    """f(f(x)) -> f(x) for ops with the `idempotent` trait and equal attributes (relu, abs,
+    floor, clip with the same bounds, ...)."""
+
+    root = None
+
+    def match_and_rewrite(self, node, rw):
+        inner = node.inputs[0].producer if len(node.inputs) == 1 else None
+        if (inner is None or inner.op != node.op or inner.attrs != node.attrs
+                or "idempotent" not in get_op(node.op).traits):
+            return False
+        return forward(node, inner.outputs[0], rw)
+
+
+def algebra_patterns() -> list[RewritePattern]:
+    return [RemoveIdentity(), RemoveNoopCast(), Involution(), Idempotent(),
+            *(BinaryIdentity(op) for op in BinaryIdentity.NEUTRAL)]

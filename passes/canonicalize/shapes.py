@@ -1,0 +1,128 @@
+"""Shape canonicalizations: reshape chains, transpose chains, no-op shape ops, and folding of
+explicit broadcasts into ops that broadcast implicitly."""
+
+from __future__ import annotations
+
+from ...ir.errors import InferenceError
+from ...ir.ops import get_op
+from ..rewrite import RewritePattern, Rewriter
+from .algebra import can_forward, forward
+
+RESHAPE_LIKE = ("reshape", "squeeze", "expand_dims")
+
+
+class ReshapeChain(RewritePattern):
+    """reshape(reshape|squeeze|expand_dims(x)) -> reshape(x), or x when the shapes cancel."""
+
+    root = "reshape"
+
+    def match_and_rewrite(self, node, rw):
+        inner = node.inputs[0].producer
+        if inner is None or inner.op not in RESHAPE_LIKE:
+            return False
+        src, out = inner.inputs[0], node.outputs[0]
+        if forward(node, src, rw):
+            return True
+        try:
+            [new_type] = get_op("reshape").infer([src.type], node.attrs)
+        except InferenceError:
+            return False
+        if new_type != out.type:
+            return False  # composing would lose a symbolic dim; keep the chain
+        new = rw.create("reshape", [src], node.attrs, like=node)
+        new.outputs[0].quant, new.outputs[0].layout = out.quant, out.layout
+        new.outputs[0].name = out.name
+        rw.replace(node, new.outputs)
+        return True
+
+
+class TransposeChain(RewritePattern):
+    """transpose(transpose(x, p1), p2) -> transpose(x, p1∘p2), or x when they cancel."""
+
+    root = "transpose"
+
+    def match_and_rewrite(self, node, rw):
+        inner = node.inputs[0].producer
+        if inner is None or inner.op != "transpose":
+            return False
+        p1, p2 = inner.attrs["perm"], node.attrs["perm"]
+        perm = tuple(p1[i] for i in p2)
+        src, out = inner.inputs[0], node.outputs[0]
+        if perm == tuple(range(len(perm))):
+            return forward(node, src, rw)
+        new = rw.create("transpose", [src], {"perm": perm}, like=node)
+        if not can_forward(new.outputs[0], out):
+            rw.erase(new)
+            return False
+        new.outputs[0].name = out.name
+        rw.replace(node, new.outputs)
+        return True
+
+
+class NoopShapeOp(RewritePattern):
+    """Shape ops that provably do nothing -> their operand: identity transpose, reshape/
+    squeeze/expand_dims/broadcast_to to the same type, full slices, zero pads, unit tiles,
+    single-operand concat."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def is_noop(self, node) -> bool:
+        a = node.attrs
+        rank = node.inputs[0].type.rank
+        if node.op == "transpose":
+            return a["perm"] == tuple(range(rank))
+        if node.op == "slice":
+            return all(b == 0 for b in a["begin"]) and all(
+                s == -1 or s == d for s, d in zip(a["size"], node.inputs[0].type.shape))
+        if node.op == "pad":
+            return all(b == 0 and e == 0 for b, e in a["pads"])
+        if node.op == "tile":
+            return all(m == 1 for m in a["multiples"])
+        if node.op == "concat":
+            return len(node.inputs) == 1
+        return node.op in RESHAPE_LIKE or node.op == "broadcast_to"
+
+    def match_and_rewrite(self, node, rw):
+        if not node.inputs or not self.is_noop(node):
+            return False
+        return forward(node, node.inputs[0], rw)
+
+
+# Ops that broadcast their operands NumPy-style, so an explicit broadcast_to feeding them is
+# redundant whenever the result type stays the same without it.
+IMPLICIT_BROADCAST = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "equal",
+                      "not_equal", "less", "less_equal", "greater", "greater_equal",
+                      "logical_and", "logical_or", "where")
+
+
+class FoldBroadcast(RewritePattern):
+    """op(broadcast_to(y), z) -> op(y, z) for implicitly broadcasting ops, when the result
+    type is unchanged."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def match_and_rewrite(self, node, rw):
+        opdef = get_op(node.op)
+        for i, v in enumerate(node.inputs):
+            p = v.producer
+            if p is None or p.op != "broadcast_to":
+                continue
+            types = [x.type for x in node.inputs]
+            types[i] = p.inputs[0].type
+            try:
+                inferred = opdef.infer(types, node.attrs)
+            except InferenceError:
+                continue
+            if inferred[0] == node.outputs[0].type:
+                rw.set_input(node, i, p.inputs[0])
+                return True
+        return False
+
+
+def shape_patterns() -> list[RewritePattern]:
+    return [ReshapeChain(), TransposeChain(),
+            *(NoopShapeOp(op) for op in ("transpose", "reshape", "squeeze", "expand_dims",
+                                         "broadcast_to", "slice", "pad", "tile", "concat")),
+            *(FoldBroadcast(op) for op in IMPLICIT_BROADCAST)]

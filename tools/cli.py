@@ -1,0 +1,141 @@
+"""The `tensorforge` command line: `opt` (run passes over .tfir, like mlir-opt) and `passes`
+(list registered passes). Later subcommands (`compile`, `inspect`) plug in the same way.
+
+Every error a user can cause is printed as one message (with file:line:col or node, scope and
+loc) and exits 1; no traceback reaches the terminal unless TENSORFORGE_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from ..ir.errors import ConversionError, TensorforgeError
+from ..ir.text import parse_module, print_module
+from ..ir.verify import verify_module
+from ..passes import (PassContext, PassManager, load_entry_point_plugins, load_pass_plugin,
+                      registered_passes)
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+
+
+def read_source(path: str) -> tuple[str, str]:
+    """(text, display name) of a file, or of stdin for `-`."""
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    p = Path(path)
+    if not p.exists():
+        raise ConversionError(f"no such file: {path}")
+    if p.is_dir():
+        raise ConversionError(f"{path} is a directory, expected a .tfir file")
+    try:
+        return p.read_text(encoding="utf-8"), path
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"{path} is not UTF-8 text (byte {e.start}): not a .tfir file") \
+            from None
+
+
+def load_plugins(files: Sequence[str]) -> None:
+    load_entry_point_plugins()
+    for f in files:
+        load_pass_plugin(f)
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    load_plugins(args.load_pass_plugin)
+    pm = PassManager.parse(args.passes or "")
+    text, name = read_source(args.input)
+    module = parse_module(text, name)
+    verify_module(module)
+    ctx = PassContext(print_ir_after=set(args.print_ir_after), verify_each=args.verify_each,
+                      time_passes=args.time_passes, ir_stream=sys.stderr)
+    pm.run(module, ctx)
+    if not args.verify_each:
+        verify_module(module)  # the result is always checked once
+    out = print_module(module)
+    if args.output and args.output != "-":
+        from .files import write_text_atomic
+
+        write_text_atomic(args.output, out)
+    else:
+        sys.stdout.write(out)
+    if args.time_passes:
+        sys.stderr.write(ctx.timing_report() + "\n")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    load_plugins(args.load_pass_plugin)
+    for name, cls in registered_passes().items():
+        print(f"{name:<22} {cls.summary()}")
+        for key, opt in cls.options.items():
+            default = opt.default
+            shown = ("true" if default else "false") if isinstance(default, bool) else default
+            setting = f"{key}={shown}"
+            print(f"    {setting:<26} ({opt.type.__name__}) {opt.doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tensorforge", description="A compiler for trained models.")
+    parser.add_argument("--version", action="version", version=f"tensorforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    opt = sub.add_parser("opt", help="run a pass pipeline over a .tfir file and print the IR",
+                         description="Parses FILE (.tfir, or - for stdin), verifies it, runs "
+                                     "the pipeline and prints the resulting IR to stdout.")
+    opt.add_argument("input", metavar="FILE", help=".tfir file, or - for stdin")
+    opt.add_argument("--passes", metavar="PIPELINE", default="",
+                     help="e.g. 'canonicalize,cse' or 'canonicalize{fold=false}'")
+    opt.add_argument("-o", "--output", metavar="OUT", help="write the IR here instead of stdout")
+    _add_pass_flags(opt)
+    opt.set_defaults(func=cmd_opt)
+
+    passes = sub.add_parser("passes", help="list registered passes and their options")
+    passes.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
+                        help="load passes from a Python file (repeatable)")
+    passes.set_defaults(func=cmd_passes)
+    return parser
+
+
+def _add_pass_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-ir-after", metavar="NAME", action="append", default=[],
+                   help="print the IR to stderr after pass NAME, or after every pass with 'all'")
+    p.add_argument("--verify-each", action="store_true", help="run the verifier after each pass")
+    p.add_argument("--time-passes", action="store_true", help="print a timing table to stderr")
+    p.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
+                   help="load passes from a Python file (repeatable)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tensorforge` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TensorforgeError as e:
+        print(f"tensorforge: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tensorforge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug of ours: say so plainly, no traceback unless asked
+        if os.environ.get("TENSORFORGE_DEBUG"):
+            traceback.print_exc()
+        print(f"tensorforge: internal error: {type(e).__name__}: {e}\n"
+              f"(this is a bug in tensorforge; rerun with TENSORFORGE_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
