@@ -29,8 +29,10 @@ class Value:
         self.type = type
         self.producer = producer
         self.index = index
-        # (user, operand index): user is a Node, or the Graph itself for a graph output.
-        self.uses: list[tuple[Node | Graph, int]] = []
+        # Keys are (user, operand index): user is a Node, or the Graph itself for a graph
+        # output. A dict (ordered, O(1) removal) because hot values such as a shared zero
+        # constant can have thousands of uses.
+        self.uses: dict[tuple[Node | Graph, int], None] = {}
         self.quant = quant
         self.layout = layout
 
@@ -65,8 +67,8 @@ class Value:
                 user.inputs[i] = other
             else:
                 user.outputs[i] = other
-            other.uses.append((user, i))
-        self.uses = []
+            other.uses[(user, i)] = None
+        self.uses = {}
 
     def __repr__(self) -> str:
         return f"Value(%{self.name or '?'}: {self.type})"
@@ -106,9 +108,9 @@ class Node:
     def set_input(self, i: int, value: Value) -> None:
         """Replaces operand `i`, keeping both use-lists right."""
         old = self.inputs[i]
-        old.uses.remove((self, i))
+        del old.uses[(self, i)]
         self.inputs[i] = value
-        value.uses.append((self, i))
+        value.uses[(self, i)] = None
 
     def describe(self) -> str:
         """Short name for diagnostics: `%name = op`."""
@@ -180,10 +182,10 @@ class Graph:
 
     def set_outputs(self, values: Iterable[Value]) -> None:
         for i, old in enumerate(self.outputs):
-            old.uses.remove((self, i))
+            del old.uses[(self, i)]
         self.outputs = list(values)
         for i, v in enumerate(self.outputs):
-            v.uses.append((self, i))
+            v.uses[(self, i)] = None
 
     def add(self, op: str, inputs: Sequence[Value] = (), attrs: dict[str, Any] | None = None, *,
             types: Sequence[TensorType] | None = None, names: Sequence[str | None] | None = None,
@@ -220,7 +222,7 @@ class Graph:
             raise ValueError(f"{node!r} is already in a graph")
         node.graph = self
         for i, v in enumerate(node.inputs):
-            v.uses.append((node, i))
+            v.uses[(node, i)] = None
         self._count += 1
 
     def append(self, node: Node) -> Node:
@@ -261,7 +263,7 @@ class Graph:
             if out.uses:
                 raise ValueError(f"cannot erase {node.describe()}: its result is still used")
         for i, v in enumerate(node.inputs):
-            v.uses.remove((node, i))
+            del v.uses[(node, i)]
         if node.prev is None:
             self._first = node.next
         else:

@@ -52,10 +52,15 @@ def format_float(x: float) -> str:
 
 
 def _format_scalar(x, dtype: DType) -> str:
+    """One element of a constant. Floats print as the shortest text that reads back to the
+    same value *in their own dtype* (f32 0.1 prints `0.1`, not `0.10000000149011612`)."""
     if dtype == DType.bool:
         return "true" if x else "false"
     if dtype.is_float:
-        return format_float(x)
+        s = str(dtype.np.type(x))
+        if s in ("nan", "inf", "-inf"):
+            return s
+        return s if any(c in s for c in ".eE") else s + ".0"
     return str(int(x))
 
 
@@ -65,14 +70,14 @@ def format_dense(arr: np.ndarray, elide: bool = False) -> str:
     head = f"dense<{TensorType(dtype, arr.shape)}: "
     flat = arr.reshape(-1)
     if flat.size <= LIST_LIMIT:
-        return head + "[" + ", ".join(_format_scalar(x, dtype) for x in flat.tolist()) + "]>"
+        return head + "[" + ", ".join(_format_scalar(x, dtype) for x in flat) + "]>"
     first = flat[0]
     if dtype.is_float and not np.isnan(float(first)):
         uniform = bool(np.all(flat == first)) and _same_sign_zeros(flat, first)
     else:
         uniform = bool(np.all(flat == first))
     if uniform:
-        return head + "splat " + _format_scalar(first.item(), dtype) + ">"
+        return head + "splat " + _format_scalar(first, dtype) + ">"
     if elide:
         return head + "...>"
     return head + "0x" + np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes().hex() + ">"

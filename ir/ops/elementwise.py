@@ -171,8 +171,12 @@ def binary(name, fn, *, result_bool=False, operands_bool=False, traits=(), doc="
 
 def _div(a, b):
     if a.dtype.kind in "iu":
-        # TF FloorDiv semantics are a separate op; `div` on integers truncates like C.
-        return np.trunc(np.true_divide(a, b)).astype(a.dtype)
+        # `div` on integers truncates like C (TF's FloorDiv would be a separate op), and
+        # division by zero is an error, as in TF, not NumPy's silent garbage.
+        if np.any(b == 0):
+            raise ZeroDivisionError("integer division by zero")
+        q = np.abs(a.astype(np.int64)) // np.abs(b.astype(np.int64))
+        return (np.sign(a) * np.sign(b) * q).astype(a.dtype)
     return np.true_divide(a, b)
 
 

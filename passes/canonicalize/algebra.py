@@ -18,8 +18,11 @@ def can_forward(src: Value, dst: Value) -> bool:
 
 def forward(node: Node, src: Value, rw: Rewriter) -> bool:
     """Replaces `node`'s single result with `src` when that keeps the types."""
-    if not can_forward(src, node.outputs[0]):
+    dst = node.outputs[0]
+    if not can_forward(src, dst):
         return False
+    if src.name is None and not src.is_graph_input:
+        src.name = dst.name  # keep a meaningful name (e.g. `logits`) alive
     rw.replace(node, [src])
     return True
 

@@ -34,7 +34,7 @@ def _freeze(v):
 
 
 def _cse_key(node: Node):
-    attrs = tuple((k, _freeze(v)) for k, v in sorted(node.attrs.items()))
+    attrs = tuple([(k, _freeze(v)) for k, v in sorted(node.attrs.items())]) if node.attrs else ()
     outs = tuple((o.type, o.quant, o.layout) for o in node.outputs)
     # Constants merge across layers (shared weights are harmless); computations only within
     # one scope, so per-layer configuration (quantization, layouts) still sees every layer.

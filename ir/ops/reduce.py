@@ -1,0 +1,130 @@
+"""Reductions: reduce_sum/mean/max/min/prod over a set of axes, and argmax/argmin.
+
+Kernels accumulate in float64 (floats) or int64 (integers) and cast back to the operand dtype,
+so low-precision floats do not lose accuracy in the reference; integer sums wrap on the cast
+like a runtime's fixed-width accumulator would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+
+from ..types import DType
+from .registry import Attr, OpDef, check, normalize_axis, register_op
+
+PURE = frozenset({"pure"})
+
+
+def _reduced_axes(x, axes, name):
+    """Normalized axes (all axes when empty); InferenceError if out of range or repeated."""
+    if not axes:
+        return list(range(x.rank))
+    norm = [normalize_axis(a, x.rank, f"{name} axis") for a in axes]
+    check(len(set(norm)) == len(norm), f"{name}: axes {axes} repeat an axis")
+    return norm
+
+
+def _reduce_infer(name):
+    def infer(types, attrs):
+        (x,) = types
+        check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
+        axes = _reduced_axes(x, attrs["axes"], name)
+        if attrs["keepdims"]:
+            shape = [1 if i in axes else d for i, d in enumerate(x.shape)]
+        else:
+            shape = [d for i, d in enumerate(x.shape) if i not in axes]
+        return [x.with_shape(shape)]
+    return infer
+
+
+def _widen(x):
+    """x in float64 (float dtypes, incl. bf16) or int64 (integer dtypes, incl. int4)."""
+    return x.astype(np.int64) if DType.from_numpy(x.dtype).is_int else x.astype(np.float64)
+
+
+def _sum(x, axis, keepdims, dtype):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def _prod(x, axis, keepdims, dtype):
+    return np.prod(x, axis=axis, keepdims=keepdims)
+
+
+def _mean(x, axis, keepdims, dtype):
+    if x.dtype.kind == "f":
+        with np.errstate(invalid="ignore", divide="ignore"):  # empty mean is NaN, like TF
+            return np.mean(x, axis=axis, keepdims=keepdims)
+    # Integer mean divides the integer sum, truncating toward zero like TF's MeanReducer.
+    s = np.sum(x, axis=axis, keepdims=keepdims)
+    n = max(math.prod(x.shape[a] for a in axis), 1)  # an empty reduction gives 0, not a crash
+    return np.sign(s) * (np.abs(s) // n)
+
+
+def _extreme(fn, lowest):
+    """max/min whose empty reductions give the identity (-inf/+inf or the integer limits),
+    as TF does, instead of NumPy's error."""
+    def run(x, axis, keepdims, dtype):
+        # `x` is already widened; the identity comes from the operand's own dtype.
+        if x.dtype.kind == "f":
+            init = -np.inf if lowest else np.inf
+        else:
+            init = ml_dtypes.iinfo(dtype).min if lowest else ml_dtypes.iinfo(dtype).max
+        return fn(x, axis=axis, keepdims=keepdims, initial=init)
+    return run
+
+
+def _reduce_kernel(fn):
+    def kernel(ins, attrs):
+        x = ins[0]
+        axes = tuple(range(x.ndim)) if not attrs["axes"] else \
+            tuple(a % x.ndim for a in attrs["axes"])
+        out = fn(_widen(x), axes, attrs["keepdims"], x.dtype)
+        return [np.asarray(out).astype(x.dtype)]
+    return kernel
+
+
+def reduction(name, fn, doc):
+    return register_op(OpDef(
+        name, ("x",), _reduce_infer(name), _reduce_kernel(fn),
+        attrs={"axes": Attr("ints", (), doc="axes to reduce; empty = all"),
+               "keepdims": Attr("bool", False, doc="keep reduced dims as size 1")},
+        traits=PURE, doc=doc))
+
+
+reduction("reduce_sum", _sum, "Sum over axes.")
+reduction("reduce_mean", _mean, "Mean over axes (integer operands truncate toward zero).")
+reduction("reduce_max", _extreme(np.max, lowest=True), "Maximum over axes.")
+reduction("reduce_min", _extreme(np.min, lowest=False), "Minimum over axes.")
+reduction("reduce_prod", _prod, "Product over axes.")
+
+
+# -- argmax / argmin ---------------------------------------------------------------------------
+
+def _arg_infer(name):
+    def infer(types, attrs):
+        (x,) = types
+        check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
+        check(x.rank >= 1, f"{name} needs an operand of rank >= 1, got {x}")
+        axis = normalize_axis(attrs["axis"], x.rank, f"{name} axis")
+        check(x.shape[axis] != 0, f"{name}: axis {axis} of {x} is empty")
+        shape = [d for i, d in enumerate(x.shape) if i != axis]
+        return [x.with_shape(shape).with_dtype(attrs["output_type"])]
+    return infer
+
+
+def arg_reduction(name, fn, doc):
+    # np.argmax/argmin return the first index on ties, as TF does.
+    return register_op(OpDef(
+        name, ("x",), _arg_infer(name),
+        lambda ins, a: [np.asarray(fn(_widen(ins[0]), axis=a["axis"]))
+                        .astype(a["output_type"].np)],
+        attrs={"axis": Attr("int", 0),
+               "output_type": Attr("dtype", DType.i64, choices=(DType.i32, DType.i64))},
+        traits=PURE, doc=doc))
+
+
+arg_reduction("argmax", np.argmax, "Index of the largest value along axis (first on ties).")
+arg_reduction("argmin", np.argmin, "Index of the smallest value along axis (first on ties).")
