@@ -21,10 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest --rootdir=tests -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest --rootdir=tests -m slow
 
 bench: $(STAMP)
 	$(PY) -m tensorforge.tools.bench

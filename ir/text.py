@@ -413,7 +413,7 @@ class _Parser:
         self.next()
         self.expect("<", "after 'layout'")
         axes = []
-        while True:
+        while not self.at(">"):  # a scalar's layout is empty: layout<>
             t = self.expect_kind("ident", "(a mesh axis or _)")
             axes.append(None if t.text == "_" else t.text)
             if not self.accept(","):

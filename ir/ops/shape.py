@@ -371,6 +371,8 @@ def _infer_pad(types, attrs):
 
 def _pad_kernel(ins, attrs):
     x, mode = ins[0], attrs["mode"]
+    if x.ndim == 0:
+        return [x.copy()]  # nothing to pad (np.pad rejects an empty pad list)
     if mode == "constant":
         fill = np.asarray(attrs["value"]).astype(x.dtype)
         return [np.pad(x, attrs["pads"], mode="constant", constant_values=fill)]

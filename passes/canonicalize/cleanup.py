@@ -26,8 +26,9 @@ def eliminate_dead_code(graph: Graph) -> bool:
 
 def _freeze(v):
     if isinstance(v, np.ndarray):
-        data = np.ascontiguousarray(v)
-        return ("tensor", data.dtype.str, data.shape, hashlib.blake2b(data.data).digest())
+        # Hash the raw bytes (a uint8 view: the buffer protocol rejects ml_dtypes like bf16).
+        raw = np.ascontiguousarray(v).reshape(-1).view(np.uint8)
+        return ("tensor", v.dtype.str, v.shape, hashlib.blake2b(raw).digest())
     if isinstance(v, float) and v != v:
         return ("nan",)  # NaN != NaN would make equal attrs look different
     return (type(v).__name__, v)
