@@ -456,3 +456,31 @@ def test_every_op_has_a_doc():
                  "avg_pool2d", "softmax", "log_softmax", "batch_norm", "layer_norm", "resize"]:
         op = get_op(name)
         assert op.doc and "pure" in op.traits
+
+
+# -- fused activation and matmul bias (what TFLite's fused ops compute) -------------------------
+
+@pytest.mark.parametrize("activation, ref", [
+    ("relu", tf.nn.relu), ("relu6", tf.nn.relu6), ("tanh", tf.tanh),
+    ("relu_n1_to_1", lambda x: tf.clip_by_value(x, -1.0, 1.0)),
+    ("none", tf.identity)])
+def test_fused_activation_and_bias(activation, ref):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    op = get_op("conv2d")
+    [out] = op.kernel([x, w, b], op.complete_attrs({"padding": "SAME", "activation": activation}))
+    want = ref(tf.nn.conv2d(x, w, 1, "SAME") + b).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    a = rng.standard_normal((5, 3)).astype(np.float32)
+    m = rng.standard_normal((3, 4)).astype(np.float32)
+    mm = get_op("matmul")
+    [out] = mm.kernel([a, m, b], mm.complete_attrs({"activation": activation}))
+    np.testing.assert_allclose(out, ref(a @ m + b).numpy(), rtol=1e-5, atol=1e-5)
+    [t] = mm.infer([TensorType(DType.f32, ("batch", 3)), TensorType(DType.f32, (3, 4)),
+                    TensorType(DType.f32, (4,))], mm.complete_attrs({}))
+    assert t.shape == ("batch", 4)
+    with pytest.raises(InferenceError, match="bias"):
+        mm.infer([TensorType(DType.f32, (5, 3)), TensorType(DType.f32, (3, 4)),
+                  TensorType(DType.f32, (5,))], mm.complete_attrs({}))

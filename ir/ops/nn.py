@@ -138,11 +138,25 @@ def _check_bias(types, c_out, op):
           f"{op}: bias has {b.shape[0]} elements but the output has {c_out} channels")
 
 
-def _finish(acc: np.ndarray, ins, dtype) -> list[np.ndarray]:
-    """Adds the optional bias (third operand) and casts back to the operand dtype."""
+# Fused activations, as TFLite's `ActivationFunctionType` (minus SIGN_BIT): passes fuse a
+# following activation node into conv/matmul so backends can emit it in one op.
+ACTIVATIONS = {
+    "none": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "relu_n1_to_1": lambda x: np.clip(x, -1, 1),
+    "tanh": np.tanh,
+}
+_ACTIVATION_ATTR = Attr("str", "none", choices=tuple(ACTIVATIONS),
+                        doc="fused activation applied to the result")
+
+
+def _finish(acc: np.ndarray, ins, dtype, attrs) -> list[np.ndarray]:
+    """Adds the optional bias (third operand), applies the fused activation and casts back
+    to the operand dtype."""
     if len(ins) > 2:
         acc = acc + ins[2].astype(np.float64)
-    return [acc.astype(dtype)]
+    return [ACTIVATIONS[attrs["activation"]](acc).astype(dtype)]
 
 
 _CONV_ATTRS = {
@@ -150,6 +164,7 @@ _CONV_ATTRS = {
     "dilations": Attr("ints", (1, 1), doc="(dilation_h, dilation_w)"),
     # "SAME" / "VALID" or explicit ((top, bottom), (left, right)); validated by infer.
     "padding": Attr("any", "VALID", doc='"SAME", "VALID" or ((top, bottom), (left, right))'),
+    "activation": _ACTIVATION_ATTR,
 }
 
 
@@ -203,7 +218,7 @@ def _conv2d_kernel(ins, attrs):
                 pg = patch.reshape(n, oh, ow, groups, ci)
                 fg = f64[i, j].reshape(ci, groups, co // groups)
                 acc += np.einsum("nhwgc,cgo->nhwgo", pg, fg).reshape(n, oh, ow, co)
-    return _finish(acc, ins, x.dtype)
+    return _finish(acc, ins, x.dtype, attrs)
 
 
 register_op(OpDef(
@@ -250,7 +265,7 @@ def _depthwise_kernel(ins, attrs):
         for j in range(kw):
             acc += _tap(xp, i, j, oh, ow, strides, dilations)[..., None] * f64[i, j]
     # Output channel c*m + k, as TF orders them.
-    return _finish(acc.reshape(n, oh, ow, c * m), ins, x.dtype)
+    return _finish(acc.reshape(n, oh, ow, c * m), ins, x.dtype, attrs)
 
 
 register_op(OpDef(
@@ -344,7 +359,7 @@ def _conv2d_transpose_kernel(ins, attrs):
             r0, c0 = i * dilations[0], j * dilations[1]
             buf[:, r0:r0 + (h - 1) * strides[0] + 1:strides[0],
                 c0:c0 + (w - 1) * strides[1] + 1:strides[1], :] += contrib
-    return _finish(buf[:, pt:pt + oh, pl:pl + ow, :], ins, x.dtype)
+    return _finish(buf[:, pt:pt + oh, pl:pl + ow, :], ins, x.dtype, attrs)
 
 
 register_op(OpDef(
@@ -354,6 +369,7 @@ register_op(OpDef(
         "strides": Attr("ints", (1, 1), doc="(stride_h, stride_w)"),
         "dilations": Attr("ints", (1, 1), doc="(dilation_h, dilation_w)"),
         "padding": Attr("str", "VALID", choices=("SAME", "VALID")),
+        "activation": _ACTIVATION_ATTR,
         "output_shape": Attr("ints", None, optional=True,
                              doc="full NHWC output shape (batch may be -1); None infers it"),
     },
@@ -366,7 +382,7 @@ register_op(OpDef(
 
 def _infer_matmul(types, attrs):
     op = "matmul"
-    a, b = types
+    a, b = types[0], types[1]
     check(a.rank >= 2 and b.rank >= 2,
           f"{op}: both operands need rank >= 2 ([..., M, K] @ [..., K, N]), got {a} and {b}")
     check(a.dtype == b.dtype, f"{op}: operand dtypes differ ({a.dtype} vs {b.dtype})")
@@ -380,11 +396,12 @@ def _infer_matmul(types, attrs):
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except InferenceError as e:
         raise InferenceError(f"{op}: batch dims of {a} and {b} do not broadcast: {e}") from None
+    _check_bias(types, nn, op)
     return [TensorType(a.dtype, (*batch, m, nn))]
 
 
 def _matmul_kernel(ins, attrs):
-    a, b = ins
+    a, b = ins[0], ins[1]
     dtype = a.dtype
     # Accumulate wide: float64 for every float type (bf16 included), int64 for integers
     # (the cast back wraps around like a fixed-width runtime would).
@@ -394,14 +411,21 @@ def _matmul_kernel(ins, attrs):
         a = np.swapaxes(a, -1, -2)
     if attrs["transpose_b"]:
         b = np.swapaxes(b, -1, -2)
-    return [np.matmul(a, b).astype(dtype)]
+    acc = np.matmul(a, b)
+    if wide is np.int64:
+        if len(ins) > 2:
+            acc = acc + ins[2].astype(np.int64)
+        return [acc.astype(dtype)]
+    return _finish(acc, ins, dtype, attrs)
 
 
 register_op(OpDef(
-    "matmul", ("a", "b"), _infer_matmul, _matmul_kernel,
-    attrs={"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False)},
+    "matmul", ("a", "b", "bias?"), _infer_matmul, _matmul_kernel,
+    attrs={"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False),
+           "activation": _ACTIVATION_ATTR},
     traits=PURE,
-    doc="Batched matrix product a @ b (batch dims broadcast), optional transposes.",
+    doc="Batched matrix product a @ b (batch dims broadcast), optional transposes, optional "
+        "[N] bias and fused activation.",
 ))
 
 
