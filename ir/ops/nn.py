@@ -397,6 +397,8 @@ def _infer_matmul(types, attrs):
     except InferenceError as e:
         raise InferenceError(f"{op}: batch dims of {a} and {b} do not broadcast: {e}") from None
     _check_bias(types, nn, op)
+    check(a.dtype.is_float or attrs["activation"] == "none",
+          f"{op}: a fused activation needs float operands, got {a.dtype}")
     return [TensorType(a.dtype, (*batch, m, nn))]
 
 

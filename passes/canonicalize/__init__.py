@@ -1,5 +1,6 @@
 """Canonicalization passes: `canonicalize` (all patterns + CSE + DCE to a fixed point) and its
-parts `fold-constants`, `algebraic-simplify`, `shape-simplify`, `cse`, `dce`."""
+parts `fold-constants`, `algebraic-simplify`, `shape-simplify`, `fold-batchnorm`, `fuse-bias`,
+`fuse-activation`, `cse`, `dce`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ..rewrite import apply_patterns_greedily
 from .algebra import algebra_patterns
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code
 from .fold import DEFAULT_FOLD_LIMIT, FoldConstants
+from .fusion import activation_patterns, batchnorm_patterns, bias_patterns, fusion_patterns
 from .shapes import shape_patterns
 
 
@@ -21,10 +23,11 @@ def _run_patterns(module: Module, patterns, ctx) -> bool:
 
 @register_pass("canonicalize")
 class Canonicalize(Pass):
-    """Folds constants, applies algebraic and shape identities, CSE and DCE to a fixed point."""
+    """Folds constants, simplifies algebra and shapes, fuses conv/matmul epilogues, CSE, DCE."""
 
     options = {
         "fold": Option(bool, True, "fold nodes whose operands are all constants"),
+        "fuse": Option(bool, True, "fold batch-norm / bias / activations into conv and matmul"),
         "fold-limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)"),
         "cse": Option(bool, True, "merge identical computations"),
         "max-iterations": Option(int, 8, "pattern/CSE rounds before giving up on a fixed point"),
@@ -32,6 +35,9 @@ class Canonicalize(Pass):
 
     def run(self, module, ctx):
         patterns = [*algebra_patterns(), *shape_patterns()]
+        if self.option("fuse"):
+            # After the identities, so x*1 or x+0 after a conv vanish instead of being folded.
+            patterns += fusion_patterns()
         if self.option("fold"):
             patterns.insert(0, FoldConstants(self.option("fold-limit")))
         changed = False
@@ -71,6 +77,30 @@ class ShapeSimplify(Pass):
 
     def run(self, module, ctx):
         return _run_patterns(module, shape_patterns(), ctx)
+
+
+@register_pass("fold-batchnorm")
+class FoldBatchNorm(Pass):
+    """Folds inference batch-norm and per-channel mul/add/sub into conv/matmul weights and bias."""
+
+    def run(self, module, ctx):
+        return _run_patterns(module, batchnorm_patterns(), ctx)
+
+
+@register_pass("fuse-bias")
+class FuseBias(Pass):
+    """Folds an add (or sub) of a per-channel constant after conv/matmul into its bias."""
+
+    def run(self, module, ctx):
+        return _run_patterns(module, bias_patterns(), ctx)
+
+
+@register_pass("fuse-activation")
+class FuseActivation(Pass):
+    """Fuses relu/relu6/tanh/clip(0,6)/clip(-1,1) after conv/matmul into its activation."""
+
+    def run(self, module, ctx):
+        return _run_patterns(module, activation_patterns(), ctx)
 
 
 @register_pass("cse")

@@ -6,9 +6,26 @@ from __future__ import annotations
 from ...ir.errors import InferenceError
 from ...ir.ops import get_op
 from ..rewrite import RewritePattern, Rewriter
-from .algebra import can_forward, forward
+from .algebra import forward
 
 RESHAPE_LIKE = ("reshape", "squeeze", "expand_dims")
+
+
+def replace_with_new(node, op: str, src, attrs, rw: Rewriter) -> bool:
+    """Replaces `node` by a new `op(src)` computing the same value, if its inferred type is
+    exactly `node`'s (else a symbolic dim would be lost; the chain stays). The new value
+    takes over the old one's name, quantization and layout."""
+    out = node.outputs[0]
+    try:
+        [new_type] = get_op(op).infer([src.type], attrs)
+    except InferenceError:
+        return False
+    if new_type != out.type:
+        return False
+    new = rw.create(op, [src], attrs, like=node).outputs[0]
+    new.name, new.quant, new.layout = out.name, out.quant, out.layout
+    rw.replace(node, [new])
+    return True
 
 
 class ReshapeChain(RewritePattern):
@@ -23,17 +40,7 @@ class ReshapeChain(RewritePattern):
         src, out = inner.inputs[0], node.outputs[0]
         if forward(node, src, rw):
             return True
-        try:
-            [new_type] = get_op("reshape").infer([src.type], node.attrs)
-        except InferenceError:
-            return False
-        if new_type != out.type:
-            return False  # composing would lose a symbolic dim; keep the chain
-        new = rw.create("reshape", [src], node.attrs, like=node)
-        new.outputs[0].quant, new.outputs[0].layout = out.quant, out.layout
-        new.outputs[0].name = out.name
-        rw.replace(node, new.outputs)
-        return True
+        return replace_with_new(node, "reshape", src, node.attrs, rw)
 
 
 class TransposeChain(RewritePattern):
@@ -50,13 +57,7 @@ class TransposeChain(RewritePattern):
         src, out = inner.inputs[0], node.outputs[0]
         if perm == tuple(range(len(perm))):
             return forward(node, src, rw)
-        new = rw.create("transpose", [src], {"perm": perm}, like=node)
-        if not can_forward(new.outputs[0], out):
-            rw.erase(new)
-            return False
-        new.outputs[0].name = out.name
-        rw.replace(node, new.outputs)
-        return True
+        return replace_with_new(node, "transpose", src, {"perm": perm}, rw)
 
 
 class NoopShapeOp(RewritePattern):
