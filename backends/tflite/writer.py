@@ -1,0 +1,321 @@
+"""Flatbuffer assembly: lowers a Module's entry graph through the table in `ops.py` into the
+schema's object API (ModelT, SubGraphT, TensorT, ...) and packs it into `.tflite` bytes.
+
+The output is a pure function of the IR: tensors, buffers and operator codes are numbered in
+graph order, nothing depends on dict/set iteration of unordered data, ids or the clock, so
+the same module (or a clone of it) always gives byte-identical bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as fb
+
+from ...ir.errors import ConversionError, Diagnostic
+from ...ir.graph import Graph, Module, Node, Value
+from ...ir.types import DType, QuantParams
+from . import ops
+from .ops import TFL_TYPES, Unsupported
+
+SCHEMA_VERSION = 3
+BUFFER_ALIGNMENT = 16  # schema.fbs: `data:[ubyte] (force_align: 16)`
+SIGNATURE_KEY = "serving_default"
+
+
+class _AlignedBufferT(fb.BufferT):
+    """BufferT whose data vector starts on a 16-byte boundary.
+
+    The generated Python Pack ignores the schema's force_align; alignment is relative to the
+    end of the flatbuffer, and Finish pads the front to the largest alignment used, so a
+    16-aligned vector here is 16-aligned in the file (and in a memory-mapped model)."""
+
+    def Pack(self, builder):
+        data = None
+        if self.data is not None:
+            payload = bytes(self.data)
+            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            data = builder.EndVector()
+        fb.BufferStart(builder)
+        if data is not None:
+            fb.BufferAddData(builder, data)
+        return fb.BufferEnd(builder)
+
+
+def _producer() -> str:
+    # Read from the installed distribution rather than importing the top-level package, which
+    # sits above the backends in the layering.
+    from importlib import metadata
+
+    try:
+        version = metadata.version("tensorforge")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"tensorforge {version}"
+
+
+class Emitter:
+    """Collects tensors, buffers and operators while the lowerings run (API in ops.py)."""
+
+    def __init__(self, fp16: bool = False):
+        self.fp16 = fp16
+        self.prefix = "tf"                      # name stem for intermediates of the node
+        self.tensors: list[fb.TensorT] = []
+        self.info: list[tuple[DType, tuple]] = []   # IR dtype and (symbolic) shape per tensor
+        self.quants: list[QuantParams | None] = []
+        self.buffers: list[bytes | None] = [None]   # buffer 0: the empty sentinel
+        self.operators: list[fb.OperatorT] = []
+        self.opcodes: dict[tuple[int, int], int] = {}   # (builtin, version) -> index
+        self._buffer_ids: dict[bytes, int] = {}
+        self._values: dict[int, int] = {}           # id(Value) -> tensor index
+        self._derived: dict[tuple[int, str], int] = {}
+        self._names: set[str] = set()
+        self._pinned: list[Value] = []              # keeps id() keys unique while we run
+
+    # -- tensors -------------------------------------------------------------------------------
+    def _unique(self, name: str) -> str:
+        base, n = name, 1
+        while name in self._names:
+            name = f"{base}_{n}"
+            n += 1
+        self._names.add(name)
+        return name
+
+    def _tensor(self, dtype: DType, shape, name: str, buffer: int = 0,
+                quant: QuantParams | None = None) -> int:
+        if dtype not in TFL_TYPES:
+            raise Unsupported(f"TFLite tensors of dtype {dtype} are not supported by this "
+                              f"backend; cast to a supported dtype first")
+        shape = tuple(shape)
+        self.tensors.append(fb.TensorT(
+            # Symbolic dims: 1 in `shape` (what the interpreter allocates first), -1 in
+            # `shape_signature` (what resize_tensor_input may change).
+            shape=[d if isinstance(d, int) else 1 for d in shape],
+            shapeSignature=[d if isinstance(d, int) else -1 for d in shape],
+            type=TFL_TYPES[dtype], buffer=buffer, name=self._unique(name), hasRank=True))
+        self.info.append((dtype, shape))
+        self.quants.append(None)
+        index = len(self.tensors) - 1
+        if quant is not None:
+            self.set_quant(index, quant)
+        return index
+
+    def dtype(self, index: int) -> DType:
+        return self.info[index][0]
+
+    def shape(self, index: int) -> tuple:
+        return self.info[index][1]
+
+    def quant(self, index: int) -> QuantParams | None:
+        return self.quants[index]
+
+    def set_quant(self, index: int, qp: QuantParams) -> None:
+        self.quants[index] = qp
+        self.tensors[index].quantization = fb.QuantizationParametersT(
+            scale=list(qp.scale), zeroPoint=list(qp.zero_point),
+            quantizedDimension=qp.axis or 0)
+
+    def _buffer(self, data: bytes) -> int:
+        # Identical payloads share one buffer (tensors may point at the same buffer).
+        if data not in self._buffer_ids:
+            self._buffer_ids[data] = len(self.buffers)
+            self.buffers.append(data)
+        return self._buffer_ids[data]
+
+    def const(self, array, name: str, *, weight: bool = False,
+              quant: QuantParams | None = None) -> int:
+        """A constant tensor. With fp16, float32 weights are stored as float16 and expanded by
+        a DEQUANTIZE (TFLiteConverter's float16 quantization); parameters (shapes, axes,
+        decomposition scalars) stay exact."""
+        arr = np.ascontiguousarray(array)
+        dtype = DType.from_numpy(arr.dtype)
+        if self.fp16 and weight and dtype == DType.f32 and quant is None:
+            half = self.const(arr.astype(np.float16), f"{name}/fp16")
+            out = self._tensor(DType.f32, arr.shape, name)
+            self.op("DEQUANTIZE", [half], [out])
+            return out
+        if dtype not in TFL_TYPES:
+            raise Unsupported(f"constant {name} has dtype {dtype}, which this TFLite backend "
+                              f"does not store")
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        return self._tensor(dtype, arr.shape, name, buffer=self._buffer(data), quant=quant)
+
+    def is_const(self, index: int) -> bool:
+        return self.tensors[index].buffer != 0
+
+    def value_name(self, value: Value) -> str:
+        if value.name:
+            return value.name
+        node = value.producer
+        if node is None:
+            return "input"
+        base = f"{node.scope}/{node.op}" if node.scope else node.op
+        return base if len(node.outputs) == 1 else f"{base}:{value.index}"
+
+    def t(self, value: Value) -> int:
+        """The tensor of an IR operand; a constant gets its tensor (and buffer) here."""
+        key = id(value)
+        if key not in self._values:
+            self._pinned.append(value)
+            arr = value.const
+            if arr is not None:
+                index = self.const(arr, self.value_name(value), weight=True, quant=value.quant)
+            else:
+                index = self._tensor(value.type.dtype, value.type.shape, self.value_name(value),
+                                     quant=value.quant)
+            self._values[key] = index
+        return self._values[key]
+
+    def out(self, value: Value) -> int:
+        """The tensor of a node result (created on first request)."""
+        return self.t(value)
+
+    def tmp(self, dtype: DType, shape, name: str) -> int:
+        """A fresh intermediate tensor, named after the node being lowered."""
+        return self._tensor(dtype, shape, f"{self.prefix}/{name}")
+
+    def alias(self, value: Value, index: int) -> None:
+        self._pinned.append(value)
+        self._values[id(value)] = index
+
+    def derived(self, value: Value, key: str, fn: Callable[[np.ndarray], np.ndarray]) -> int:
+        """A weight computed once from IR constant `value` (a filter in TFLite's layout)."""
+        k = (id(value), key)
+        if k not in self._derived:
+            self._pinned.append(value)
+            arr = np.ascontiguousarray(fn(np.asarray(value.const)))
+            self._derived[k] = self.const(arr, f"{self.value_name(value)}/{key}", weight=True)
+        return self._derived[k]
+
+    # -- operators -----------------------------------------------------------------------------
+    def op(self, code: str, inputs, outputs, options=None) -> None:
+        """Appends builtin `code` at the lowest version supporting this use of it."""
+        sig = lambda ids: [None if i < 0 else self.info[i] for i in ids]  # noqa: E731
+        quant = None
+        if code == "QUANTIZE":
+            quant = self.quants[outputs[0]]
+        elif code == "DEQUANTIZE":
+            quant = self.quants[inputs[0]]
+        version = ops.op_version(code, sig(inputs), sig(outputs), options, quant=quant)
+        builtin = getattr(fb.BuiltinOperator, code)
+        index = self.opcodes.setdefault((builtin, version), len(self.opcodes))
+        self.operators.append(fb.OperatorT(
+            opcodeIndex=index, inputs=list(inputs), outputs=list(outputs),
+            builtinOptionsType=getattr(fb.BuiltinOptions, type(options).__name__[:-1])
+            if options is not None else fb.BuiltinOptions.NONE,
+            builtinOptions=options))
+
+
+def _diag(node: Node, message: str) -> Diagnostic:
+    return Diagnostic(message, node=node.describe(), scope=node.scope, loc=node.loc)
+
+
+def _signature_names(module: Module, graph: Graph, key: str, values, default: str,
+                     problems: list[Diagnostic]) -> list[str]:
+    given = module.metadata.get(key)
+    if given is not None:
+        names = [str(n) for n in given]
+        if len(names) != len(values):
+            problems.append(Diagnostic(f"metadata {key} has {len(names)} names but graph "
+                                       f"@{graph.name} has {len(values)}"))
+            return []
+    else:
+        names = [v.name or f"{default}_{i}" for i, v in enumerate(values)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(Diagnostic(f"signature {key.split('_')[0]} names repeat: {dup}"))
+    return names
+
+
+def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
+    """Lowers `module.main` and returns (the model object tree, every problem found)."""
+    graph = module.main
+    e = Emitter(fp16)
+    problems: list[Diagnostic] = []
+    inputs = []
+    for v in graph.inputs:
+        try:
+            inputs.append(e.t(v))
+        except Unsupported as err:
+            problems.append(Diagnostic(f"graph input %{v.name or '?'}: {err}"))
+    for node in graph:
+        if node.op == "constant":
+            continue  # emitted where used, in the layout its user needs
+        lower = ops.LOWERINGS.get(node.op)
+        if lower is None:
+            problems.append(_diag(node, f"op '{node.op}' has no TFLite lowering"))
+            continue
+        e.prefix = e.value_name(node.outputs[0]) if node.outputs else node.op
+        try:
+            lower(e, node)
+        except Unsupported as err:
+            problems.append(_diag(node, str(err)))
+        except Exception as err:  # a lowering bug must still name the node, not crash
+            problems.append(_diag(node, f"internal error lowering to TFLite: "
+                                        f"{type(err).__name__}: {err}"))
+
+    outputs = []
+    e.prefix = "output"
+    for v in graph.outputs:
+        try:
+            index = e.t(v)
+            # A subgraph output must be computed by an operator of its own: copy graph inputs,
+            # constants and repeated outputs.
+            if index in inputs or e.is_const(index) or index in outputs:
+                index = ops.copy_into(e, index, name=f"{e.value_name(v)}/copy")
+            outputs.append(index)
+        except Unsupported as err:
+            problems.append(Diagnostic(f"graph output %{v.name or '?'}: {err}"))
+
+    in_names = _signature_names(module, graph, "input_names", graph.inputs, "input", problems)
+    out_names = _signature_names(module, graph, "output_names", graph.outputs, "output",
+                                 problems)
+    if problems:
+        return fb.ModelT(), problems
+
+    buffers = [_AlignedBufferT() if data is None else _AlignedBufferT(data=data)
+               for data in e.buffers]
+    buffers.append(_AlignedBufferT(data=_producer().encode()))
+    codes = [fb.OperatorCodeT(
+        # Codes past 126 live in builtin_code; the deprecated byte says "look there".
+        deprecatedBuiltinCode=min(builtin, fb.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES),
+        builtinCode=builtin, version=version) for builtin, version in e.opcodes]
+    signature = fb.SignatureDefT(
+        inputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(in_names, inputs)],
+        outputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(out_names, outputs)],
+        signatureKey=SIGNATURE_KEY, subgraphIndex=0)
+    model = fb.ModelT(
+        version=SCHEMA_VERSION, operatorCodes=codes, description=_producer(),
+        subgraphs=[fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
+                                operators=e.operators, name=graph.name)],
+        buffers=buffers,
+        metadata=[fb.MetadataT(name="producer", buffer=len(buffers) - 1)],
+        signatureDefs=[signature])
+    return model, []
+
+
+def pack(model: fb.ModelT) -> bytes:
+    """Serializes a ModelT with the TFL3 file identifier."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def lower_problems(module: Module) -> list[Diagnostic]:
+    """Every reason the module cannot be written as TFLite (empty when it can): each IR node
+    that cannot be lowered, with its node, scope and loc."""
+    return build_model(module)[1]
+
+
+def write_tflite(module: Module, *, fp16: bool = False) -> bytes:
+    """The `.tflite` flatbuffer for `module.main`. Deterministic: the same IR always gives the
+    same bytes. fp16=True stores float32 weights as float16 behind DEQUANTIZE ops. Raises
+    ConversionError listing every node that cannot be lowered."""
+    model, problems = build_model(module, fp16=fp16)
+    if problems:
+        raise ConversionError("cannot write TFLite", problems)
+    return pack(model)
