@@ -1,14 +1,45 @@
 """tensorforge: a compiler for trained models.
 
 Frontends lift models into one IR; passes canonicalize, quantize and shard it; backends emit
-deployment artifacts. This module is the public Python API.
+deployment artifacts. This module is the public Python API:
+
+    import tensorforge
+    result = tensorforge.convert(keras_model, target="tflite", output="model.tflite", verify=True)
+    module = tensorforge.from_keras(keras_model)         # the IR, for passes and inspection
+
+Framework-heavy entry points (TensorFlow, Keras) are imported on first use, so
+`import tensorforge` stays cheap for IR-only work.
 """
 
 __version__ = "0.1.0"
 
 from .ir import (ConversionError, DType, Graph, Layout, Module, Node, ParseError, QuantParams,
                  TensorforgeError, TensorType, Value, VerificationError)
+from .ir.interpreter import run_graph, run_module
+from .ir.text import parse_module, print_module
+from .ir.verify import verify_module
+from .passes import Pass, PassContext, PassManager, register_pass
+
+_LAZY = {
+    "convert": ("tools.convert", "convert"),
+    "ConversionResult": ("tools.convert", "ConversionResult"),
+    "from_keras": ("frontends.keras", "from_keras"),
+    "from_saved_model": ("frontends.tf_graph", "from_saved_model"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tensorforge' has no attribute {name!r}")
+
 
 __all__ = ["__version__", "ConversionError", "DType", "Graph", "Layout", "Module", "Node",
            "ParseError", "QuantParams", "TensorforgeError", "TensorType", "Value",
-           "VerificationError"]
+           "VerificationError", "run_graph", "run_module", "parse_module", "print_module",
+           "verify_module", "Pass", "PassContext", "PassManager", "register_pass", *_LAZY]

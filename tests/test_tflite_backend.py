@@ -87,6 +87,8 @@ CASES = {
     **{f"unary-{op}": (op, [POS], {}) for op in ("log", "sqrt", "rsqrt")},
     "round-half-even": ("round", [HALVES], {}),
     "leaky_relu": ("leaky_relu", [X], {"alpha": 0.1}),
+    "elu": ("elu", [X * 3], {}),
+    "elu-alpha": ("elu", [X * 3], {"alpha": 0.5}),
     "gelu-erf": ("gelu", [X * 2], {}),
     "gelu-tanh": ("gelu", [X * 2], {"approximate": True}),
     "softplus-wide": ("softplus", [np.linspace(-30, 30, 61, dtype=np.float32)], {}),

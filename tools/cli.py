@@ -1,5 +1,5 @@
-"""The `tensorforge` command line: `opt` (run passes over .tfir, like mlir-opt) and `passes`
-(list registered passes). Later subcommands (`compile`, `inspect`) plug in the same way.
+"""The `tensorforge` command line: `compile` (model -> artifacts), `inspect` (summarize a
+model file), `opt` (run passes over .tfir, like mlir-opt) and `passes` (list passes).
 
 Every error a user can cause is printed as one message (with file:line:col or node, scope and
 loc) and exits 1; no traceback reaches the terminal unless TENSORFORGE_DEBUG=1.
@@ -14,9 +14,10 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from ..ir.errors import ConversionError, TensorforgeError
+from ..ir.errors import TensorforgeError
 from ..ir.text import parse_module, print_module
 from ..ir.verify import verify_module
+from .files import read_text, write_text_atomic
 from ..passes import (PassContext, PassManager, load_entry_point_plugins, load_pass_plugin,
                       registered_passes)
 
@@ -28,16 +29,7 @@ def read_source(path: str) -> tuple[str, str]:
     """(text, display name) of a file, or of stdin for `-`."""
     if path == "-":
         return sys.stdin.read(), "<stdin>"
-    p = Path(path)
-    if not p.exists():
-        raise ConversionError(f"no such file: {path}")
-    if p.is_dir():
-        raise ConversionError(f"{path} is a directory, expected a .tfir file")
-    try:
-        return p.read_text(encoding="utf-8"), path
-    except UnicodeDecodeError as e:
-        raise ConversionError(f"{path} is not UTF-8 text (byte {e.start}): not a .tfir file") \
-            from None
+    return read_text(path), path
 
 
 def load_plugins(files: Sequence[str]) -> None:
@@ -59,13 +51,41 @@ def cmd_opt(args: argparse.Namespace) -> int:
         verify_module(module)  # the result is always checked once
     out = print_module(module)
     if args.output and args.output != "-":
-        from .files import write_text_atomic
-
         write_text_atomic(args.output, out)
     else:
         sys.stdout.write(out)
     if args.time_passes:
         sys.stderr.write(ctx.timing_report() + "\n")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    load_plugins(args.load_pass_plugin)
+    ctx = PassContext(print_ir_after=set(args.print_ir_after), verify_each=args.verify_each,
+                      time_passes=args.time_passes, ir_stream=sys.stderr)
+    result = convert(args.source, target=args.target, output=args.output, verify=args.verify,
+                     passes=args.passes, fp16=args.fp16, safe_mode=not args.unsafe,
+                     pass_context=ctx)
+    for target, path in result.paths.items():
+        print(f"wrote {target}: {path} ({len(result.artifacts[target]):,} bytes)")
+    if args.time_passes:
+        sys.stderr.write(ctx.timing_report() + "\n")
+    if result.verification is not None:
+        print(result.verification.table())
+        if not result.verification.ok:
+            print("tensorforge: error: verification failed: an artifact disagrees with the "
+                  "source beyond tolerance (the artifact was written for inspection)",
+                  file=sys.stderr)
+            return EXIT_USER_ERROR
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .summary import summarize
+
+    print(summarize(args.file).render())
     return 0
 
 
@@ -99,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pass_flags(opt)
     opt.set_defaults(func=cmd_opt)
 
+    comp = sub.add_parser("compile", help="compile a model to deployment artifacts",
+                          description="Compiles SRC (.keras file, SavedModel directory or .tfir "
+                                      "file) to the target format.")
+    comp.add_argument("source", metavar="SRC")
+    comp.add_argument("--target", default="tflite", help="tflite (default)")
+    comp.add_argument("-o", "--output", required=True, metavar="OUT",
+                      help="output file (e.g. model.tflite) or directory")
+    comp.add_argument("--verify", action="store_true",
+                      help="run source, IR interpreter and artifact on the same random inputs "
+                           "and print their errors")
+    comp.add_argument("--fp16", action="store_true", help="store float weights as float16")
+    comp.add_argument("--passes", metavar="PIPELINE", default=None,
+                      help="pass pipeline (default: canonicalize)")
+    comp.add_argument("--unsafe", action="store_true",
+                      help="load .keras files with safe_mode=False (runs code in the file)")
+    _add_pass_flags(comp)
+    comp.set_defaults(func=cmd_compile)
+
+    insp = sub.add_parser("inspect", help="summarize a .tflite, .keras, SavedModel or .tfir")
+    insp.add_argument("file", metavar="FILE")
+    insp.set_defaults(func=cmd_inspect)
+
     passes = sub.add_parser("passes", help="list registered passes and their options")
     passes.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
                         help="load passes from a Python file (repeatable)")
@@ -117,6 +159,8 @@ def _add_pass_flags(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tensorforge` console script; returns the exit code."""
+    # TensorFlow's C++ start-up chatter is noise on a compiler's terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..ir.errors import ConversionError
+
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` via a temporary file in the same directory and a rename."""
@@ -24,3 +26,38 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents; ConversionError (not a traceback) when it is missing, a
+    directory or binary."""
+    p = Path(path)
+    if not p.exists():
+        raise ConversionError(f"no such file: {p}")
+    if p.is_dir():
+        raise ConversionError(f"{p} is a directory, expected a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"{p} is not UTF-8 text (byte {e.start})") from None
+
+
+def write_files_atomic(files: dict[str, bytes]) -> None:
+    """Writes several artifacts so that either all land or none does: every file goes to a
+    temporary sibling first, and only when all are written are they renamed into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                       dir=target.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            staged.append((tmp, target))
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise

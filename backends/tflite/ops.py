@@ -202,6 +202,22 @@ def _lower_softplus(e, node):
     emit(e, "ADD", [r, t], out=e.out(node.output), options=fb.AddOptionsT())
 
 
+def _lower_elu(e, node):
+    # ELU's builtin has alpha fixed at 1; other alphas: x > 0 ? x : alpha * (e^x - 1).
+    x = node.inputs[0]
+    _need(node, x, F32)
+    alpha = float(node.attrs["alpha"])
+    if alpha == 1.0:
+        emit(e, "ELU", [e.t(x)], out=e.out(node.output))
+        return
+    xt = e.t(x)
+    t = emit(e, "EXP", [xt])
+    t = emit(e, "SUB", [t, _scalar(e, 1.0, DType.f32, "one")], options=fb.SubOptionsT())
+    t = emit(e, "MUL", [t, _scalar(e, alpha, DType.f32, "alpha")], options=fb.MulOptionsT())
+    pos = emit(e, "GREATER", [xt, _scalar(e, 0.0, DType.f32, "zero")], dtype=DType.bool)
+    emit(e, "SELECT_V2", [pos, xt, t], out=e.out(node.output))
+
+
 # Eigen's float erf (generic_fast_erf_float, the one TF's CPU kernel used): a 13/8-degree
 # rational function of x clamped to [-4, 4], accurate to a few ulp. TFLite has no ERF builtin.
 _ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
@@ -776,6 +792,7 @@ LOWERINGS = {
     **UNARY, **BINARY,
     "identity": _lower_identity, "where": _lower_where, "cast": _lower_cast,
     "clip": _lower_clip, "hard_sigmoid": _lower_hard_sigmoid, "softplus": _lower_softplus,
+    "elu": _lower_elu,
     "erf": _lower_erf,
     "conv2d": _lower_conv2d, "depthwise_conv2d": _lower_depthwise,
     "conv2d_transpose": _lower_conv2d_transpose, "matmul": _lower_matmul,

@@ -100,6 +100,10 @@ unary("leaky_relu", lambda x, a: np.where(x >= 0, x, x * np.asarray(a["alpha"], 
       attrs={"alpha": Attr("float", 0.2)}, doc="x if x >= 0 else alpha*x")
 unary("gelu", _gelu, attrs={"approximate": Attr("bool", False, doc="tanh form if true")},
       doc="x*Phi(x) (erf form) or its tanh approximation")
+unary("elu", lambda x, a: np.where(x > 0, x.astype(np.float64),
+                                    a["alpha"] * np.expm1(np.minimum(x.astype(np.float64), 0))),
+      attrs={"alpha": Attr("float", 1.0, doc="scale of the negative branch")},
+      doc="x if x > 0 else alpha*(e^x - 1) (TF Elu is alpha=1)")
 unary("hard_swish", lambda x, a: x * np.clip(x + 3, 0, 6) / 6, doc="x*relu6(x+3)/6")
 unary("hard_sigmoid", lambda x, a: np.clip(x.astype(np.float64) / 6 + 0.5, 0, 1),
       doc="relu6(x+3)/6")

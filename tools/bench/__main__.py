@@ -1,5 +1,5 @@
-"""`make bench`: the benchmarks, printed as tables. Later issues add conversion rows measured
-side by side with the anchor tools (TFLiteConverter, jax2tf, tensorflowjs)."""
+"""`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
+conversion side by side with TFLiteConverter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,22 @@ from rich.console import Console
 from rich.table import Table
 
 from .passes import bench_canonicalize
+
+
+def conversion_table(console: Console) -> None:
+    from .convert import bench_conversion
+
+    table = Table(title="Keras -> TFLite: tensorforge vs TFLiteConverter (same process; "
+                        "ratio = tensorforge / TFLiteConverter)")
+    for col in ("model", "convert s (tf / anchor)", "ratio", "bytes (tf / anchor)", "ratio",
+                "LiteRT ms, 2 threads", "ratio", "max abs err vs Keras (tf / anchor)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in bench_conversion():
+        (a, b), (c, d), (e, f), (g, h) = r["sec"], r["bytes"], r["latency_ms"], r["err"]
+        table.add_row(r["model"], f"{a:.2f} / {b:.2f}", f"{a / b:.3f}", f"{c:,} / {d:,}",
+                      f"{c / d:.3f}", f"{e:.2f} / {f:.2f}", f"{e / f:.2f}",
+                      f"{g:.1e} / {h:.1e}")
+    console.print(table)
 
 
 def main() -> None:
@@ -23,6 +39,7 @@ def main() -> None:
     fast = rows[-1]["seconds"] < 2.0
     console.print(f"flat within 20%: {'yes' if flat else 'NO'}; "
                   f"largest under 2 s: {'yes' if fast else 'NO'}")
+    conversion_table(console)
 
 
 if __name__ == "__main__":

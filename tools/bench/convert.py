@@ -1,0 +1,80 @@
+"""Conversion benchmark: tensorforge vs `tf.lite.TFLiteConverter.from_keras_model`, side by side
+in one process on the same Keras models.
+
+For each model: conversion seconds, artifact bytes, LiteRT latency (2 threads, median of
+repeated invokes) and max abs error against Keras, each reported with the ratio
+tensorforge / TFLiteConverter (goals: seconds <= 0.1, bytes <= 1.0, latency <= 1.0)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .models import BENCH_MODELS
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _sample(model, seed=0):
+    rng = np.random.default_rng(seed)
+    x = model.inputs[0]
+    shape = [1 if d is None else d for d in x.shape]
+    if "int" in str(x.dtype):
+        return rng.integers(0, 1000, shape).astype(np.int32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _latency(data: bytes, x: np.ndarray, repeats: int = 20) -> tuple[float, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=data, num_threads=2)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    if list(inp["shape"]) != list(x.shape):
+        interp.resize_tensor_input(inp["index"], x.shape)
+        interp.allocate_tensors()
+    out_index = interp.get_output_details()[0]["index"]
+    times = []
+    for i in range(repeats + 3):
+        interp.set_tensor(inp["index"], x)
+        start = time.perf_counter()
+        interp.invoke()
+        if i >= 3:  # warm-up runs excluded
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), interp.get_tensor(out_index)
+
+
+def bench_model(name: str, build) -> dict:
+    import tensorflow as tf
+
+    from ..convert import convert
+
+    model = build()
+    x = _sample(model)
+    want = np.asarray(model(x, training=False))
+
+    start = time.perf_counter()
+    theirs = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    t_theirs = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        ours = convert(model, target="tflite", output=Path(tmp) / "m.tflite").artifacts["tflite"]
+        t_ours = time.perf_counter() - start
+
+    lat_theirs, out_theirs = _latency(theirs, x)
+    lat_ours, out_ours = _latency(ours, x)
+    return {"model": name,
+            "sec": (t_ours, t_theirs), "bytes": (len(ours), len(theirs)),
+            "latency_ms": (lat_ours * 1e3, lat_theirs * 1e3),
+            "err": (float(np.max(np.abs(out_ours - want))),
+                    float(np.max(np.abs(out_theirs - want))))}
+
+
+def bench_conversion(names=None) -> list[dict]:
+    return [bench_model(n, BENCH_MODELS[n]) for n in (names or BENCH_MODELS)]

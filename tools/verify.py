@@ -1,0 +1,121 @@
+"""The numerics contract: run the source model, the IR interpreter and each artifact on the
+same inputs and report max abs / relative error per output.
+
+Relative error is max|got - want| / max|want| over an output (a tensor-level measure, so tiny
+reference elements do not blow it up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.graph import Graph, Module
+from ..ir.interpreter import run_graph
+from ..ir.types import DType
+
+FLOAT_RTOL = 1e-4  # the float32 contract (DESIGN.md, "Numerics contract")
+
+
+@dataclass
+class ErrorRow:
+    runtime: str       # "ir", "tflite", ...
+    output: str
+    max_abs: float
+    max_rel: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel <= self.tolerance
+
+
+@dataclass
+class Verification:
+    """Errors of each runtime against the reference (the source model, else the IR)."""
+
+    reference: str
+    batch: int
+    rows: list[ErrorRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    def max_rel(self, runtime: str) -> float:
+        return max((r.max_rel for r in self.rows if r.runtime == runtime), default=0.0)
+
+    def table(self) -> str:
+        """A plain-text table (the CLI prints it)."""
+        head = ("runtime", "output", "max abs err", "max rel err", "tolerance", "ok")
+        rows = [head] + [(r.runtime, r.output, f"{r.max_abs:.3e}", f"{r.max_rel:.3e}",
+                          f"{r.tolerance:.0e}", "yes" if r.ok else "NO") for r in self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = [f"verification against {self.reference} (batch {self.batch}, random inputs)"]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf"), float("inf")
+    if got.size == 0:
+        return 0.0, 0.0
+    abs_err = float(np.max(np.abs(got - want)))
+    scale = float(np.max(np.abs(want)))
+    return abs_err, abs_err / scale if scale > 0 else abs_err
+
+
+def _int_upper_bound(graph: Graph, value) -> int:
+    """A safe exclusive upper bound for an integer input: the size of any table it indexes
+    (token ids feeding a gather), else 10."""
+    bound = None
+    for user, i in value.uses:
+        if getattr(user, "op", None) == "gather" and i == 1:
+            axis = user.attrs["axis"] % user.inputs[0].type.rank
+            dim = user.inputs[0].type.shape[axis]
+            if isinstance(dim, int):
+                bound = dim if bound is None else min(bound, dim)
+    return bound or 10
+
+
+def sample_inputs(module: Module, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs fitting the entry graph's signature (symbolic dims set to `batch`),
+    keyed by the module's input names."""
+    graph = module.main
+    names = list(module.metadata.get("input_names", ())) or \
+        [v.name or f"input_{i}" for i, v in enumerate(graph.inputs)]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, v in zip(names, graph.inputs):
+        shape = [batch if isinstance(d, str) else d for d in v.type.shape]
+        dt = v.type.dtype
+        if dt.is_float:
+            arr = rng.standard_normal(shape)
+        elif dt == DType.bool:
+            arr = rng.integers(0, 2, shape)
+        else:
+            arr = rng.integers(0, _int_upper_bound(graph, v), shape)
+        out[name] = np.asarray(arr).astype(dt.np)
+    return out
+
+
+def output_names(module: Module) -> list[str]:
+    names = list(module.metadata.get("output_names", ()))
+    return names or [v.name or f"output_{i}" for i, v in enumerate(module.main.outputs)]
+
+
+def compare(verification: Verification, runtime: str, got: list[np.ndarray],
+            want: list[np.ndarray], names: list[str], tolerance: float) -> None:
+    for name, g, w in zip(names, got, want, strict=True):
+        a, r = errors(g, w)
+        verification.rows.append(ErrorRow(runtime, name, a, r, tolerance))
+
+
+def run_ir(module: Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return run_graph(module.main, list(inputs.values()))
