@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The TF.js harness: Node.js + @tensorflow/tfjs, pinned by tests/js/package-lock.json.
+JS_STAMP := tests/js/node_modules/.package-lock.json
 
 .PHONY: demo test test-slow bench install clean
 
@@ -16,14 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(JS_STAMP)
 	$(PY) -m tensorforge.tools.demo
 
-test: $(STAMP)
+$(JS_STAMP): tests/js/package-lock.json
+	cd tests/js && npm ci --ignore-scripts --no-audit --no-fund
+
+test: $(STAMP) $(JS_STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --rootdir=tests -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(JS_STAMP)
 	$(PY) -m pytest --rootdir=tests -m slow
 
 bench: $(STAMP)

@@ -65,11 +65,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     load_plugins(args.load_pass_plugin)
     ctx = PassContext(print_ir_after=set(args.print_ir_after), verify_each=args.verify_each,
                       time_passes=args.time_passes, ir_stream=sys.stderr)
-    result = convert(args.source, target=args.target, output=args.output, verify=args.verify,
-                     passes=args.passes, fp16=args.fp16, safe_mode=not args.unsafe,
+    targets = [t.strip() for t in args.target.split(",")]
+    result = convert(args.source, target=targets, output=args.output, verify=args.verify,
+                     passes=args.passes, fp16=args.fp16, tfjs_quantize=args.tfjs_quantize,
+                     tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
                      pass_context=ctx)
     for target, path in result.paths.items():
-        print(f"wrote {target}: {path} ({len(result.artifacts[target]):,} bytes)")
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
+            else path.stat().st_size
+        print(f"wrote {target}: {path} ({size:,} bytes)")
     if args.time_passes:
         sys.stderr.write(ctx.timing_report() + "\n")
     if result.verification is not None:
@@ -123,13 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Compiles SRC (.keras file, SavedModel directory or .tfir "
                                       "file) to the target format.")
     comp.add_argument("source", metavar="SRC")
-    comp.add_argument("--target", default="tflite", help="tflite (default)")
+    comp.add_argument("--target", default="tflite",
+                      help="tflite (default), savedmodel, tfjs, a comma-separated list, or all")
     comp.add_argument("-o", "--output", required=True, metavar="OUT",
                       help="output file (e.g. model.tflite) or directory")
     comp.add_argument("--verify", action="store_true",
                       help="run source, IR interpreter and artifact on the same random inputs "
                            "and print their errors")
-    comp.add_argument("--fp16", action="store_true", help="store float weights as float16")
+    comp.add_argument("--fp16", action="store_true",
+                      help="TFLite: store float weights as float16")
+    comp.add_argument("--tfjs-quantize", choices=("uint8", "uint16", "float16"),
+                      help="TF.js: compress float weights (affine uint8/uint16, or float16)")
+    comp.add_argument("--tfjs-quantize-globs", nargs="+", metavar="GLOB",
+                      help="TF.js: compress only weights whose names match these globs")
     comp.add_argument("--passes", metavar="PIPELINE", default=None,
                       help="pass pipeline (default: canonicalize)")
     comp.add_argument("--unsafe", action="store_true",

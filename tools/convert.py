@@ -1,13 +1,17 @@
 """`tensorforge.convert`: source -> IR -> pipeline -> artifacts, written atomically, optionally
 verified against the source model in each target runtime.
 
-Targets are looked up in TARGETS; each entry emits bytes from a Module and knows how to run
-its own artifact for verification. Every artifact is built in memory first and only then
-written, so a failed compile never leaves a partial or clobbered file.
+Targets are looked up in TARGETS; each entry writes its artifact (a file or a directory) and
+knows how to run it for verification. Artifacts are staged beside the output and moved into
+place only when all are written, so a failed compile never leaves a partial or clobbered
+artifact.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +23,6 @@ from ..ir.graph import Module
 from ..ir.verify import verify_module
 from ..passes import PassContext, PassManager
 from . import verify as V
-from .files import write_files_atomic
 from .sources import Source, load_source
 
 DEFAULT_PIPELINE = "canonicalize"
@@ -27,30 +30,61 @@ DEFAULT_PIPELINE = "canonicalize"
 
 @dataclass(frozen=True)
 class Target:
-    """A backend as the driver sees it."""
+    """A backend as the driver sees it: how to write its artifact at a path (a file or a
+    directory) and how to run that artifact for verification."""
 
     name: str
-    suffix: str                                   # file name suffix of a single artifact
-    emit: Callable[..., bytes]                    # (module, **options) -> bytes
-    run: Callable[[bytes, dict[str, np.ndarray], list[str]], list[np.ndarray]]
+    default_name: str                       # artifact name inside an output directory
+    is_dir: bool                            # the artifact is a directory (SavedModel, TF.js)
+    write: Callable[..., None]              # (module, path, **options)
+    run: Callable[[Path, dict[str, np.ndarray], list[str]], list[np.ndarray]]
 
 
-def _emit_tflite(module: Module, *, fp16: bool = False) -> bytes:
+def _write_tflite(module: Module, path: Path, *, fp16: bool = False, **_) -> None:
     from ..backends.tflite import write_tflite
 
-    return write_tflite(module, fp16=fp16)
+    path.write_bytes(write_tflite(module, fp16=fp16))
 
 
-def _run_tflite(data: bytes, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+def _run_tflite(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=data).get_signature_runner("serving_default")
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
     out = runner(**inputs)
     return [out[n] for n in names]
 
 
+def _write_savedmodel(module: Module, path: Path, **_) -> None:
+    from ..backends.savedmodel import write_savedmodel
+
+    write_savedmodel(module, path)
+
+
+def _run_savedmodel(path: Path, inputs, names):
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    return [out[n].numpy() for n in names]
+
+
+def _write_tfjs(module: Module, path: Path, *, tfjs_quantize: str | None = None,
+                tfjs_quantize_globs=None, **_) -> None:
+    from ..backends.tfjs import write_tfjs
+
+    write_tfjs(module, path, quantize=tfjs_quantize, quantize_globs=tfjs_quantize_globs)
+
+
+def _run_tfjs(path: Path, inputs, names):
+    from .node_runner import run_in_node
+
+    return run_in_node(path, inputs, names)
+
+
 TARGETS: dict[str, Target] = {
-    "tflite": Target("tflite", ".tflite", _emit_tflite, _run_tflite),
+    "tflite": Target("tflite", "model.tflite", False, _write_tflite, _run_tflite),
+    "savedmodel": Target("savedmodel", "saved_model", True, _write_savedmodel, _run_savedmodel),
+    "tfjs": Target("tfjs", "tfjs", True, _write_tfjs, _run_tfjs),
 }
 
 
@@ -79,15 +113,62 @@ def resolve_targets(target: str | Sequence[str]) -> list[str]:
 
 
 def output_paths(output: str | Path, targets: list[str]) -> dict[str, Path]:
-    """One file per target. `output` is a file path for a single target whose suffix matches,
-    else a directory holding `model<suffix>` per target."""
+    """Where each artifact goes. One target: `output` is the artifact itself (a `.tflite`
+    file, a SavedModel or TF.js directory) unless it is an existing directory holding no
+    artifact of that kind, then the artifact goes inside it. Several targets: `output` is a
+    directory with one artifact per target under its default name."""
     out = Path(output)
-    if len(targets) == 1 and out.suffix == TARGETS[targets[0]].suffix and not out.is_dir():
-        return {targets[0]: out}
+    if len(targets) == 1:
+        t = TARGETS[targets[0]]
+        if t.is_dir:
+            return {t.name: out}
+        if out.is_dir() or out.suffix != ".tflite":
+            return {t.name: out / t.default_name}
+        return {t.name: out}
     if out.exists() and not out.is_dir():
-        raise ConversionError(f"output {out} is an existing file; for targets "
-                              f"{', '.join(targets)} give a directory or a *.{targets[0]} path")
-    return {t: out / f"model{TARGETS[t].suffix}" for t in targets}
+        raise ConversionError(f"output {out} is an existing file; targets "
+                              f"{', '.join(targets)} need a directory")
+    return {t: out / TARGETS[t].default_name for t in targets}
+
+
+def _check_destinations(paths: dict[str, Path]) -> None:
+    """Refuses, before any work, to replace something that is not an artifact of ours."""
+    for target, path in paths.items():
+        if not path.exists():
+            continue
+        if TARGETS[target].is_dir:
+            if not path.is_dir():
+                raise ConversionError(f"output {path} exists and is not a directory")
+            if any(path.iterdir()) and not _looks_like(target, path):
+                raise ConversionError(f"output directory {path} holds something that is not a "
+                                      f"{target} artifact; refusing to replace it")
+        elif path.is_dir():
+            raise ConversionError(f"output {path} is a directory")
+
+
+def _looks_like(target: str, path: Path) -> bool:
+    if target == "savedmodel":
+        return (path / "saved_model.pb").exists()
+    if target == "tfjs":
+        return (path / "model.json").exists()
+    return False
+
+
+def _place(staged: Path, final: Path) -> None:
+    """Moves a staged artifact into place; an existing one is swapped out and deleted only
+    after the new one is in."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if staged.is_dir() and final.exists():
+        backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, backup)
+        try:
+            os.rename(staged, final)
+        except BaseException:
+            os.rename(backup, final)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staged, final)
 
 
 def optimize(module: Module, passes: str | None, ctx: PassContext | None = None) -> Module:
@@ -101,29 +182,50 @@ def optimize(module: Module, passes: str | None, ctx: PassContext | None = None)
 
 def convert(model: Any, target: str | Sequence[str] = "tflite",
             output: str | Path = "model.tflite", *, verify: bool = False,
-            passes: str | None = None, fp16: bool = False, safe_mode: bool = True,
+            passes: str | None = None, fp16: bool = False, tfjs_quantize: str | None = None,
+            tfjs_quantize_globs: Sequence[str] | None = None, safe_mode: bool = True,
             input_signature=None, pass_context: PassContext | None = None,
             batch: int = 2) -> ConversionResult:
     """Compiles `model` (Keras model, `.keras` file, SavedModel directory, `.tfir` file or
-    Module) to `target` ("tflite", a list, or "all") and writes the artifacts under `output`.
+    Module) to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
 
-    `passes` is a pipeline string (default "canonicalize"; "" runs none). With `verify=True`,
-    the source model, the IR interpreter and each artifact run on the same random inputs and
-    `result.verification` holds the error table (float32 contract: 1e-4 relative)."""
+    `passes` is a pipeline string (default "canonicalize"; "" runs none). `fp16` stores TFLite
+    weights as float16; `tfjs_quantize` ("uint8", "uint16", "float16") compresses TF.js weights
+    (optionally only those matching `tfjs_quantize_globs`). With `verify=True`, the source
+    model, the IR interpreter and each artifact run on the same random inputs and
+    `result.verification` holds the error table (float32 contract: 1e-4 relative).
+
+    Every artifact is first written to a staging directory beside `output`; only when all of
+    them are written are they moved into place, so a failure leaves nothing behind and never
+    clobbers an existing artifact."""
     targets = resolve_targets(target)
     paths = output_paths(output, targets)
+    _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature)
     module = optimize(source.module, passes, pass_context)
-    artifacts = {t: TARGETS[t].emit(module, **({"fp16": fp16} if t == "tflite" else {}))
-                 for t in targets}
-    verification = verify_artifacts(source, module, artifacts, fp16=fp16, batch=batch) \
-        if verify else None
-    write_files_atomic({str(paths[t]): data for t, data in artifacts.items()})
+    options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
+               "tfjs_quantize_globs": tfjs_quantize_globs}
+    anchor = Path(output).resolve()
+    anchor.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))
+    try:
+        staged = {t: stage / TARGETS[t].default_name for t in targets}
+        for t in targets:
+            TARGETS[t].write(module, staged[t], **options)
+        verification = verify_artifacts(source, module, staged, fp16=fp16,
+                                        tfjs_quantize=tfjs_quantize, batch=batch) \
+            if verify else None
+        artifacts = {t: staged[t].read_bytes() for t in targets if not TARGETS[t].is_dir}
+        for t in targets:
+            _place(staged[t], paths[t])
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return ConversionResult(paths, module, verification, source.description, artifacts)
 
 
-def verify_artifacts(source: Source, module: Module, artifacts: dict[str, bytes], *,
-                     fp16: bool = False, batch: int = 2) -> V.Verification:
+def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path], *,
+                     fp16: bool = False, tfjs_quantize: str | None = None,
+                     batch: int = 2) -> V.Verification:
     """Runs the reference (source model, else the IR interpreter), the IR and every artifact on
     the same inputs and tabulates their errors."""
     inputs = V.sample_inputs(module, batch=batch)
@@ -136,8 +238,7 @@ def verify_artifacts(source: Source, module: Module, artifacts: dict[str, bytes]
     result = V.Verification(reference, batch)
     if source.run_original is not None:
         V.compare(result, "ir", ir_out, want, names, V.FLOAT_RTOL)
-    # float16 weights carry ~3 decimal digits; that, not 1e-4, is the honest bound there.
-    tol = 1e-2 if fp16 else V.FLOAT_RTOL
-    for t, data in artifacts.items():
-        V.compare(result, t, TARGETS[t].run(data, inputs, names), want, names, tol)
+    for t, path in artifacts.items():
+        V.compare(result, t, TARGETS[t].run(path, inputs, names), want, names,
+                  V.tolerance(t, fp16=fp16, tfjs_quantize=tfjs_quantize))
     return result

@@ -2,9 +2,10 @@
 
 1. IR pipeline: parses `examples/small_cnn.tfir`, canonicalizes it with timing, prints the
    optimized IR and checks in the interpreter that it computes what the original did.
-2. Keras -> TFLite: compiles `examples/digits_cnn.keras` (a small CNN trained on scikit-learn's
-   8x8 digits) with `--verify` (Keras vs IR interpreter vs LiteRT on the same inputs), prints
-   the verification table, and measures the artifact's accuracy on held-out digits in LiteRT.
+2. Keras -> every target: compiles `examples/digits_cnn.keras` (a small CNN trained on
+   scikit-learn's 8x8 digits) to TFLite, SavedModel and TF.js with verification (Keras vs IR
+   interpreter vs LiteRT, `tf.saved_model.load` and Node.js @tensorflow/tfjs on the same
+   inputs), prints the table, and measures the TFLite artifact's accuracy on held-out digits.
 """
 
 from __future__ import annotations
@@ -72,16 +73,18 @@ def keras_demo(console: Console) -> bool:
     from .convert import convert
 
     src = EXAMPLES / "digits_cnn.keras"
-    console.rule(f"tensorforge demo: {src.name} -> TFLite (verified)")
-    result = convert(str(src), target="tflite", output=OUT_DIR / "digits_cnn.tflite",
-                     verify=True)
-    path = result.paths["tflite"]
-    console.print(f"wrote {path} ({path.stat().st_size:,} bytes); ops after canonicalize: "
-                  f"{dict(op_histogram(result.module.main))}", soft_wrap=True)
+    console.rule(f"tensorforge demo: {src.name} -> TFLite, SavedModel, TF.js (verified)")
+    result = convert(str(src), target="all", output=OUT_DIR / "digits_cnn", verify=True)
+    for target, path in result.paths.items():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) \
+            if path.is_dir() else path.stat().st_size
+        console.print(f"wrote {target:<10} {path} ({size:,} bytes)", highlight=False)
+    console.print(f"ops after canonicalize: {dict(op_histogram(result.module.main))}",
+                  soft_wrap=True)
     console.print(result.verification.table(), highlight=False, soft_wrap=True)
 
     data = np.load(EXAMPLES / "digits_test.npz")
-    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    runner = Interpreter(model_path=str(result.paths["tflite"])).get_signature_runner()
     [name] = result.module.metadata["output_names"]
     [in_name] = result.module.metadata["input_names"]
     probs = runner(**{in_name: data["x"]})[name]

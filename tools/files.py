@@ -41,23 +41,3 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as e:
         raise ConversionError(f"{p} is not UTF-8 text (byte {e.start})") from None
 
-
-def write_files_atomic(files: dict[str, bytes]) -> None:
-    """Writes several artifacts so that either all land or none does: every file goes to a
-    temporary sibling first, and only when all are written are they renamed into place."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, data in files.items():
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                       dir=target.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            staged.append((tmp, target))
-        for tmp, target in staged:
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
-        raise

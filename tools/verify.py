@@ -16,6 +16,19 @@ from ..ir.types import DType
 
 FLOAT_RTOL = 1e-4  # the float32 contract (DESIGN.md, "Numerics contract")
 
+# Weight compression bounds the error it implies: float16 keeps ~3 decimal digits, uint16 and
+# uint8 affine codes keep 1/65535 and 1/255 of each tensor's range.
+COMPRESSED_RTOL = {"float16": 1e-2, "uint16": 1e-2, "uint8": 1e-1}
+
+
+def tolerance(target: str, *, fp16: bool = False, tfjs_quantize: str | None = None) -> float:
+    """The relative error a target's artifact is held to."""
+    if target == "tflite" and fp16:
+        return COMPRESSED_RTOL["float16"]
+    if target == "tfjs" and tfjs_quantize:
+        return COMPRESSED_RTOL[tfjs_quantize]
+    return FLOAT_RTOL
+
 
 @dataclass
 class ErrorRow:

@@ -1,0 +1,72 @@
+"""SavedModel backend: the IR lowered to plain TF ops (`tf_lowering`), weights as tf.Variables,
+saved with one `serving_default` signature.
+
+    from tensorforge.backends.savedmodel import write_savedmodel
+    write_savedmodel(module, "out/model")    # ConversionError lists every unlowerable node
+
+The directory is written atomically: the SavedModel is saved into a temporary sibling directory
+and renamed into place, so a failed compile leaves neither a partial directory nor a clobbered
+earlier artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from ..ir.errors import ConversionError, Diagnostic
+from ..ir.graph import Module
+from .tf_lowering import lower_to_tf, lowering_problems
+
+SIGNATURE_KEY = "serving_default"
+
+__all__ = ["SIGNATURE_KEY", "lowering_problems", "write_savedmodel"]
+
+
+def _is_replaceable(path: str) -> bool:
+    """An existing target we may replace: an empty directory or an earlier SavedModel."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    entries = os.listdir(path)
+    return not entries or "saved_model.pb" in entries
+
+
+def write_savedmodel(module: Module, directory: str | os.PathLike) -> None:
+    """Saves `module.main` as a TF SavedModel in `directory` with a `serving_default`
+    signature (inputs/outputs named by module.metadata input_names/output_names, else the
+    value names). Raises ConversionError, before writing anything, listing every node that
+    cannot be lowered. Replaces an earlier SavedModel at `directory` only once the new one is
+    complete."""
+    target = os.path.abspath(os.fspath(directory))
+    if os.path.lexists(target) and not _is_replaceable(target):
+        raise ConversionError("cannot write SavedModel", [Diagnostic(
+            f"{target} exists and is not a SavedModel directory; refusing to overwrite it")])
+    lowered = lower_to_tf(module)          # raises with every problem at once
+    fn = lowered.concrete_function()
+
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(target)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    backup = None
+    try:
+        tf.saved_model.save(lowered.tf_module, tmp, signatures={SIGNATURE_KEY: fn})
+        if os.path.lexists(target):
+            backup = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+            os.rmdir(backup)
+            os.rename(target, backup)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if backup is not None:
+                os.rename(backup, target)
+                backup = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

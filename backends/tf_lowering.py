@@ -1,0 +1,774 @@
+"""Lowering of an IR module to plain TensorFlow ops, shared by the SavedModel and TF.js backends.
+
+    lowered = lower_to_tf(module)          # ConversionError listing every unsupported node
+    fn = lowered.concrete_function()       # tf.function traced with tf.TensorSpec inputs
+    outputs = fn(x=...)                    # dict keyed by the signature's output names
+    lowered.tf_module                      # the tf.Module holding the weights as tf.Variables
+
+Every IR op maps to one small function `lower(cx, node) -> [tf.Tensor, ...]` in `LOWERINGS`
+(see `_Ctx` for what `cx` offers). Lowerings emit only plain TF ops (no XlaCallModule, no fused
+or composite ops TF.js lacks), one TF op per IR op where possible, so the same function can be
+frozen into a GraphDef for the TF.js converter. A lowering raises `Unsupported` (with the
+reason) for a node it cannot express; `lowering_problems` traces the whole graph once in a
+throwaway tf.Graph and reports every offender at once.
+
+Constants with more than `VARIABLE_MIN_ELEMENTS` elements become `tf.Variable`s on the
+tf.Module (named after the value, else `<scope of its user>/<operand name>`, e.g.
+`conv1/filter`); smaller ones are inlined as `tf.constant`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from ..ir.errors import ConversionError, Diagnostic
+from ..ir.graph import Graph, Module, Node, Value
+from ..ir.ops import get_op
+from ..ir.types import DType
+
+VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
+
+
+class Unsupported(Exception):
+    """A node this backend cannot lower; the message says why."""
+
+
+TF_DTYPES = {DType.f32: tf.float32, DType.f16: tf.float16, DType.bf16: tf.bfloat16,
+             DType.f64: tf.float64, DType.i8: tf.int8, DType.u8: tf.uint8, DType.i16: tf.int16,
+             DType.i32: tf.int32, DType.i64: tf.int64, DType.bool: tf.bool}
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def sanitize(name: str) -> str:
+    """A string usable as a TF op / variable / signature name."""
+    name = _NAME_BAD.sub("_", name).strip("/") or "value"
+    name = re.sub(r"/+", "/", name)
+    return name if re.match(r"[A-Za-z0-9.]", name) else "v" + name
+
+
+def _tf_dtype(dtype: DType):
+    try:
+        return TF_DTYPES[dtype]
+    except KeyError:
+        raise Unsupported(f"TensorFlow has no usable dtype for {dtype}") from None
+
+
+def _static_shape(value: Value):
+    return [d if isinstance(d, int) else None for d in value.type.shape]
+
+
+# -- lowering context --------------------------------------------------------------------------
+
+class _Ctx:
+    """What a lowering sees.
+
+    cx.x(value)       the tf.Tensor of an IR operand (constants: variable read or tf.constant)
+    cx.np(value)      the NumPy payload of a constant operand, else None
+    cx.const(array, dtype)  a small tf.constant (attribute-derived parameters)
+    """
+
+    def __init__(self, variables: dict[int, tf.Variable] | None, record: set | None):
+        self.env: dict[int, tf.Tensor] = {}
+        self.variables = variables      # id(const value) -> tf.Variable (None: inline all)
+        self.record = record            # ids of constants requested as tensors (dry run)
+
+    def x(self, value: Value) -> tf.Tensor:
+        key = id(value)
+        if key not in self.env:
+            arr = value.const
+            if arr is None:
+                raise KeyError(f"value %{value.name} is not defined")
+            _tf_dtype(value.type.dtype)
+            if self.record is not None:
+                self.record.add(key)
+            if self.variables is not None and key in self.variables:
+                self.env[key] = tf.convert_to_tensor(self.variables[key])
+            else:
+                self.env[key] = tf.constant(np.asarray(arr), dtype=_tf_dtype(value.type.dtype))
+        return self.env[key]
+
+    @staticmethod
+    def np(value: Value) -> np.ndarray | None:
+        return value.const
+
+    @staticmethod
+    def const(array, dtype) -> tf.Tensor:
+        return tf.constant(np.asarray(array), dtype=dtype)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def _scalar(x: tf.Tensor, v) -> tf.Tensor:
+    return tf.constant(v, dtype=x.dtype)
+
+
+def _activation(y: tf.Tensor, act: str) -> tf.Tensor:
+    if act == "none":
+        return y
+    if act == "relu":
+        return tf.nn.relu(y)
+    if act == "relu6":
+        return tf.nn.relu6(y)
+    if act == "relu_n1_to_1":
+        return tf.minimum(tf.maximum(y, _scalar(y, -1)), _scalar(y, 1))
+    if act == "tanh":
+        return tf.math.tanh(y)
+    raise Unsupported(f"unknown fused activation {act!r}")
+
+
+def _bias_act(cx, node: Node, y: tf.Tensor) -> tf.Tensor:
+    if len(node.inputs) > 2:
+        b = cx.x(node.inputs[2])
+        y = tf.nn.bias_add(y, b) if y.dtype.is_floating else tf.math.add(y, b)
+    return _activation(y, node.attrs["activation"])
+
+
+def _pair4(p):
+    return [1, p[0], p[1], 1]
+
+
+def _dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
+    """The filter with (d-1) zeros between taps: a dilated conv as a plain one."""
+    dh, dw = dilations
+    if (dh, dw) == (1, 1):
+        return f
+    kh, kw = f.shape[:2]
+    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + f.shape[2:], f.dtype)
+    out[::dh, ::dw] = f
+    return out
+
+
+def _explicit_pad(x: tf.Tensor, pad):
+    (t, b), (l, r) = pad
+    if t or b or l or r:
+        x = tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]])
+    return x
+
+
+def _filter_tensor(cx, node: Node, dilations, what: str):
+    """The filter operand, with dilation folded into a constant filter when needed."""
+    fv = node.inputs[1]
+    if tuple(dilations) == (1, 1):
+        return cx.x(fv)
+    arr = cx.np(fv)
+    if arr is None:
+        raise Unsupported(f"{what} with dilations {tuple(dilations)} needs a constant filter "
+                          f"(TF's CPU kernel has no dilation support)")
+    return tf.constant(_dilate_filter(np.asarray(arr), dilations), dtype=_tf_dtype(fv.type.dtype))
+
+
+# -- elementwise -------------------------------------------------------------------------------
+
+def _unary(fn: Callable) -> Callable:
+    return lambda cx, node: [fn(cx.x(node.inputs[0]))]
+
+
+def _binary(fn: Callable) -> Callable:
+    return lambda cx, node: [fn(cx.x(node.inputs[0]), cx.x(node.inputs[1]))]
+
+
+def _div(cx, node):
+    a, b = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    if a.dtype.is_floating:
+        return [tf.raw_ops.RealDiv(x=a, y=b)]
+    return [tf.raw_ops.TruncateDiv(x=a, y=b)]
+
+
+def _gelu(cx, node):
+    x = cx.x(node.inputs[0])
+    half = _scalar(x, 0.5)
+    if node.attrs["approximate"]:
+        inner = tf.math.multiply(
+            _scalar(x, math.sqrt(2.0 / math.pi)),
+            tf.math.add(x, tf.math.multiply(_scalar(x, 0.044715),
+                                            tf.math.multiply(tf.math.multiply(x, x), x))))
+        t = tf.math.tanh(inner)
+    else:
+        t = tf.math.erf(tf.math.multiply(x, _scalar(x, 1.0 / math.sqrt(2.0))))
+    return [tf.math.multiply(tf.math.multiply(half, x), tf.math.add(_scalar(x, 1.0), t))]
+
+
+def _elu(cx, node):
+    x = cx.x(node.inputs[0])
+    alpha = node.attrs["alpha"]
+    y = tf.nn.elu(x)
+    if alpha == 1.0:
+        return [y]
+    return [tf.where(tf.math.greater(x, _scalar(x, 0)), x, tf.math.multiply(_scalar(x, alpha), y))]
+
+
+def _leaky_relu(cx, node):
+    x = cx.x(node.inputs[0])
+    return [tf.raw_ops.LeakyRelu(features=x, alpha=float(node.attrs["alpha"]))]
+
+
+def _hard_swish(cx, node):
+    x = cx.x(node.inputs[0])
+    r = tf.nn.relu6(tf.math.add(x, _scalar(x, 3)))
+    return [tf.raw_ops.RealDiv(x=tf.math.multiply(x, r), y=_scalar(x, 6))]
+
+
+def _hard_sigmoid(cx, node):
+    x = cx.x(node.inputs[0])
+    y = tf.math.add(tf.raw_ops.RealDiv(x=x, y=_scalar(x, 6)), _scalar(x, 0.5))
+    return [tf.minimum(tf.maximum(y, _scalar(x, 0)), _scalar(x, 1))]
+
+
+def _softplus(cx, node):
+    # max(x, 0) + log(1 + exp(-|x|)): stable, and only ops TF.js has.
+    x = cx.x(node.inputs[0])
+    e = tf.math.exp(tf.math.negative(tf.math.abs(x)))
+    return [tf.math.add(tf.maximum(x, _scalar(x, 0)), tf.math.log(tf.math.add(_scalar(x, 1), e)))]
+
+
+def _clip(cx, node):
+    x = cx.x(node.inputs[0])
+    lo, hi = node.attrs["min"], node.attrs["max"]
+    if x.dtype.is_integer:
+        lo, hi = math.ceil(lo), math.floor(hi)
+    return [tf.minimum(tf.maximum(x, _scalar(x, lo)), _scalar(x, hi))]
+
+
+def _cast(cx, node):
+    return [tf.cast(cx.x(node.inputs[0]), _tf_dtype(node.attrs["to"]))]
+
+
+def _where(cx, node):
+    c, a, b = (cx.x(v) for v in node.inputs)
+    return [tf.where(c, a, b)]
+
+
+# -- nn ----------------------------------------------------------------------------------------
+
+def _conv2d(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    pad = a["padding"]
+    if not isinstance(pad, str):
+        x, pad = _explicit_pad(x, pad), "VALID"
+    groups = a["groups"]
+    f = cx.x(node.inputs[1])
+    if groups == 1:
+        y = tf.nn.conv2d(x, f, strides=_pair4(a["strides"]), padding=pad,
+                         dilations=_pair4(a["dilations"]))
+    else:
+        # TF's CPU Conv2D has no grouped form: one conv per group, then concat.
+        xs = tf.split(x, groups, axis=3)
+        fs = tf.split(f, groups, axis=3)
+        y = tf.concat([tf.nn.conv2d(xi, fi, strides=_pair4(a["strides"]), padding=pad,
+                                    dilations=_pair4(a["dilations"]))
+                       for xi, fi in zip(xs, fs)], axis=3)
+    return [_bias_act(cx, node, y)]
+
+
+def _depthwise(cx, node):
+    a = node.attrs
+    sh, sw = a["strides"]
+    if sh != sw:
+        raise Unsupported(f"TF DepthwiseConv2dNative needs equal strides, got {(sh, sw)}")
+    x = cx.x(node.inputs[0])
+    pad = a["padding"]
+    if not isinstance(pad, str):
+        x, pad = _explicit_pad(x, pad), "VALID"
+    f = _filter_tensor(cx, node, a["dilations"], "depthwise_conv2d")
+    y = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=f, strides=[1, sh, sw, 1],
+                                         padding=pad)
+    return [_bias_act(cx, node, y)]
+
+
+def _conv2d_transpose(cx, node):
+    a = node.attrs
+    out = node.outputs[0].type.shape
+    if not all(isinstance(d, int) for d in out[1:]):
+        raise Unsupported(f"conv2d_transpose needs a static output height, width and channels, "
+                          f"got {node.outputs[0].type}")
+    x = cx.x(node.inputs[0])
+    f = _filter_tensor(cx, node, a["dilations"], "conv2d_transpose")
+    if isinstance(out[0], int):
+        shape = tf.constant(list(out), tf.int32)
+    else:
+        shape = tf.concat([tf.shape(x, out_type=tf.int32)[:1],
+                           tf.constant(list(out[1:]), tf.int32)], axis=0)
+    y = tf.nn.conv2d_transpose(x, f, shape, strides=_pair4(a["strides"]), padding=a["padding"])
+    return [_bias_act(cx, node, y)]
+
+
+def _matmul(cx, node):
+    a = node.attrs
+    y = tf.linalg.matmul(cx.x(node.inputs[0]), cx.x(node.inputs[1]),
+                         transpose_a=a["transpose_a"], transpose_b=a["transpose_b"])
+    return [_bias_act(cx, node, y)]
+
+
+def _pool(fn):
+    def lower(cx, node):
+        a = node.attrs
+        return [fn(cx.x(node.inputs[0]), ksize=_pair4(a["ksize"]), strides=_pair4(a["strides"]),
+                   padding=a["padding"])]
+    return lower
+
+
+def _softmax(fn):
+    def lower(cx, node):
+        x = cx.x(node.inputs[0])
+        rank = len(node.inputs[0].type.shape)
+        axis = node.attrs["axis"] % rank
+        if axis == rank - 1:
+            return [fn(x)]
+        # A constant permutation (swap axis and last) instead of tf.nn.softmax's dynamic one.
+        perm = list(range(rank))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        return [tf.transpose(fn(tf.transpose(x, perm)), perm)]
+    return lower
+
+
+def _bn_shape(rank, axis, n):
+    shape = [1] * rank
+    shape[axis] = n
+    return shape
+
+
+def _batch_norm(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    rank = len(node.inputs[0].type.shape)
+    axis = a["axis"] % rank
+    params = [cx.np(v) for v in node.inputs[1:]]
+    if all(p is not None for p in params):
+        # Fold into one scale and shift (computed in float64): x * mult + shift.
+        mean, var, scale, offset = (np.asarray(p, np.float64) for p in params)
+        mult = scale / np.sqrt(var + a["epsilon"])
+        shift = offset - mean * mult
+        shape = _bn_shape(rank, axis, mult.shape[0]) if axis != rank - 1 else [mult.shape[0]]
+        m = tf.constant(mult.reshape(shape), dtype=x.dtype)
+        s = tf.constant(shift.reshape(shape), dtype=x.dtype)
+        return [tf.math.add(tf.math.multiply(x, m), s)]
+    mean, var, scale, offset = (cx.x(v) for v in node.inputs[1:])
+    if axis != rank - 1:
+        shape = _bn_shape(rank, axis, -1)
+        mean, var, scale, offset = (tf.reshape(p, shape) for p in (mean, var, scale, offset))
+    inv = tf.math.rsqrt(tf.math.add(var, _scalar(x, a["epsilon"])))
+    y = tf.math.multiply(tf.math.subtract(x, mean), tf.math.multiply(inv, scale))
+    return [tf.math.add(y, offset)]
+
+
+def _layer_norm(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    rank = len(node.inputs[0].type.shape)
+    axes = sorted(ax % rank for ax in a["axes"])
+    mean = tf.math.reduce_mean(x, axis=axes, keepdims=True)
+    d = tf.math.subtract(x, mean)
+    var = tf.math.reduce_mean(tf.math.square(d), axis=axes, keepdims=True)
+    y = tf.math.multiply(d, tf.math.rsqrt(tf.math.add(var, _scalar(x, a["epsilon"]))))
+    # scale/offset have the normalized dims' sizes; broadcast them in place.
+    trailing = axes == list(range(rank - len(axes), rank))
+    for i, v in enumerate(node.inputs[1:], 1):
+        p = cx.x(v)
+        if not trailing:
+            pshape = list(v.type.shape)
+            bshape = [pshape[axes.index(ax)] if ax in axes else 1 for ax in range(rank)]
+            p = tf.reshape(p, bshape)
+        y = tf.math.multiply(y, p) if i == 1 else tf.math.add(y, p)
+    return [y]
+
+
+def _resize(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    size = list(a["size"])
+    ac, hp = a["align_corners"], a["half_pixel_centers"]
+    if a["method"] == "nearest":
+        return [tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=ac,
+                                                 half_pixel_centers=hp)]
+    y = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=ac, half_pixel_centers=hp)
+    return [y if y.dtype == x.dtype else tf.cast(y, x.dtype)]
+
+
+# -- reductions --------------------------------------------------------------------------------
+
+def _reduce(fn):
+    def lower(cx, node):
+        axes = list(node.attrs["axes"]) or None
+        return [fn(cx.x(node.inputs[0]), axis=axes, keepdims=node.attrs["keepdims"])]
+    return lower
+
+
+def _arg(fn):
+    def lower(cx, node):
+        return [fn(cx.x(node.inputs[0]), axis=node.attrs["axis"],
+                   output_type=_tf_dtype(node.attrs["output_type"]))]
+    return lower
+
+
+# -- quantization (float arithmetic) -----------------------------------------------------------
+
+def _qrange(bits, signed, narrow):
+    lo = -(1 << (bits - 1)) if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return (lo + 1 if narrow else lo), hi
+
+
+def _param(node: Node, key: str, x_rank: int, dtype):
+    vals = np.asarray(node.attrs[key], np.float64)
+    axis = node.attrs["axis"]
+    if axis is None:
+        return tf.constant(float(vals[0]), dtype=dtype)
+    axis %= x_rank
+    if axis != x_rank - 1:
+        shape = [1] * x_rank
+        shape[axis] = -1
+        vals = vals.reshape(shape)
+    return tf.constant(vals, dtype=dtype)
+
+
+def _codes(node: Node, x: tf.Tensor, qmin: int, qmax: int) -> tf.Tensor:
+    """clamp(round_half_away(x / scale) + zero_point, qmin, qmax), as floats (like the IR)."""
+    rank = x.shape.rank
+    ftype = tf.float64 if x.dtype == tf.float64 else tf.float32
+    if x.dtype != ftype:
+        x = tf.cast(x, ftype)
+    v = tf.raw_ops.RealDiv(x=x, y=_param(node, "scale", rank, ftype))
+    # Round half away from zero, exactly in float32: |v| - floor(|v|) is exact.
+    av = tf.math.abs(v)
+    fl = tf.math.floor(av)
+    up = tf.cast(tf.math.greater_equal(tf.math.subtract(av, fl), _scalar(fl, 0.5)), ftype)
+    r = tf.math.multiply(tf.math.sign(v), tf.math.add(fl, up))
+    zp = np.asarray(node.attrs["zero_point"])
+    if np.any(zp != 0):
+        r = tf.math.add(r, _param(node, "zero_point", rank, ftype))
+    return tf.minimum(tf.maximum(r, _scalar(r, qmin)), _scalar(r, qmax))
+
+
+def _dequant(node: Node, q: tf.Tensor, out_dtype) -> tf.Tensor:
+    rank = q.shape.rank
+    zp = np.asarray(node.attrs["zero_point"])
+    if np.any(zp != 0):
+        q = tf.math.subtract(q, _param(node, "zero_point", rank, q.dtype))
+    y = tf.math.multiply(q, _param(node, "scale", rank, q.dtype))
+    return y if y.dtype == out_dtype else tf.cast(y, out_dtype)
+
+
+def _quantize(cx, node):
+    dt = node.attrs["dtype"]
+    if dt == DType.i32:
+        raise Unsupported("quantize to i32 is not exact in float32 arithmetic")
+    qmin, qmax = _qrange(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
+    out = _tf_dtype(dt)
+    return [tf.cast(_codes(node, cx.x(node.inputs[0]), qmin, qmax), out)]
+
+
+def _dequantize(cx, node):
+    q = cx.x(node.inputs[0])
+    out = _tf_dtype(node.attrs["dtype"])
+    ftype = tf.float64 if out == tf.float64 else tf.float32
+    return [_dequant(node, tf.cast(q, ftype), out)]
+
+
+def _fake_quant(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    qmin, qmax = _qrange(a["bits"], a["signed"], a["narrow_range"])
+    if a["bits"] > 24:
+        raise Unsupported(f"fake_quant with {a['bits']} bits is not exact in float32")
+    return [_dequant(node, _codes(node, x, qmin, qmax), x.dtype)]
+
+
+# -- shape -------------------------------------------------------------------------------------
+
+def _reshape(cx, node):
+    return [tf.reshape(cx.x(node.inputs[0]), list(node.attrs["shape"]))]
+
+
+def _split(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    sizes = list(a["sizes"])
+    if len(sizes) == 1:
+        return [tf.identity(x)]
+    return list(tf.split(x, sizes, axis=a["axis"]))
+
+
+def _strided_slice(cx, node):
+    a = node.attrs
+    return [tf.strided_slice(cx.x(node.inputs[0]), list(a["begin"]), list(a["end"]),
+                             list(a["strides"]), begin_mask=a["begin_mask"],
+                             end_mask=a["end_mask"], ellipsis_mask=a["ellipsis_mask"],
+                             new_axis_mask=a["new_axis_mask"],
+                             shrink_axis_mask=a["shrink_axis_mask"])]
+
+
+def _pad(cx, node):
+    a = node.attrs
+    x = cx.x(node.inputs[0])
+    pads = [list(p) for p in a["pads"]]
+    if not pads:
+        return [tf.identity(x)]
+    if a["mode"] == "constant":
+        value = a["value"]
+        if x.dtype.is_integer or x.dtype == tf.bool:
+            value = np.asarray(value).astype(x.dtype.as_numpy_dtype).item()
+        return [tf.pad(x, pads, constant_values=value)]
+    return [tf.pad(x, pads, mode=a["mode"].upper())]
+
+
+def _squeeze(cx, node):
+    axes = list(node.attrs["axes"])
+    if not axes:
+        axes = [i for i, d in enumerate(node.inputs[0].type.shape) if d == 1]
+    return [tf.squeeze(cx.x(node.inputs[0]), axis=axes)]
+
+
+LOWERINGS: dict[str, Callable] = {
+    # elementwise
+    "identity": _unary(tf.identity),
+    "neg": _unary(tf.math.negative), "abs": _unary(tf.math.abs), "exp": _unary(tf.math.exp),
+    "log": _unary(tf.math.log), "sqrt": _unary(tf.math.sqrt), "rsqrt": _unary(tf.math.rsqrt),
+    "tanh": _unary(tf.math.tanh), "sigmoid": _unary(tf.math.sigmoid), "erf": _unary(tf.math.erf),
+    "relu": _unary(tf.nn.relu), "relu6": _unary(tf.nn.relu6), "leaky_relu": _leaky_relu,
+    "gelu": _gelu, "elu": _elu, "hard_swish": _hard_swish, "hard_sigmoid": _hard_sigmoid,
+    "softplus": _softplus, "sign": _unary(tf.math.sign), "floor": _unary(tf.math.floor),
+    "ceil": _unary(tf.math.ceil), "round": _unary(tf.math.round),
+    "logical_not": _unary(tf.math.logical_not), "clip": _clip, "cast": _cast,
+    "add": _binary(tf.math.add), "sub": _binary(tf.math.subtract),
+    "mul": _binary(tf.math.multiply), "div": _div, "pow": _binary(tf.math.pow),
+    "maximum": _binary(tf.math.maximum), "minimum": _binary(tf.math.minimum),
+    "equal": _binary(tf.math.equal), "not_equal": _binary(tf.math.not_equal),
+    "less": _binary(tf.math.less), "less_equal": _binary(tf.math.less_equal),
+    "greater": _binary(tf.math.greater), "greater_equal": _binary(tf.math.greater_equal),
+    "logical_and": _binary(tf.math.logical_and), "logical_or": _binary(tf.math.logical_or),
+    "where": _where,
+    # nn
+    "conv2d": _conv2d, "depthwise_conv2d": _depthwise, "conv2d_transpose": _conv2d_transpose,
+    "matmul": _matmul, "max_pool2d": _pool(tf.nn.max_pool2d), "avg_pool2d": _pool(tf.nn.avg_pool2d),
+    "softmax": _softmax(tf.nn.softmax), "log_softmax": _softmax(tf.nn.log_softmax),
+    "batch_norm": _batch_norm, "layer_norm": _layer_norm, "resize": _resize,
+    # reductions
+    "reduce_sum": _reduce(tf.math.reduce_sum), "reduce_mean": _reduce(tf.math.reduce_mean),
+    "reduce_max": _reduce(tf.math.reduce_max), "reduce_min": _reduce(tf.math.reduce_min),
+    "reduce_prod": _reduce(tf.math.reduce_prod),
+    "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin),
+    # quantization
+    "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
+    # shape
+    "reshape": _reshape,
+    "transpose": lambda cx, n: [tf.transpose(cx.x(n.inputs[0]), list(n.attrs["perm"]))],
+    "concat": lambda cx, n: [tf.concat([cx.x(v) for v in n.inputs], axis=n.attrs["axis"])],
+    "split": _split,
+    "slice": lambda cx, n: [tf.slice(cx.x(n.inputs[0]), list(n.attrs["begin"]),
+                                     list(n.attrs["size"]))],
+    "strided_slice": _strided_slice, "pad": _pad,
+    "gather": lambda cx, n: [tf.gather(cx.x(n.inputs[0]), cx.x(n.inputs[1]),
+                                       axis=n.attrs["axis"], batch_dims=n.attrs["batch_dims"])],
+    "broadcast_to": lambda cx, n: [tf.broadcast_to(cx.x(n.inputs[0]), list(n.attrs["shape"]))],
+    "squeeze": _squeeze,
+    "expand_dims": lambda cx, n: [tf.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
+    "tile": lambda cx, n: [tf.tile(cx.x(n.inputs[0]), list(n.attrs["multiples"]))],
+}
+
+
+# -- whole-graph emission ----------------------------------------------------------------------
+
+def _diag(node: Node, message: str) -> Diagnostic:
+    return Diagnostic(message, node=node.describe(), scope=node.scope, loc=node.loc)
+
+
+def _emit(graph: Graph, cx: _Ctx, inputs: list, problems: list[Diagnostic] | None) -> list:
+    """Lowers `graph` node by node into the current TF graph; returns the output tensors.
+    With `problems` given, a node that fails is recorded and stands in as a placeholder so the
+    rest of the graph is still checked (dry run); otherwise failures propagate."""
+    for v, t in zip(graph.inputs, inputs):
+        cx.env[id(v)] = t
+    for node in graph:
+        if node.op == "constant":
+            continue  # emitted where used
+        lower = LOWERINGS.get(node.op)
+        try:
+            if lower is None:
+                raise Unsupported(f"op '{node.op}' has no TensorFlow lowering")
+            for v in [*node.inputs, *node.outputs]:
+                _tf_dtype(v.type.dtype)
+            with tf.name_scope(sanitize(node.scope)) if node.scope else _null():
+                results = lower(cx, node)
+            if len(results) != len(node.outputs):
+                raise Unsupported(f"lowering gave {len(results)} results for "
+                                  f"{len(node.outputs)} outputs")
+        except Unsupported as err:
+            if problems is None:
+                raise ConversionError("cannot lower to TensorFlow", [_diag(node, str(err))])
+            problems.append(_diag(node, str(err)))
+            results = [_stand_in(v) for v in node.outputs]
+        except (ConversionError, KeyError):
+            raise
+        except Exception as err:  # a TF-side error must still name the node
+            if problems is None:
+                raise ConversionError("cannot lower to TensorFlow", [_diag(
+                    node, f"TensorFlow rejected the lowering: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}")]) from err
+            problems.append(_diag(node, f"TensorFlow rejected the lowering: "
+                                        f"{type(err).__name__}: {str(err)[:300]}"))
+            results = [_stand_in(v) for v in node.outputs]
+        for v, t in zip(node.outputs, results):
+            cx.env[id(v)] = t
+    return [cx.x(v) for v in graph.outputs]
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _stand_in(v: Value):
+    dtype = TF_DTYPES.get(v.type.dtype, tf.float32)
+    return tf.compat.v1.placeholder(dtype, _static_shape(v))
+
+
+def _signature_names(module: Module, key: str, values, default: str,
+                     problems: list[Diagnostic]) -> list[str]:
+    given = module.metadata.get(key)
+    if given is not None:
+        names = [str(n) for n in given]
+        if len(names) != len(values):
+            problems.append(Diagnostic(f"metadata {key} has {len(names)} names but graph "
+                                       f"@{module.main.name} has {len(values)}"))
+            return [f"{default}_{i}" for i in range(len(values))]
+    else:
+        names = [v.name or f"{default}_{i}" for i, v in enumerate(values)]
+    names = [sanitize(n) for n in names]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(Diagnostic(f"signature {default} names repeat: {dup}"))
+    return names
+
+
+def _dry_run(module: Module) -> tuple[list[Diagnostic], set]:
+    """Traces the graph in a throwaway tf.Graph: (every problem, ids of constants used as
+    tensors)."""
+    graph = module.main
+    problems: list[Diagnostic] = []
+    used: set = set()
+    with tf.Graph().as_default():
+        inputs = []
+        for v in graph.inputs:
+            try:
+                inputs.append(tf.compat.v1.placeholder(_tf_dtype(v.type.dtype),
+                                                       _static_shape(v)))
+            except Unsupported as err:
+                problems.append(Diagnostic(f"graph input %{v.name or '?'}: {err}"))
+                inputs.append(_stand_in(v))
+        cx = _Ctx(None, used)
+        try:
+            _emit(graph, cx, inputs, problems)
+        except Unsupported as err:  # a constant graph output of an unusable dtype
+            problems.append(Diagnostic(f"graph output: {err}"))
+    _signature_names(module, "input_names", graph.inputs, "input", problems)
+    _signature_names(module, "output_names", graph.outputs, "output", problems)
+    return problems, used
+
+
+def lowering_problems(module: Module) -> list[Diagnostic]:
+    """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
+    unsupported node with its node, scope and loc, plus signature-name problems."""
+    return _dry_run(module)[0]
+
+
+# -- the tf.Module -----------------------------------------------------------------------------
+
+def _const_name(value: Value) -> str:
+    if value.name:
+        return value.name
+    for user, i in value.uses:
+        if isinstance(user, Node):
+            operand = get_op(user.op).inputs
+            role = operand[min(i, len(operand) - 1)].rstrip("?*") if operand else "const"
+            scope = user.scope or value.producer.scope
+            return f"{scope}/{role}" if scope else role
+    node = value.producer
+    return f"{node.scope}/constant" if node is not None and node.scope else "constant"
+
+
+class TFModel(tf.Module):
+    """The weights of a lowered module: big constants as (non-trainable) tf.Variables, in
+    graph order, named after the value (else `<scope of its user>/<operand name>`)."""
+
+    def __init__(self, weights: list[tf.Variable], name: str | None = None):
+        super().__init__(name=name)
+        self.weights = list(weights)
+
+
+def _make_variables(module: Module, used: set) -> dict[int, tf.Variable]:
+    """id(constant value) -> tf.Variable for every big constant a lowering reads as a tensor."""
+    out: dict[int, tf.Variable] = {}
+    taken: dict[str, int] = {}
+    for node in module.main:
+        if node.op != "constant":
+            continue
+        v = node.outputs[0]
+        arr = np.asarray(v.const)
+        if id(v) not in used or arr.size <= VARIABLE_MIN_ELEMENTS:
+            continue
+        base = sanitize(_const_name(v))
+        n = taken.get(base, 0)
+        taken[base] = n + 1
+        vname = base if n == 0 else f"{base}_{n}"
+        out[id(v)] = tf.Variable(arr, dtype=_tf_dtype(v.type.dtype), trainable=False,
+                                 name=vname)
+    return out
+
+
+class LoweredTF:
+    """A module lowered to TensorFlow: `tf_module` (weights) and `concrete_function()`."""
+
+    def __init__(self, module: Module, used: set):
+        self.module = module
+        graph = module.main
+        scratch: list[Diagnostic] = []
+        self.input_names = _signature_names(module, "input_names", graph.inputs, "input",
+                                            scratch)
+        self.output_names = _signature_names(module, "output_names", graph.outputs, "output",
+                                             scratch)
+        self._variables = _make_variables(module, used)
+        self.tf_module = TFModel(list(self._variables.values()))
+        self.input_specs = [tf.TensorSpec(_static_shape(v), _tf_dtype(v.type.dtype), name=n)
+                            for v, n in zip(graph.inputs, self.input_names)]
+        self._concrete = None
+
+    def _call(self, *args):
+        cx = _Ctx(self._variables, None)
+        outs = _emit(self.module.main, cx, list(args), None)
+        result = {}
+        for name, t in zip(self.output_names, outs):
+            result[name] = tf.identity(t, name=name)
+        return result
+
+    def function(self) -> tf.types.experimental.GenericFunction:
+        """The tf.function (input_signature fixed to `input_specs`)."""
+        return tf.function(self._call, input_signature=self.input_specs, autograph=False)
+
+    def concrete_function(self):
+        """The tf.function traced with the signature's TensorSpecs (symbolic dims -> None);
+        returns a dict keyed by the output names. Traced once and cached."""
+        if self._concrete is None:
+            self._concrete = self.function().get_concrete_function()
+            # The function only references its variables weakly: keep them (and the module)
+            # alive as long as the function, so `lower_to_tf(m).concrete_function()` works.
+            self._concrete._tensorforge_tf_module = self.tf_module
+        return self._concrete
+
+
+def lower_to_tf(module: Module) -> LoweredTF:
+    """Lowers `module.main` to TensorFlow. Raises ConversionError listing every node (and
+    signature name) that cannot be lowered."""
+    problems, used = _dry_run(module)
+    if problems:
+        raise ConversionError("cannot lower to TensorFlow", problems)
+    return LoweredTF(module, used)

@@ -1,0 +1,559 @@
+"""TF.js backend: writes a TF.js graph model (`model.json` + `group1-shard{i}of{n}.bin`).
+
+    from tensorforge.backends.tfjs import write_tfjs
+    write_tfjs(module, "out/web_model")                         # float32 weights
+    write_tfjs(module, "out/web_model", quantize="uint8")       # ~1/4 the weight bytes
+    write_tfjs(module, "out/web_model", quantize="float16", quantize_globs=["*/kernel*"])
+
+Pipeline: the module is lowered to a `tf.function` of plain TF ops (`backends/tf_lowering.py`),
+frozen (`convert_variables_to_constants_v2`), cleaned of Identity/NoOp noise, checked op by op
+against the TF.js converter's allowlist (every offender is reported at once), and written the
+way `tensorflowjs_converter --output_format=tfjs_graph_model` writes it: the GraphDef as proto3
+JSON with the Const nodes' tensor contents moved into the weights manifest, 64-bit types
+narrowed to 32-bit, optional per-tensor uint8/uint16 affine or float16 weight compression
+(tfjs-converter/python/tensorflowjs/quantization.py), shards of at most 4 MiB.
+
+The `tensorflowjs` pip package is deliberately not used (see REFERENCES.md: it pins an old TF and
+fails to import here). The output is a pure function of the module: no timestamps, keys sorted
+where order is free, weights in GraphDef order, so the same module gives byte-identical files.
+The directory is written atomically: into a temporary sibling, then renamed into place; a failed
+write leaves nothing behind and never touches an existing directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..ir.errors import ConversionError, Diagnostic
+from ..ir.graph import Module
+
+__all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "write_tfjs",
+           "write_tfjs_function"]
+
+SHARD_BYTES = 4 * 1024 * 1024   # tensorflowjs write_weights: shard_size_bytes = 4 MiB
+QUANTIZE_DTYPES = ("uint8", "uint16", "float16")
+
+# The TF ops the TF.js graph-model runtime executes: every `tfOpName` of
+# tfjs-converter/python/tensorflowjs/op_list/*.json (identical to the op mappers shipped in
+# @tensorflow/tfjs-converter 4.22.0, dist/operations/op_list/*.js, which tests/js pins). The
+# converter refuses any other op; so do we, before writing anything.
+TFJS_OPS = frozenset({
+    # arithmetic
+    "Add", "AddN", "AddV2", "BiasAdd", "Div", "DivNoNan", "FloorDiv", "FloorMod", "Maximum",
+    "Minimum", "Mod", "Mul", "Pow", "RealDiv", "SquaredDifference", "Sub",
+    # basic_math
+    "Abs", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atan2", "Atanh", "Ceil", "ClipByValue",
+    "Complex", "ComplexAbs", "Cos", "Cosh", "Elu", "Erf", "Exp", "Expm1", "Floor", "Imag",
+    "IsFinite", "IsInf", "IsNan", "LeakyRelu", "Log", "Log1p", "Neg", "Prelu", "Real",
+    "Reciprocal", "Relu", "Relu6", "Round", "Rsqrt", "Selu", "Sigmoid", "Sign", "Sin", "Sinh",
+    "Softplus", "Sqrt", "Square", "Tan", "Tanh",
+    # control
+    "EmptyTensorList", "Enter", "Exit", "If", "LoopCond", "Merge", "NextIteration",
+    "StatelessIf", "StatelessWhile", "Switch", "TensorArrayCloseV3", "TensorArrayConcatV3",
+    "TensorArrayGatherV3", "TensorArrayReadV3", "TensorArrayScatterV3", "TensorArraySizeV3",
+    "TensorArraySplitV3", "TensorArrayV3", "TensorArrayWriteV3", "TensorListConcat",
+    "TensorListConcatV2", "TensorListFromTensor", "TensorListGather", "TensorListGetItem",
+    "TensorListLength", "TensorListPopBack", "TensorListPushBack", "TensorListReserve",
+    "TensorListResize", "TensorListScatter", "TensorListScatterV2", "TensorListSetItem",
+    "TensorListSplit", "TensorListStack", "While",
+    # convolution
+    "AvgPool", "AvgPool3D", "Conv1D", "Conv2D", "Conv2DBackpropInput", "Conv3D",
+    "DepthwiseConv2d", "DepthwiseConv2dNative", "Dilation2D", "FusedDepthwiseConv2dNative",
+    "MaxPool", "MaxPool3D", "MaxPoolWithArgmax", "_FusedConv2D",
+    # creation
+    "Fill", "LinSpace", "Multinomial", "OneHot", "Ones", "OnesLike", "RandomStandardNormal",
+    "RandomUniform", "RandomUniformInt", "Range", "TruncatedNormal", "Zeros", "ZerosLike",
+    # dynamic
+    "ListDiff", "NonMaxSuppressionV2", "NonMaxSuppressionV3", "NonMaxSuppressionV4",
+    "NonMaxSuppressionV5", "Where",
+    # evaluation
+    "LowerBound", "TopKV2", "Unique", "UniqueV2", "UpperBound",
+    # graph
+    "Const", "FakeQuantWithMinMaxVars", "Identity", "IdentityN", "NoOp", "Placeholder",
+    "PlaceholderWithDefault", "Print", "Rank", "Shape", "ShapeN", "Size", "Snapshot",
+    "StopGradient",
+    # hash_table
+    "HashTable", "HashTableV2", "InitializeTable", "InitializeTableV2", "LookupTableFind",
+    "LookupTableFindV2", "LookupTableImport", "LookupTableImportV2", "LookupTableSize",
+    "LookupTableSizeV2",
+    # image
+    "CropAndResize", "ImageProjectiveTransformV3", "ResizeBilinear", "ResizeNearestNeighbor",
+    # logical
+    "BitwiseAnd", "Equal", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd",
+    "LogicalNot", "LogicalOr", "NotEqual", "Select", "SelectV2",
+    # matrices
+    "BatchMatMul", "BatchMatMulV2", "Einsum", "MatMul", "MatrixBandPart", "Transpose",
+    "_FusedMatMul",
+    # normalization
+    "EuclideanNorm", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3", "LRN",
+    "LogSoftmax", "Softmax",
+    # ragged
+    "RaggedGather", "RaggedRange", "RaggedTensorToTensor",
+    # reduction
+    "All", "Any", "ArgMax", "ArgMin", "Bincount", "Cumprod", "Cumsum", "DenseBincount", "Max",
+    "Mean", "Min", "Prod", "Sum",
+    # slice_join
+    "Concat", "ConcatV2", "Gather", "GatherNd", "GatherV2", "Pack", "Reverse", "ReverseV2",
+    "ScatterNd", "Slice", "SparseToDense", "Split", "SplitV", "StridedSlice",
+    "TensorScatterUpdate", "Tile", "Unpack",
+    # sparse
+    "SparseFillEmptyRows", "SparseReshape", "SparseSegmentMean", "SparseSegmentSum",
+    # spectral
+    "FFT", "IFFT", "IRFFT", "RFFT",
+    # string
+    "StaticRegexReplace", "StringNGrams", "StringSplit", "StringToHashBucketFast",
+    # transformation
+    "BatchToSpaceND", "BroadcastArgs", "BroadcastTo", "Cast", "DepthToSpace", "EnsureShape",
+    "ExpandDims", "MirrorPad", "Pad", "PadV2", "Reshape", "SpaceToBatchND", "Squeeze",
+})
+
+# Weight dtypes TF.js stores (WeightsManifestEntry.dtype) for NumPy kinds; everything else is
+# narrowed first: 64-bit and small integers to int32, float64/float16/bfloat16 to float32.
+_WEIGHT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32",
+                  np.dtype(np.bool_): "bool"}
+
+# TensorProto fields holding values; cleared from Const nodes once the value is a weight
+# (tensorflowjs.converters.tf_saved_model_conversion_v2.CLEARED_TENSOR_FIELDS).
+_CLEARED_TENSOR_FIELDS = ("tensor_content", "half_val", "float_val", "double_val", "int_val",
+                          "string_val", "scomplex_val", "int64_val", "bool_val",
+                          "resource_handle_val", "variant_val", "uint32_val", "uint64_val")
+
+_ARTIFACT_FILE = re.compile(r"(model\.json|group\d+-shard\d+of\d+\.bin)\Z")
+
+
+def _version() -> str:
+    # Read from the installed distribution rather than importing the top-level package, which
+    # sits above the backends in the layering.
+    from importlib import metadata
+
+    try:
+        return metadata.version("tensorforge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- lowering ----------------------------------------------------------------------------------
+
+def _lowering():
+    from . import tf_lowering  # imports TensorFlow: keep it off the package import path
+
+    return tf_lowering
+
+
+def tfjs_problems(module: Module) -> list[Diagnostic]:
+    """Every reason `module` cannot be written as TF.js (empty when it can): IR nodes with no
+    TF lowering, then TF ops outside the TF.js allowlist."""
+    problems = list(_lowering().lowering_problems(module))
+    if problems:
+        return problems
+    graph_def, inputs, outputs, _ = _frozen_graph(
+        _lowering().lower_to_tf(module).concrete_function())
+    return _allowlist_problems(_clean(graph_def, {_node_name(n) for _, n, _ in inputs + outputs}))
+
+
+# -- freezing and cleaning ---------------------------------------------------------------------
+
+def _node_name(ref: str) -> str:
+    """GraphDef input reference (`name`, `name:1`, `^name`) -> node name."""
+    return ref.lstrip("^").split(":")[0]
+
+
+def _frozen_graph(concrete_fn):
+    """Freezes a ConcreteFunction; returns (GraphDef, [(input key, tensor name, tf.Tensor)],
+    [(output key, tensor name, tf.Tensor)], {frozen variable Const name: variable name})."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    frozen = convert_variables_to_constants_v2(concrete_fn)
+    # Freezing turns each captured variable into a Const named after its capture placeholder
+    # (`conv1/ReadVariableOp/resource`); name the weight after the variable (`conv1/filter`).
+    variables = {id(v.handle): v for v in concrete_fn.graph.variables}
+    renames = {}
+    for external, internal in concrete_fn.graph.captures:
+        var = variables.get(id(external))
+        if var is not None:
+            renames[internal.op.name] = var.name.split(":")[0]
+    specs = [s for s in tf.nest.flatten(concrete_fn.structured_input_signature)
+             if isinstance(s, tf.TensorSpec)]
+    placeholders = [t for t in frozen.inputs if t.dtype != tf.resource]
+    if len(specs) != len(placeholders):  # e.g. non-tensor arguments: fall back to op names
+        specs = [None] * len(placeholders)
+    inputs = []
+    for spec, t in zip(specs, placeholders):
+        key = (spec.name if spec is not None and spec.name else t.op.name)
+        inputs.append((key, t.name, t))
+    # Freezing loses the output dict's keys; nest flattens a dict in sorted-key order, the
+    # order of `outputs` in both the original and the frozen function.
+    structured = concrete_fn.structured_outputs
+    flat = tf.nest.flatten(structured)
+    if isinstance(structured, dict) and len(structured) == len(flat):
+        keys = [str(k) for k in sorted(structured)]
+    elif len(flat) == 1:
+        keys = ["output_0"]
+    else:
+        keys = [f"output_{i}" for i in range(len(flat))]
+    if len(keys) != len(frozen.outputs):
+        raise ConversionError(f"cannot write TF.js graph model: the function has "
+                              f"{len(frozen.outputs)} outputs but {len(keys)} output names")
+    outputs = [(k, t.name, t) for k, t in zip(keys, frozen.outputs)]
+    return frozen.graph.as_graph_def(), inputs, outputs, renames
+
+
+def _clean(graph_def, keep: set[str]):
+    """Bypasses Identity/Snapshot/StopGradient nodes (one data input, no control inputs, not an
+    input or output), drops NoOps and control edges to them, then every node the outputs do not
+    need (graph inputs in `keep` stay). Returns a new GraphDef with nodes in their old order."""
+    from tensorflow.core.framework import graph_pb2
+
+    forward: dict[str, str] = {}   # bypassed node name -> the tensor reference it forwards
+    for n in graph_def.node:
+        if (n.op in ("Identity", "Snapshot", "StopGradient") and n.name not in keep
+                and len(n.input) == 1 and not n.input[0].startswith("^")):
+            forward[n.name] = n.input[0]
+
+    def resolve(ref: str) -> str:
+        if ref.startswith("^"):
+            name = ref[1:]
+            while name in forward:
+                name = _node_name(forward[name])
+            return "^" + name
+        name, _, port = ref.partition(":")
+        if port not in ("", "0"):
+            return ref
+        seen = 0
+        while name in forward and seen <= len(forward):
+            ref = forward[name]
+            name, _, port = ref.partition(":")
+            seen += 1
+            if port not in ("", "0"):
+                return ref
+        return ref
+
+    noops = {n.name for n in graph_def.node if n.op == "NoOp" and n.name not in keep}
+    gone = noops | set(forward)
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    for n in graph_def.node:
+        if n.name in forward or n.name in noops:
+            continue
+        m = out.node.add()
+        m.CopyFrom(n)
+        refs = [resolve(r) for r in n.input]
+        refs = [r for r in refs if not (r.startswith("^") and r[1:] in gone)]
+        # Drop repeated control edges and ones that duplicate a data edge.
+        data = {_node_name(r) for r in refs if not r.startswith("^")}
+        seen_ctrl: set[str] = set()
+        clean = []
+        for r in refs:
+            if r.startswith("^"):
+                if r[1:] in data or r in seen_ctrl:
+                    continue
+                seen_ctrl.add(r)
+            clean.append(r)
+        del m.input[:]
+        m.input.extend(clean)
+
+    # Dead-code elimination from the outputs (and the inputs, which the signature names).
+    by_name = {n.name: n for n in out.node}
+    live: set[str] = set()
+    stack = [k for k in keep if k in by_name]
+    while stack:
+        name = stack.pop()
+        if name in live:
+            continue
+        live.add(name)
+        stack.extend(_node_name(r) for r in by_name[name].input if _node_name(r) in by_name)
+    pruned = graph_pb2.GraphDef()
+    pruned.versions.CopyFrom(out.versions)
+    pruned.library.CopyFrom(out.library)
+    pruned.node.extend(n for n in out.node if n.name in live)
+    return pruned
+
+
+def _rename(graph_def, renames: dict[str, str]) -> None:
+    """Renames Const nodes in place (a clash with another node's name gets a `_n` suffix)
+    and every reference to them."""
+    taken = {n.name for n in graph_def.node}
+    final: dict[str, str] = {}
+    for n in graph_def.node:
+        if n.op == "Const" and n.name in renames and renames[n.name] != n.name:
+            base, i = renames[n.name], 1
+            new = base
+            while new in taken:
+                new, i = f"{base}_{i}", i + 1
+            taken.add(new)
+            final[n.name] = new
+    if not final:
+        return
+    for n in graph_def.node:
+        if n.name in final:
+            n.name = final[n.name]
+        refs = []
+        for r in n.input:
+            ctrl = r.startswith("^")
+            name, sep, port = r.lstrip("^").partition(":")
+            name = final.get(name, name)
+            refs.append(("^" if ctrl else "") + name + sep + port)
+        del n.input[:]
+        n.input.extend(refs)
+
+
+def _scope_of(name: str) -> str:
+    return name.rpartition("/")[0]
+
+
+def _allowlist_problems(graph_def) -> list[Diagnostic]:
+    problems = []
+    for n in graph_def.node:
+        if n.op not in TFJS_OPS:
+            problems.append(Diagnostic(
+                f"TF op '{n.op}' is not supported by TF.js (not in the tfjs-converter op list)",
+                node=f"{n.name} = {n.op}", scope=_scope_of(n.name), loc=f"tf:{n.op}"))
+    for f in graph_def.library.function:
+        for n in f.node_def:
+            if n.op not in TFJS_OPS:
+                problems.append(Diagnostic(
+                    f"TF op '{n.op}' (in function {f.signature.name}) is not supported by TF.js",
+                    node=f"{n.name} = {n.op}", scope=_scope_of(n.name), loc=f"tf:{n.op}"))
+    return problems
+
+
+# -- weights -----------------------------------------------------------------------------------
+
+def _narrow(arr: np.ndarray, name: str) -> np.ndarray:
+    """The array in a dtype TF.js stores: 64-bit types narrowed to 32-bit (as the converter
+    does), small ints widened to int32, half floats to float32."""
+    if arr.dtype in _WEIGHT_DTYPES:
+        return arr
+    if arr.dtype.kind == "f" or arr.dtype.name == "bfloat16":
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu":
+        info = np.iinfo(np.int32)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise ConversionError(f"constant '{name}' has {arr.dtype} values outside int32, "
+                                  f"which TF.js cannot hold")
+        return arr.astype(np.int32)
+    raise ConversionError(f"constant '{name}' has dtype {arr.dtype}, which TF.js weights "
+                          f"cannot hold")
+
+
+def quantize_weight(data: np.ndarray, dtype: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """tensorflowjs.quantization.quantize_weights: per-tensor affine uint8/uint16 with the range
+    nudged so that 0.0 is exact (when covered), or a float16 cast. Returns (stored array,
+    manifest `quantization` entry); the loader computes q * scale + min."""
+    if dtype == "float16":
+        return data.astype(np.float16), {"dtype": "float16", "original_dtype": "float32"}
+    qdt = np.uint8 if dtype == "uint8" else np.uint16
+    lo = float(np.float64(data.min())) if data.size else 0.0
+    hi = float(np.float64(data.max())) if data.size else 0.0
+    if lo == hi:
+        q, scale = np.zeros(data.shape, qdt), 1.0
+    else:
+        qmax = np.iinfo(qdt).max
+        scale = (hi - lo) / qmax
+        if lo <= 0 <= hi:
+            zero = np.round((0 - lo) / scale)
+            lo = float(-zero * scale)
+            hi = float(qmax * scale + lo)
+        q = np.round((data.clip(lo, hi) - lo) / scale).astype(qdt)
+    return q, {"dtype": dtype, "min": lo, "scale": scale, "original_dtype": "float32"}
+
+
+def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None):
+    """Moves every Const node's value into the weights (node order); returns (manifest weight
+    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape."""
+    from tensorflow.python.framework import tensor_util
+
+    entries, chunks = [], []
+    for n in graph_def.node:
+        if n.op != "Const":
+            continue
+        tensor = n.attr["value"].tensor
+        arr = _narrow(np.asarray(tensor_util.MakeNdarray(tensor)), n.name)
+        for field in _CLEARED_TENSOR_FIELDS:
+            tensor.ClearField(field)
+        entry: dict[str, Any] = {"name": n.name, "shape": [int(d) for d in arr.shape],
+                                 "dtype": _WEIGHT_DTYPES[arr.dtype]}
+        stored = arr
+        if (quantize is not None and arr.dtype == np.float32
+                and (not globs or any(fnmatch.fnmatchcase(n.name, g) for g in globs))):
+            stored, entry["quantization"] = quantize_weight(arr, quantize)
+        chunks.append(np.ascontiguousarray(stored).astype(
+            stored.dtype.newbyteorder("<"), copy=False).tobytes())
+        entries.append(entry)
+    return entries, b"".join(chunks)
+
+
+def _shards(payload: bytes) -> list[bytes]:
+    if not payload:
+        return []
+    return [payload[i:i + SHARD_BYTES] for i in range(0, len(payload), SHARD_BYTES)]
+
+
+# -- model.json --------------------------------------------------------------------------------
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, float):
+        return v if np.isfinite(v) else str(v)
+    return str(v)
+
+
+def _signature(graph_def, inputs, outputs) -> dict:
+    """SignatureDef as proto3 JSON: key = user-facing name, `name` = graph tensor (what the
+    TF.js OperationMapper maps through), dtype and tensorShape (-1 for unknown dims)."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    sig = meta_graph_pb2.SignatureDef()
+    for section, items in ((sig.inputs, inputs), (sig.outputs, outputs)):
+        for key, tensor_name, t in items:
+            info = section[key]
+            info.name = tensor_name
+            info.dtype = t.dtype.as_datatype_enum
+            info.tensor_shape.CopyFrom(t.shape.as_proto())
+    return MessageToDict(sig)
+
+
+def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict):
+    """(model.json text, [shard bytes]) for a ConcreteFunction; raises ConversionError."""
+    import tensorflow as tf
+    from google.protobuf.json_format import MessageToDict
+
+    if quantize not in (None, *QUANTIZE_DTYPES):
+        raise ConversionError(f"quantize must be one of {QUANTIZE_DTYPES} or None, "
+                              f"got {quantize!r}")
+    if isinstance(quantize_globs, str):
+        quantize_globs = [quantize_globs]
+    graph_def, inputs, outputs, renames = _frozen_graph(concrete_fn)
+    problems = []
+    for what, items in (("input", inputs), ("output", outputs)):
+        keys = [k for k, _, _ in items]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            problems.append(Diagnostic(f"signature {what} names repeat: {dup}"))
+    keep = {_node_name(n) for _, n, _ in inputs + outputs}
+    graph_def = _clean(graph_def, keep)
+    _rename(graph_def, {k: v for k, v in renames.items() if k not in keep})
+    problems += _allowlist_problems(graph_def)
+    if problems:
+        raise ConversionError("cannot write TF.js graph model", problems)
+
+    entries, payload = _extract_weights(graph_def, quantize, quantize_globs)
+    shards = _shards(payload)
+    n = len(shards)
+    model = {
+        "format": "graph-model",
+        "generatedBy": tf.__version__,
+        "convertedBy": f"tensorforge {_version()}",
+        "modelTopology": MessageToDict(graph_def),
+        "signature": _signature(graph_def, inputs, outputs),
+        "userDefinedMetadata": _jsonable(metadata),
+        "weightsManifest": [{"paths": [f"group1-shard{i}of{n}.bin" for i in range(1, n + 1)],
+                             "weights": entries}],
+    }
+    text = json.dumps(model, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text, shards
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def _check_target(directory: str) -> None:
+    """An existing target may only be replaced when it holds a TF.js artifact (or nothing)."""
+    if not os.path.lexists(directory):
+        return
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        raise ConversionError(f"cannot write TF.js graph model: '{directory}' exists and is "
+                              f"not a directory")
+    foreign = sorted(f for f in os.listdir(directory) if not _ARTIFACT_FILE.match(f))
+    if foreign:
+        raise ConversionError(f"cannot write TF.js graph model: '{directory}' holds files that "
+                              f"are not a TF.js artifact ({', '.join(foreign[:5])}); "
+                              f"refusing to replace it")
+
+
+def _write_atomic(directory: str, text: str, shards: list[bytes]) -> None:
+    directory = os.path.abspath(directory)
+    parent, base = os.path.split(directory)
+    os.makedirs(parent, exist_ok=True)
+    _check_target(directory)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
+    try:
+        n = len(shards)
+        for i, data in enumerate(shards, 1):
+            with open(os.path.join(tmp, f"group1-shard{i}of{n}.bin"), "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        with open(os.path.join(tmp, "model.json"), "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        if os.path.lexists(directory):
+            # Swap: the old artifact moves aside, the new one in, then the old one goes.
+            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(directory, old)
+            try:
+                os.rename(tmp, directory)
+            except BaseException:
+                os.rename(old, directory)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_tfjs_function(concrete_fn, directory: str | os.PathLike, *,
+                        quantize: str | None = None,
+                        quantize_globs: Iterable[str] | str | None = None,
+                        metadata: dict | None = None) -> None:
+    """Writes a TF.js graph model for a `tf.function` ConcreteFunction (inputs named by their
+    TensorSpec names, outputs a dict keyed by output name). See `write_tfjs`."""
+    globs = [quantize_globs] if isinstance(quantize_globs, str) else (
+        list(quantize_globs) if quantize_globs is not None else None)
+    text, shards = _build(concrete_fn, quantize=quantize, quantize_globs=globs,
+                          metadata=dict(metadata or {}))
+    _write_atomic(os.fspath(directory), text, shards)
+
+
+def write_tfjs(module: Module, directory: str | os.PathLike, *,
+               quantize: str | None = None,
+               quantize_globs: Iterable[str] | str | None = None) -> None:
+    """Writes `module.main` as a TF.js graph model into `directory` (model.json + shards).
+
+    quantize: None, "uint8", "uint16" (per-tensor affine, dequantized at load) or "float16";
+    applied to float32 weights, only those whose name matches one of `quantize_globs` (fnmatch)
+    when given. Raises ConversionError listing every IR node without a TF lowering, or else
+    every TF op TF.js cannot run; nothing is written then. Deterministic and atomic."""
+    if quantize not in (None, *QUANTIZE_DTYPES):
+        raise ConversionError(f"quantize must be one of {QUANTIZE_DTYPES} or None, "
+                              f"got {quantize!r}")
+    try:
+        concrete_fn = _lowering().lower_to_tf(module).concrete_function()
+    except ConversionError as err:  # every IR node without a TF lowering, all at once
+        if not err.diagnostics:
+            raise
+        raise ConversionError("cannot write TF.js graph model", err.diagnostics) from None
+    metadata = {k: v for k, v in sorted(module.metadata.items())}
+    write_tfjs_function(concrete_fn, directory, quantize=quantize,
+                        quantize_globs=quantize_globs, metadata=metadata)
