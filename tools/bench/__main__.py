@@ -25,6 +25,19 @@ def conversion_table(console: Console) -> None:
     console.print(table)
 
 
+def tfjs_table(console: Console) -> None:
+    from .convert import bench_tfjs
+
+    r = bench_tfjs("MobileNetV2")
+    table = Table(title="Keras -> TF.js graph model (MobileNetV2)")
+    for col in ("weights", "convert s", "total bytes"):
+        table.add_column(col, justify="right")
+    for key in ("float32", "uint8"):
+        seconds, size = r[key]
+        table.add_row(key, f"{seconds:.2f}", f"{size:,}")
+    console.print(table)
+
+
 def main() -> None:
     console = Console()
     rows = bench_canonicalize()
@@ -40,6 +53,7 @@ def main() -> None:
     console.print(f"flat within 20%: {'yes' if flat else 'NO'}; "
                   f"largest under 2 s: {'yes' if fast else 'NO'}")
     conversion_table(console)
+    tfjs_table(console)
 
 
 if __name__ == "__main__":

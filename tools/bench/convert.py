@@ -78,3 +78,22 @@ def bench_model(name: str, build) -> dict:
 
 def bench_conversion(names=None) -> list[dict]:
     return [bench_model(n, BENCH_MODELS[n]) for n in (names or BENCH_MODELS)]
+
+
+def bench_tfjs(name: str = "MobileNetV2") -> dict:
+    """TF.js conversion seconds and bytes (float32 and uint8-compressed weights). There is no
+    anchor in the same process: the `tensorflowjs` pip package does not install cleanly beside
+    TF 2.21 (see REFERENCES.md), so these are absolute numbers beside the TFLite row."""
+    from ..convert import convert
+
+    model = BENCH_MODELS[name]()
+    row = {"model": name}
+    with tempfile.TemporaryDirectory() as tmp:
+        for quantize in (None, "uint8"):
+            start = time.perf_counter()
+            out = convert(model, target="tfjs", output=Path(tmp) / str(quantize),
+                          tfjs_quantize=quantize).paths["tfjs"]
+            seconds = time.perf_counter() - start
+            size = sum(p.stat().st_size for p in out.iterdir())
+            row[quantize or "float32"] = (seconds, size)
+    return row
