@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
+from .common import swap_directory
 from .tf_lowering import lower_to_tf, lowering_problems
 
 SIGNATURE_KEY = "serving_default"
@@ -51,22 +52,9 @@ def write_savedmodel(module: Module, directory: str | os.PathLike) -> None:
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(target)
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
-    backup = None
     try:
         tf.saved_model.save(lowered.tf_module, tmp, signatures={SIGNATURE_KEY: fn})
-        if os.path.lexists(target):
-            backup = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rmdir(backup)
-            os.rename(target, backup)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            if backup is not None:
-                os.rename(backup, target)
-                backup = None
-            raise
+        swap_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)

@@ -30,6 +30,7 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.types import DType
+from .common import signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
 
@@ -634,20 +635,7 @@ def _stand_in(v: Value):
 
 def _signature_names(module: Module, key: str, values, default: str,
                      problems: list[Diagnostic]) -> list[str]:
-    given = module.metadata.get(key)
-    if given is not None:
-        names = [str(n) for n in given]
-        if len(names) != len(values):
-            problems.append(Diagnostic(f"metadata {key} has {len(names)} names but graph "
-                                       f"@{module.main.name} has {len(values)}"))
-            return [f"{default}_{i}" for i in range(len(values))]
-    else:
-        names = [v.name or f"{default}_{i}" for i, v in enumerate(values)]
-    names = [sanitize(n) for n in names]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        problems.append(Diagnostic(f"signature {default} names repeat: {dup}"))
-    return names
+    return signature_names(module, key, values, default, problems, transform=sanitize)
 
 
 def _dry_run(module: Module) -> tuple[list[Diagnostic], set]:

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
+from .common import swap_directory
 
 __all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "write_tfjs",
            "write_tfjs_function"]
@@ -505,19 +506,7 @@ def _write_atomic(directory: str, text: str, shards: list[bytes]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
-        if os.path.lexists(directory):
-            # Swap: the old artifact moves aside, the new one in, then the old one goes.
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(directory, old)
-            try:
-                os.rename(tmp, directory)
-            except BaseException:
-                os.rename(old, directory)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, directory)
+        swap_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

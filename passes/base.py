@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import abc
 import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -53,7 +54,7 @@ def format_option_value(value: Any) -> str:
     return str(value)
 
 
-class Pass:
+class Pass(abc.ABC):
     """A transformation of a Module. Subclasses set `options` and implement `run`, which
     returns True exactly when it changed the IR (the pass manager can check this)."""
 
@@ -83,8 +84,9 @@ class Pass:
         """The value of option `key` (given or default)."""
         return self.given.get(key, self.options[key].default)
 
+    @abc.abstractmethod
     def run(self, module: Module, ctx: "PassContext") -> bool:  # noqa: F821
-        raise NotImplementedError(f"pass {self.name} does not implement run()")
+        """Transforms `module`; returns True exactly when it changed the IR."""
 
     def pipeline_text(self) -> str:
         """This pass as a pipeline element: `name` or `name{key=value,...}`."""

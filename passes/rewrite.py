@@ -10,6 +10,7 @@ producers clean it up without a separate pass.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -19,13 +20,14 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.types import TensorType
 
 
-class RewritePattern:
+class RewritePattern(abc.ABC):
     """Base class: set `root` to an op name (or leave None to see every node)."""
 
     root: str | None = None
 
+    @abc.abstractmethod
     def match_and_rewrite(self, node: Node, rw: "Rewriter") -> bool:
-        raise NotImplementedError
+        """Rewrites through `rw` and returns True, or returns False leaving the IR alone."""
 
 
 class Rewriter:

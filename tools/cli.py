@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Sequence
 
 from ..ir.errors import TensorforgeError

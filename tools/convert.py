@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..backends.common import swap_directory
 from ..ir.errors import ConversionError
 from ..ir.graph import Module
 from ..ir.verify import verify_module
@@ -158,15 +159,8 @@ def _place(staged: Path, final: Path) -> None:
     """Moves a staged artifact into place; an existing one is swapped out and deleted only
     after the new one is in."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if staged.is_dir() and final.exists():
-        backup = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, backup)
-        try:
-            os.rename(staged, final)
-        except BaseException:
-            os.rename(backup, final)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
+    if staged.is_dir():
+        swap_directory(staged, final)
     else:
         os.replace(staged, final)
 

@@ -15,8 +15,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from ...ir.errors import ConversionError, Diagnostic
-from ...ir.graph import Graph, Module, Node, Value
+from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
+from ..common import signature_names
 from . import ops
 from .ops import TFL_TYPES, Unsupported
 
@@ -214,23 +215,6 @@ def _diag(node: Node, message: str) -> Diagnostic:
     return Diagnostic(message, node=node.describe(), scope=node.scope, loc=node.loc)
 
 
-def _signature_names(module: Module, graph: Graph, key: str, values, default: str,
-                     problems: list[Diagnostic]) -> list[str]:
-    given = module.metadata.get(key)
-    if given is not None:
-        names = [str(n) for n in given]
-        if len(names) != len(values):
-            problems.append(Diagnostic(f"metadata {key} has {len(names)} names but graph "
-                                       f"@{graph.name} has {len(values)}"))
-            return []
-    else:
-        names = [v.name or f"{default}_{i}" for i, v in enumerate(values)]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        problems.append(Diagnostic(f"signature {key.split('_')[0]} names repeat: {dup}"))
-    return names
-
-
 def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
     """Lowers `module.main` and returns (the model object tree, every problem found)."""
     graph = module.main
@@ -271,9 +255,8 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
         except Unsupported as err:
             problems.append(Diagnostic(f"graph output %{v.name or '?'}: {err}"))
 
-    in_names = _signature_names(module, graph, "input_names", graph.inputs, "input", problems)
-    out_names = _signature_names(module, graph, "output_names", graph.outputs, "output",
-                                 problems)
+    in_names = signature_names(module, "input_names", graph.inputs, "input", problems)
+    out_names = signature_names(module, "output_names", graph.outputs, "output", problems)
     if problems:
         return fb.ModelT(), problems
 

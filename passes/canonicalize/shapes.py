@@ -37,7 +37,7 @@ class ReshapeChain(RewritePattern):
         inner = node.inputs[0].producer
         if inner is None or inner.op not in RESHAPE_LIKE:
             return False
-        src, out = inner.inputs[0], node.outputs[0]
+        src = inner.inputs[0]
         if forward(node, src, rw):
             return True
         return replace_with_new(node, "reshape", src, node.attrs, rw)
@@ -54,7 +54,7 @@ class TransposeChain(RewritePattern):
             return False
         p1, p2 = inner.attrs["perm"], node.attrs["perm"]
         perm = tuple(p1[i] for i in p2)
-        src, out = inner.inputs[0], node.outputs[0]
+        src = inner.inputs[0]
         if perm == tuple(range(len(perm))):
             return forward(node, src, rw)
         return replace_with_new(node, "transpose", src, {"perm": perm}, rw)

@@ -1,0 +1,52 @@
+"""Pieces every backend needs: signature names and atomic placement of directory artifacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+from ..ir.errors import Diagnostic
+from ..ir.graph import Module
+
+
+def signature_names(module: Module, key: str, values, default: str,
+                    problems: list[Diagnostic],
+                    transform: Callable[[str], str] = lambda n: n) -> list[str]:
+    """Names for the signature's inputs or outputs (`key` is "input_names" or
+    "output_names"): the module's metadata when present, else the value names, else
+    `{default}_{i}`. Mismatched counts and repeated names are appended to `problems`."""
+    given = module.metadata.get(key)
+    if given is not None:
+        names = [str(n) for n in given]
+        if len(names) != len(values):
+            problems.append(Diagnostic(f"metadata {key} has {len(names)} names but graph "
+                                       f"@{module.main.name} has {len(values)}"))
+            return [f"{default}_{i}" for i in range(len(values))]
+    else:
+        names = [v.name or f"{default}_{i}" for i, v in enumerate(values)]
+    names = [transform(n) for n in names]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(Diagnostic(f"signature {default} names repeat: {dup}"))
+    return names
+
+
+def swap_directory(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Moves the complete directory `staged` to `target`. An existing `target` is renamed
+    aside first, restored if the move fails, and deleted only once the new one is in."""
+    staged, target = os.fspath(staged), os.fspath(target)
+    if not os.path.lexists(target):
+        os.rename(staged, target)
+        return
+    parent, base = os.path.split(os.path.abspath(target))
+    backup = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+    os.rmdir(backup)
+    os.rename(target, backup)
+    try:
+        os.rename(staged, target)
+    except BaseException:
+        os.rename(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
