@@ -4,7 +4,7 @@ identity and same-dtype cast removal."""
 from __future__ import annotations
 
 from ...ir.graph import Node, Value
-from ...ir.ops import get_op
+from ...ir.ops import all_ops
 from ..rewrite import RewritePattern, Rewriter
 from .fold import splat_value
 
@@ -65,31 +65,38 @@ class BinaryIdentity(RewritePattern):
 
 
 class Involution(RewritePattern):
-    """f(f(x)) -> x for ops with the `involution` trait (neg, logical_not)."""
+    """f(f(x)) -> x for an op with the `involution` trait (neg, logical_not)."""
 
-    root = None
+    def __init__(self, op: str):
+        self.root = op  # one instance per op: the driver dispatches by op, not every node
 
     def match_and_rewrite(self, node, rw):
-        inner = node.inputs[0].producer if node.inputs else None
-        if inner is None or inner.op != node.op or "involution" not in get_op(node.op).traits:
+        inner = node.inputs[0].producer
+        if inner is None or inner.op != node.op:
             return False
         return forward(node, inner.inputs[0], rw)
 
 
 class Idempotent(RewritePattern):
-    """f(f(x)) -> f(x) for ops with the `idempotent` trait and equal attributes (relu, abs,
+    """f(f(x)) -> f(x) for an op with the `idempotent` trait and equal attributes (relu, abs,
     floor, clip with the same bounds, ...)."""
 
-    root = None
+    def __init__(self, op: str):
+        self.root = op
 
     def match_and_rewrite(self, node, rw):
         inner = node.inputs[0].producer if len(node.inputs) == 1 else None
-        if (inner is None or inner.op != node.op or inner.attrs != node.attrs
-                or "idempotent" not in get_op(node.op).traits):
+        if inner is None or inner.op != node.op or inner.attrs != node.attrs:
             return False
         return forward(node, inner.outputs[0], rw)
 
 
+def _ops_with(trait: str) -> list[str]:
+    return sorted(name for name, d in all_ops().items() if trait in d.traits)
+
+
 def algebra_patterns() -> list[RewritePattern]:
-    return [RemoveIdentity(), RemoveNoopCast(), Involution(), Idempotent(),
+    return [RemoveIdentity(), RemoveNoopCast(),
+            *(Involution(op) for op in _ops_with("involution")),
+            *(Idempotent(op) for op in _ops_with("idempotent")),
             *(BinaryIdentity(op) for op in BinaryIdentity.NEUTRAL)]
