@@ -25,6 +25,9 @@ _LAZY = {
     "ConversionResult": ("tools.convert", "ConversionResult"),
     "from_keras": ("frontends.keras", "from_keras"),
     "from_saved_model": ("frontends.tf_graph", "from_saved_model"),
+    "from_jax": ("frontends.jax", "from_jax"),
+    "from_flax": ("frontends.jax", "from_flax"),
+    "JaxModel": ("tools.sources", "JaxModel"),
 }
 
 

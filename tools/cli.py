@@ -123,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.set_defaults(func=cmd_opt)
 
     comp = sub.add_parser("compile", help="compile a model to deployment artifacts",
-                          description="Compiles SRC (.keras file, SavedModel directory or .tfir "
-                                      "file) to the target format.")
+                          description="Compiles SRC (a .keras file, a SavedModel directory, a "
+                                      ".tfir file, or path/to/file.py:factory where factory() "
+                                      "returns a Keras model or a tensorforge.JaxModel) to the "
+                                      "target formats.")
     comp.add_argument("source", metavar="SRC")
     comp.add_argument("--target", default="tflite",
                       help="tflite (default), savedmodel, tfjs, a comma-separated list, or all")

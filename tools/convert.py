@@ -178,10 +178,11 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             output: str | Path = "model.tflite", *, verify: bool = False,
             passes: str | None = None, fp16: bool = False, tfjs_quantize: str | None = None,
             tfjs_quantize_globs: Sequence[str] | None = None, safe_mode: bool = True,
-            input_signature=None, pass_context: PassContext | None = None,
-            batch: int = 2) -> ConversionResult:
-    """Compiles `model` (Keras model, `.keras` file, SavedModel directory, `.tfir` file or
-    Module) to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
+            input_signature=None, example_args=None, params=None,
+            pass_context: PassContext | None = None, batch: int = 2) -> ConversionResult:
+    """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
+    JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
+    to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
 
     `passes` is a pipeline string (default "canonicalize"; "" runs none). `fp16` stores TFLite
     weights as float16; `tfjs_quantize` ("uint8", "uint16", "float16") compresses TF.js weights
@@ -195,7 +196,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     targets = resolve_targets(target)
     paths = output_paths(output, targets)
     _check_destinations(paths)
-    source = load_source(model, safe_mode=safe_mode, input_signature=input_signature)
+    source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
+                         example_args=example_args, params=params)
     module = optimize(source.module, passes, pass_context)
     options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
                "tfjs_quantize_globs": tfjs_quantize_globs}

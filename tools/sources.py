@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 @dataclass
 class Source:
     module: Module
-    kind: str                      # "keras", "savedmodel", "tfir", "module"
+    kind: str                      # "keras", "jax", "savedmodel", "tfir", "module"
     run_original: Runner | None    # None where there is no original framework model
     description: str
 
@@ -58,11 +58,84 @@ def _savedmodel_runner(path: str, signature: str, output_names: list[str]) -> Ru
     return run
 
 
+@dataclass
+class JaxModel:
+    """A JAX program to compile: `fn(*example_args)`, or `fn(params, *example_args)` when
+    `params` is given. `example_args` are arrays or `jax.ShapeDtypeStruct`s (symbolic dims
+    allowed); `names` names the inputs. A `file.py:factory` source returns one of these."""
+
+    fn: Callable
+    example_args: Sequence[Any]
+    params: Any = None
+    names: Sequence[str] | None = None
+
+
+def _jax_runner(model: JaxModel) -> Runner:
+    def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import jax
+
+        args = list(inputs.values())
+        out = model.fn(model.params, *args) if model.params is not None else model.fn(*args)
+        return [np.asarray(o) for o in jax.tree_util.tree_leaves(out)]
+    return run
+
+
+def _load_jax(model: JaxModel) -> Source:
+    from ..frontends.jax import from_jax
+
+    module = from_jax(model.fn, model.example_args, params=model.params, names=model.names)
+    name = getattr(model.fn, "__name__", "function")
+    return Source(module, "jax", _jax_runner(model), f"JAX function '{name}'")
+
+
+def _load_factory(spec: str, **options) -> Source:
+    """`path/to/file.py:factory`: imports the file and compiles what `factory()` returns (a
+    Keras model or a JaxModel)."""
+    import importlib.util
+    import traceback
+
+    file, _, attr = spec.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise ConversionError(f"no such file: {path} (from source '{spec}')")
+    module_name = f"tensorforge_source_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    mod = importlib.util.module_from_spec(loader_spec)
+    try:
+        loader_spec.loader.exec_module(mod)
+        factory = getattr(mod, attr, None)
+        if not callable(factory):
+            raise ConversionError(f"{path} has no function '{attr}'")
+        made = factory()
+    except ConversionError:
+        raise
+    except Exception as e:  # the user's code failed: point at their line, not ours
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if Path(f.filename).resolve() == path.resolve()]
+        where = f"{path}:{frames[-1].lineno}: " if frames else f"{path}: "
+        raise ConversionError(f"{where}{attr}() failed: {type(e).__name__}: {e}") from None
+    if isinstance(made, (Module, JaxModel)) or _is_keras_model(made):
+        return load_source(made, **options)
+    raise ConversionError(f"{spec} returned a {type(made).__name__}; expected a Keras model, "
+                          f"a tensorforge.JaxModel or a Module")
+
+
 def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
-                signature: str = "serving_default") -> Source:
-    """Lifts `src` into IR. Raises ConversionError for anything that is not a model."""
+                signature: str = "serving_default", example_args=None, params=None) -> Source:
+    """Lifts `src` into IR. Raises ConversionError for anything that is not a model.
+
+    `src` may be a Module, a Keras model, a JaxModel, a JAX function (with `example_args`
+    and optional `params`), a `.keras` file, a SavedModel directory, a `.tfir` file or
+    `file.py:factory`."""
     if isinstance(src, Module):
         return Source(src, "module", None, "IR module")
+    if isinstance(src, JaxModel):
+        return _load_jax(src)
+    if callable(src) and example_args is not None and not _is_keras_model(src):
+        return _load_jax(JaxModel(src, example_args, params))
+    if isinstance(src, str) and ":" in src and src.rpartition(":")[0].endswith(".py"):
+        return _load_factory(src, safe_mode=safe_mode, input_signature=input_signature,
+                             signature=signature)
     if _is_keras_model(src):
         from ..frontends.keras import from_keras
 
@@ -70,8 +143,10 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
         return Source(module, "keras", _keras_runner(src, list(module.metadata["output_names"])),
                       f"Keras model '{src.name}'")
     if not isinstance(src, (str, Path)):
-        raise ConversionError(f"cannot compile a {type(src).__name__}: expected a Keras model, "
-                              f"a .keras file, a SavedModel directory, a .tfir file or a Module")
+        hint = " (a JAX function also needs example_args=...)" if callable(src) else ""
+        raise ConversionError(f"cannot compile a {type(src).__name__}{hint}: expected a Keras "
+                              f"model, a JAX function or JaxModel, a .keras file, a SavedModel "
+                              f"directory, a .tfir file, file.py:factory or a Module")
     path = Path(src)
     if not path.exists():
         raise ConversionError(f"no such file or directory: {path}")

@@ -9,15 +9,12 @@ from rich.table import Table
 from .passes import bench_canonicalize
 
 
-def conversion_table(console: Console) -> None:
-    from .convert import bench_conversion
-
-    table = Table(title="Keras -> TFLite: tensorforge vs TFLiteConverter (same process; "
-                        "ratio = tensorforge / TFLiteConverter)")
+def conversion_table(console: Console, rows, title: str, reference: str) -> None:
+    table = Table(title=title)
     for col in ("model", "convert s (tf / anchor)", "ratio", "bytes (tf / anchor)", "ratio",
-                "LiteRT ms, 2 threads", "ratio", "max abs err vs Keras (tf / anchor)"):
+                "LiteRT ms, 2 threads", "ratio", f"max abs err vs {reference} (tf / anchor)"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    for r in bench_conversion():
+    for r in rows:
         (a, b), (c, d), (e, f), (g, h) = r["sec"], r["bytes"], r["latency_ms"], r["err"]
         table.add_row(r["model"], f"{a:.2f} / {b:.2f}", f"{a / b:.3f}", f"{c:,} / {d:,}",
                       f"{c / d:.3f}", f"{e:.2f} / {f:.2f}", f"{e / f:.2f}",
@@ -52,7 +49,14 @@ def main() -> None:
     fast = rows[-1]["seconds"] < 2.0
     console.print(f"flat within 20%: {'yes' if flat else 'NO'}; "
                   f"largest under 2 s: {'yes' if fast else 'NO'}")
-    conversion_table(console)
+    from .convert import bench_conversion, bench_jax
+
+    conversion_table(console, bench_conversion(),
+                     "Keras -> TFLite: tensorforge vs TFLiteConverter (same process; "
+                     "ratio = tensorforge / TFLiteConverter)", "Keras")
+    conversion_table(console, bench_jax(),
+                     "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
+                     "ratio = tensorforge / anchor)", "JAX")
     tfjs_table(console)
 
 

@@ -29,7 +29,7 @@ def _sample(model, seed=0):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _latency(data: bytes, x: np.ndarray, repeats: int = 20) -> tuple[float, np.ndarray]:
+def _latency(data: bytes, x: np.ndarray, repeats: int = 50) -> tuple[float, np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=data, num_threads=2)
@@ -97,3 +97,57 @@ def bench_tfjs(name: str = "MobileNetV2") -> dict:
             size = sum(p.stat().st_size for p in out.iterdir())
             row[quantize or "float32"] = (seconds, size)
     return row
+
+
+def bench_jax_model(name: str, build) -> dict:
+    """tensorforge (jaxpr -> IR -> TFLite) vs jax2tf.convert + TFLiteConverter
+    .from_concrete_functions on one Flax model: seconds, LiteRT latency, error vs JAX."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    from ..convert import convert
+
+    apply, variables, x = build()
+    want = np.asarray(apply(variables, x))
+
+    def anchor() -> bytes:
+        tf_fn = tf.function(jax2tf.convert(lambda inp: apply(variables, inp),
+                                           with_gradient=False),
+                            input_signature=[tf.TensorSpec(x.shape, tf.float32)],
+                            autograph=False)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [tf_fn.get_concrete_function()], tf_fn)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                               tf.lite.OpsSet.SELECT_TF_OPS]
+        return converter.convert()
+
+    def tensorforge_() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            return convert(apply, target="tflite", output=Path(tmp) / "m.tflite",
+                           example_args=[x], params=variables).artifacts["tflite"]
+
+    # Best of two runs each, alternating, so neither side profits from the other's warm-up.
+    t_theirs = t_ours = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        theirs = anchor()
+        t_theirs = min(t_theirs, time.perf_counter() - start)
+        start = time.perf_counter()
+        ours = tensorforge_()
+        t_ours = min(t_ours, time.perf_counter() - start)
+
+    lat_ours, out_ours = _latency(ours, x)
+    try:
+        lat_theirs, out_theirs = _latency(theirs, x)
+        err_theirs = float(np.max(np.abs(out_theirs - want)))
+    except Exception:  # e.g. the anchor needed Flex ops the plain interpreter lacks
+        lat_theirs, err_theirs = float("nan"), float("nan")
+    return {"model": name, "sec": (t_ours, t_theirs), "bytes": (len(ours), len(theirs)),
+            "latency_ms": (lat_ours * 1e3, lat_theirs * 1e3),
+            "err": (float(np.max(np.abs(out_ours - want))), err_theirs)}
+
+
+def bench_jax() -> list[dict]:
+    from .models import JAX_BENCH_MODELS
+
+    return [bench_jax_model(n, b) for n, b in JAX_BENCH_MODELS.items()]

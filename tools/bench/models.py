@@ -36,3 +36,62 @@ BENCH_MODELS = {
     "EfficientNetB0": lambda: application("EfficientNetB0"),
     "encoder4 (d=256, 4 heads)": lambda: transformer_encoder(4, 256, 4),
 }
+
+
+def flax_cnn(image: int = 32, channels: int = 3, classes: int = 10):
+    """(apply_fn, variables, example input) for a Flax linen CNN: conv + batch norm (inference)
+    + relu blocks, pooling, dense head."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i, width in enumerate((32, 64, 128)):
+                x = nn.Conv(width, (3, 3), padding="SAME", name=f"conv{i}")(x)
+                x = nn.BatchNorm(use_running_average=True, name=f"bn{i}")(x)
+                x = nn.relu(x)
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = x.mean(axis=(1, 2))
+            return nn.Dense(classes, name="head")(x)
+
+    x = np.random.default_rng(0).standard_normal((1, image, image, channels)).astype(np.float32)
+    model = CNN()
+    variables = model.init(jax.random.PRNGKey(0), x)
+    return model.apply, variables, x
+
+
+def flax_encoder(layers: int = 2, d: int = 128, heads: int = 4, seq_len: int = 64):
+    """(apply_fn, variables, example input) for a Flax transformer encoder (pre-norm blocks of
+    self-attention and a gelu MLP)."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.LayerNorm(name="ln1")(x)
+            x = x + nn.MultiHeadDotProductAttention(num_heads=heads, name="attention")(h, h)
+            h = nn.LayerNorm(name="ln2")(x)
+            h = nn.Dense(4 * d, name="fc1")(h)
+            return x + nn.Dense(d, name="fc2")(nn.gelu(h))
+
+    class Encoder(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i in range(layers):
+                x = Block(name=f"block{i}")(x)
+            return nn.LayerNorm(name="final_ln")(x)
+
+    x = np.random.default_rng(1).standard_normal((1, seq_len, d)).astype(np.float32)
+    model = Encoder()
+    variables = model.init(jax.random.PRNGKey(1), x)
+    return model.apply, variables, x
+
+
+JAX_BENCH_MODELS = {
+    "Flax CNN (32x32, 3 conv blocks)": flax_cnn,
+    "Flax encoder (2 layers, d=128)": flax_encoder,
+}

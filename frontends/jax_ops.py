@@ -1,0 +1,639 @@
+"""JAX primitive -> IR lowering table used by `frontends.jax`: one small function per primitive.
+
+Each function takes the lifter (`ctx`), the jaxpr equation and its input entries (IR Values or
+import-time `Const`s) and returns one entry (or a list, one per equation output). `ctx.emit`
+folds when every input is a constant. Call-like primitives (pjit, custom_jvp_call, ...) are not
+here: the lifter inlines them, except the few recognized by name (relu).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.types import DType
+from .jax import Const, LiftError, ir_dim, ir_dtype
+
+TABLE: dict = {}
+
+
+def lowers(*names):
+    def deco(fn):
+        for n in names:
+            TABLE[n] = fn
+        return fn
+    return deco
+
+
+def _static_ints(vals, what):
+    out = []
+    for v in vals:
+        d = ir_dim(v)
+        if not isinstance(d, int):
+            raise LiftError(f"{what} {tuple(str(x) for x in vals)} has a symbolic entry")
+        out.append(d)
+    return out
+
+
+# -- elementwise -----------------------------------------------------------------------------
+
+_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "max": "maximum",
+           "min": "minimum", "pow": "pow", "eq": "equal", "ne": "not_equal", "lt": "less",
+           "le": "less_equal", "gt": "greater", "ge": "greater_equal", "and": "logical_and",
+           "or": "logical_or", "add_any": "add"}
+
+
+def _binary(ir_op):
+    def lower(ctx, eqn, ins):
+        a, b = ins
+        if ir_op in ("logical_and", "logical_or") and ctx.dtype(a) != DType.bool:
+            raise LiftError(f"bitwise {eqn.primitive.name} on {ctx.dtype(a)} is not supported "
+                            f"(only bool)")
+        if ir_op == "pow" and ctx.dtype(b) != ctx.dtype(a):
+            b = ctx.cast(b, ctx.dtype(a))
+        return ctx.emit(ir_op, [a, b])
+    return lower
+
+
+for _n, _op in _BINARY.items():
+    TABLE[_n] = _binary(_op)
+
+_UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log",
+          "tanh": "tanh", "logistic": "sigmoid", "erf": "erf", "sqrt": "sqrt", "rsqrt": "rsqrt",
+          "floor": "floor", "ceil": "ceil"}
+
+
+def _unary(ir_op):
+    def lower(ctx, eqn, ins):
+        return ctx.emit(ir_op, ins)
+    return lower
+
+
+for _n, _op in _UNARY.items():
+    TABLE[_n] = _unary(_op)
+
+
+@lowers("not")
+def _not(ctx, eqn, ins):
+    if ctx.dtype(ins[0]) != DType.bool:
+        raise LiftError(f"bitwise not on {ctx.dtype(ins[0])} is not supported (only bool)")
+    return ctx.emit("logical_not", ins)
+
+
+@lowers("log1p")
+def _log1p(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("log", [ctx.emit("add", [x, ctx.scalar(1, x)])])
+
+
+@lowers("expm1")
+def _expm1(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("sub", [ctx.emit("exp", [x]), ctx.scalar(1, x)])
+
+
+@lowers("exp2")
+def _exp2(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("pow", [ctx.scalar(2, x), x])
+
+
+@lowers("erfc")
+def _erfc(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("sub", [ctx.scalar(1, x), ctx.emit("erf", [x])])
+
+
+@lowers("square")
+def _square(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("mul", [x, x])
+
+
+@lowers("integer_pow")
+def _integer_pow(ctx, eqn, ins):
+    (x,) = ins
+    y = int(eqn.params["y"])
+    if y == 0:
+        return ctx.emit("add", [ctx.emit("mul", [x, ctx.scalar(0, x)]), ctx.scalar(1, x)])
+    acc, base, n = None, x, abs(y)
+    while n:
+        if n & 1:
+            acc = base if acc is None else ctx.emit("mul", [acc, base])
+        n >>= 1
+        if n:
+            base = ctx.emit("mul", [base, base])
+    return ctx.emit("div", [ctx.scalar(1, x), acc]) if y < 0 else acc
+
+
+@lowers("round")
+def _round(ctx, eqn, ins):
+    (x,) = ins
+    method = eqn.params.get("rounding_method")
+    if method is not None and int(method) == 1:  # TO_NEAREST_EVEN
+        return ctx.emit("round", [x])
+    # AWAY_FROM_ZERO: sign(x) * floor(|x| + 0.5)
+    mag = ctx.emit("floor", [ctx.emit("add", [ctx.emit("abs", [x]), ctx.scalar(0.5, x)])])
+    return ctx.emit("mul", [ctx.emit("sign", [x]), mag])
+
+
+@lowers("convert_element_type")
+def _convert(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.cast(x, ir_dtype(eqn.params["new_dtype"]))
+
+
+@lowers("select_n")
+def _select_n(ctx, eqn, ins):
+    pred, *cases = ins
+    if len(cases) == 1:
+        return cases[0]
+    if ctx.dtype(pred) == DType.bool:
+        return ctx.emit("where", [pred, cases[1], cases[0]])
+    acc = cases[0]
+    for i, c in enumerate(cases[1:], 1):
+        cond = ctx.emit("equal", [pred, ctx.scalar(i, pred)])
+        acc = ctx.emit("where", [cond, c, acc])
+    return acc
+
+
+@lowers("clamp")
+def _clamp(ctx, eqn, ins):
+    lo, x, hi = ins
+    return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
+
+
+@lowers("stop_gradient", "copy", "copy_p", "optimization_barrier", "sharding_constraint",
+        "reduce_precision")
+def _identity(ctx, eqn, ins):
+    return list(ins) if len(ins) == len(eqn.outvars) else [ins[0]]
+
+
+def _custom_name(eqn) -> str | None:
+    name = eqn.params.get("name")
+    if name is None:
+        cj = eqn.params.get("call_jaxpr")
+        info = getattr(getattr(cj, "jaxpr", cj), "debug_info", None)
+        src = getattr(info, "func_src_info", None) or ""
+        name = src.split(" ")[0] if src else None
+    return name
+
+
+@lowers("custom_jvp_call")
+def _custom_jvp(ctx, eqn, ins):
+    """relu is recognized by name; every other custom_jvp function is inlined."""
+    from .jax import _lift_jaxpr, _sub_jaxpr
+    if _custom_name(eqn) == "relu" and len(ins) == 1:
+        return ctx.emit("relu", ins)
+    jaxpr, consts = _sub_jaxpr(eqn)
+    fl = None
+    if ctx.loc.count(":") >= 3:
+        _, _, rest = ctx.loc.partition(":")
+        _, _, rest = rest.partition(":")
+        f, _, line = rest.rpartition(":")
+        fl = (f, line)
+    return _lift_jaxpr(ctx, jaxpr, consts, ins, TABLE, ctx.scope, fl)
+
+
+# -- reductions ------------------------------------------------------------------------------
+
+def _reduce(ir_op):
+    def lower(ctx, eqn, ins):
+        axes = [int(a) for a in eqn.params["axes"]]
+        if not axes:
+            return ins[0]
+        return ctx.emit(ir_op, ins, {"axes": axes, "keepdims": False})
+    return lower
+
+
+for _n, _op in {"reduce_sum": "reduce_sum", "reduce_max": "reduce_max",
+                "reduce_min": "reduce_min", "reduce_prod": "reduce_prod"}.items():
+    TABLE[_n] = _reduce(_op)
+
+
+def _arg(ir_op):
+    def lower(ctx, eqn, ins):
+        (axis,) = eqn.params["axes"]
+        return ctx.emit(ir_op, ins, {"axis": int(axis),
+                                     "output_type": ir_dtype(eqn.params["index_dtype"])})
+    return lower
+
+
+TABLE["argmax"] = _arg("argmax")
+TABLE["argmin"] = _arg("argmin")
+
+
+# -- shapes ----------------------------------------------------------------------------------
+
+@lowers("reshape")
+def _reshape(ctx, eqn, ins):
+    x = ins[0]
+    if eqn.params.get("dimensions") is not None:
+        raise LiftError("reshape with `dimensions` (transposing reshape) is not supported")
+    return ctx.reshape(x, [ir_dim(d) for d in eqn.params["new_sizes"]])
+
+
+@lowers("broadcast_in_dim")
+def _broadcast_in_dim(ctx, eqn, ins):
+    x = ins[0]
+    shape = [ir_dim(d) for d in eqn.params["shape"]]
+    bdims = [int(d) for d in eqn.params["broadcast_dimensions"]]
+    xs = list(ctx.shape(x))
+    # 1. insert the new (size-1) dims
+    cur = []
+    src = iter(xs)
+    for i in range(len(shape)):
+        cur.append(next(src) if i in bdims else 1)
+    if len(xs) != len(shape):
+        if sum(not isinstance(d, int) for d in cur) <= 1:
+            x = ctx.reshape(x, cur)
+        else:
+            for i in range(len(shape)):
+                if i not in bdims:
+                    x = ctx.emit("expand_dims", [x], {"axis": i})
+    # 2. broadcast the size-1 dims that grow
+    if all(isinstance(d, int) for d in shape):
+        if list(cur) != shape:
+            x = ctx.emit("broadcast_to", [x], {"shape": shape})
+        return x
+    mult = [d if (c == 1 and isinstance(d, int)) else 1 for c, d in zip(cur, shape)]
+    if any(m != 1 for m in mult):
+        if all(isinstance(d, int) for d in cur):
+            # static operand: broadcast the static dims now, leave symbolic ones to consumers
+            x = ctx.emit("broadcast_to", [x], {"shape": [c if not isinstance(d, int) else d
+                                                       for c, d in zip(cur, shape)]})
+        else:
+            x = ctx.emit("tile", [x], {"multiples": mult})
+    # A size-1 dim that grows to a symbolic size stays 1: IR elementwise ops broadcast it.
+    return x
+
+
+@lowers("transpose")
+def _transpose(ctx, eqn, ins):
+    return ctx.transpose(ins[0], eqn.params["permutation"])
+
+
+@lowers("squeeze")
+def _squeeze(ctx, eqn, ins):
+    dims = [int(d) for d in eqn.params["dimensions"]]
+    if not dims:
+        return ins[0]
+    return ctx.emit("squeeze", ins, {"axes": dims})
+
+
+@lowers("expand_dims")
+def _expand_dims(ctx, eqn, ins):
+    x = ins[0]
+    for d in sorted(int(d) for d in eqn.params["dimensions"]):
+        x = ctx.emit("expand_dims", [x], {"axis": d})
+    return x
+
+
+@lowers("concatenate")
+def _concat(ctx, eqn, ins):
+    if len(ins) == 1:
+        return ins[0]
+    return ctx.emit("concat", ins, {"axis": int(eqn.params["dimension"])})
+
+
+@lowers("split")
+def _split(ctx, eqn, ins):
+    sizes = _static_ints(eqn.params["sizes"], "split sizes")
+    return ctx.emit("split", ins, {"axis": int(eqn.params["axis"]), "sizes": sizes},
+                    n_out=len(sizes)) if len(sizes) != 1 else [ins[0]]
+
+
+@lowers("pad")
+def _pad(ctx, eqn, ins):
+    x, pv = ins
+    value = ctx.const(pv)
+    if value is None:
+        raise LiftError("pad with a non-constant padding value is not supported")
+    cfg = [tuple(int(v) for v in c) for c in eqn.params["padding_config"]]
+    if any(c[2] != 0 for c in cfg):
+        raise LiftError(f"pad with interior padding {[c[2] for c in cfg]} is not supported "
+                        f"(the IR pad has no interior padding)")
+    pads = [(max(lo, 0), max(hi, 0)) for lo, hi, _ in cfg]
+    if any(p != (0, 0) for p in pads):
+        x = ctx.emit("pad", [x], {"pads": pads, "mode": "constant",
+                                  "value": float(np.asarray(value).item())})
+    if any(lo < 0 or hi < 0 for lo, hi, _ in cfg):
+        begin = [max(-lo, 0) for lo, _, _ in cfg]
+        size = []
+        for (lo, hi, _), d in zip(cfg, ctx.shape(x)):
+            if hi >= 0:
+                size.append(-1)
+            elif isinstance(d, int):
+                size.append(d - max(-lo, 0) + hi)
+            else:
+                raise LiftError("negative padding at the end of a symbolic dim is not supported")
+        x = ctx.emit("slice", [x], {"begin": begin, "size": size})
+    return x
+
+
+@lowers("slice")
+def _slice(ctx, eqn, ins):
+    x = ins[0]
+    shape = ctx.shape(x)
+    start = _static_ints(eqn.params["start_indices"], "slice start")
+    limit = [ir_dim(d) for d in eqn.params["limit_indices"]]
+    strides = eqn.params.get("strides")
+    if strides is None or all(int(s) == 1 for s in strides):
+        size = []
+        for b, e, d in zip(start, limit, shape):
+            if isinstance(e, int):
+                size.append(e - b)
+            elif e == d:
+                size.append(-1)
+            else:
+                raise LiftError(f"slice limit {e} is symbolic")
+        if start == [0] * len(start) and all(s == -1 or s == d for s, d in zip(size, shape)):
+            return x
+        return ctx.emit("slice", [x], {"begin": start, "size": size})
+    strides = [int(s) for s in strides]
+    end_mask, end = 0, []
+    for i, (e, d) in enumerate(zip(limit, shape)):
+        if isinstance(e, int):
+            end.append(e)
+        elif e == d:
+            end.append(0)
+            end_mask |= 1 << i
+        else:
+            raise LiftError(f"slice limit {e} is symbolic")
+    return ctx.emit("strided_slice", [x], {"begin": start, "end": end, "strides": strides,
+                                           "end_mask": end_mask})
+
+
+@lowers("dynamic_slice")
+def _dynamic_slice(ctx, eqn, ins):
+    x, *idx = ins
+    sizes = _static_ints(eqn.params["slice_sizes"], "dynamic_slice sizes")
+    shape = ctx.shape(x)
+    begin = []
+    for i, (e, s, d) in enumerate(zip(idx, sizes, shape)):
+        c = ctx.const(e)
+        if c is None:
+            raise LiftError(f"dynamic_slice with a non-constant start index (dim {i}) is not "
+                            f"supported")
+        b = int(c)
+        if not isinstance(d, int):
+            if b != 0:
+                raise LiftError("dynamic_slice of a symbolic dim at a non-zero start")
+            begin.append(0)
+            continue
+        if b < 0:
+            b += d
+        begin.append(min(max(b, 0), d - s))  # JAX clamps the start into range
+    return ctx.emit("slice", [x], {"begin": begin, "size": sizes})
+
+
+@lowers("iota")
+def _iota(ctx, eqn, ins):
+    p = eqn.params
+    shape = _static_ints(p["shape"], "iota shape")
+    dim = int(p["dimension"])
+    dt = np.dtype(p["dtype"])
+    r = np.arange(shape[dim], dtype=dt).reshape([-1 if i == dim else 1 for i in range(len(shape))])
+    return Const(np.broadcast_to(r, shape).copy())
+
+
+@lowers("cumsum")
+def _cumsum(ctx, eqn, ins):
+    (x,) = ins
+    axis = int(eqn.params["axis"])
+    rev = bool(eqn.params.get("reverse", False))
+    shape = ctx.shape(x)
+    n = shape[axis]
+    if not isinstance(n, int):
+        raise LiftError("cumsum along a symbolic dim is not supported")
+    if not ctx.dtype(x).is_float:
+        raise LiftError(f"cumsum on {ctx.dtype(x)} is not supported (float only: it lowers to "
+                        f"a matmul)")
+    rank = len(shape)
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    xt = ctx.transpose(x, perm)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    tri = (i >= j) if rev else (i <= j)  # out[j] = sum_i x[i] * tri[i, j]
+    m = Const(tri.astype(ctx.dtype(x).np))
+    if rank == 1:
+        xt = ctx.reshape(xt, [1, n])
+    y = ctx.emit("matmul", [xt, m])
+    if rank == 1:
+        y = ctx.reshape(y, [n])
+    inv = list(np.argsort(perm))
+    return ctx.transpose(y, inv)
+
+
+# -- gather ----------------------------------------------------------------------------------
+
+@lowers("gather")
+def _gather(ctx, eqn, ins):
+    """The jnp.take / x[idx] pattern: one indexed axis, full slices elsewhere."""
+    x, idx = ins
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    shape = ctx.shape(x)
+    sizes = [ir_dim(s) for s in p["slice_sizes"]]
+    start_map = tuple(dn.start_index_map)
+    collapsed = tuple(dn.collapsed_slice_dims)
+    offset = tuple(dn.offset_dims)
+    if getattr(dn, "operand_batching_dims", ()) or len(start_map) != 1 or \
+            collapsed != start_map:
+        raise LiftError(f"gather with dimension numbers {dn} is not supported (only the "
+                        f"jnp.take / x[idx] pattern: one indexed axis)")
+    axis = start_map[0]
+    if sizes[axis] != 1 or any(s != d for i, (s, d) in enumerate(zip(sizes, shape))
+                               if i != axis):
+        raise LiftError(f"gather slice sizes {sizes} of operand {shape} are not full slices")
+    ishape = ctx.shape(idx)
+    if not ishape or ishape[-1] != 1:
+        raise LiftError(f"gather indices of shape {ishape} do not end in a size-1 index dim")
+    n = shape[axis]
+    ci = ctx.const(idx)
+    if ci is not None:
+        ci = ci[..., 0]
+        if isinstance(n, int):
+            ci = np.clip(ci, 0, n - 1)  # JAX clamps (mode clip/fill with in-range indices)
+        idx = Const(ci.astype(np.int32))
+    else:
+        idx = ctx.emit("squeeze", [idx], {"axes": [len(ishape) - 1]})
+    y = ctx.emit("gather", [x, idx], {"axis": axis})
+    # IR order: x[:axis], batch..., x[axis+1:]; JAX: offset dims at `offset`, batch elsewhere.
+    nb = len(ishape) - 1
+    rest = [i for i in range(len(shape)) if i != axis]  # operand dims in offset order
+    out_rank = nb + len(rest)
+    ir_pos = {}  # logical dim -> position in IR result
+    for k, d in enumerate(rest):
+        ir_pos[("o", k)] = d if d < axis else d - 1 + nb
+    for b in range(nb):
+        ir_pos[("b", b)] = axis + b
+    perm, bi = [], 0
+    for pos in range(out_rank):
+        if pos in offset:
+            perm.append(ir_pos[("o", offset.index(pos))])
+        else:
+            perm.append(ir_pos[("b", bi)])
+            bi += 1
+    return ctx.transpose(y, perm)
+
+
+# -- dot_general -----------------------------------------------------------------------------
+
+def _prod(dims):
+    out = 1
+    for d in dims:
+        if not isinstance(d, int):
+            return UNK
+        out *= d
+    return out
+
+
+UNK = "?"
+
+
+@lowers("dot_general")
+def _dot_general(ctx, eqn, ins):
+    a, b = ins
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lc, rc, lb, rb = (list(map(int, t)) for t in (lc, rc, lb, rb))
+    pet = eqn.params.get("preferred_element_type")
+    out_dt = ir_dtype(pet) if pet is not None else ctx.dtype(a)
+    if ctx.dtype(b) != ctx.dtype(a):
+        b = ctx.cast(b, ctx.dtype(a))
+    sa, sb = list(ctx.shape(a)), list(ctx.shape(b))
+    ra, rb_ = len(sa), len(sb)
+    lf = [i for i in range(ra) if i not in lc and i not in lb]
+    rf = [i for i in range(rb_) if i not in rc and i not in rb]
+
+    # Fast path: [..., K] @ [K, N] (or [N, K]) with no batch dims -> one matmul.
+    if not lb and len(lc) == 1 and lc[0] == ra - 1 and ra >= 2 and rb_ == 2 and len(rc) == 1:
+        y = ctx.emit("matmul", [a, b], {"transpose_b": rc[0] == 1})
+        return ctx.cast(y, out_dt)
+
+    batch = [sa[i] for i in lb]
+    # lhs -> [batch..., M, K]
+    ta = False
+    if len(lf) == 1 and len(lc) == 1 and lb + [lc[0], lf[0]] == list(range(ra)):
+        ta = True
+    else:
+        a = ctx.transpose(a, lb + lf + lc)
+        if len(lf) != 1 or len(lc) != 1:
+            a = ctx.reshape(a, batch + [_prod([sa[i] for i in lf]), _prod([sa[i] for i in lc])])
+    # rhs -> [batch..., K, N]
+    tb = False
+    if len(rf) == 1 and len(rc) == 1 and rb + [rf[0], rc[0]] == list(range(rb_)):
+        tb = True
+    else:
+        b = ctx.transpose(b, rb + rc + rf)
+        if len(rf) != 1 or len(rc) != 1:
+            b = ctx.reshape(b, [sb[i] for i in rb] + [_prod([sb[i] for i in rc]),
+                                                     _prod([sb[i] for i in rf])])
+    y = ctx.emit("matmul", [a, b], {"transpose_a": ta, "transpose_b": tb})
+    if len(lf) != 1 or len(rf) != 1:
+        y = ctx.reshape(y, batch + [sa[i] for i in lf] + [sb[i] for i in rf])
+    return ctx.cast(y, out_dt)
+
+
+# -- convolution -----------------------------------------------------------------------------
+
+@lowers("conv_general_dilated")
+def _conv(ctx, eqn, ins):
+    x, w = ins
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = (tuple(int(i) for i in s) for s in
+                                    (dn.lhs_spec, dn.rhs_spec, dn.out_spec))
+    nsp = len(lhs_spec) - 2
+    if nsp not in (1, 2):
+        raise LiftError(f"{nsp}-D convolution is not supported (only 1-D and 2-D; the IR "
+                        f"conv2d is NHWC/HWIO)")
+    if any(int(d) != 1 for d in p["lhs_dilation"]):
+        raise LiftError(f"convolution with lhs_dilation {tuple(p['lhs_dilation'])} "
+                        f"(transposed convolution) is not supported; use strides on a "
+                        f"regular convolution or nn.ConvTranspose with lhs_dilation 1")
+    if int(p.get("batch_group_count", 1)) != 1:
+        raise LiftError("convolution with batch_group_count != 1 is not supported")
+    pads = [tuple(int(v) for v in pr) for pr in p["padding"]]
+    if any(v < 0 for pr in pads for v in pr):
+        raise LiftError(f"convolution with negative padding {pads} is not supported")
+    strides = [int(s) for s in p["window_strides"]]
+    dil = [int(d) for d in p["rhs_dilation"]]
+    groups = int(p["feature_group_count"])
+    if ctx.dtype(w) != ctx.dtype(x):
+        w = ctx.cast(w, ctx.dtype(x))
+    if nsp == 2:
+        xn = ctx.transpose(x, (lhs_spec[0], lhs_spec[2], lhs_spec[3], lhs_spec[1]))
+        wn = ctx.transpose(w, (rhs_spec[2], rhs_spec[3], rhs_spec[1], rhs_spec[0]))
+    else:  # 1-D: NWC -> N1WC, WIO -> 1WIO
+        pads, strides, dil = [(0, 0)] + pads, [1] + strides, [1] + dil
+        xn = ctx.emit("expand_dims", [ctx.transpose(x, (lhs_spec[0], lhs_spec[2],
+                                                         lhs_spec[1]))], {"axis": 1})
+        wn = ctx.emit("expand_dims", [ctx.transpose(w, (rhs_spec[2], rhs_spec[1],
+                                                         rhs_spec[0]))], {"axis": 0})
+    padding = "VALID" if all(pr == (0, 0) for pr in pads) else tuple(pads)
+    attrs = {"strides": strides, "dilations": dil, "padding": padding}
+    c_in = ctx.shape(xn)[3]
+    kh, kw, ci, co = ctx.shape(wn)
+    if groups == 1:
+        y = ctx.emit("conv2d", [xn, wn], attrs)
+    elif groups == c_in and ci == 1 and isinstance(co, int):
+        wd = ctx.reshape(wn, [kh, kw, groups, co // groups])
+        y = ctx.emit("depthwise_conv2d", [xn, wd], attrs)
+    else:
+        y = ctx.emit("conv2d", [xn, wn], {**attrs, "groups": groups})
+    if nsp == 2:
+        pos = {out_spec[0]: 0, out_spec[1]: 3, out_spec[2]: 1, out_spec[3]: 2}
+    else:
+        y = ctx.emit("squeeze", [y], {"axes": [1]})
+        pos = {out_spec[0]: 0, out_spec[1]: 2, out_spec[2]: 1}
+    y = ctx.transpose(y, [pos[i] for i in range(nsp + 2)])
+    pet = p.get("preferred_element_type")
+    return ctx.cast(y, ir_dtype(pet)) if pet is not None else y
+
+
+# -- pooling (reduce_window) -----------------------------------------------------------------
+
+def _window(ctx, eqn, x, kind):
+    p = eqn.params
+    win = [int(v) for v in p["window_dimensions"]]
+    strides = [int(v) for v in p["window_strides"]]
+    pads = [tuple(int(v) for v in pr) for pr in p["padding"]]
+    if any(int(v) != 1 for v in p.get("base_dilation", ())) or \
+            any(int(v) != 1 for v in p.get("window_dilation", ())):
+        raise LiftError("reduce_window with dilation is not supported")
+    rank = len(win)
+    if rank != 4 or win[0] != 1 or win[3] != 1 or strides[0] != 1 or strides[3] != 1 or \
+            pads[0] != (0, 0) or pads[3] != (0, 0):
+        raise LiftError(f"reduce_window {kind} with window {win}, strides {strides} is not a "
+                        f"2-D NHWC pool (only windows over dims 1 and 2 of a rank-4 input)")
+    if any(v < 0 for pr in pads for v in pr):
+        raise LiftError("reduce_window with negative padding is not supported")
+    if any(pr != (0, 0) for pr in pads):
+        fill = 0.0 if kind == "sum" else (-np.inf if kind == "max" else np.inf)
+        if not ctx.dtype(x).is_float and kind != "sum":
+            info = np.iinfo(ctx.dtype(x).np)
+            fill = float(info.min if kind == "max" else info.max)
+        x = ctx.emit("pad", [x], {"pads": pads, "mode": "constant", "value": fill})
+    attrs = {"ksize": win[1:3], "strides": strides[1:3], "padding": "VALID"}
+    return x, attrs, win[1] * win[2]
+
+
+@lowers("reduce_window_max")
+def _max_pool(ctx, eqn, ins):
+    x, attrs, _ = _window(ctx, eqn, ins[0], "max")
+    return ctx.emit("max_pool2d", [x], attrs)
+
+
+@lowers("reduce_window_min")
+def _min_pool(ctx, eqn, ins):
+    x = ctx.emit("neg", [ins[0]])
+    x, attrs, _ = _window(ctx, eqn, x, "max")
+    return ctx.emit("neg", [ctx.emit("max_pool2d", [x], attrs)])
+
+
+@lowers("reduce_window_sum")
+def _sum_pool(ctx, eqn, ins):
+    x, attrs, area = _window(ctx, eqn, ins[0], "sum")
+    if not ctx.dtype(x).is_float:
+        raise LiftError(f"sum pooling of {ctx.dtype(x)} is not supported (float only)")
+    y = ctx.emit("avg_pool2d", [x], attrs)
+    return ctx.emit("mul", [y, ctx.scalar(area, y)])
