@@ -65,10 +65,15 @@ class Rewriter:
         self.erase(node)
 
     def erase(self, node: Node) -> None:
-        for v in node.inputs:
+        operands = list(node.inputs)
+        self.graph.erase(node)
+        for v in operands:
             if v.producer is not None:
                 self.worklist.push(v.producer)  # it may have become dead
-        self.graph.erase(node)
+            # Patterns that need a single-use operand (fusion) may match now.
+            for user, _ in v.uses:
+                if isinstance(user, Node):
+                    self.worklist.push(user)
         self.changed = True
 
     def set_input(self, node: Node, i: int, value: Value) -> None:
