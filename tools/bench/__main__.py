@@ -36,7 +36,7 @@ def tfjs_table(console: Console) -> None:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=max(Console().width, 160))
     rows = bench_canonicalize()
     table = Table(title="canonicalize scaling (best of 3; goal: flat within 20%, 100k < 2 s)")
     for col in ("nodes", "after", "seconds", "µs/node", "× smallest"):
