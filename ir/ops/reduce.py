@@ -8,6 +8,7 @@ like a runtime's fixed-width accumulator would.
 from __future__ import annotations
 
 import math
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -55,7 +56,10 @@ def _prod(x, axis, keepdims, dtype):
 
 def _mean(x, axis, keepdims, dtype):
     if x.dtype.kind == "f":
-        with np.errstate(invalid="ignore", divide="ignore"):  # empty mean is NaN, like TF
+        # An empty mean is NaN, like TF; NumPy's "Mean of empty slice" is a Python warning,
+        # not a floating-point error, so errstate alone does not silence it.
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.mean(x, axis=axis, keepdims=keepdims)
     # Integer mean divides the integer sum, truncating toward zero like TF's MeanReducer.
     s = np.sum(x, axis=axis, keepdims=keepdims)
