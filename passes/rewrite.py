@@ -70,8 +70,11 @@ class Rewriter:
         for v in operands:
             if v.producer is not None:
                 self.worklist.push(v.producer)  # it may have become dead
-            # Patterns that need a single-use operand (fusion) may match now.
-            for user, _ in v.uses:
+            # An operand left with a single use may let that user match a single-use pattern
+            # (fusion) now. Only then: re-queueing every user of a widely shared value (a
+            # common constant) on each erase would make the driver quadratic.
+            if len(v.uses) == 1:
+                [(user, _)] = v.uses
                 if isinstance(user, Node):
                     self.worklist.push(user)
         self.changed = True

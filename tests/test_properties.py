@@ -324,7 +324,7 @@ class _Builder:
             begin, size = [], []
             full = self.chance(2)
             for d in shape:
-                if isinstance(d, str) or full:
+                if isinstance(d, str) or full or d == 0:  # nothing to pick in an empty dim
                     begin.append(0)
                     size.append(-1 if isinstance(d, str) or self.chance(2) else d)
                 else:
