@@ -1,4 +1,4 @@
-"""Helpers shared by the op-kernel tests."""
+"""Helpers and sample arrays shared by the op-kernel and backend tests."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def infer(name, types, **attrs):
 
 def f32(*shape):
     return TensorType(DType.f32, shape)
+
+
+def rand(*shape, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# Sample operands the backend tests feed to every op.
+X = rand(2, 3, 4)
+POS = np.abs(X) + 0.1
+HALVES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -3.7], np.float32)
+I32 = np.array([[-7, -3, 0, 2], [5, 9, -1, 4]], np.int32)
+BOOLS = np.array([[True, False, True], [False, False, True]])
+IMG = rand(2, 9, 9, 4, seed=1)

@@ -24,20 +24,9 @@ from tensorforge.ir.ops import OpDef, has_op, register_op
 RTOL = ATOL = 1e-5
 
 
-def rand(*shape, seed=0, dtype=np.float32):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+from op_helpers import BOOLS, HALVES, I32, IMG, POS, X, rand, ttype  # noqa: E402,F401
 
 
-def ttype(x: np.ndarray) -> TensorType:
-    return TensorType(DType.from_numpy(x.dtype), x.shape)
-
-
-X = rand(2, 3, 4)
-POS = np.abs(X) + 0.1
-HALVES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -3.7], np.float32)
-I32 = np.array([[-7, -3, 0, 2], [5, 9, -1, 4]], np.int32)
-BOOLS = np.array([[True, False, True], [False, False, True]])
-IMG = rand(2, 9, 9, 4, seed=1)
 QX = np.concatenate([HALVES * 0.1, X.ravel()]).reshape(2, 16).astype(np.float32)
 
 UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish", "hard_sigmoid",

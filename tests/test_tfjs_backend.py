@@ -62,12 +62,7 @@ def assert_matches(got, ref: list[np.ndarray], names: list[str], rtol=RTOL, atol
 
 # -- graphs --------------------------------------------------------------------------------------
 
-def rand(*shape, seed=0, dtype=np.float32):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def ttype(x: np.ndarray) -> TensorType:
-    return TensorType(DType.from_numpy(x.dtype), x.shape)
+from op_helpers import BOOLS, HALVES, I32, IMG, POS, X, rand, ttype  # noqa: E402,F401
 
 
 def op_graph(op, *arrays, consts=(), **attrs):
@@ -80,11 +75,6 @@ def op_graph(op, *arrays, consts=(), **attrs):
     return g
 
 
-X = rand(2, 3, 4)
-POS = np.abs(X) + 0.1
-I32 = np.array([[-7, -3, 0, 2], [5, 9, -1, 4]], np.int32)
-BOOLS = np.array([[True, False, True], [False, False, True]])
-IMG = rand(2, 9, 9, 4, seed=1)
 W = lambda *s, seed: rand(*s, seed=seed) * 0.3  # noqa: E731
 
 UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish", "hard_sigmoid",
