@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tensorforge.ir.graph import Graph
 from tensorforge.ir.ops import get_op
 from tensorforge.ir.types import DType, TensorType
 
@@ -46,3 +47,25 @@ HALVES = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -3.7], np.float32)
 I32 = np.array([[-7, -3, 0, 2], [5, 9, -1, 4]], np.int32)
 BOOLS = np.array([[True, False, True], [False, False, True]])
 IMG = rand(2, 9, 9, 4, seed=1)
+
+
+def small_cnn_graph(batch="batch", max_pool: bool = False) -> Graph:
+    """conv2d+bias+relu6, depthwise+bias+relu6, (max pool,) avg pool, reshape with the batch
+    dim, matmul+bias, softmax: the small net every backend test runs end to end."""
+    g = Graph()
+    x = g.add_input(TensorType(DType.f32, (batch, 16, 16, 3)), "image")
+    w = lambda *s, seed: g.constant(rand(*s, seed=seed) * 0.3)  # noqa: E731
+    h = g.add("conv2d", [x, w(3, 3, 3, 8, seed=1), w(8, seed=2)],
+              {"strides": (2, 2), "padding": "SAME", "activation": "relu6"}, scope="conv1").output
+    h = g.add("depthwise_conv2d", [h, w(3, 3, 8, 1, seed=3), w(8, seed=4)],
+              {"padding": "SAME", "activation": "relu6"}, scope="dw").output
+    if max_pool:
+        h = g.add("max_pool2d", [h], {"ksize": (2, 2), "strides": (1, 1), "padding": "SAME"},
+                  scope="pool1").output
+    h = g.add("avg_pool2d", [h], {"ksize": (2, 2), "strides": (2, 2)},
+              scope="pool2" if max_pool else "pool").output
+    h = g.add("reshape", [h], {"shape": (-1, 4 * 4 * 8)}, scope="flatten").output
+    h = g.add("matmul", [h, w(128, 10, seed=5), w(10, seed=6)], scope="fc").output
+    y = g.add("softmax", [h], scope="fc", names=["probs"]).output
+    g.set_outputs([y])
+    return g

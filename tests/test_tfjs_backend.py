@@ -62,7 +62,8 @@ def assert_matches(got, ref: list[np.ndarray], names: list[str], rtol=RTOL, atol
 
 # -- graphs --------------------------------------------------------------------------------------
 
-from op_helpers import BOOLS, HALVES, I32, IMG, POS, X, rand, ttype  # noqa: E402,F401
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, X, rand, small_cnn_graph,  # noqa: E402,F401
+                        ttype)
 
 
 def op_graph(op, *arrays, consts=(), **attrs):
@@ -150,23 +151,7 @@ CASES = {
 
 
 def _cnn(batch="batch") -> Graph:
-    """conv2d+bias+relu6, depthwise+bias+relu6, max and avg pool, reshape with symbolic batch,
-    matmul+bias, softmax."""
-    g = Graph()
-    x = g.add_input(TensorType(DType.f32, (batch, 16, 16, 3)), "image")
-    w = lambda *s, seed: g.constant(W(*s, seed=seed))  # noqa: E731
-    h = g.add("conv2d", [x, w(3, 3, 3, 8, seed=1), w(8, seed=2)],
-              {"strides": (2, 2), "padding": "SAME", "activation": "relu6"}, scope="conv1").output
-    h = g.add("depthwise_conv2d", [h, w(3, 3, 8, 1, seed=3), w(8, seed=4)],
-              {"padding": "SAME", "activation": "relu6"}, scope="dw").output
-    h = g.add("max_pool2d", [h], {"ksize": (2, 2), "strides": (1, 1), "padding": "SAME"},
-              scope="pool1").output
-    h = g.add("avg_pool2d", [h], {"ksize": (2, 2), "strides": (2, 2)}, scope="pool2").output
-    h = g.add("reshape", [h], {"shape": (-1, 4 * 4 * 8)}, scope="flatten").output
-    h = g.add("matmul", [h, w(128, 10, seed=5), w(10, seed=6)], scope="fc").output
-    y = g.add("softmax", [h], scope="fc", names=["probs"]).output
-    g.set_outputs([y])
-    return g
+    return small_cnn_graph(batch, max_pool=True)
 
 
 def _files(directory: Path) -> dict[str, bytes]:

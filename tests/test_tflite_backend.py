@@ -18,7 +18,8 @@ from tensorforge.ir.ops import OpDef, has_op, register_op
 RTOL = ATOL = 1e-5
 
 
-from op_helpers import BOOLS, HALVES, I32, IMG, POS, X, rand, ttype  # noqa: E402,F401
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, X, rand, small_cnn_graph,  # noqa: E402,F401
+                        ttype)
 
 
 def run_tflite(data: bytes, inputs) -> list[np.ndarray]:
@@ -340,21 +341,8 @@ def test_outputs_that_are_inputs_constants_or_repeated():
     check(g, [rand(2, 4)])
 
 
-def _cnn(batch="batch"):
-    """conv2d+bias+relu6, depthwise+bias+relu6, avg pool, reshape, matmul+bias, softmax."""
-    g = Graph()
-    x = g.add_input(TensorType(DType.f32, (batch, 16, 16, 3)), "image")
-    w = lambda *s, seed: g.constant(rand(*s, seed=seed) * 0.3)  # noqa: E731
-    h = g.add("conv2d", [x, w(3, 3, 3, 8, seed=1), w(8, seed=2)],
-              {"strides": (2, 2), "padding": "SAME", "activation": "relu6"}, scope="conv1").output
-    h = g.add("depthwise_conv2d", [h, w(3, 3, 8, 1, seed=3), w(8, seed=4)],
-              {"padding": "SAME", "activation": "relu6"}, scope="dw").output
-    h = g.add("avg_pool2d", [h], {"ksize": (2, 2), "strides": (2, 2)}, scope="pool").output
-    h = g.add("reshape", [h], {"shape": (-1, 4 * 4 * 8)}, scope="flatten").output
-    h = g.add("matmul", [h, w(128, 10, seed=5), w(10, seed=6)], scope="fc").output
-    y = g.add("softmax", [h], scope="fc", names=["probs"]).output
-    g.set_outputs([y])
-    return g
+def _cnn(batch="batch") -> Graph:
+    return small_cnn_graph(batch, max_pool=False)
 
 
 def test_small_cnn_end_to_end_and_symbolic_batch():
