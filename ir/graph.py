@@ -193,11 +193,14 @@ class Graph:
         """Creates a node (result types inferred from the op registry unless given) and inserts it
         at the end of the graph, or just before `before`. Returns the node."""
         from .ops import get_op  # local: registry imports graph-free modules only
+        from .quantized import operand_types
 
         opdef = get_op(op)
         attrs = opdef.complete_attrs(attrs or {})
         if types is None:
-            types = opdef.infer([v.type for v in inputs], attrs)
+            # Quantized operands read as f32 (ir/quantized.py); results come out float and a
+            # pass that quantizes them sets their type and params afterwards.
+            types = opdef.infer(operand_types(op, inputs), attrs)
         names = list(names) if names is not None else [None] * len(types)
         outputs = [Value(t, n) for t, n in zip(types, names)]
         node = Node(op, inputs, outputs, attrs, scope=scope, loc=loc)

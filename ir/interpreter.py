@@ -14,6 +14,7 @@ import numpy as np
 from .errors import ConversionError, Diagnostic, TensorforgeError
 from .graph import Graph, Module, Node
 from .ops import get_op
+from .quantized import BOUNDARY_OPS, dequantize_array, is_quantized, quantize_array
 
 
 def _node_diag(node: Node, message: str) -> Diagnostic:
@@ -66,8 +67,17 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
     for node in graph:
         opdef = get_op(node.op)
         args = [env[id(v)] for v in node.inputs]
+        # Integer form (ir/quantized.py): quantized operands are computed on as real values,
+        # quantized results are rounded to their own params.
+        quantized_op = node.op not in BOUNDARY_OPS
+        if quantized_op or node.op == "quantize":
+            args = [dequantize_array(a, v.quant) if is_quantized(v) else a
+                    for a, v in zip(args, node.inputs)]
         try:
             results = opdef.kernel(args, node.attrs)
+            if quantized_op:
+                results = [quantize_array(np.asarray(r), v.quant, v.type.dtype)
+                           if is_quantized(v) else r for r, v in zip(results, node.outputs)]
         except TensorforgeError:
             raise
         except Exception as e:

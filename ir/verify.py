@@ -11,6 +11,7 @@ from __future__ import annotations
 from .errors import Diagnostic, InferenceError, VerificationError
 from .graph import Graph, Module, Node, Value
 from .ops import get_op, has_op
+from .quantized import BOUNDARY_OPS, is_quantized, operand_types
 from .types import TensorType
 
 
@@ -115,7 +116,7 @@ def _check_node(r: _Reporter, node: Node, defined: set[int]) -> None:
     if problems:
         return
     try:
-        inferred = opdef.infer([v.type for v in node.inputs], node.attrs)
+        inferred = opdef.infer(operand_types(node.op, node.inputs), node.attrs)
     except InferenceError as e:
         r.at(node, str(e))
         return
@@ -126,6 +127,9 @@ def _check_node(r: _Reporter, node: Node, defined: set[int]) -> None:
         r.at(node, f"{node.op} produces {len(inferred)} results, node has {len(node.outputs)}")
         return
     for j, (out, want) in enumerate(zip(node.outputs, inferred)):
+        if node.op not in BOUNDARY_OPS and is_quantized(out):
+            # A quantized result stores the inferred real tensor as integer codes.
+            want = want.with_dtype(out.type.dtype)
         if not types_compatible(out.type, want):
             r.at(node, f"result {j} is declared {out.type} but {node.op} infers {want}")
 
