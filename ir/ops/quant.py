@@ -118,7 +118,8 @@ register_op(OpDef(
     "dequantize", ("q",), _infer_dequantize,
     lambda ins, a: [_dequant(ins[0], a, a["dtype"].np)],
     attrs={**_PARAM_ATTRS, "dtype": Attr("dtype", DType.f32, choices=FLOAT_DTYPES)},
-    traits=PURE, doc="Integer codes to float: (q - zero_point) * scale.",
+    # Never folded: dequantize(int8 constant) is how a quantized weight is stored.
+    traits=PURE | {"no_fold"}, doc="Integer codes to float: (q - zero_point) * scale.",
 ))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from ...ir.graph import Node
 from ...ir.ops import get_op
+from ...ir.quantized import is_quantized
 from ...ir.types import DType
 from ..rewrite import RewritePattern, Rewriter
 
@@ -38,6 +39,8 @@ class FoldConstants(RewritePattern):
         opdef = get_op(node.op)
         if "no_fold" in opdef.traits:
             return False
+        if node.op != "quantize" and any(is_quantized(v) for v in (*node.inputs, *node.outputs)):
+            return False  # integer-form semantics are not the raw kernel's (ir/quantized.py)
         try:
             with np.errstate(all="ignore"):
                 results = [np.asarray(r) for r in opdef.kernel(arrays, node.attrs)]
