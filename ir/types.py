@@ -197,8 +197,8 @@ class QuantParams:
     def problems(self, ttype: TensorType | None = None) -> list[str]:
         """Every inconsistency of these params (alone, and against the tensor type given)."""
         out = []
-        if not 2 <= self.bits <= 32:
-            out.append(f"bits must be in [2, 32], got {self.bits}")
+        if not 2 <= self.bits <= 64:
+            out.append(f"bits must be in [2, 64], got {self.bits}")
             return out
         if len(self.scale) == 0:
             out.append("scale is empty")

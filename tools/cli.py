@@ -65,10 +65,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     ctx = PassContext(print_ir_after=set(args.print_ir_after), verify_each=args.verify_each,
                       time_passes=args.time_passes, ir_stream=sys.stderr)
     targets = [t.strip() for t in args.target.split(",")]
+    quantization, data = _quantization_args(args)
     result = convert(args.source, target=targets, output=args.output, verify=args.verify,
                      passes=args.passes, fp16=args.fp16, tfjs_quantize=args.tfjs_quantize,
                      tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
-                     pass_context=ctx)
+                     pass_context=ctx, quantization=quantization, calibration_data=data)
     for target, path in result.paths.items():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
             else path.stat().st_size
@@ -82,6 +83,44 @@ def cmd_compile(args: argparse.Namespace) -> int:
                   "source beyond tolerance (the artifact was written for inspection)",
                   file=sys.stderr)
             return EXIT_USER_ERROR
+    return 0
+
+
+def _quantization_args(args: argparse.Namespace):
+    """(quantization for convert, calibration data path) from --quantize/--quant-config/
+    --calibration-data. The .npz is read against the model's inputs by the driver."""
+    from ..passes.quantize.config import QuantizationConfigurationMap
+
+    if args.quant_config and not args.quantize:
+        cfg = QuantizationConfigurationMap.from_json(read_text(args.quant_config))
+    elif args.quant_config:
+        cfg = QuantizationConfigurationMap.from_json(read_text(args.quant_config))
+        if cfg.scheme.name != args.quantize:
+            raise TensorforgeError(f"--quantize {args.quantize} disagrees with the scheme "
+                                   f"{cfg.scheme.name!r} in {args.quant_config}")
+    else:
+        cfg = args.quantize
+    if args.calibration_data and cfg is None:
+        raise TensorforgeError("--calibration-data needs --quantize SCHEME (or --quant-config)")
+    return cfg, args.calibration_data
+
+
+def cmd_quant_report(args: argparse.Namespace) -> int:
+    from .convert import optimize
+    from .quant_report import load_npz_samples, write_report
+    from .sources import load_source
+    from ..backends.tf_probe import tf_runner
+
+    quantization, _ = _quantization_args(args)
+    source = load_source(args.source, safe_mode=not args.unsafe)
+    samples = load_npz_samples(args.calibration_data, source.module)
+    from .quantize import as_config_map, check_calibration_data
+
+    as_config_map(quantization)
+    check_calibration_data(source.module, samples)
+    module = optimize(source.module, None)
+    path = write_report(module, quantization, samples, args.output, runner=tf_runner)
+    print(f"wrote {path} and {path.parent / 'sqnr.png'}")
     return 0
 
 
@@ -145,8 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pass pipeline (default: canonicalize)")
     comp.add_argument("--unsafe", action="store_true",
                       help="load .keras files with safe_mode=False (runs code in the file)")
+    _add_quant_flags(comp)
     _add_pass_flags(comp)
     comp.set_defaults(func=cmd_compile)
+
+    rep = sub.add_parser("quant-report", help="per-layer quantization error report",
+                         description="Quantizes SRC with a scheme (and optional config), runs "
+                                     "the float and the quantized model on the calibration "
+                                     "data and writes OUT/report.md (per-layer SQNR, nodes "
+                                     "left float) and OUT/sqnr.png.")
+    rep.add_argument("source", metavar="SRC")
+    rep.add_argument("-o", "--output", required=True, metavar="DIR")
+    rep.add_argument("--unsafe", action="store_true",
+                     help="load .keras files with safe_mode=False (runs code in the file)")
+    _add_quant_flags(rep, data_required=True)
+    rep.set_defaults(func=cmd_quant_report)
 
     insp = sub.add_parser("inspect", help="summarize a .tflite, .keras, SavedModel or .tfir")
     insp.add_argument("file", metavar="FILE")
@@ -157,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="load passes from a Python file (repeatable)")
     passes.set_defaults(func=cmd_passes)
     return parser
+
+
+def _add_quant_flags(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+    from ..passes.quantize import schemes
+
+    p.add_argument("--quantize", metavar="SCHEME",
+                   help=f"quantization scheme: {', '.join(schemes.names())}")
+    p.add_argument("--quant-config", metavar="FILE",
+                   help="per-layer/op/tensor configuration (JSON from "
+                        "QuantizationConfigurationMap.to_json)")
+    p.add_argument("--calibration-data", metavar="FILE.npz", required=data_required,
+                   help="representative samples: one array per model input (named after it), "
+                        "one row per sample")
 
 
 def _add_pass_flags(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from ..ir.errors import ConversionError
 from ..ir.graph import Module
 from ..ir.verify import verify_module
 from ..passes import PassContext, PassManager
+from . import quantize as Q
 from . import verify as V
 from .sources import Source, load_source
 
@@ -99,6 +100,7 @@ class ConversionResult:
     verification: V.Verification | None = None
     source: str = ""
     artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    quantization: Any = None    # tools.quantize.QuantizeResult for quantized conversions
 
 
 def resolve_targets(target: str | Sequence[str]) -> list[str]:
@@ -179,7 +181,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             passes: str | None = None, fp16: bool = False, tfjs_quantize: str | None = None,
             tfjs_quantize_globs: Sequence[str] | None = None, safe_mode: bool = True,
             input_signature=None, example_args=None, params=None,
-            pass_context: PassContext | None = None, batch: int = 2) -> ConversionResult:
+            pass_context: PassContext | None = None, batch: int = 2,
+            quantization: Any = None, calibration_data=None,
+            progress: bool = True) -> ConversionResult:
     """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
     to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
@@ -190,6 +194,16 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     model, the IR interpreter and each artifact run on the same random inputs and
     `result.verification` holds the error table (float32 contract: 1e-4 relative).
 
+    `quantization` (a scheme name such as "int8", a Scheme, or a
+    `tensorforge.quantization.QuantizationConfigurationMap`) quantizes the model; static
+    schemes calibrate on `calibration_data` (an iterable of input batches, like
+    TFLiteConverter's representative_dataset, or an .npz path: one array per input, one row
+    per sample), which is checked against the model's signature
+    before any other work. A model trained with fake-quant (QAT) converts to the quantized
+    form without either. TFLite gets integer kernels; SavedModel and TF.js run the
+    quantize/dequantize form. Quantized artifacts are verified against the IR interpreter
+    of the same quantized module; the error against the float source is reported alongside.
+
     Every artifact is first written to a staging directory beside `output`; only when all of
     them are written are they moved into place, so a failure leaves nothing behind and never
     clobbers an existing artifact."""
@@ -198,7 +212,25 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
                          example_args=example_args, params=params)
+    if isinstance(calibration_data, (str, os.PathLike)):
+        from .quant_report import load_npz_samples
+
+        calibration_data = load_npz_samples(calibration_data, source.module)
+    if quantization is not None:
+        Q.as_config_map(quantization)       # an unknown scheme fails before any work
+        if calibration_data is not None:
+            # Checked against the signature before any work, and materialized once (a
+            # generator is read only once; calibration and verification both need it).
+            calibration_data = Q.check_calibration_data(source.module, calibration_data)
     module = optimize(source.module, passes, pass_context)
+    qresult = None
+    if quantization is not None:
+        qresult = Q.quantize_module(module, quantization, calibration_data,
+                                    runner=_calibration_runner, progress=progress)
+    elif Q.has_fake_quant(module):
+        qresult = Q.from_fake_quant(module)
+    modules = {t: Q.for_target(qresult, t) if qresult is not None else module
+               for t in targets}
     options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
                "tfjs_quantize_globs": tfjs_quantize_globs}
     anchor = Path(output).resolve()
@@ -207,16 +239,63 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     try:
         staged = {t: stage / TARGETS[t].default_name for t in targets}
         for t in targets:
-            TARGETS[t].write(module, staged[t], **options)
-        verification = verify_artifacts(source, module, staged, fp16=fp16,
-                                        tfjs_quantize=tfjs_quantize, batch=batch) \
-            if verify else None
+            TARGETS[t].write(modules[t], staged[t], **options)
+        if not verify:
+            verification = None
+        elif qresult is not None:
+            verification = verify_quantized(source, modules, staged, calibration_data,
+                                            batch=batch)
+        else:
+            verification = verify_artifacts(source, module, staged, fp16=fp16,
+                                            tfjs_quantize=tfjs_quantize, batch=batch)
         artifacts = {t: staged[t].read_bytes() for t in targets if not TARGETS[t].is_dir}
         for t in targets:
             _place(staged[t], paths[t])
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return ConversionResult(paths, module, verification, source.description, artifacts)
+    result_module = qresult.module if qresult is not None else module
+    return ConversionResult(paths, result_module, verification, source.description, artifacts,
+                            quantization=qresult)
+
+
+def _calibration_runner(module: Module, values):
+    """Calibration runs the float graph as one TensorFlow function (much faster than the
+    NumPy interpreter on convolutional models)."""
+    from ..backends.tf_probe import tf_runner
+
+    return tf_runner(module, values)
+
+
+def _verification_inputs(module: Module, calibration_data, batch: int) -> dict:
+    """In-distribution inputs for a quantized model: the first calibration samples (random
+    normal inputs would fall outside the calibrated ranges), else random ones."""
+    if calibration_data is None:
+        return V.sample_inputs(module, batch=batch)
+    samples = Q.check_calibration_data(module, calibration_data)[:batch]
+    names = list(module.metadata.get("input_names", ())) or \
+        [v.name or f"input_{i}" for i, v in enumerate(module.main.inputs)]
+    return {n: np.concatenate([s[i] for s in samples]) if module.main.inputs[i].type.shape
+            and isinstance(module.main.inputs[i].type.shape[0], str) else samples[0][i]
+            for i, n in enumerate(names)}
+
+
+def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict[str, Path],
+                     calibration_data, *, batch: int = 2) -> V.Verification:
+    """Each quantized artifact against the IR interpreter of the very module its backend got
+    (held to V.QUANT_RTOL: a few quantization steps), plus the quantized IR against the float
+    source (reported, not enforced: that is the accuracy cost of quantizing)."""
+    first = next(iter(modules.values()))
+    inputs = _verification_inputs(first, calibration_data, batch)
+    names = V.output_names(first)
+    result = V.Verification("IR interpreter of the quantized module", batch)
+    if source.run_original is not None:
+        want = source.run_original(inputs)
+        V.compare(result, f"ir ({source.kind} float)", V.run_ir(first, inputs), want, names,
+                  float("inf"))
+    for t, path in artifacts.items():
+        want = V.run_ir(modules[t], inputs)
+        V.compare(result, t, TARGETS[t].run(path, inputs, names), want, names, V.QUANT_RTOL)
+    return result
 
 
 def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path], *,

@@ -141,7 +141,8 @@ class QuantizationPlan:
             nr = self.resolution.for_node(node)
             if nr is None or nr.float_reason:
                 continue
-            for i, (_name, kind, cfg, _src) in enumerate(nr.operands):
+            for i, t in enumerate(nr.operands):
+                kind, cfg = t.kind, t.config
                 if cfg is None:
                     continue
                 v = node.inputs[i]
@@ -151,8 +152,8 @@ class QuantizationPlan:
                     self._want(v, cfg, produced=False, consumer=(node, i))
             if not self.static:
                 continue
-            for j, (cfg, _src) in enumerate(nr.results):
-                out = node.outputs[j]
+            for j, t in enumerate(nr.results):
+                cfg, out = t.config, node.outputs[j]
                 if cfg is None or not out.type.dtype.is_float:
                     continue
                 self._want(out, cfg, produced=True)

@@ -1,0 +1,54 @@
+"""`tensorforge.quantization`: the quantization API (the TF Quantization API preview, as IR
+passes shared by every frontend and target).
+
+    from tensorforge import quantization as tq
+    cfg = tq.QuantizationConfigurationMap(tq.schemes.get("int8"))
+    cfg.set_config("conv1", tq.LayerConfiguration(weight_config=..., activation_config=...))
+    cfg.set_config("head", None)                                  # keep float
+    tensorforge.convert(model, target="tflite", quantization=cfg, calibration_data=samples)
+
+    qat_model = tq.apply_quantization_on_model(keras_model, cfg)  # trainable fake-quant
+    qat_model.fit(...)
+    tensorforge.convert(qat_model, target="tflite")               # int8 from learned ranges
+
+    y = tq.fake_quant(x, lo, hi)                                  # JAX straight-through QAT
+
+Keras and JAX helpers are imported on first use, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+from .passes.quantize import schemes
+from .passes.quantize.calibrate import calibrate, check_calibration_data
+from .passes.quantize.config import (ConfigError, LayerConfiguration, QuantizationConfiguration,
+                                     QuantizationConfigurationMap, Resolution)
+from .passes.quantize.insert import QuantizationPlan
+from .passes.quantize.lower import lower_quantized
+from .passes.quantize.observers import make_observer
+from .passes.quantize.schemes import Scheme
+
+_LAZY = {
+    "apply_quantization_on_model": ("frontends.keras_qat", "apply_quantization_on_model"),
+    "scope": ("frontends.keras_qat", "scope"),
+    "fake_quant": ("frontends.jax_qat", "fake_quant"),
+    "FakeQuant": ("frontends.jax_qat", "FakeQuant"),
+    "quantize_module": ("tools.quantize", "quantize_module"),
+    "layer_errors": ("tools.quantize", "layer_errors"),
+    "QuantizeResult": ("tools.quantize", "QuantizeResult"),
+}
+
+__all__ = ["schemes", "Scheme", "QuantizationConfiguration", "LayerConfiguration",
+           "QuantizationConfigurationMap", "Resolution", "ConfigError", "QuantizationPlan",
+           "calibrate", "check_calibration_data", "make_observer", "lower_quantized",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tensorforge.quantization' has no attribute {name!r}")
