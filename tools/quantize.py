@@ -42,10 +42,22 @@ class QuantizeResult:
     io: str = "float"
 
     def float_nodes(self) -> list[tuple[str, str, str]]:
-        """(scope, op, reason) of every node the scheme left in float."""
+        """(scope, op, reason) of every node the scheme would quantize but left in float: for
+        static schemes every float computation, for weight-only, dynamic and fp16 schemes
+        the nodes that hold a float weight (other nodes have nothing to quantize there)."""
         if self.resolution is None:
             return []
-        return [(n.scope, n.op, n.float_reason) for n in self.resolution.float_nodes()]
+        static = self.scheme.mode == "static"
+        out = []
+        for n in self.resolution.float_nodes():
+            node = n.node
+            computes = any(v.type.dtype.is_float for v in node.outputs)
+            # TFLiteConverter's rule for what counts as a weight: >= 1024 elements.
+            has_weight = any(v.const is not None and v.type.dtype.is_float
+                             and np.asarray(v.const).size >= 1024 for v in node.inputs)
+            if (static and computes) or has_weight:
+                out.append((n.scope, n.op, n.float_reason))
+        return out
 
 
 def as_config_map(quantization: Any) -> QuantizationConfigurationMap:

@@ -7,13 +7,19 @@ more TFLite operators through the emitter `e` (see `writer.Emitter`):
     e.out(value, quant=None)   tensor index of a node result
     e.tmp(dtype, shape, name)  a fresh intermediate tensor
     e.const(array, name, weight=False, quant=None)   a constant tensor with its own buffer
-    e.derived(value, key, fn)  a constant computed once from an IR constant (e.g. a re-laid filter)
+    e.derived(value, key, fn, quant=None)  a constant computed once from an IR constant (e.g. a
+                               re-laid filter, with its quantization axis moved to TFLite's)
     e.op(code, inputs, outputs, options)             appends an operator (version from here)
     e.alias(value, index)      makes an IR value an alias of an existing tensor (identity)
     e.dtype(i), e.shape(i)     IR dtype and shape (with symbols) of tensor i
 
 A lowering raises `Unsupported` (with the reason) for a node it cannot express; the writer
 collects those per node so the user sees every offender at once.
+
+Quantized IR (the integer form of ir/quantized.py) lowers to the same builtins on int8/int16
+tensors carrying the values' params; `_check_quantized` says which ops have an integer kernel
+and what it needs of the params, `_weight_mode` splits conv/depthwise/matmul into float,
+integer and hybrid (dynamic-range) forms.
 
 Op versions follow tensorflow/lite/tools/versioning/op_version.cc: the lowest version whose
 kernel supports the features (dtypes, ranks, options) the operator uses, see `op_version`.
@@ -26,6 +32,7 @@ import math
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
+from ...ir.quantized import is_quantized, quantize_array
 from ...ir.types import DType, QuantParams
 
 UNKNOWN = "?"
@@ -54,11 +61,17 @@ TFL_TYPES = {DType.f32: fb.TensorType.FLOAT32, DType.f16: fb.TensorType.FLOAT16,
              DType.f64: fb.TensorType.FLOAT64, DType.i8: fb.TensorType.INT8,
              DType.u8: fb.TensorType.UINT8, DType.i16: fb.TensorType.INT16,
              DType.i32: fb.TensorType.INT32, DType.i64: fb.TensorType.INT64,
-             DType.bool: fb.TensorType.BOOL}
+             DType.bool: fb.TensorType.BOOL, DType.i4: fb.TensorType.INT4}
+# Activation dtypes of TFLite's integer kernels (int8, and int16x8: int16 activations).
+QACT = frozenset({DType.i8, DType.i16})
 
 
 def _need(node, value, allowed, what=None) -> None:
-    """Raises Unsupported unless `value`'s dtype is one the TFLite kernel computes on."""
+    """Raises Unsupported unless `value`'s dtype is one the TFLite kernel computes on. A
+    quantized int8/int16 value passes: `_check_quantized` has already matched it against the
+    op's integer kernel."""
+    if is_quantized(value) and value.type.dtype in QACT:
+        return
     if allowed is not None and value.type.dtype not in allowed:
         names = ", ".join(sorted(d.value for d in allowed))
         raise Unsupported(f"TFLite {what or node.op} does not compute on {value.type.dtype} "
@@ -85,13 +98,17 @@ def _static(shape) -> bool:
     return all(isinstance(d, int) for d in shape)
 
 
-def emit(e, code, inputs, *, out=None, dtype=None, shape=None, options=None, name=None) -> int:
+def emit(e, code, inputs, *, out=None, dtype=None, shape=None, options=None, name=None,
+         quant=None) -> int:
     """Emits one operator with one result and returns the result's tensor index. Without
-    `out`, the result is a fresh intermediate shaped like the first input unless told."""
+    `out`, the result is a fresh intermediate shaped like the first input unless told, and
+    carries `quant` (set before the op: its version may depend on it)."""
     if out is None:
         src = inputs[0]
         out = e.tmp(dtype or e.dtype(src), e.shape(src) if shape is None else shape,
                     name or code.lower())
+        if quant is not None:
+            e.set_quant(out, quant)
     e.op(code, inputs, [out], options)
     return out
 
@@ -126,8 +143,12 @@ def _binary(code, allowed, options=None):
     def lower(e, node):
         a, b = node.inputs
         _need(node, a, allowed, code)
-        emit(e, code, [e.t(a), e.t(b)], out=e.out(node.output),
-             options=options() if options else None)
+        opts = options() if options else None
+        if is_quantized(a) and a.type.dtype == DType.i16 and hasattr(opts, "potScaleInt16"):
+            # The schema defaults to power-of-two int16 scales; ours are general (ADD v3,
+            # SUB v5 in op_version.cc).
+            opts.potScaleInt16 = False
+        emit(e, code, [e.t(a), e.t(b)], out=e.out(node.output), options=opts)
     return lower
 
 
@@ -282,6 +303,10 @@ def _finish(e, node, main):
     act = node.attrs["activation"]
     out = e.out(node.output)
     if act == "tanh":
+        if is_quantized(node.output):
+            # The pre-activation intermediate would need quantization params of its own.
+            raise Unsupported("a quantized op with a fused tanh activation: TFLite needs "
+                              "params for the pre-tanh tensor; emit tanh as its own node")
         mid = e.tmp(node.output.type.dtype, node.output.type.shape, "pre_tanh")
         main(mid, FUSED["none"])
         emit(e, "TANH", [mid], out=out)
@@ -289,13 +314,125 @@ def _finish(e, node, main):
         main(out, FUSED[act])
 
 
-def _bias(e, node, channels: int | str):
-    """The bias operand: the IR's, or zeros (the float CONV_2D kernels require a bias)."""
+# -- quantized weights ---------------------------------------------------------------------------
+# The three forms of a conv/depthwise/matmul node (ir/quantized.py):
+#   float:   float activations and weights.
+#   integer: int8 (or int16) quantized activations, int8 per-tensor/per-channel symmetric
+#            constant weights, int32 (int64 for int16) bias of scale s_in * s_w[c], zp 0.
+#   hybrid:  float activations and result, int8 quantized constant weight, float bias
+#            (TFLite's dynamic-range kernels quantize the input on the fly).
+# TFLite's per-channel axis is the output channel of its own filter layout, so the IR axis
+# (the output channel of the IR layout) moves with the re-layout (README table).
+
+def _weight_mode(node, what: str, out_axis: int) -> str:
+    """'float', 'integer' or 'hybrid' for a conv/depthwise/matmul node, or Unsupported naming
+    every TFLite requirement the node's quantization misses. `out_axis` is the IR weight's
+    output-channel axis, the only per-channel axis TFLite's kernels take."""
+    x, w = node.inputs[:2]
+    y = node.output
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if not is_quantized(w):
+        if any(is_quantized(v) for v in (x, y, bias) if v is not None):
+            raise Unsupported(f"TFLite {what} with quantized activations needs a quantized "
+                              f"(int8) constant weight, got {w.type.dtype} without params")
+        return "float"
+    problems = []
+    if w.const is None:
+        problems.append("the quantized weight must be a constant (its params move with the "
+                        "filter re-layout)")
+    if w.type.dtype != DType.i8:
+        problems.append(f"TFLite {what} takes int8 weights, not {w.type.dtype} (for int4 "
+                        f"weight-only quantization, dequantize the weight first)")
+    if any(z != 0 for z in w.quant.zero_point):
+        problems.append("TFLite int8 weights must be symmetric (zero point 0)")
+    if w.quant.axis is not None and w.quant.axis != out_axis:
+        problems.append(f"per-channel weight params must be on the output-channel axis "
+                        f"{out_axis} of the IR weight, got axis {w.quant.axis}")
+    if is_quantized(x):
+        dt = x.type.dtype
+        if dt not in QACT:
+            problems.append(f"TFLite integer {what} takes int8 or int16 activations, not {dt}")
+        if not is_quantized(y) or y.type.dtype != dt:
+            problems.append(f"the result must be quantized with the input's dtype {dt}, "
+                            f"got {y.type.dtype}{'' if is_quantized(y) else ' without params'}")
+        for name, v in (("input", x), ("result", y)):
+            if v.quant is not None and v.quant.axis is not None:
+                problems.append(f"the {name} must be quantized per tensor")
+            if dt == DType.i16 and v.quant is not None and any(v.quant.zero_point):
+                problems.append(f"int16 activations must be symmetric: {name} zero point "
+                                f"{v.quant.zero_point[0]} must be 0")
+        if bias is not None:
+            problems += _bias_problems(x, w, bias)
+        mode = "integer"
+    elif x.type.dtype == DType.f32 and y.type.dtype == DType.f32 and not is_quantized(y):
+        if bias is not None and (is_quantized(bias) or bias.type.dtype != DType.f32):
+            problems.append("a hybrid (dynamic-range) op takes a float32 bias")
+        mode = "hybrid"
+    else:
+        problems.append(f"quantized weights need either quantized activations (integer) or "
+                        f"float32 input and result (hybrid), got {x.type.dtype} -> "
+                        f"{y.type.dtype}")
+        mode = None
+    if problems:
+        raise Unsupported(f"TFLite {what}: " + "; ".join(problems))
+    return mode
+
+
+def _bias_scales(x, w) -> np.ndarray:
+    return np.float64(x.quant.scale[0]) * np.asarray(w.quant.scale, np.float64)
+
+
+def _bias_problems(x, w, bias) -> list[str]:
+    """TFLite adds the raw bias codes to the int32 accumulator: they must be int32 (int64 for
+    int16 activations) with zp 0 and scale s_in * s_w[c]."""
+    want = DType.i64 if x.type.dtype == DType.i16 else DType.i32
+    if not is_quantized(bias) or bias.type.dtype != want:
+        return [f"the bias must be quantized {want} (zp 0, scale input_scale * weight_scale), "
+                f"got {bias.type.dtype}{'' if is_quantized(bias) else ' without params'}"]
+    qp = bias.quant
+    scales = _bias_scales(x, w)
+    got = np.asarray(qp.scale, np.float64)
+    n = bias.type.shape[0] if bias.type.rank == 1 else None
+    got = np.broadcast_to(got, (n,)) if got.size == 1 and isinstance(n, int) else got
+    if any(qp.zero_point) or (scales.size > 1 and got.size != scales.size) or \
+            not np.allclose(got, scales, rtol=1e-5, atol=0):
+        return ["the bias params must be zero point 0 and scale input_scale * weight_scale "
+                "per output channel (TFLite adds the raw codes to the accumulator)"]
+    return []
+
+
+def _moved(qp: QuantParams | None, axis: int | None, repeat: int = 1) -> QuantParams | None:
+    """`qp` with its per-channel axis moved to `axis` (each param repeated `repeat` times, for
+    the depth multiplier of a depthwise filter)."""
+    if qp is None or qp.axis is None:
+        return qp
+    return QuantParams(np.repeat(qp.scale, repeat), np.repeat(qp.zero_point, repeat), axis,
+                       qp.bits, qp.signed, qp.narrow_range)
+
+
+def _per_channel(qp: QuantParams, channels: int) -> QuantParams:
+    """Per-tensor params written per channel on axis 3 (the depthwise hybrid kernel reads
+    one scale per output channel)."""
+    if qp.axis is not None:
+        return qp
+    return QuantParams(qp.scale * channels, qp.zero_point * channels, 3, qp.bits, qp.signed,
+                       qp.narrow_range)
+
+
+def _bias(e, node, channels: int | str, mode: str = "float"):
+    """The bias operand: the IR's, or zeros (the CONV_2D kernels require a bias): float32,
+    or for the integer form int32/int64 codes with scale s_in * s_w[c]."""
     if len(node.inputs) > 2:
         return e.t(node.inputs[2])
     if not isinstance(channels, int):
         raise Unsupported("a convolution without bias needs a static output channel count")
-    return e.const(np.zeros(channels, np.float32), f"{e.prefix}/zero_bias")
+    if mode != "integer":
+        return e.const(np.zeros(channels, np.float32), f"{e.prefix}/zero_bias")
+    x, w = node.inputs[:2]
+    dt = np.int64 if x.type.dtype == DType.i16 else np.int32
+    scales = np.broadcast_to(_bias_scales(x, w), (channels,))
+    qp = QuantParams(scales, (0,) * channels, 0)
+    return e.const(np.zeros(channels, dt), f"{e.prefix}/zero_bias", quant=qp)
 
 
 def _same_pads(size, k, stride, dilation):
@@ -321,17 +458,19 @@ def _conv_input(e, node, kh, kw):
                                                 _same_pads(w, kw, sw, dw)):
         return xt, "SAME"
     grow = lambda d, p: d + p if isinstance(d, int) else UNKNOWN  # noqa: E731
+    # A quantized PAD fills with the zero point, i.e. real 0, like the float padding.
     padded = emit(e, "PAD", [xt, _param(e, [[0, 0], [t, b], [l, r], [0, 0]], "paddings")],
-                  shape=(n, grow(h, t + b), grow(w, l + r), c), name="padded")
+                  shape=(n, grow(h, t + b), grow(w, l + r), c), name="padded", quant=x.quant)
     return padded, "VALID"
 
 
-def _filter(e, node, key, relayout, perm=None, new_shape=None):
-    """The filter operand in TFLite's layout: re-laid out at emit time when constant, else by
-    a TRANSPOSE (`perm`) or RESHAPE (`new_shape`) operator."""
+def _filter(e, node, key, relayout, perm=None, new_shape=None, quant=None):
+    """The filter operand in TFLite's layout: re-laid out at emit time when constant (with
+    `quant`, the params on TFLite's axis), else by a TRANSPOSE (`perm`) or RESHAPE
+    (`new_shape`) operator."""
     f = node.inputs[1]
     if f.const is not None:
-        return e.derived(f, key, relayout)
+        return e.derived(f, key, relayout, quant=quant)
     ft = e.t(f)
     if perm is not None:
         return emit(e, "TRANSPOSE", [ft, _param(e, perm, "filter_perm")],
@@ -344,14 +483,16 @@ def _filter(e, node, key, relayout, perm=None, new_shape=None):
 
 def _lower_conv2d(e, node):
     x, f = node.inputs[:2]
+    mode = _weight_mode(node, "CONV_2D", out_axis=3)
     _need(node, x, F32, "CONV_2D")
     kh, kw, _, co = f.type.shape
     a = node.attrs
-    # IR HWIO -> TFLite OHWI. Grouped conv keeps I = C_in / groups: CONV_2D infers the group
-    # count from the channel ratio (version 6).
-    w = _filter(e, node, "ohwi", lambda arr: np.transpose(arr, (3, 0, 1, 2)), perm=(3, 0, 1, 2))
+    # IR HWIO -> TFLite OHWI (per-channel axis 3 -> 0). Grouped conv keeps I = C_in / groups:
+    # CONV_2D infers the group count from the channel ratio (version 6).
+    w = _filter(e, node, "ohwi", lambda arr: np.transpose(arr, (3, 0, 1, 2)), perm=(3, 0, 1, 2),
+                quant=_moved(f.quant, 0))
     xt, padding = _conv_input(e, node, kh, kw)
-    bias = _bias(e, node, co)
+    bias = _bias(e, node, co, mode)
 
     def main(out, act):
         e.op("CONV_2D", [xt, w, bias], [out], fb.Conv2DOptionsT(
@@ -363,16 +504,24 @@ def _lower_conv2d(e, node):
 
 def _lower_depthwise(e, node):
     x, f = node.inputs[:2]
+    mode = _weight_mode(node, "DEPTHWISE_CONV_2D", out_axis=2)
     _need(node, x, F32, "DEPTHWISE_CONV_2D")
     kh, kw, c, m = f.type.shape
     a = node.attrs
-    # IR [H, W, C, M] -> TFLite [1, H, W, C*M]: the same memory order (channel c*M + m).
-    shape = (1, kh, kw, c * m if _static((c, m)) else UNKNOWN)
-    w = _filter(e, node, "1hwcm", lambda arr: arr.reshape(1, kh, kw, -1), new_shape=shape)
-    xt, padding = _conv_input(e, node, kh, kw)
-    bias = _bias(e, node, shape[3])
     if not isinstance(m, int):
         raise Unsupported("depthwise_conv2d needs a static depth multiplier")
+    # IR [H, W, C, M] -> TFLite [1, H, W, C*M]: the same memory order (channel c*M + m); the
+    # per-channel params of axis 2 (C) become C*M params on axis 3, each repeated M times.
+    shape = (1, kh, kw, c * m if _static((c, m)) else UNKNOWN)
+    qp = _moved(f.quant, 3, repeat=m)
+    key = "1hwcm"
+    if mode == "hybrid" and isinstance(shape[3], int):
+        # The hybrid depthwise kernel reads one scale per output channel.
+        qp, key = _per_channel(qp, shape[3]), "1hwcm/per_channel"
+    w = _filter(e, node, key, lambda arr: arr.reshape(1, kh, kw, -1), new_shape=shape,
+                quant=qp)
+    xt, padding = _conv_input(e, node, kh, kw)
+    bias = _bias(e, node, shape[3], mode)
 
     def main(out, act):
         e.op("DEPTHWISE_CONV_2D", [xt, w, bias], [out], fb.DepthwiseConv2DOptionsT(
@@ -417,20 +566,54 @@ def _lower_conv2d_transpose(e, node):
     _finish(e, node, main)
 
 
+def _lower_quantized_batch_matmul(e, node):
+    """Activation x activation (attention scores, attention-weighted values): BATCH_MATMUL's
+    integer kernel on two quantized operands of one dtype, per-tensor params."""
+    a, b = node.inputs[:2]
+    y = node.output
+    problems = []
+    if not (is_quantized(a) and is_quantized(y)) or len({a.type.dtype, b.type.dtype,
+                                                        y.type.dtype}) != 1:
+        problems.append(f"operands and result must be quantized with one dtype, got "
+                        f"{a.type.dtype}, {b.type.dtype} -> {y.type.dtype}")
+    if any(v.quant is not None and v.quant.axis is not None for v in (a, b, y)):
+        problems.append("operands and result must be quantized per tensor")
+    if len(node.inputs) > 2 or node.attrs["activation"] != "none":
+        problems.append("a quantized BATCH_MATMUL takes no bias or fused activation")
+    if problems:
+        raise Unsupported("TFLite integer BATCH_MATMUL: " + "; ".join(problems))
+    emit(e, "BATCH_MATMUL", [e.t(a), e.t(b)], out=e.out(y),
+         options=fb.BatchMatMulOptionsT(adjX=node.attrs["transpose_a"],
+                                        adjY=node.attrs["transpose_b"]))
+
+
 def _lower_matmul(e, node):
     a, b = node.inputs[:2]
-    _need(node, a, F32, "FULLY_CONNECTED / BATCH_MATMUL")
     ta, tb = node.attrs["transpose_a"], node.attrs["transpose_b"]
+    if b.const is None and is_quantized(b):
+        _lower_quantized_batch_matmul(e, node)
+        return
+    mode = _weight_mode(node, "FULLY_CONNECTED", out_axis=0 if tb else 1)
+    _need(node, a, F32, "FULLY_CONNECTED / BATCH_MATMUL")
     has_bias = len(node.inputs) > 2
+    if mode != "float" and not (b.const is not None and b.type.rank == 2 and not ta):
+        raise Unsupported("a quantized matmul lowers to FULLY_CONNECTED only: it needs a "
+                          "rank-2 constant weight and transpose_a=False")
     if b.const is not None and b.type.rank == 2 and not ta:
-        # FULLY_CONNECTED computes x @ W^T with W [N, K]. Inputs of rank > 2 keep their
-        # leading dims with keep_num_dims (version 5) instead of a reshape round trip.
-        w = e.derived(b, "fc_nk", (lambda arr: arr) if tb else (lambda arr: arr.T))
+        # FULLY_CONNECTED computes x @ W^T with W [N, K] (per-channel axis: N, 0). Inputs of
+        # rank > 2 keep their leading dims with keep_num_dims (version 5) instead of a
+        # reshape round trip.
+        w = e.derived(b, "fc_nk", (lambda arr: arr) if tb else (lambda arr: arr.T),
+                      quant=_moved(b.quant, 0))
         ins = [e.t(a), w, e.t(node.inputs[2]) if has_bias else -1]
 
         def fc(out, act):
+            # Hybrid: quantize the input per row with its own zero point (what
+            # TFLiteConverter's dynamic-range quantization asks for; more accurate than the
+            # symmetric scheme).
             e.op("FULLY_CONNECTED", ins, [out], fb.FullyConnectedOptionsT(
-                fusedActivationFunction=act, keepNumDims=a.type.rank != 2))
+                fusedActivationFunction=act, keepNumDims=a.type.rank != 2,
+                asymmetricQuantizeInputs=mode == "hybrid"))
         _finish(e, node, fc)
         return
     # BATCH_MATMUL has neither bias nor fused activation: ADD (with the relu-family fused)
@@ -480,8 +663,8 @@ def _softmax(code, options):
         perm = [i for i in range(rank) if i != axis] + [axis]
         inv = list(np.argsort(perm))
         t = emit(e, "TRANSPOSE", [e.t(x), _param(e, perm, "perm")],
-                 shape=tuple(x.type.shape[p] for p in perm))
-        t = emit(e, code, [t], options=options())
+                 shape=tuple(x.type.shape[p] for p in perm), quant=x.quant)
+        t = emit(e, code, [t], options=options(), quant=node.output.quant)
         emit(e, "TRANSPOSE", [t, _param(e, inv, "inv_perm")], out=out)
     return lower
 
@@ -664,12 +847,16 @@ def _lower_pad(e, node):
         emit(e, "MIRROR_PAD", [e.t(x), pads], out=out, options=fb.MirrorPadOptionsT(mode=mode))
         return
     dt = x.type.dtype
-    if a["value"] == 0 and x.quant is None:
+    if a["value"] == 0:
+        # A quantized PAD fills with the zero point: real 0 (integer form, ir/quantized.py).
         emit(e, "PAD", [e.t(x), pads], out=out)
         return
-    # PADV2 fills with the raw value of its operand (PAD would fill a quantized tensor with its
-    # zero point, not the IR's raw 0).
-    value = np.asarray(a["value"]).astype(dt.np)
+    # PADV2 fills with its operand's code: for a quantized tensor, the code of the real
+    # pad value under the tensor's params.
+    if is_quantized(x):
+        value = quantize_array(np.asarray(a["value"], np.float32), x.quant, dt)
+    else:
+        value = np.asarray(a["value"]).astype(dt.np)
     fill = e.const(value, f"{e.prefix}/pad_value", quant=x.quant)
     emit(e, "PADV2", [e.t(x), pads, fill], out=out)
 
@@ -765,7 +952,8 @@ def _lower_quantize(e, node):
 
 def _lower_dequantize(e, node):
     q = node.inputs[0]
-    _need(node, q, {DType.i8, DType.u8, DType.i16}, "DEQUANTIZE")
+    # int4: constants stored packed two per byte (writer.pack_int4), DEQUANTIZE version 6.
+    _need(node, q, {DType.i4, DType.i8, DType.u8, DType.i16}, "DEQUANTIZE")
     if node.attrs["dtype"] != DType.f32:
         raise Unsupported(f"TFLite DEQUANTIZE produces f32, not {node.attrs['dtype']}")
     _dequantize(e, e.t(q), _params(q, node.attrs), out=e.out(node.output))
@@ -813,11 +1001,104 @@ LOWERINGS = {
 }
 
 
+# -- quantized operands -------------------------------------------------------------------------
+# Which TFLite integer kernel (int8, int16x8) runs each IR op in the integer form, and what it
+# requires of the params. The integer form means "dequantize, float kernel, requantize to the
+# result's params" (ir/quantized.py); TFLite's kernels match that only where:
+#   SAME:    the kernel moves, compares or averages raw codes (no rescaling), so every
+#            quantized operand and result must share one set of params;
+#   RESCALE: the kernel requantizes (own multiplier per operand/result), any params;
+#   FIXED:   the kernel's output params are fixed (LUT/fixed-point ranges);
+#   WEIGHTS: conv/depthwise/matmul, checked by `_weight_mode` (integer or hybrid).
+# Ops not listed have no integer lowering here.
+
+SAME = frozenset({"identity", "reshape", "transpose", "concat", "split", "slice",
+                  "strided_slice", "pad", "gather", "broadcast_to", "squeeze", "expand_dims",
+                  "tile", "max_pool2d", "avg_pool2d", "resize", "reduce_max", "reduce_min",
+                  "maximum", "minimum"})
+RESCALE = frozenset({"add", "sub", "mul", "relu", "relu6", "hard_swish", "leaky_relu",
+                     "reduce_mean", "reduce_sum"})
+# (scale, zero point) of the result, per activation dtype (softmax/logistic: [0, 1) in
+# 1/256 steps from -128; tanh: [-1, 1) in 1/128 steps; int16: Q0.15).
+FIXED = {
+    "softmax": {DType.i8: (1 / 256, -128), DType.i16: (1 / 32768, 0)},
+    "sigmoid": {DType.i8: (1 / 256, -128), DType.i16: (1 / 32768, 0)},
+    "tanh": {DType.i8: (1 / 128, 0), DType.i16: (1 / 32768, 0)},
+}
+WEIGHTS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
+_SELF_QUANT = frozenset({"quantize", "dequantize", "fake_quant"})
+
+
+def _describe(qp: QuantParams) -> str:
+    if qp.axis is not None:
+        return f"per-axis (axis {qp.axis})"
+    return f"scale {qp.scale[0]:.6g} zp {qp.zero_point[0]}"
+
+
+def _check_quantized(node) -> None:
+    """Raises Unsupported (every problem at once) unless TFLite has an integer kernel for this
+    node's quantized operands and results with the params they carry."""
+    vals = list(node.inputs) + list(node.outputs)
+    quantized = [v for v in vals if is_quantized(v)]
+    if not quantized or node.op in _SELF_QUANT or node.op in WEIGHTS:
+        return
+    op = node.op
+    if op not in SAME and op not in RESCALE and op not in FIXED:
+        raise Unsupported(f"'{op}' has no TFLite integer (int8/int16) lowering here; keep it "
+                          f"float (dequantize its operands, quantize its result)")
+    problems = []
+    dts = sorted({v.type.dtype.value for v in quantized})
+    if len(dts) > 1 or quantized[0].type.dtype not in QACT:
+        problems.append(f"TFLite integer kernels take int8 or int16 activations of one "
+                        f"dtype, got {', '.join(dts)}")
+    dt = quantized[0].type.dtype
+    floats = [v for v in vals if v.type.dtype.is_float]
+    if floats:
+        problems.append(f"mixes float and quantized tensors ({floats[0].type}); only conv2d, "
+                        f"depthwise_conv2d and matmul have hybrid TFLite kernels")
+    for v in quantized:
+        if v.quant.axis is not None and v.const is None:
+            problems.append("activations must be quantized per tensor, not per axis")
+            break
+    if dt == DType.i16 and any(z for v in quantized for z in v.quant.zero_point):
+        problems.append("int16 activations must be symmetric (zero point 0)")
+    if op in SAME:
+        params = {(v.quant.scale, v.quant.zero_point, v.quant.axis) for v in quantized}
+        if len(params) > 1:
+            got = ", ".join(sorted({_describe(v.quant) for v in quantized}))
+            problems.append(f"TFLite's integer kernel for '{op}' works on raw codes: its "
+                            f"quantized operands and result must have the same quantization "
+                            f"params (got {got}); requantize with `quantize` first")
+    elif op in FIXED:
+        want = FIXED[op].get(dt)
+        for v in node.outputs:
+            qp = v.quant
+            if want and qp is not None and (qp.zero_point[0] != want[1] or
+                                            not math.isclose(qp.scale[0], want[0],
+                                                             rel_tol=1e-6)):
+                problems.append(f"TFLite's {dt} '{op}' kernel has fixed output params: scale "
+                                f"{want[0]:.6g} zero point {want[1]} (got {_describe(qp)})")
+    if problems:
+        raise Unsupported("; ".join(problems))
+
+
+def _guarded(lower):
+    def run(e, node):
+        _check_quantized(node)
+        lower(e, node)
+    run.__doc__ = lower.__doc__
+    return run
+
+
+LOWERINGS = {op: _guarded(fn) for op, fn in LOWERINGS.items()}
+
+
 # -- op versions -------------------------------------------------------------------------------
-# Each rule gets the operator's input signature [(dtype, shape) or None for an omitted
+# Each rule gets the operator's input signature [(dtype, shape, quant) or None for an omitted
 # optional input], its output signature and its options object, and returns the version.
-# Unlisted builtins are version 1. Only the branches reachable from the lowerings above (float
-# kernels plus the int8/int16/bool data-movement cases) are spelled out.
+# Unlisted builtins are version 1 (HARD_SWISH, RESHAPE, SQUEEZE, ... have no int8 branch).
+# Only the branches reachable from the lowerings above are spelled out, in op_version.cc's
+# order (the first matching branch wins there too).
 
 def _by_dtype(table, default=1):
     return lambda ins, outs, opts: table.get(ins[0][0], default)
@@ -825,14 +1106,101 @@ def _by_dtype(table, default=1):
 
 def _bcast_rank(ins) -> tuple[bool, int]:
     """(inputs need broadcasting, highest input rank), as NeedBroadcastForBinaryInputs."""
-    shapes = [s for _, s in ins[:2]]
+    shapes = [sig[1] for sig in ins[:2]]
     return len(set(shapes)) > 1, max(len(s) for s in shapes)
 
 
+def _quant_of(sig) -> QuantParams | None:
+    return sig[2] if sig is not None and len(sig) > 2 else None
+
+
+def _is_per_channel(sig) -> bool:
+    """op_signature.cc's is_per_channel_quantized: more than one weight scale."""
+    qp = _quant_of(sig)
+    return qp is not None and len(qp.scale) > 1
+
+
+def _kinds(ins, outs) -> tuple[DType, DType, DType]:
+    """(input, weight, output) dtypes of a conv/FC signature."""
+    return ins[0][0], ins[1][0], outs[0][0]
+
+
 def _v_conv(ins, outs, opts):
+    x, w, y = _kinds(ins, outs)
     grouped = isinstance(ins[0][1][3], int) and isinstance(ins[1][1][3], int) \
         and ins[0][1][3] != ins[1][1][3]
-    return 6 if grouped else 1
+    if grouped:
+        return 6
+    # int16x8 (int16 activations, int8 weights, int64 bias). op_version.cc tests the *filter*
+    # for int16 here (and outputs.at(1)), which no 16x8 model matches; version 4 is the
+    # release that added the int16 kernel (runtime_version.cc: CONV_2D 4 -> 2.3.0), and
+    # quantized_bias_type (version 8) is never set by this backend.
+    if x == DType.i16 and w == DType.i8 and y == DType.i16:
+        return 4
+    if x == w == y == DType.i8:
+        return 3
+    if x == DType.i8 and w == DType.i4 and y == DType.i8:
+        return 7
+    if x == DType.f32 and w == DType.i8 and y == DType.f32:
+        return 5 if _is_per_channel(ins[1]) else 2     # hybrid, per-channel hybrid
+    return 1
+
+
+def _v_depthwise(ins, outs, opts):
+    x, w, y = _kinds(ins, outs)
+    if x == DType.i16 and w == DType.i8 and y == DType.i16:
+        return 5    # int16x8 (same filter-dtype slip in op_version.cc as CONV_2D)
+    if x == DType.f32 and w == DType.i8 and y == DType.f32:
+        return 6 if _is_per_channel(ins[1]) else 4     # hybrid
+    if x == w == y == DType.i8:
+        return 3
+    if x == DType.i8 and w == DType.i4 and y == DType.i8:
+        return 7
+    return 2 if (opts.dilationHFactor, opts.dilationWFactor) != (1, 1) else 1
+
+
+def _v_fully_connected(ins, outs, opts):
+    x, w, y = _kinds(ins, outs)
+    hybrid = x == DType.f32 and w == DType.i8 and y == DType.f32
+    if hybrid and _is_per_channel(ins[1]):
+        return 12
+    # int16x8: op_version.cc's version-7 branch also reads an int16 filter (see CONV_2D);
+    # 7 is the int16 kernel's version.
+    if x == DType.i16 and w == DType.i8 and y == DType.i16:
+        return 7
+    # An omitted bias is passed as -1 (3 inputs), which stays below version 6.
+    if opts.keepNumDims:
+        return 5
+    if x == w == y == DType.i8:
+        return 4
+    if x == DType.i8 and w == DType.i4 and y == DType.i8:
+        return 10
+    if hybrid:
+        return 9 if opts.asymmetricQuantizeInputs else 3
+    return 1
+
+
+def _v_mul(ins, outs, opts):
+    dt = ins[0][0]
+    if dt == DType.i64:
+        return 5
+    if dt == DType.i16:
+        return 4    # quantized int16 (7 is the unquantized int16 kernel)
+    qs = [_quant_of(ins[0]), _quant_of(ins[1]), _quant_of(outs[0])]
+    if all(q is not None for q in qs) and \
+            qs[0].scale[0] * qs[1].scale[0] / qs[2].scale[0] >= 1.0:
+        return 3    # rescale multiplier >= 1
+    return 2 if dt == DType.i8 else 1
+
+
+def _v_resize(align_matters):
+    def rule(ins, outs, opts):
+        if ins[0][0] == DType.i16:
+            return 4
+        if opts.halfPixelCenters or (align_matters and opts.alignCorners):
+            return 3
+        return 2 if ins[0][0] == DType.i8 else 1
+    return rule
 
 
 def _v_binary(high, table):
@@ -866,6 +1234,8 @@ def _v_strided_slice(ins, outs, opts):
 
 def _v_dequantize(ins, outs, opts, quant=None):
     dt = ins[0][0]
+    if dt == DType.i4:
+        return 6
     if dt in (DType.i16, DType.f16):
         return 3
     if dt == DType.i8:
@@ -893,16 +1263,15 @@ _I8_2_I16_3 = _by_dtype({DType.i8: 2, DType.i16: 3})
 
 VERSIONS = {
     "CONV_2D": _v_conv,
-    "DEPTHWISE_CONV_2D": lambda i, o, p: 2 if (p.dilationHFactor, p.dilationWFactor) != (1, 1)
-    else 1,
+    "DEPTHWISE_CONV_2D": _v_depthwise,
     "TRANSPOSE_CONV": lambda i, o, p: 4 if p.fusedActivationFunction else
     (3 if len(i) == 4 and i[3] is not None else 1),
-    # 3 inputs with an omitted (-1) bias stay below version 6 (two-input form).
-    "FULLY_CONNECTED": lambda i, o, p: 5 if p.keepNumDims else 1,
+    "FULLY_CONNECTED": _v_fully_connected,
     "BATCH_MATMUL": _by_dtype({DType.i8: 2, DType.i16: 3}),
-    "ADD": _by_dtype({DType.i64: 4, DType.i8: 2}),
-    "SUB": _v_binary(3, {DType.i64: 4, DType.i8: 2}),
-    "MUL": _by_dtype({DType.i64: 5, DType.i16: 4, DType.i8: 2}),
+    # int16 ADD/SUB here are always quantized with general scales (pot_scale_int16 false).
+    "ADD": _by_dtype({DType.i64: 4, DType.i16: 3, DType.i8: 2}),
+    "SUB": _v_binary(3, {DType.i16: 5, DType.i64: 4, DType.i8: 2}),
+    "MUL": _v_mul,
     "DIV": _v_binary(2, {}),
     "MAXIMUM": _v_binary(3, {DType.i16: 4, DType.i8: 2}),
     "MINIMUM": _v_binary(3, {DType.i16: 4, DType.i8: 2}),
@@ -930,13 +1299,13 @@ VERSIONS = {
     {DType.i16: 3, DType.i8: 2}.get(i[0][0], 1),
     "TILE": _by_dtype({DType.i8: 3}),
     "GATHER": _v_gather,
-    "RESIZE_BILINEAR": lambda i, o, p: 3 if p.halfPixelCenters else 1,
-    "RESIZE_NEAREST_NEIGHBOR": lambda i, o, p: 3 if p.halfPixelCenters or p.alignCorners else 1,
+    "RESIZE_BILINEAR": _v_resize(align_matters=False),
+    "RESIZE_NEAREST_NEIGHBOR": _v_resize(align_matters=True),
     # Version 1 was rolled back when BROADCAST_TO moved past code 127.
     "BROADCAST_TO": _by_dtype({DType.i8: 3, DType.i16: 3}, default=2),
     "CAST": _v_cast,
-    "QUANTIZE": lambda i, o, p, quant=None: 3 if quant is not None and quant.axis is not None
-    else (2 if o[0][0] == DType.i16 else 1),
+    "QUANTIZE": lambda i, o, p, quant=None: 4 if DType.i4 in (i[0][0], o[0][0]) else
+    (3 if quant is not None and quant.axis is not None else (2 if o[0][0] == DType.i16 else 1)),
     "DEQUANTIZE": _v_dequantize,
     "GELU": _by_dtype({DType.i8: 2, DType.u8: 2}),
 }

@@ -142,7 +142,10 @@ class Emitter:
         if dtype not in TFL_TYPES:
             raise Unsupported(f"constant {name} has dtype {dtype}, which this TFLite backend "
                               f"does not store")
-        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        if dtype == DType.i4:
+            data = pack_int4(arr)
+        else:
+            data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         return self._tensor(dtype, arr.shape, name, buffer=self._buffer(data), quant=quant)
 
     def is_const(self, index: int) -> bool:
@@ -183,19 +186,25 @@ class Emitter:
         self._pinned.append(value)
         self._values[id(value)] = index
 
-    def derived(self, value: Value, key: str, fn: Callable[[np.ndarray], np.ndarray]) -> int:
-        """A weight computed once from IR constant `value` (a filter in TFLite's layout)."""
+    def derived(self, value: Value, key: str, fn: Callable[[np.ndarray], np.ndarray],
+                quant: QuantParams | None = None) -> int:
+        """A weight computed once from IR constant `value` (a filter in TFLite's layout).
+        `quant` is the re-laid weight's quantization (its axis moved with the layout); `key`
+        must change whenever `fn` or `quant` does."""
         k = (id(value), key)
         if k not in self._derived:
             self._pinned.append(value)
             arr = np.ascontiguousarray(fn(np.asarray(value.const)))
-            self._derived[k] = self.const(arr, f"{self.value_name(value)}/{key}", weight=True)
+            self._derived[k] = self.const(arr, f"{self.value_name(value)}/{key}", weight=True,
+                                          quant=quant)
         return self._derived[k]
 
     # -- operators -----------------------------------------------------------------------------
     def op(self, code: str, inputs, outputs, options=None) -> None:
         """Appends builtin `code` at the lowest version supporting this use of it."""
-        sig = lambda ids: [None if i < 0 else self.info[i] for i in ids]  # noqa: E731
+        # (dtype, shape, quant) per tensor: versions depend on per-channel / hybrid weights.
+        sig = lambda ids: [None if i < 0 else self.info[i] + (self.quants[i],)  # noqa: E731
+                           for i in ids]
         quant = None
         if code == "QUANTIZE":
             quant = self.quants[outputs[0]]
@@ -209,6 +218,16 @@ class Emitter:
             builtinOptionsType=getattr(fb.BuiltinOptions, type(options).__name__[:-1])
             if options is not None else fb.BuiltinOptions.NONE,
             builtinOptions=options))
+
+
+def pack_int4(arr: np.ndarray) -> bytes:
+    """Int4 codes packed two per byte, element 2i in the low nibble and 2i+1 in the high one
+    (an odd count leaves the last high nibble 0): how TFLite stores kTfLiteInt4 buffers
+    (tensor_utils::UnpackDenseInt4IntoInt8 reads them back low nibble first)."""
+    flat = np.asarray(arr).reshape(-1).astype(np.int8).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.uint8)])
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
 
 
 def _diag(node: Node, message: str) -> Diagnostic:

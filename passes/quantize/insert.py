@@ -82,6 +82,7 @@ class _Activation:
     config: object                 # QuantizationConfiguration of the primary requester
     produced: bool                 # the producer's result is quantized: every use reads QDQ
     consumers: list = field(default_factory=list)   # (node, operand index) reading QDQ
+    symmetric: bool = False        # a consumer's kernel needs zero point 0
 
 
 class _Groups:
@@ -146,10 +147,21 @@ class QuantizationPlan:
                 if cfg is None:
                     continue
                 v = node.inputs[i]
+                if self.static and node.op == "gather" and i == 0:
+                    # TFLite's int8 GATHER copies codes: the table is quantized per tensor
+                    # with its result's params (an activation-like constant), not per row.
+                    out_cfg = nr.results[0].config
+                    if out_cfg is not None:
+                        self._want(v, out_cfg, produced=False, consumer=(node, i))
+                    continue
                 if kind == "weight":
                     self.weights.append((node, i, cfg))
                 elif kind == "activation" and self.static and v.type.dtype.is_float:
                     self._want(v, cfg, produced=False, consumer=(node, i))
+                    if node.op == "matmul" and i == 1:
+                        # BATCH_MATMUL's int8 kernel treats its right operand like a weight:
+                        # zero point 0.
+                        self.acts[id(v)].symmetric = True
             if not self.static:
                 continue
             for j, t in enumerate(nr.results):
@@ -188,6 +200,7 @@ class QuantizationPlan:
             narrow = bool(cfg.narrow_range) if cfg.narrow_range is not None else False
             fixed = next((self.fixed[id(a.value)] for a in members
                           if id(a.value) in self.fixed), None)
+            symmetric = cfg.symmetric or any(a.symmetric for a in members)
             if fixed is not None:
                 qp = QuantParams((fixed[0],), (fixed[1],), None, cfg.bits, True, False)
             else:
@@ -198,7 +211,7 @@ class QuantizationPlan:
                         lo, hi = min(lo, r[0]), max(hi, r[1])
                 if lo > hi:
                     lo = hi = 0.0
-                qp = activation_params(lo, hi, bits=cfg.bits, symmetric=cfg.symmetric,
+                qp = activation_params(lo, hi, bits=cfg.bits, symmetric=symmetric,
                                        narrow_range=narrow)
             for a in members:
                 out[id(a.value)] = qp
@@ -266,7 +279,7 @@ class QuantizationPlan:
         if cfg.dtype == "float16":
             half = g.constant(np.asarray(arr, np.float16), before=node, scope=node.scope,
                               loc=node.loc)
-            cast = g.add("cast", [half], {"dtype": w.type.dtype}, scope=node.scope,
+            cast = g.add("cast", [half], {"to": w.type.dtype}, scope=node.scope,
                          loc=node.loc, before=node)
             node.set_input(i, cast.output)
             return None

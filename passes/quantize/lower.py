@@ -49,12 +49,21 @@ def _q_params(node: Node) -> QuantParams:
 
 
 def _normalize(graph: Graph) -> None:
-    """Attach params to the integer values of QDQ boundaries (frontends may leave them off)."""
-    for node in graph:
+    """Attach params to the integer values of QDQ boundaries (frontends may leave them off)
+    and store quantized constants as codes (quantize of a constant is folded)."""
+    for node in list(graph):
         if node.op == "quantize" and node.output.quant is None:
             node.output.quant = _q_params(node)
         elif node.op == "dequantize" and node.inputs[0].quant is None:
             node.inputs[0].quant = _q_params(node)
+        if node.op == "quantize" and node.inputs[0].const is not None \
+                and not is_quantized(node.inputs[0]):
+            qp = node.output.quant
+            codes = graph.constant(quantize_array(np.asarray(node.inputs[0].const), qp,
+                                                  node.attrs["dtype"]),
+                                   before=node, scope=node.scope, loc=node.loc)
+            codes.quant = qp
+            graph.replace_node(node, [codes])
 
 
 def _dq_source(v: Value) -> Value | None:

@@ -21,6 +21,13 @@ FIXED_OUTPUT = {
 }
 
 
+# Smallest activation scale: TFLite quantizes fused-activation bounds (relu6's 6.0) with the
+# output scale into int32 (kernel_util.cc, no_integer_overflow_from_quantization), so a
+# near-constant tensor (untrained nets collapse activations to ~1e-5) must not get a scale
+# below 6 / 2^31.
+MIN_ACTIVATION_SCALE = 1e-8
+
+
 def storage_dtype(bits: int, signed: bool = True) -> DType:
     """The IR dtype that stores codes of `bits` bits."""
     table = {(4, True): DType.i4, (8, True): DType.i8, (8, False): DType.u8,
@@ -40,11 +47,11 @@ def activation_params(lo: float, hi: float, *, bits: int, symmetric: bool,
     qmin, qmax = probe.qmin, probe.qmax
     if symmetric:
         bound = max(-lo, hi)
-        scale = bound / qmax if bound > 0 else 1.0
+        scale = max(bound / qmax, MIN_ACTIVATION_SCALE) if bound > 0 else 1.0
         return QuantParams((scale,), (0,), None, bits, True, narrow_range)
     if hi - lo <= 0:
         return QuantParams((1.0,), (0,), None, bits, True, narrow_range)
-    scale = (hi - lo) / (qmax - qmin)
+    scale = max((hi - lo) / (qmax - qmin), MIN_ACTIVATION_SCALE)
     # Nudge the zero point to an integer (TFLite's ChooseQuantizationParams): pick the one
     # whose implied range loses least, then clamp into the code range.
     zp_from_min = qmin - lo / scale
