@@ -15,6 +15,15 @@ throwaway tf.Graph and reports every offender at once.
 Constants with more than `VARIABLE_MIN_ELEMENTS` elements become `tf.Variable`s on the
 tf.Module (named after the value, else `<scope of its user>/<operand name>`, e.g.
 `conv1/filter`); smaller ones are inlined as `tf.constant`.
+
+Quantized (QDQ) IR: integer constants keep their integer dtype (an int8 weight is an int8
+variable, 1 byte per element in the SavedModel); int4 has no TF dtype and is stored as int8
+(same codes, 1 byte per element). `quantize`/`dequantize`/`fake_quant` lower to exact float32
+arithmetic (division in float32 and rounding half away from zero, like TFLite and the IR).
+`lower_to_tf(module, float_codes=True)` (used by the TF.js backend, which has no int8/int16
+tensors) keeps activation codes as integral float32 values instead of casting them to an
+integer type, and folds `dequantize` of 32/64-bit integer constants (biases) into float32
+constants.
 """
 
 from __future__ import annotations
@@ -39,9 +48,10 @@ class Unsupported(Exception):
     """A node this backend cannot lower; the message says why."""
 
 
+# i4 has no TF dtype: its codes travel as int8 (same values, 1 byte per element).
 TF_DTYPES = {DType.f32: tf.float32, DType.f16: tf.float16, DType.bf16: tf.bfloat16,
-             DType.f64: tf.float64, DType.i8: tf.int8, DType.u8: tf.uint8, DType.i16: tf.int16,
-             DType.i32: tf.int32, DType.i64: tf.int64, DType.bool: tf.bool}
+             DType.f64: tf.float64, DType.i4: tf.int8, DType.i8: tf.int8, DType.u8: tf.uint8,
+             DType.i16: tf.int16, DType.i32: tf.int32, DType.i64: tf.int64, DType.bool: tf.bool}
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-/]")
 
@@ -60,6 +70,15 @@ def _tf_dtype(dtype: DType):
         raise Unsupported(f"TensorFlow has no usable dtype for {dtype}") from None
 
 
+def _storage_array(arr, dtype: DType) -> np.ndarray:
+    """A constant's payload in the NumPy dtype of its TF dtype (int4 codes widened to int8:
+    NumPy/TF cannot convert ml_dtypes.int4 directly)."""
+    arr = np.asarray(arr)
+    if dtype == DType.i4:
+        return arr.astype(np.int64).astype(np.int8)
+    return arr
+
+
 def _static_shape(value: Value):
     return [d if isinstance(d, int) else None for d in value.type.shape]
 
@@ -72,12 +91,15 @@ class _Ctx:
     cx.x(value)       the tf.Tensor of an IR operand (constants: variable read or tf.constant)
     cx.np(value)      the NumPy payload of a constant operand, else None
     cx.const(array, dtype)  a small tf.constant (attribute-derived parameters)
+    cx.float_codes    True: quantized activations stay integral float32 codes (TF.js)
     """
 
-    def __init__(self, variables: dict[int, tf.Variable] | None, record: set | None):
+    def __init__(self, variables: dict[int, tf.Variable] | None, record: set | None,
+                 float_codes: bool = False):
         self.env: dict[int, tf.Tensor] = {}
         self.variables = variables      # id(const value) -> tf.Variable (None: inline all)
         self.record = record            # ids of constants requested as tensors (dry run)
+        self.float_codes = float_codes
 
     def x(self, value: Value) -> tf.Tensor:
         key = id(value)
@@ -91,7 +113,8 @@ class _Ctx:
             if self.variables is not None and key in self.variables:
                 self.env[key] = tf.convert_to_tensor(self.variables[key])
             else:
-                self.env[key] = tf.constant(np.asarray(arr), dtype=_tf_dtype(value.type.dtype))
+                self.env[key] = tf.constant(_storage_array(arr, value.type.dtype),
+                                            dtype=_tf_dtype(value.type.dtype))
         return self.env[key]
 
     @staticmethod
@@ -161,7 +184,8 @@ def _filter_tensor(cx, node: Node, dilations, what: str):
     if arr is None:
         raise Unsupported(f"{what} with dilations {tuple(dilations)} needs a constant filter "
                           f"(TF's CPU kernel has no dilation support)")
-    return tf.constant(_dilate_filter(np.asarray(arr), dilations), dtype=_tf_dtype(fv.type.dtype))
+    return tf.constant(_dilate_filter(_storage_array(arr, fv.type.dtype), dilations),
+                       dtype=_tf_dtype(fv.type.dtype))
 
 
 # -- elementwise -------------------------------------------------------------------------------
@@ -461,14 +485,27 @@ def _quantize(cx, node):
     if dt == DType.i32:
         raise Unsupported("quantize to i32 is not exact in float32 arithmetic")
     qmin, qmax = _qrange(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
-    out = _tf_dtype(dt)
-    return [tf.cast(_codes(node, cx.x(node.inputs[0]), qmin, qmax), out)]
+    codes = _codes(node, cx.x(node.inputs[0]), qmin, qmax)
+    if cx.float_codes:
+        # TF.js has no int8/int16 tensors: the codes stay integral floats (exact), and the
+        # dequantize that consumes them needs no cast.
+        return [codes]
+    return [tf.cast(codes, _tf_dtype(dt))]
 
 
 def _dequantize(cx, node):
-    q = cx.x(node.inputs[0])
+    qv = node.inputs[0]
     out = _tf_dtype(node.attrs["dtype"])
-    ftype = tf.float64 if out == tf.float64 else tf.float32
+    # 32/64-bit codes (biases) can exceed 2^24, where float32 loses integers: compute them in
+    # float64 like the IR (reference_ops::Dequantize multiplies in double).
+    wide = qv.type.dtype.bits > 16
+    arr = cx.np(qv)
+    if cx.float_codes and wide and arr is not None:
+        # TF.js has no float64: fold the constant with the IR kernel itself (exact), a float32
+        # weight the same size as the int32 codes.
+        return [cx.const(get_op("dequantize").kernel([np.asarray(arr)], node.attrs)[0], out)]
+    q = cx.x(qv)
+    ftype = tf.float64 if out == tf.float64 or (wide and not cx.float_codes) else tf.float32
     return [_dequant(node, tf.cast(q, ftype), out)]
 
 
@@ -638,7 +675,7 @@ def _signature_names(module: Module, key: str, values, default: str,
     return signature_names(module, key, values, default, problems, transform=sanitize)
 
 
-def _dry_run(module: Module) -> tuple[list[Diagnostic], set]:
+def _dry_run(module: Module, float_codes: bool = False) -> tuple[list[Diagnostic], set]:
     """Traces the graph in a throwaway tf.Graph: (every problem, ids of constants used as
     tensors)."""
     graph = module.main
@@ -653,7 +690,7 @@ def _dry_run(module: Module) -> tuple[list[Diagnostic], set]:
             except Unsupported as err:
                 problems.append(Diagnostic(f"graph input %{v.name or '?'}: {err}"))
                 inputs.append(_stand_in(v))
-        cx = _Ctx(None, used)
+        cx = _Ctx(None, used, float_codes)
         try:
             _emit(graph, cx, inputs, problems)
         except Unsupported as err:  # a constant graph output of an unusable dtype
@@ -663,10 +700,11 @@ def _dry_run(module: Module) -> tuple[list[Diagnostic], set]:
     return problems, used
 
 
-def lowering_problems(module: Module) -> list[Diagnostic]:
+def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diagnostic]:
     """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
-    unsupported node with its node, scope and loc, plus signature-name problems."""
-    return _dry_run(module)[0]
+    unsupported node with its node, scope and loc, plus signature-name problems. `float_codes`
+    as for `lower_to_tf`."""
+    return _dry_run(module, float_codes)[0]
 
 
 # -- the tf.Module -----------------------------------------------------------------------------
@@ -708,16 +746,17 @@ def _make_variables(module: Module, used: set) -> dict[int, tf.Variable]:
         n = taken.get(base, 0)
         taken[base] = n + 1
         vname = base if n == 0 else f"{base}_{n}"
-        out[id(v)] = tf.Variable(arr, dtype=_tf_dtype(v.type.dtype), trainable=False,
-                                 name=vname)
+        out[id(v)] = tf.Variable(_storage_array(arr, v.type.dtype),
+                                 dtype=_tf_dtype(v.type.dtype), trainable=False, name=vname)
     return out
 
 
 class LoweredTF:
     """A module lowered to TensorFlow: `tf_module` (weights) and `concrete_function()`."""
 
-    def __init__(self, module: Module, used: set):
+    def __init__(self, module: Module, used: set, float_codes: bool = False):
         self.module = module
+        self.float_codes = float_codes
         graph = module.main
         scratch: list[Diagnostic] = []
         self.input_names = _signature_names(module, "input_names", graph.inputs, "input",
@@ -731,10 +770,12 @@ class LoweredTF:
         self._concrete = None
 
     def _call(self, *args):
-        cx = _Ctx(self._variables, None)
+        cx = _Ctx(self._variables, None, self.float_codes)
         outs = _emit(self.module.main, cx, list(args), None)
         result = {}
-        for name, t in zip(self.output_names, outs):
+        for name, t, v in zip(self.output_names, outs, self.module.main.outputs):
+            if t.dtype.is_floating and not v.type.dtype.is_float:
+                t = tf.cast(t, tf.int32)   # float codes (float_codes) leave as integers
             result[name] = tf.identity(t, name=name)
         return result
 
@@ -753,10 +794,16 @@ class LoweredTF:
         return self._concrete
 
 
-def lower_to_tf(module: Module) -> LoweredTF:
+def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     """Lowers `module.main` to TensorFlow. Raises ConversionError listing every node (and
-    signature name) that cannot be lowered."""
-    problems, used = _dry_run(module)
+    signature name) that cannot be lowered.
+
+    float_codes=False (SavedModel): `quantize` results are real integer tensors (int8, int16,
+    ...). float_codes=True (TF.js, which has no int8/int16/float64): they stay integral float32
+    codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
+    integer graph outputs computed as float codes are cast to int32. Integer weight constants
+    keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
+    problems, used = _dry_run(module, float_codes)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)
-    return LoweredTF(module, used)
+    return LoweredTF(module, used, float_codes)

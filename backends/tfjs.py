@@ -13,6 +13,15 @@ JSON with the Const nodes' tensor contents moved into the weights manifest, 64-b
 narrowed to 32-bit, optional per-tensor uint8/uint16 affine or float16 weight compression
 (tfjs-converter/python/tensorflowjs/quantization.py), shards of at most 4 MiB.
 
+Quantized (QDQ) IR: TF.js has no int8/int4/int16 tensors, so the module is lowered with
+`float_codes=True` (activation codes stay integral float32; rounding is the exact half-away-
+from-zero formulation, never TF.js's half-to-even Round). Integer weight codes are stored
+losslessly at 1 byte per element (2 for 16-bit) through the manifest's `quantization` entry
+with scale 1 and min = the dtype's minimum (the loader computes q * scale + min): an int8/uint8/
+int4 (as int8)/int16 Const that only feeds Casts to float32 (the dequantize) becomes a float32
+Const of its codes and the Casts disappear; any other small-integer Const is an int32 weight
+stored the same way. float16 Consts (fp16 weights) are stored as float16.
+
 The `tensorflowjs` pip package is deliberately not used (see REFERENCES.md: it pins an old TF and
 fails to import here). The output is a pure function of the module: no timestamps, keys sorted
 where order is free, weights in GraphDef order, so the same module gives byte-identical files.
@@ -121,6 +130,11 @@ TFJS_OPS = frozenset({
 _WEIGHT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32",
                   np.dtype(np.bool_): "bool"}
 
+# Integer dtypes stored losslessly at 1-2 bytes per element: NumPy dtype name -> (loader `min`
+# = the dtype's minimum, manifest quantization dtype, NumPy storage dtype).
+_CODE_STORAGE = {"int8": (-128, "uint8", np.uint8), "uint8": (0, "uint8", np.uint8),
+                 "int16": (-32768, "uint16", np.uint16), "uint16": (0, "uint16", np.uint16)}
+
 # TensorProto fields holding values; cleared from Const nodes once the value is a weight
 # (tensorflowjs.converters.tf_saved_model_conversion_v2.CLEARED_TENSOR_FIELDS).
 _CLEARED_TENSOR_FIELDS = ("tensor_content", "half_val", "float_val", "double_val", "int_val",
@@ -152,11 +166,11 @@ def _lowering():
 def tfjs_problems(module: Module) -> list[Diagnostic]:
     """Every reason `module` cannot be written as TF.js (empty when it can): IR nodes with no
     TF lowering, then TF ops outside the TF.js allowlist."""
-    problems = list(_lowering().lowering_problems(module))
+    problems = list(_lowering().lowering_problems(module, float_codes=True))
     if problems:
         return problems
     graph_def, inputs, outputs, _ = _frozen_graph(
-        _lowering().lower_to_tf(module).concrete_function())
+        _lowering().lower_to_tf(module, float_codes=True).concrete_function())
     return _allowlist_problems(_clean(graph_def, {_node_name(n) for _, n, _ in inputs + outputs}))
 
 
@@ -309,6 +323,43 @@ def _rename(graph_def, renames: dict[str, str]) -> None:
         n.input.extend(refs)
 
 
+def _codes_as_float(graph_def, keep: set[str]) -> dict[str, str]:
+    """Rewrites, in place, every int8/uint8/int16/uint16 Const (not a graph input/output) whose
+    only consumers are Casts to float32 (a dequantized weight) into a float32 Const of the same
+    integral values, and those Casts into Identity (which `_clean` then bypasses): TF.js then
+    runs no Cast and the weight can still be stored at 1-2 bytes per element. Returns {Const
+    name: original NumPy dtype name} for `_extract_weights`."""
+    import tensorflow as tf
+    from tensorflow.python.framework import tensor_util
+
+    small = {tf.as_dtype(name).as_datatype_enum: name for name in _CODE_STORAGE}
+    f32 = tf.float32.as_datatype_enum
+    users: dict[str, list] = {}
+    for n in graph_def.node:
+        for ref in n.input:
+            users.setdefault(_node_name(ref), []).append((n, ref))
+    done: dict[str, str] = {}
+    for n in graph_def.node:
+        if n.op != "Const" or n.name in keep or n.attr["dtype"].type not in small:
+            continue
+        uses = users.get(n.name, [])
+        if not uses or any(u.op != "Cast" or ref.startswith("^") or u.attr["DstT"].type != f32
+                           for u, ref in uses):
+            continue
+        arr = tensor_util.MakeNdarray(n.attr["value"].tensor)
+        # Integers of at most 16 bits are exact in float32.
+        n.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(arr.astype(np.float32)))
+        n.attr["dtype"].type = f32
+        for u, _ in uses:
+            u.op = "Identity"
+            for key in ("SrcT", "DstT", "Truncate"):
+                if key in u.attr:
+                    del u.attr[key]
+            u.attr["T"].type = f32
+        done[n.name] = arr.dtype.name
+    return done
+
+
 def _scope_of(name: str) -> str:
     return name.rpartition("/")[0]
 
@@ -370,25 +421,46 @@ def quantize_weight(data: np.ndarray, dtype: str) -> tuple[np.ndarray, dict[str,
     return q, {"dtype": dtype, "min": lo, "scale": scale, "original_dtype": "float32"}
 
 
-def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None):
+def _code_weight(arr: np.ndarray, code_dtype: str, as_dtype: str):
+    """Integer codes (held in `arr`, any dtype) stored losslessly: q - min in uint8/uint16 with
+    the manifest entry {dtype, min, scale: 1} the loader decodes as q * 1 + min (exact)."""
+    lo, qname, qdt = _CODE_STORAGE[code_dtype]
+    stored = (arr.astype(np.int64) - lo).astype(qdt)
+    return stored, {"dtype": qname, "min": float(lo), "scale": 1.0, "original_dtype": as_dtype}
+
+
+def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None,
+                     codes: dict[str, str] | None = None):
     """Moves every Const node's value into the weights (node order); returns (manifest weight
-    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape."""
+    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape.
+    Consts named in `codes` (float32 codes of that integer dtype, see `_codes_as_float`) and
+    small-integer Consts are stored at 1-2 bytes per element, float16 Consts as float16 (all
+    lossless); `quantize` then applies to the float32 ones."""
     from tensorflow.python.framework import tensor_util
 
+    codes = codes or {}
     entries, chunks = [], []
     for n in graph_def.node:
         if n.op != "Const":
             continue
         tensor = n.attr["value"].tensor
-        arr = _narrow(np.asarray(tensor_util.MakeNdarray(tensor)), n.name)
+        orig = np.asarray(tensor_util.MakeNdarray(tensor))
+        arr = _narrow(orig, n.name)
         for field in _CLEARED_TENSOR_FIELDS:
             tensor.ClearField(field)
         entry: dict[str, Any] = {"name": n.name, "shape": [int(d) for d in arr.shape],
                                  "dtype": _WEIGHT_DTYPES[arr.dtype]}
         stored = arr
-        if (quantize is not None and arr.dtype == np.float32
+        if n.name in codes:
+            stored, entry["quantization"] = _code_weight(arr, codes[n.name], "float32")
+        elif orig.dtype.name in _CODE_STORAGE:
+            # An int32 weight on the JS side: the loader rounds q * 1 + min (exact).
+            stored, entry["quantization"] = _code_weight(orig, orig.dtype.name, "int32")
+        elif (quantize is not None and arr.dtype == np.float32
                 and (not globs or any(fnmatch.fnmatchcase(n.name, g) for g in globs))):
             stored, entry["quantization"] = quantize_weight(arr, quantize)
+        elif orig.dtype == np.float16:
+            stored, entry["quantization"] = quantize_weight(arr, "float16")   # lossless
         chunks.append(np.ascontiguousarray(stored).astype(
             stored.dtype.newbyteorder("<"), copy=False).tobytes())
         entries.append(entry)
@@ -451,11 +523,14 @@ def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict)
     keep = {_node_name(n) for _, n, _ in inputs + outputs}
     graph_def = _clean(graph_def, keep)
     _rename(graph_def, {k: v for k, v in renames.items() if k not in keep})
+    codes = _codes_as_float(graph_def, keep)
+    if codes:
+        graph_def = _clean(graph_def, keep)   # bypass the Casts turned into Identity
     problems += _allowlist_problems(graph_def)
     if problems:
         raise ConversionError("cannot write TF.js graph model", problems)
 
-    entries, payload = _extract_weights(graph_def, quantize, quantize_globs)
+    entries, payload = _extract_weights(graph_def, quantize, quantize_globs, codes)
     shards = _shards(payload)
     n = len(shards)
     model = {
@@ -538,7 +613,7 @@ def write_tfjs(module: Module, directory: str | os.PathLike, *,
         raise ConversionError(f"quantize must be one of {QUANTIZE_DTYPES} or None, "
                               f"got {quantize!r}")
     try:
-        concrete_fn = _lowering().lower_to_tf(module).concrete_function()
+        concrete_fn = _lowering().lower_to_tf(module, float_codes=True).concrete_function()
     except ConversionError as err:  # every IR node without a TF lowering, all at once
         if not err.diagnostics:
             raise

@@ -94,7 +94,9 @@ def test_int8_keeps_unquantizable_ops_float_and_reports_them(digits, trained):
     module = tensorforge.from_keras(model)
     cfg = tq.QuantizationConfigurationMap("int8")
     cfg.set_config("probs", None)
-    result = tq.quantize_module(tensorforge.tools.convert.optimize(module, None), cfg,
+    from tensorforge.tools.convert import optimize
+
+    result = tq.quantize_module(optimize(module, None), cfg,
                                 calibration_samples(x_train, 8), progress=False)
     floats = {scope for scope, _, _ in result.float_nodes()}
     assert "probs" in floats
