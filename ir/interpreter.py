@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import ConversionError, Diagnostic, TensorforgeError
-from .graph import Graph, Module, Node
+from .graph import Graph, Module, Node, Value
 from .ops import get_op
 from .quantized import BOUNDARY_OPS, dequantize_array, is_quantized, quantize_array
 
@@ -38,10 +38,21 @@ def _bind_inputs(graph: Graph, inputs) -> list[np.ndarray]:
     return inputs
 
 
-def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = True
-              ) -> list[np.ndarray]:
+def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = True,
+              capture: Sequence[Value] | None = None):
     """Runs `graph` on `inputs` (a list in graph-input order, or a dict by input name) and
-    returns its outputs. Raises ConversionError for inputs that do not fit the signature."""
+    returns its outputs. Raises ConversionError for inputs that do not fit the signature.
+
+    With `capture` (values of `graph`: inputs, constants or node results) it returns
+    `(outputs, captured)`, `captured` holding the arrays of those values in order; calibration
+    uses this to observe intermediates."""
+    if capture is not None:
+        defined = {id(v) for v in graph.inputs}
+        defined.update(id(v) for node in graph for v in node.outputs)
+        stray = [v for v in capture if id(v) not in defined]
+        if stray:
+            raise ConversionError(f"cannot capture values that are not in graph @{graph.name}",
+                                  [Diagnostic(f"%{v.name or '?'}: {v.type}") for v in stray])
     arrays = _bind_inputs(graph, inputs)
     bindings: dict[str, int] = {}
     env: dict[int, np.ndarray] = {}
@@ -63,6 +74,7 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
         for v in node.inputs:
             remaining[id(v)] = remaining.get(id(v), 0) + 1
     keep = {id(v) for v in graph.outputs}
+    keep.update(id(v) for v in capture or ())
 
     for node in graph:
         opdef = get_op(node.op)
@@ -98,7 +110,10 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
             remaining[id(v)] -= 1
             if remaining[id(v)] == 0 and id(v) not in keep:
                 env.pop(id(v), None)
-    return [env[id(v)] for v in graph.outputs]
+    outputs = [env[id(v)] for v in graph.outputs]
+    if capture is None:
+        return outputs
+    return outputs, [env[id(v)] for v in capture]
 
 
 def run_module(module: Module, inputs, *, check_types: bool = True) -> list[np.ndarray]:
