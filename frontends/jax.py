@@ -7,7 +7,8 @@
 - Example args may be arrays or `jax.ShapeDtypeStruct`s with symbolic dims
   (`jax.export.symbolic_shape("b, 8")`); a symbol becomes the IR symbol of the same name.
 - Each equation becomes IR nodes through one small function per primitive (`jax_ops.TABLE`);
-  call-like primitives (pjit/jit, closed_call, custom_jvp/vjp calls, remat) are inlined.
+  call-like primitives (pjit/jit, closed_call, custom_jvp/vjp calls, remat) are inlined,
+  except jit calls recognized by function name (`_marker`: the QAT `fake_quant` marker).
   Node scope = the equation's name stack (Flax module path, e.g. `MLP/fc1`), loc =
   `jax:{primitive}:{file}:{line}` of the user frame.
 - Equations whose inputs are all constants are folded at import with the IR reference kernels.
@@ -195,6 +196,21 @@ _CALL_PRIMS = {"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "cu
                "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint", "custom_lin"}
 
 
+def _marker(eqn, table):
+    """The lowering of a jit call recognized by its function name, or None to inline it.
+
+    Table key `jit:PREFIX`, PREFIX = the name up to its first `__` (the rest may encode static
+    settings, e.g. `tensorforge_fake_quant__bits8__narrow0__axisnone`); an entry with a
+    `matches(eqn)` predicate only claims the equations it accepts."""
+    if eqn.primitive.name not in ("jit", "pjit"):
+        return None
+    fn = table.get("jit:" + str(eqn.params.get("name", "")).split("__", 1)[0])
+    if fn is None:
+        return None
+    matches = getattr(fn, "matches", None)
+    return fn if matches is None or matches(eqn) else None
+
+
 def _join(outer: str, inner: str) -> str:
     return f"{outer}/{inner}" if outer and inner else (outer or inner)
 
@@ -209,6 +225,8 @@ def _collect_unsupported(jaxpr, table, out, outer_scope="", outer_fl=None):
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         scope, fl = _where(eqn, outer_scope, outer_fl)
+        if _marker(eqn, table) is not None:
+            continue
         sub = _sub_jaxpr(eqn) if name in _CALL_PRIMS else None
         if sub is not None:
             _collect_unsupported(sub[0], table, out, scope, fl)
@@ -238,13 +256,14 @@ def _lift_jaxpr(ctx: Lifter, jaxpr, consts, args, table, outer_scope="", outer_f
         name = eqn.primitive.name
         scope, fl = _where(eqn, outer_scope, outer_fl)
         ins = [_read(ctx, a) for a in eqn.invars]
+        lower = _marker(eqn, table) or table.get(name)
         if any(x is DEAD for x in ins):
             outs = [DEAD] * len(eqn.outvars)
-        elif name in table:
+        elif lower is not None:
             ctx.scope, ctx.prim = scope, name
             ctx.loc = f"jax:{name}:{fl[0]}:{fl[1]}" if fl else f"jax:{name}"
             try:
-                outs = table[name](ctx, eqn, ins)
+                outs = lower(ctx, eqn, ins)
                 if not isinstance(outs, list):
                     outs = [outs]
             except LiftError as e:

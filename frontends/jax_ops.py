@@ -3,7 +3,8 @@
 Each function takes the lifter (`ctx`), the jaxpr equation and its input entries (IR Values or
 import-time `Const`s) and returns one entry (or a list, one per equation output). `ctx.emit`
 folds when every input is a constant. Call-like primitives (pjit, custom_jvp_call, ...) are not
-here: the lifter inlines them, except the few recognized by name (relu).
+here: the lifter inlines them, except the few recognized by name (relu; the QAT
+fake_quant jit marker, keyed `jit:tensorforge_fake_quant`).
 """
 
 from __future__ import annotations
@@ -192,6 +193,21 @@ def _custom_jvp(ctx, eqn, ins):
         f, _, line = rest.rpartition(":")
         fl = (f, line)
     return _lift_jaxpr(ctx, jaxpr, consts, ins, TABLE, ctx.scope, fl)
+
+
+def _fake_quant_marker(ctx, eqn, ins):
+    """QAT `fake_quant` (frontends/jax_qat.py) -> IR quantize/dequantize."""
+    from .jax_qat import lower_fake_quant
+    return lower_fake_quant(ctx, eqn, ins)
+
+
+def _is_fake_quant_marker(eqn) -> bool:
+    from .jax_qat import matches_marker
+    return matches_marker(eqn)
+
+
+_fake_quant_marker.matches = _is_fake_quant_marker
+TABLE["jit:tensorforge_fake_quant"] = _fake_quant_marker
 
 
 # -- reductions ------------------------------------------------------------------------------
