@@ -95,3 +95,22 @@ JAX_BENCH_MODELS = {
     "Flax CNN (32x32, 3 conv blocks)": flax_cnn,
     "Flax encoder (2 layers, d=128)": flax_encoder,
 }
+
+
+def condition_batchnorm(model, batch):
+    """Sets every BatchNormalization layer's moving statistics to the batch statistics of
+    `batch` (momentum 0 for one training-mode call), so a randomly initialised network keeps
+    unit-scale activations instead of decaying through its depth (a weights=None MobileNetV2
+    shrinks activations to ~1e-7 by block 7, which makes any 8-bit quantization degenerate).
+    Returns the model."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers() if
+              isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(batch, training=True)
+    for layer, momentum in zip(layers, saved):
+        layer.momentum = momentum
+    return model
