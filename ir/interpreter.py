@@ -14,7 +14,8 @@ import numpy as np
 from .errors import ConversionError, Diagnostic, TensorforgeError
 from .graph import Graph, Module, Node, Value
 from .ops import get_op
-from .quantized import BOUNDARY_OPS, dequantize_array, is_quantized, quantize_array
+from .quantized import (BOUNDARY_OPS, dequantize_array, hybrid_input, is_hybrid,
+                        is_quantized, quantize_array)
 
 
 def _node_diag(node: Node, message: str) -> Diagnostic:
@@ -85,6 +86,8 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
         if quantized_op or node.op == "quantize":
             args = [dequantize_array(a, v.quant) if is_quantized(v) else a
                     for a, v in zip(args, node.inputs)]
+            if is_hybrid(node):
+                args[0] = hybrid_input(node, args[0])
         try:
             results = opdef.kernel(args, node.attrs)
             if quantized_op:

@@ -15,6 +15,11 @@ integer graphs against LiteRT to within one code. A float result of an op with q
 operands is a hybrid op (TFLite's dynamic-range kernels: int8 weights, float activations).
 `quantize` of a quantized operand is a requantization.
 
+A hybrid conv2d / depthwise_conv2d / matmul (float activation, quantized constant weight,
+float result) also quantizes its activation on the fly, as TFLite's dynamic-range kernels do:
+int8, asymmetric, one scale and zero point per batch element (per row of the contraction for
+matmul), so the interpreter models the error those kernels really make.
+
 Type inference sees quantized operands as f32 (`real_type`); a quantized result must have the
 inferred shape and an integer storage dtype.
 """
@@ -75,3 +80,38 @@ def quantize_array(x: np.ndarray, qp: QuantParams, dtype: DType) -> np.ndarray:
     rounded = np.trunc(v + np.copysign(0.5, v))
     codes = np.clip(rounded + zp, qp.qmin, qp.qmax)
     return codes.astype(np.int64).astype(dtype.np)
+
+
+HYBRID_OPS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
+
+
+def is_hybrid(node) -> bool:
+    """A dynamic-range node: float activation and result, quantized constant weight."""
+    return (node.op in HYBRID_OPS and len(node.inputs) >= 2
+            and node.inputs[0].type.dtype.is_float and is_quantized(node.inputs[1])
+            and node.inputs[1].const is not None
+            and not any(is_quantized(v) for v in node.outputs))
+
+
+def dynamic_quantize(x: np.ndarray, row_size: int) -> np.ndarray:
+    """Real values of `x` after asymmetric int8 quantization with its own params per run of
+    `row_size` elements (TFLite's tensor_utils::AsymmetricQuantizeFloats)."""
+    flat = np.asarray(x, np.float32).reshape(-1, row_size)
+    lo = np.minimum(flat.min(axis=1, keepdims=True), 0).astype(np.float64)
+    hi = np.maximum(flat.max(axis=1, keepdims=True), 0).astype(np.float64)
+    span = hi - lo
+    scale = np.where(span > 0, span / 255.0, 1.0)
+    zp = np.clip(np.round(-128 - lo / scale), -128, 127)
+    v = flat / scale
+    codes = np.clip(np.trunc(v + np.copysign(0.5, v)) + zp, -128, 127)
+    return ((codes - zp) * scale).astype(np.float32).reshape(x.shape)
+
+
+def hybrid_input(node, x: np.ndarray) -> np.ndarray:
+    """The activation a hybrid node really computes with (see dynamic_quantize)."""
+    if node.op == "matmul":
+        row = x.shape[-2] if node.attrs.get("transpose_a") else x.shape[-1]
+        if node.attrs.get("transpose_a"):
+            return np.swapaxes(dynamic_quantize(np.swapaxes(x, -1, -2), row), -1, -2)
+        return dynamic_quantize(x, row)
+    return dynamic_quantize(x, int(np.prod(x.shape[1:])))

@@ -283,11 +283,12 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
                      calibration_data, *, batch: int = 2) -> V.Verification:
     """Each quantized artifact against the IR interpreter of the very module its backend got,
     plus the quantized IR against the float source (reported: that is the accuracy cost of
-    quantizing). An artifact is held to V.QUANT_RTOL, or to the quantization error itself when
+    quantizing). An artifact is held to V.QUANT_RTOL, or to twice the quantization error when
     that is larger: integer kernels round differently from the reference's real arithmetic
     (XNNPACK and TFLite's builtin int8 kernels differ from each other the same way), and a
-    deep network can amplify a one-code difference about as much as it amplifies
-    quantization noise, but no more."""
+    deep random network amplifies a one-code difference like any quantization noise. An
+    artifact exactly as accurate as the quantized reference can differ from it by up to
+    twice that error (triangle inequality), not more."""
     first = next(iter(modules.values()))
     inputs = _verification_inputs(first, calibration_data, batch)
     names = V.output_names(first)
@@ -297,7 +298,7 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
         want = source.run_original(inputs)
         V.compare(result, f"ir ({source.kind} float)", V.run_ir(first, inputs), want, names,
                   float("inf"))
-        tolerances = [max(V.QUANT_RTOL, row.max_rel) for row in result.rows]
+        tolerances = [max(V.QUANT_RTOL, 2 * row.max_rel) for row in result.rows]
     for t, path in artifacts.items():
         want = V.run_ir(modules[t], inputs)
         got = TARGETS[t].run(path, inputs, names)

@@ -464,13 +464,35 @@ def _conv_input(e, node, kh, kw):
     return padded, "VALID"
 
 
-def _filter(e, node, key, relayout, perm=None, new_shape=None, quant=None):
+def _stored_weight(e, v, key, relayout, move):
+    """A weight stored compressed (weight-only schemes: `dequantize` of an int8/int4
+    constant, or `cast` of a float16 one) in TFLite's layout: the stored constant is re-laid
+    out at emit time (its params moved to TFLite's axis by `move`) and expanded by one
+    DEQUANTIZE, which LiteRT evaluates once at prepare time, as TFLiteConverter's float16 and
+    weight-only models do. None when `v` is not such a weight."""
+    p = v.producer
+    if p is None or p.op not in ("dequantize", "cast") or p.inputs[0].const is None:
+        return None
+    src = p.inputs[0]
+    if p.op == "cast" and not (src.type.dtype == DType.f16 and p.attrs["to"] == DType.f32):
+        return None
+    if p.op == "dequantize" and (src.quant is None or p.attrs["dtype"] != DType.f32):
+        return None
+    codes = e.derived(src, key, relayout, quant=move(src.quant) if src.quant else None)
+    return emit(e, "DEQUANTIZE", [codes], dtype=DType.f32, shape=e.shape(codes),
+                name=f"{key}_expanded")
+
+
+def _filter(e, node, key, relayout, perm=None, new_shape=None, quant=None, move=None):
     """The filter operand in TFLite's layout: re-laid out at emit time when constant (with
-    `quant`, the params on TFLite's axis), else by a TRANSPOSE (`perm`) or RESHAPE
-    (`new_shape`) operator."""
+    `quant`, the params on TFLite's axis) or stored compressed (`move` maps its params to
+    TFLite's axis), else by a TRANSPOSE (`perm`) or RESHAPE (`new_shape`) operator."""
     f = node.inputs[1]
     if f.const is not None:
         return e.derived(f, key, relayout, quant=quant)
+    stored = _stored_weight(e, f, key, relayout, move or (lambda q: q))
+    if stored is not None:
+        return stored
     ft = e.t(f)
     if perm is not None:
         return emit(e, "TRANSPOSE", [ft, _param(e, perm, "filter_perm")],
@@ -490,7 +512,7 @@ def _lower_conv2d(e, node):
     # IR HWIO -> TFLite OHWI (per-channel axis 3 -> 0). Grouped conv keeps I = C_in / groups:
     # CONV_2D infers the group count from the channel ratio (version 6).
     w = _filter(e, node, "ohwi", lambda arr: np.transpose(arr, (3, 0, 1, 2)), perm=(3, 0, 1, 2),
-                quant=_moved(f.quant, 0))
+                quant=_moved(f.quant, 0), move=lambda q: _moved(q, 0))
     xt, padding = _conv_input(e, node, kh, kw)
     bias = _bias(e, node, co, mode)
 
@@ -519,7 +541,7 @@ def _lower_depthwise(e, node):
         # The hybrid depthwise kernel reads one scale per output channel.
         qp, key = _per_channel(qp, shape[3]), "1hwcm/per_channel"
     w = _filter(e, node, key, lambda arr: arr.reshape(1, kh, kw, -1), new_shape=shape,
-                quant=qp)
+                quant=qp, move=lambda q: _moved(q, 3, repeat=m))
     xt, padding = _conv_input(e, node, kh, kw)
     bias = _bias(e, node, shape[3], mode)
 
@@ -543,7 +565,7 @@ def _lower_conv2d_transpose(e, node):
                           f"got {node.output.type}")
     # IR [H, W, C_out, C_in] -> TFLite [C_out, H, W, C_in].
     w = _filter(e, node, "ohwi_t", lambda arr: np.transpose(arr, (2, 0, 1, 3)),
-                perm=(2, 0, 1, 3))
+                perm=(2, 0, 1, 3), move=lambda q: _moved(q, 0))
     xt = e.t(x)
     if isinstance(n, int):
         out_shape = _param(e, [n, oh, ow, co], "output_shape")
@@ -599,12 +621,16 @@ def _lower_matmul(e, node):
     if mode != "float" and not (b.const is not None and b.type.rank == 2 and not ta):
         raise Unsupported("a quantized matmul lowers to FULLY_CONNECTED only: it needs a "
                           "rank-2 constant weight and transpose_a=False")
-    if b.const is not None and b.type.rank == 2 and not ta:
+    relayout = (lambda arr: arr) if tb else (lambda arr: arr.T)
+    stored = None
+    if b.const is None and b.type.rank == 2 and not ta and mode == "float":
+        stored = _stored_weight(e, b, "fc_nk", relayout, lambda q: _moved(q, 0))
+    if (b.const is not None or stored is not None) and b.type.rank == 2 and not ta:
         # FULLY_CONNECTED computes x @ W^T with W [N, K] (per-channel axis: N, 0). Inputs of
         # rank > 2 keep their leading dims with keep_num_dims (version 5) instead of a
-        # reshape round trip.
-        w = e.derived(b, "fc_nk", (lambda arr: arr) if tb else (lambda arr: arr.T),
-                      quant=_moved(b.quant, 0))
+        # reshape round trip. A weight stored compressed is expanded by one DEQUANTIZE.
+        w = stored if stored is not None else e.derived(b, "fc_nk", relayout,
+                                                        quant=_moved(b.quant, 0))
         ins = [e.t(a), w, e.t(node.inputs[2]) if has_bias else -1]
 
         def fc(out, act):
