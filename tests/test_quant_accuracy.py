@@ -26,9 +26,7 @@ def digits():
 
 def build_cnn():
     inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inputs)
-    h = keras.layers.BatchNormalization(name="bn1")(h)
-    h = keras.layers.ReLU(name="relu1")(h)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
     h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw2")(h)
     h = keras.layers.MaxPooling2D(2, name="pool2")(h)
     h = keras.layers.Flatten(name="flatten")(h)
@@ -100,3 +98,27 @@ def test_int8_keeps_unquantizable_ops_float_and_reports_them(digits, trained):
                                 calibration_samples(x_train, 8), progress=False)
     floats = {scope for scope, _, _ in result.float_nodes()}
     assert "probs" in floats
+
+
+def test_qat_accuracy_in_litert(tmp_path, digits, trained):
+    """Two epochs of quantization-aware training from the float weights, then the int8
+    artifact from the learned ranges (no calibration data)."""
+    x_train, y_train, x_test, y_test = digits
+    model, float_acc = trained
+    keras.utils.set_random_seed(1)
+    qat = tq.apply_quantization_on_model(model, tq.QuantizationConfigurationMap("int8-qat"))
+    qat.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    qat.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    result = tensorforge.convert(qat, target="tflite", output=tmp_path / "qat.tflite",
+                                 progress=False)
+    acc = litert_accuracy(result.paths["tflite"], x_test, y_test)
+    print(f"QAT: float {float_acc:.4f}, LiteRT int8 {acc:.4f}")
+    assert acc >= float_acc - 0.005, (float_acc, acc)
+    model_fb = fb.ModelT.InitFromPackedBuf(result.paths["tflite"].read_bytes(), 0)
+    sg = model_fb.subgraphs[0]
+    conv_codes = {getattr(fb.BuiltinOperator, c) for c in ("CONV_2D", "DEPTHWISE_CONV_2D",
+                                                           "FULLY_CONNECTED")}
+    int8_ops = [op for op in sg.operators
+                if model_fb.operatorCodes[op.opcodeIndex].builtinCode in conv_codes
+                and sg.tensors[op.inputs[0]].type == fb.TensorType.INT8]
+    assert len(int8_ops) >= 3   # conv1, dw2, fc1 compute on int8

@@ -488,6 +488,56 @@ class QuantizationConfigurationMap:
         """The recorded calls, in order, as dicts (the `calls` of `to_dict`)."""
         return [e.to_dict() for e in self._entries]
 
+    # -- one layer, without a module (QAT wrappers) ----------------------------------------------
+    def layer_configuration(self, path: str, op_type: str):
+        """(weight config, activation config) for the `op_type` node of the layer at `path`,
+        by the same layer and op-type precedence as `resolve` (tensor keys do not apply: QAT
+        wraps whole layers). `op_type` is an IR op, or "input" for a model input. Either part
+        is None when it stays float."""
+        scheme = self.scheme
+        weight = scheme.weight if scheme.mode in ("static", "weight_only", "dynamic") else None
+        act = scheme.activation if scheme.mode == "static" else None
+        if op_type != "input" and op_type not in scheme.ops:
+            weight = act = None
+        layer = self._best(path, None)
+        if layer is not None:
+            if layer.config is None:
+                return None, None
+            weight, act = layer.config.weight_config, layer.config.activation_config
+        op = self._best(path, op_type) if op_type != "input" else None
+        if op is not None:
+            if op.config is None:
+                return None, None
+            weight_roles = {"filter", "b", "params"}
+            for name, qc in op.config.items():
+                if name in weight_roles:
+                    weight = qc
+                elif name == "return":
+                    act = qc
+        return weight, act
+
+    def _best(self, path: str, op_type: str | None) -> "_Entry | None":
+        """The set_config entry that governs `path` (for `op_type`, or the layer itself):
+        exact keys beat regexes, a longer exact key beats a shorter one, later calls win."""
+        best, best_rank = None, None
+        for index, e in enumerate(self._entries):
+            if e.method != "set_config" or e.op_type != op_type:
+                continue
+            exact = [c for c in e.candidates() if path == c or path.startswith(c + "/")]
+            if exact:
+                rank = (1, max(len(c) for c in exact), index)
+            else:
+                try:
+                    hit = any(re.fullmatch(e.key, p) for p in _scope_prefixes(path))
+                except re.error:
+                    hit = False
+                if not hit:
+                    continue
+                rank = (0, 0, index)
+            if best_rank is None or rank > best_rank:
+                best, best_rank = e, rank
+        return best
+
     # -- resolving -----------------------------------------------------------------------------
     def resolve(self, module: Module) -> Resolution:
         """Per node of `module.main` (constants skipped), the config of every operand and
