@@ -221,14 +221,25 @@ class _QATMixin:
         self.activation_quant = _qc_from(activation_quant, weight=False)
         self.ema_decay = float(ema_decay)
         self.output_quant = None
+        self.pre_activation_quant = None
+        self._pre_activation = None
         if self.activation_quant is not None:
             a = self.activation_quant
             self.output_quant = FakeQuant(a.bits, a.symmetric, a.narrow, self.ema_decay,
                                           name=f"{self.name}_output_quant", dtype=self.dtype_policy)
+            if not _fusable(getattr(self, "activation", None)):
+                # TFLite fuses only relu-family activations into conv/FC: a softmax, sigmoid,
+                # tanh or gelu runs as its own op, so the tensor before it needs a range too
+                # (otherwise the conv/FC itself has to stay float).
+                self.pre_activation_quant = FakeQuant(
+                    a.bits, a.symmetric, a.narrow, self.ema_decay,
+                    name=f"{self.name}_pre_activation_quant", dtype=self.dtype_policy)
 
     def _build_qat(self):
         if self.output_quant is not None:
             self.output_quant.build(None)
+        if self.pre_activation_quant is not None:
+            self.pre_activation_quant.build(None)
 
     def _quantized_kernel(self, kernel):
         if self.weight_quant is None:
@@ -239,7 +250,12 @@ class _QATMixin:
         """The base layer's computation with the fake-quantized kernel, then the output
         fake-quant."""
         kernel = self._quantized_kernel(self._float_kernel()) if self._has_kernel else None
-        y = self._forward(inputs, kernel)
+        if self.pre_activation_quant is not None:
+            self._pre_activation = lambda t: self.pre_activation_quant.fake_quant(t, training)
+        try:
+            y = self._forward(inputs, kernel)
+        finally:
+            self._pre_activation = None
         if self.output_quant is not None:
             y = self.output_quant.fake_quant(y, training)
         return y
@@ -261,8 +277,18 @@ def _apply_bias_activation(layer, x, bias_shape=None):
         b = layer.bias if bias_shape is None else ops.reshape(layer.bias, bias_shape)
         x = ops.add(x, b)
     if getattr(layer, "activation", None) is not None:
+        if getattr(layer, "_pre_activation", None) is not None:
+            x = layer._pre_activation(x)
         x = layer.activation(x)
     return x
+
+
+def _fusable(activation) -> bool:
+    """True for no activation or one TFLite fuses into conv/FC (linear, relu, relu6)."""
+    if activation is None:
+        return True
+    name = getattr(activation, "__name__", type(activation).__name__).lower()
+    return name in ("linear", "relu", "relu6")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -27,7 +27,7 @@ from ...ir.types import DType, QuantParams
 from ..base import Option, Pass, register_pass
 from ..canonicalize.cleanup import eliminate_dead_code
 from .insert import SAME_PARAMS_OPS, attrs_params, params_attrs
-from .params import bias_params, storage_dtype
+from .params import FIXED_OUTPUT, bias_params, storage_dtype
 
 # IR ops TFLite runs on int8 (and, for most, int16) tensors.
 INTEGER_OPS = frozenset({
@@ -171,9 +171,22 @@ def _lower_node(graph: Graph, node: Node, ops: frozenset) -> bool:
     new = graph.add(node.op, inputs, dict(node.attrs), types=types, scope=node.scope,
                     loc=node.loc, before=node)
     for out, qs in zip(new.outputs, quantizes):
-        out.quant = qs[0].output.quant
+        want = qs[0].output.quant
+        fixed = FIXED_OUTPUT.get(node.op, {}).get(want.bits)
+        result = out
+        if fixed is not None and (want.scale[0], want.zero_point[0]) != fixed:
+            # The integer kernel has fixed output params (a QAT model learned others):
+            # compute with those, then requantize to the learned ones.
+            out.quant = QuantParams((fixed[0],), (fixed[1],), None, want.bits, True, False)
+            req = graph.add("quantize", [out], params_attrs(want, out.type.dtype,
+                                                             narrow=want.narrow_range),
+                            scope=node.scope, loc=node.loc, before=node)
+            req.output.quant = want
+            result = req.output
+        else:
+            out.quant = want
         for q in qs:
-            graph.replace_node(q, [out])
+            graph.replace_node(q, [result])
     graph.erase(node)  # its results were read only by the quantize nodes just replaced
     return True
 
