@@ -1,5 +1,6 @@
 """`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
-conversion side by side with TFLiteConverter."""
+conversion side by side with TFLiteConverter, then int8 post-training quantization side by side
+with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ def main() -> None:
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")
     tfjs_table(console)
+    from .quant import quantization_table
+
+    quantization_table(console)
 
 
 if __name__ == "__main__":
