@@ -216,6 +216,16 @@ class _QATMixin:
 
     _has_kernel = True
 
+    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_qat(weight_quant, activation_quant, ema_decay)
+
+    def build(self, input_shape):
+        """Builds the base layer, then the range variables of its fake-quants."""
+        super().build(input_shape)
+        self._build_qat()
+
     def _init_qat(self, weight_quant, activation_quant, ema_decay):
         self.weight_quant = _qc_from(weight_quant, weight=True) if self._has_kernel else None
         self.activation_quant = _qc_from(activation_quant, weight=False)
@@ -295,16 +305,6 @@ def _fusable(activation) -> bool:
 class QATConv2D(_QATMixin, keras.layers.Conv2D):
     """Conv2D with a fake-quantized kernel (per output channel) and output."""
 
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(weight_quant, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the conv, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
-
     def _float_kernel(self):
         return self.kernel
 
@@ -318,16 +318,6 @@ class QATConv2D(_QATMixin, keras.layers.Conv2D):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class QATDepthwiseConv2D(_QATMixin, keras.layers.DepthwiseConv2D):
     """DepthwiseConv2D with a fake-quantized kernel (per output channel c*M+m) and output."""
-
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(weight_quant, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the depthwise conv, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
 
     def _float_kernel(self):
         return self.kernel
@@ -357,16 +347,6 @@ class QATDepthwiseConv2D(_QATMixin, keras.layers.DepthwiseConv2D):
 class QATDense(_QATMixin, keras.layers.Dense):
     """Dense with a fake-quantized kernel (per output unit) and output."""
 
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(weight_quant, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the dense layer, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
-
     def _float_kernel(self):
         return self.kernel
 
@@ -379,16 +359,6 @@ class QATDense(_QATMixin, keras.layers.Dense):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class QATEinsumDense(_QATMixin, keras.layers.EinsumDense):
     """EinsumDense with a fake-quantized kernel (per slice of its last dim) and output."""
-
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(weight_quant, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the einsum layer, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
 
     def _float_kernel(self):
         return self.kernel
@@ -405,16 +375,6 @@ class QATAdd(_QATMixin, keras.layers.Add):
 
     _has_kernel = False
 
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(None, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the merge layer, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
-
     def _forward(self, inputs, kernel):
         return keras.layers.Add.call(self, inputs)
 
@@ -424,16 +384,6 @@ class QATConcatenate(_QATMixin, keras.layers.Concatenate):
     """Concatenate whose result gets its own output fake-quant."""
 
     _has_kernel = False
-
-    def __init__(self, *args, weight_quant=None, activation_quant=None, ema_decay=EMA_DECAY,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_qat(None, activation_quant, ema_decay)
-
-    def build(self, input_shape):
-        """Builds the merge layer, then the output range variables."""
-        super().build(input_shape)
-        self._build_qat()
 
     def _forward(self, inputs, kernel):
         return keras.layers.Concatenate.call(self, inputs)

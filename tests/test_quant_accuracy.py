@@ -8,38 +8,22 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.interpreter import Interpreter
-from sklearn.datasets import load_digits
 
 import tensorforge
 from tensorforge import quantization as tq
+from tensorforge.tools.bench.models import digits_cnn, digits_split
 
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
-def build_cnn():
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
-    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw2")(h)
-    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(32, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(10, activation="softmax", name="probs")(h)
-    return keras.Model(inputs, outputs, name="digits_cnn")
+    return digits_split()
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
     x_train, y_train, x_test, y_test = digits
     keras.utils.set_random_seed(0)
-    model = build_cnn()
+    model = digits_cnn()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
     float_acc = float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test))

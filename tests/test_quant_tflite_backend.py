@@ -437,7 +437,11 @@ def test_weight_only_dequantize_of_constant(bits):
     for (got,) in run_all(data, [x]):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     _, (w,), _ = the_op(data, "DEQUANTIZE")
-    assert_quant(w, {8: "INT8", 4: "INT4"}[bits], wq.quant, axis=1)
+    # The stored codes are re-laid out at compile time to FULLY_CONNECTED's [N, K] (params
+    # on axis 0), and one DEQUANTIZE feeds the FC directly: no run-time transpose.
+    assert_quant(w, {8: "INT8", 4: "INT4"}[bits], wq.quant, axis=0)
+    assert list(w.shape) == [10, 24]
+    assert [op[0] for op in operators(data)] == ["DEQUANTIZE", "FULLY_CONNECTED"]
     # int8: a quarter of the float bytes; int4: packed two per byte, an eighth.
     assert buffer_size(data, w) * (32 // bits) == wf.nbytes
     assert opcodes(data)["DEQUANTIZE"] == {8: 5, 4: 6}[bits]

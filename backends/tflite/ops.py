@@ -148,8 +148,31 @@ def _binary(code, allowed, options=None):
             # The schema defaults to power-of-two int16 scales; ours are general (ADD v3,
             # SUB v5 in op_version.cc).
             opts.potScaleInt16 = False
-        emit(e, code, [e.t(a), e.t(b)], out=e.out(node.output), options=opts)
+        out = node.output
+        act = _sole_relu_user(node) if hasattr(opts, "fusedActivationFunction") else None
+        if act is not None:
+            # ADD/SUB/MUL + relu: one operator with the activation fused (what
+            # TFLiteConverter emits); for int8 the result is written straight with the relu's
+            # params, one requantization instead of two (ResNet's residual adds).
+            opts.fusedActivationFunction = FUSED[act.op]
+            e.skip(act)
+            out = act.output
+        emit(e, code, [e.t(a), e.t(b)], out=e.out(out), options=opts)
     return lower
+
+
+def _sole_relu_user(node):
+    """The relu/relu6 node that is the only use of `node`'s result, when their types let
+    TFLite fuse it into `node`'s operator; else None."""
+    out = node.output
+    if len(out.uses) != 1:
+        return None
+    (user, _), = out.uses
+    if getattr(user, "op", None) not in ("relu", "relu6"):
+        return None
+    if user.output.type.dtype != out.type.dtype or is_quantized(user.output) != is_quantized(out):
+        return None
+    return user
 
 
 def _lower_identity(e, node):
@@ -166,6 +189,8 @@ def _lower_where(e, node):
 
 def _lower_cast(e, node):
     x, to = node.inputs[0], node.attrs["to"]
+    if x.type.dtype == DType.f16 and to == DType.f32 and _expanded_by_users(node):
+        return  # a float16-stored weight: its users expand it (_stored_weight)
     opts = fb.CastOptionsT(inDataType=TFL_TYPES.get(x.type.dtype, 0),
                            outDataType=TFL_TYPES.get(to, 0))
     emit(e, "CAST", [e.t(x)], out=e.out(node.output), options=opts)
@@ -481,6 +506,25 @@ def _stored_weight(e, v, key, relayout, move):
     codes = e.derived(src, key, relayout, quant=move(src.quant) if src.quant else None)
     return emit(e, "DEQUANTIZE", [codes], dtype=DType.f32, shape=e.shape(codes),
                 name=f"{key}_expanded")
+
+
+_WEIGHT_USERS = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "matmul")
+
+
+def _expanded_by_users(node) -> bool:
+    """True when every use of a `dequantize`/`cast` of a constant is a conv/matmul weight
+    operand that expands the stored constant itself (`_stored_weight`), so the node emits
+    nothing of its own."""
+    if node.inputs[0].const is None or not node.output.uses:
+        return False
+    for user, i in node.output.uses:
+        if getattr(user, "op", None) not in _WEIGHT_USERS or i != 1:
+            return False
+        if any(is_quantized(v) for v in (user.inputs[0], *user.outputs)):
+            return False
+        if user.op == "matmul" and (node.output.type.rank != 2 or user.attrs["transpose_a"]):
+            return False
+    return True
 
 
 def _filter(e, node, key, relayout, perm=None, new_shape=None, quant=None, move=None):
@@ -978,6 +1022,8 @@ def _lower_quantize(e, node):
 
 def _lower_dequantize(e, node):
     q = node.inputs[0]
+    if node.attrs["dtype"] == DType.f32 and q.quant is not None and _expanded_by_users(node):
+        return  # a stored weight: its users re-lay and expand it (_stored_weight)
     # int4: constants stored packed two per byte (writer.pack_int4), DEQUANTIZE version 6.
     _need(node, q, {DType.i4, DType.i8, DType.u8, DType.i16}, "DEQUANTIZE")
     if node.attrs["dtype"] != DType.f32:

@@ -76,6 +76,7 @@ class Emitter:
         self._derived: dict[tuple[int, str], int] = {}
         self._names: set[str] = set()
         self._pinned: list[Value] = []              # keeps id() keys unique while we run
+        self._skipped: set[int] = set()             # nodes another lowering already emitted
 
     # -- tensors -------------------------------------------------------------------------------
     def _unique(self, name: str) -> str:
@@ -104,6 +105,14 @@ class Emitter:
         if quant is not None:
             self.set_quant(index, quant)
         return index
+
+    def skip(self, node: Node) -> None:
+        """Marks `node` as emitted by another node's lowering (a fused activation)."""
+        self._skipped.add(id(node))
+        self._pinned.append(node)
+
+    def skipped(self, node: Node) -> bool:
+        return id(node) in self._skipped
 
     def dtype(self, index: int) -> DType:
         return self.info[index][0]
@@ -246,8 +255,8 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
         except Unsupported as err:
             problems.append(Diagnostic(f"graph input %{v.name or '?'}: {err}"))
     for node in graph:
-        if node.op == "constant":
-            continue  # emitted where used, in the layout its user needs
+        if node.op == "constant" or e.skipped(node):
+            continue  # emitted where used, or fused into an earlier operator
         lower = ops.LOWERINGS.get(node.op)
         if lower is None:
             problems.append(_diag(node, f"op '{node.op}' has no TFLite lowering"))

@@ -98,19 +98,53 @@ JAX_BENCH_MODELS = {
 
 
 def condition_batchnorm(model, batch):
-    """Sets every BatchNormalization layer's moving statistics to the batch statistics of
-    `batch` (momentum 0 for one training-mode call), so a randomly initialised network keeps
-    unit-scale activations instead of decaying through its depth (a weights=None MobileNetV2
-    shrinks activations to ~1e-7 by block 7, which makes any 8-bit quantization degenerate).
-    Returns the model."""
+    """Sets every BatchNormalization layer's moving statistics to the batch statistics of one
+    training-mode forward pass on `batch`; returns how many layers it set.
+
+    Why: keras.applications with weights=None start with moving_mean=0, moving_variance=1, so
+    inference-mode activations shrink layer after layer (~1e-7 by block 7 of MobileNetV2) and
+    int8 degenerates for any tool. With momentum 0 the update `moving = m * moving + (1 - m)
+    * batch_stat` writes the batch statistic itself, and since training mode normalizes with
+    those same statistics, each layer sees well-conditioned inputs."""
     import keras
 
-    layers = [layer for layer in model._flatten_layers() if
-              isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0
-    model(batch, training=True)
-    for layer, momentum in zip(layers, saved):
-        layer.momentum = momentum
-    return model
+    try:
+        model(batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def digits_split():
+    """(x_train, y_train, x_test, y_test): scikit-learn's bundled 8x8 digits in [0, 1],
+    shuffled with a fixed seed, 1400 for training and 397 held out."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def digits_cnn():
+    """The small digits CNN the quantization tests and bench train: conv, depthwise, max
+    pool, two dense layers (softmax output)."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw2")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(32, activation="relu", name="fc1")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="probs")(h)
+    return keras.Model(inputs, outputs, name="digits_cnn")

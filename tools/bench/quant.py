@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models import condition_batchnorm, digits_cnn, digits_split
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CALIBRATION_SAMPLES = 100
@@ -49,59 +51,6 @@ def selected_models(names=None) -> list[str]:
 
 # ---------------------------------------------------------------------------------- models
 
-def _digits():
-    """(x_train, y_train, x_test, y_test) from scikit-learn's digits, split as in
-    tests/test_quant_accuracy.py."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
-def build_digits_cnn():
-    """The small CNN of tests/test_quant_accuracy.py (conv, BN, depthwise, pool, dense)."""
-    import keras
-
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inputs)
-    h = keras.layers.BatchNormalization(name="bn1")(h)
-    h = keras.layers.ReLU(name="relu1")(h)
-    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw2")(h)
-    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(32, activation="relu", name="fc1")(h)
-    outputs = keras.layers.Dense(10, activation="softmax", name="probs")(h)
-    return keras.Model(inputs, outputs, name="digits_cnn")
-
-
-def calibrate_batchnorm(model, batch: np.ndarray) -> int:
-    """Sets every BatchNormalization layer's moving statistics to the real batch statistics of
-    one training-mode forward pass on `batch`; returns how many layers it set.
-
-    Why: keras.applications with weights=None start with moving_mean=0, moving_variance=1,
-    so inference-mode activations shrink layer after layer (~1e-7 by block 7 of MobileNetV2)
-    and int8 degenerates for any tool. With momentum 0 the update `moving = m * moving +
-    (1 - m) * batch_stat` writes the batch statistic itself, and since training mode
-    normalises with those same statistics, each layer sees well-conditioned inputs."""
-    import keras
-
-    layers = [la for la in model._flatten_layers(include_self=False)
-              if isinstance(la, keras.layers.BatchNormalization)]
-    saved = [la.momentum for la in layers]
-    for la in layers:
-        la.momentum = 0.0
-    try:
-        model(batch, training=True)
-    finally:
-        for la, m in zip(layers, saved):
-            la.momentum = m
-    return len(layers)
-
-
 def _prepare(key: str) -> dict:
     """Builds (and for digits trains) one model; returns it with its calibration samples
     (list of batch-1 arrays), held-out inputs and labels/reference outputs."""
@@ -112,8 +61,8 @@ def _prepare(key: str) -> dict:
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     if key == "digits":
-        x_train, y_train, x_test, y_test = _digits()
-        model = build_digits_cnn()
+        x_train, y_train, x_test, y_test = digits_split()
+        model = digits_cnn()
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
         return {"model": model, "calib": [x_train[i:i + 1] for i in range(CALIBRATION_SAMPLES)],
@@ -127,7 +76,7 @@ def _prepare(key: str) -> dict:
                                                  classifier_activation=None)
         data = rng.uniform(-1, 1, (CALIBRATION_SAMPLES + HELD_OUT, 224, 224, 3)) \
             .astype(np.float32)
-        calibrate_batchnorm(model, data[:BN_STATS_BATCH])
+        condition_batchnorm(model, data[:BN_STATS_BATCH])
     calib = [data[i:i + 1] for i in range(CALIBRATION_SAMPLES)]
     held = data[CALIBRATION_SAMPLES:]
     want = np.asarray(model(held, training=False))
