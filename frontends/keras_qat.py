@@ -408,12 +408,16 @@ CUSTOM_OBJECTS.update({cls.__name__: cls for cls in list(CUSTOM_OBJECTS.values()
 
 
 @contextlib.contextmanager
-def scope():
-    """Custom-object scope in which `keras.models.load_model` restores the QAT layers.
+def scope(config_map=None, custom_objects=None):
+    """Custom-object scope in which `keras.models.load_model` restores the QAT layers (and any
+    `custom_objects` of your own), as tfmot's quantize_scope: `with tq.scope(cfg): ...`.
 
-    (They are also registered globally under the package name `tensorforge`; the scope makes
-    loading independent of registration order and of the class names used at save time.)"""
-    with keras.saving.custom_object_scope(CUSTOM_OBJECTS):
+    The QAT layers carry their resolved settings in their configs, so `config_map` is accepted
+    for symmetry with `apply_quantization_on_model` and not needed to load. (The layers are
+    also registered globally under the package name `tensorforge`; the scope makes loading
+    independent of registration order and of the class names used at save time.)"""
+    del config_map  # the saved layer configs already hold the resolved settings
+    with keras.saving.custom_object_scope({**CUSTOM_OBJECTS, **(custom_objects or {})}):
         yield
 
 

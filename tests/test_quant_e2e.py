@@ -212,3 +212,21 @@ def test_cli_bad_quantization_input_is_one_clear_error(tmp_path, digits):
              str(bad))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_opt_pipeline_quantizes_with_calibration_data(tmp_path):
+    src = EXAMPLES / "small_cnn.tfir"
+    data = tmp_path / "calib.npz"
+    rng = np.random.default_rng(0)
+    from tensorforge.ir.text import parse_module
+
+    module = parse_module(src.read_text())
+    (inp,) = module.main.inputs
+    shape = [d if isinstance(d, int) else 16 for d in inp.type.shape]
+    np.savez(data, rng.standard_normal(shape).astype(np.float32))
+    pipeline = f"canonicalize,quantize{{scheme=int8,calibration-data={data}}},lower-quantized"
+    r = _cli("opt", str(src), "--passes", pipeline, "--verify-each")
+    assert r.returncode == 0, r.stderr
+    assert "conv2d(" in r.stdout and ": i8[" in r.stdout and "quant<" in r.stdout
+    r = _cli("opt", str(src), "--passes", "quantize{scheme=int8}")
+    assert r.returncode == 1 and "calibration-data" in r.stderr and "Traceback" not in r.stderr

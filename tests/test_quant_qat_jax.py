@@ -390,3 +390,65 @@ def test_gradient_jaxpr_is_not_mistaken_for_the_marker():
         return
     (got,) = tensorforge.run_graph(module.main, [x])
     np.testing.assert_array_equal(got, np.asarray(f(x)))
+
+
+class QatDense(nn.Module):
+    """A Dense layer trained with fake-quantized weights (per output channel, symmetric,
+    narrow range) and output."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        return FakeQuant(name="out")(x @ FakeQuant(symmetric=True, axis=1, name="w")(k) + b)
+
+
+class QatIntMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = FakeQuant(name="fq_in")(x)
+        x = nn.relu(QatDense(32, name="fc0")(x))
+        return QatDense(10, name="fc1")(x)
+
+
+def test_flax_qat_model_converts_to_int8_tflite(tmp_path, digits):
+    """A Flax model trained with tq.fake_quant converts like a Keras QAT model: integer
+    FULLY_CONNECTED kernels in LiteRT, from the learned ranges, no calibration data."""
+    import optax
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, y = digits
+    model = QatIntMLP()
+    variables = model.init(jax.random.key(0), x)
+    opt = optax.adam(1e-2)
+    state = opt.init(variables)
+
+    @jax.jit
+    def step(v, s):
+        loss, g = jax.value_and_grad(lambda v: optax.softmax_cross_entropy_with_integer_labels(
+            model.apply(v, x), y).mean())(v)
+        updates, s = opt.update(g, s)
+        return optax.apply_updates(v, updates), s, loss
+
+    for _ in range(20):
+        variables, state, _ = step(variables, state)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 64"), jax.numpy.float32)
+    result = tensorforge.convert(model.apply, target="tflite", output=tmp_path / "m.tflite",
+                                 example_args=[spec], params=variables, progress=False)
+    data = result.paths["tflite"].read_bytes()
+    m = fb.ModelT.InitFromPackedBuf(data, 0)
+    sg = m.subgraphs[0]
+    fc = [op for op in sg.operators if m.operatorCodes[op.opcodeIndex].builtinCode
+          == fb.BuiltinOperator.FULLY_CONNECTED]
+    assert len(fc) == 2 and all(sg.tensors[op.inputs[0]].type == fb.TensorType.INT8
+                                for op in fc)
+    runner = Interpreter(model_content=data).get_signature_runner("serving_default")
+    (name,) = runner.get_input_details()
+    got = next(iter(runner(**{name: x[:64]}).values()))
+    want = np.asarray(model.apply(variables, x[:64]))
+    step_size = result.module.main.outputs[0].producer.attrs["scale"][0]
+    assert np.max(np.abs(got - want)) <= 3 * step_size
+    assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.98

@@ -107,7 +107,8 @@ def _quantization_args(args: argparse.Namespace):
 
 def cmd_quant_report(args: argparse.Namespace) -> int:
     from .convert import optimize
-    from .quant_report import load_npz_samples, write_report
+    from ..passes.quantize.calibrate import load_npz_samples
+    from .quant_report import write_report
     from .sources import load_source
     from ..backends.tf_probe import tf_runner
 

@@ -213,7 +213,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
                          example_args=example_args, params=params)
     if isinstance(calibration_data, (str, os.PathLike)):
-        from .quant_report import load_npz_samples
+        from ..passes.quantize.calibrate import load_npz_samples
 
         calibration_data = load_npz_samples(calibration_data, source.module)
     if quantization is not None:

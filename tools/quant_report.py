@@ -7,45 +7,16 @@ per-layer SQNR plot) into a directory, atomically.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..backends.common import swap_directory
 from ..ir.errors import ConversionError
 from ..ir.graph import Module
 from . import quantize as Q
-
-
-def load_npz_samples(path: str | os.PathLike, module: Module) -> list[list[np.ndarray]]:
-    """Calibration samples from an .npz: one array per model input (keyed by input name, or
-    arr_0, arr_1, ... in input order), each with one row per sample; every row is fed as a
-    batch of one."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"cannot read calibration data {path}: {e}") from None
-    names = list(module.metadata.get("input_names", ())) or \
-        [v.name or f"input_{i}" for i, v in enumerate(module.main.inputs)]
-    keys = list(data.files)
-    if set(names) <= set(keys):
-        arrays = [data[n] for n in names]
-    elif len(keys) == len(names) and all(k == f"arr_{i}" for i, k in enumerate(keys)):
-        arrays = [data[k] for k in keys]
-    else:
-        raise ConversionError(f"calibration data {path} has arrays {', '.join(keys) or '(none)'}"
-                              f"; the model takes inputs {', '.join(names)} (name the arrays "
-                              f"after them, or save them positionally as arr_0, arr_1, ...)")
-    counts = {len(a) for a in arrays if a.ndim > 0}
-    if len(counts) != 1:
-        raise ConversionError(f"calibration data {path}: arrays hold different sample counts "
-                              f"{sorted(counts)}")
-    n = counts.pop()
-    return [[a[i:i + 1] for a in arrays] for i in range(n)]
 
 
 def _markdown_table(head: list[str], rows: list[list[str]]) -> str:

@@ -38,6 +38,10 @@ INTEGER_OPS = frozenset({
     "minimum", "identity",
 })
 HYBRID_OPS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
+# Ops whose result lies within their input's range, so it can take the input's params with
+# no loss: data movement (whose int8 kernels require equal params anyway), plus relu/relu6
+# (a model may fake-quantize before its activation, as Flax code often does).
+PROPAGATING_OPS = (SAME_PARAMS_OPS - {"concat"}) | {"relu", "relu6"}
 BIAS_OPS = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose", "matmul"})
 
 
@@ -92,10 +96,11 @@ def _result_quantizes(out: Value) -> list[Node] | None:
 
 
 def _propagate_data_movement(graph: Graph) -> None:
-    """Gives a data-movement node between quantized tensors a QDQ pair on its result with its
-    input's params (pooling, reshape, ... keep the params in TFLite's int8 kernels)."""
+    """Gives a data-movement or relu node reading a quantized tensor a QDQ pair on its result
+    with its input's params (pooling, reshape, ... keep the params in TFLite's int8 kernels;
+    relu's result lies within its input's range)."""
     for node in list(graph):
-        if node.op not in SAME_PARAMS_OPS or node.op == "concat" or len(node.outputs) != 1:
+        if node.op not in PROPAGATING_OPS or len(node.outputs) != 1:
             continue
         src = _dq_source(node.inputs[0])
         out = node.output
