@@ -22,7 +22,8 @@ def _mobilenet(size=96, alpha=0.35):
     model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3),
                                            alpha=alpha, classifier_activation=None)
     rng = np.random.default_rng(0)
-    return condition_batchnorm(model, rng.uniform(-1, 1, (16, size, size, 3)).astype("f4"))
+    condition_batchnorm(model, rng.uniform(-1, 1, (16, size, size, 3)).astype("f4"))
+    return model
 
 
 def _encoder():

@@ -51,7 +51,7 @@ def _compile(m):
 
 def _sequential():
     return keras.Sequential([
-        keras.Input((8, 8, 1)),
+        keras.Input((8, 8, 1), name="input_layer"),
         keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
         keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw"),
         keras.layers.MaxPooling2D(name="pool"),

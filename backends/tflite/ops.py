@@ -653,6 +653,18 @@ def _lower_quantized_batch_matmul(e, node):
                                         adjY=node.attrs["transpose_b"]))
 
 
+def _blockwise_weight(v) -> bool:
+    """True when `v` is a blockwise-quantized weight (passes/quantize/insert.py,
+    `_quantize_blockwise`): `reshape` of the `dequantize` of a per-axis quantized constant
+    whose rows are the blocks."""
+    p = v.producer
+    if p is None or p.op != "reshape":
+        return False
+    d = p.inputs[0].producer
+    return (d is not None and d.op == "dequantize" and d.inputs[0].const is not None
+            and d.inputs[0].quant is not None)
+
+
 def _lower_matmul(e, node):
     a, b = node.inputs[:2]
     ta, tb = node.attrs["transpose_a"], node.attrs["transpose_b"]
@@ -669,6 +681,10 @@ def _lower_matmul(e, node):
     stored = None
     if b.const is None and b.type.rank == 2 and not ta and mode == "float":
         stored = _stored_weight(e, b, "fc_nk", relayout, lambda q: _moved(q, 0))
+        if stored is None and tb and _blockwise_weight(b):
+            # Already in FULLY_CONNECTED's [N, K] order: the RESHAPE of the DEQUANTIZE
+            # that expands the blockwise codes feeds FC as a (prepare-time) weight.
+            stored = e.t(b)
     if (b.const is not None or stored is not None) and b.type.rank == 2 and not ta:
         # FULLY_CONNECTED computes x @ W^T with W [N, K] (per-channel axis: N, 0). Inputs of
         # rank > 2 keep their leading dims with keep_num_dims (version 5) instead of a

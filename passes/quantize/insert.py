@@ -5,7 +5,8 @@
     report = plan.apply(ranges)                            # rewrites module.main in place
 
 Weights become integer constants (per-channel along the output-channel axis, see
-README.md) read through `dequantize`; each quantized activation value gets one
+README.md; blockwise ones as rows of blocks, see `_quantize_blockwise`) read through
+`dequantize`; each quantized activation value gets one
 `quantize` -> `dequantize` pair, with one set of params per tensor as TFLite requires. Ops
 whose TFLite integer kernels need equal input and output params (pooling, reshape, concat,
 ...) have their values merged into one group with the union of their ranges; softmax,
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Graph, Module, Node, Value
 from ...ir.quantized import quantize_array
 from ...ir.types import DType, QuantParams
@@ -233,6 +235,8 @@ class QuantizationPlan:
     def apply(self, ranges) -> InsertReport:
         """Rewrites the graph into QDQ form with `ranges` (value -> (lo, hi))."""
         report = InsertReport()
+        # Checked before anything is rewritten, so a refused plan leaves the graph untouched.
+        self._check_blockwise()
         params = self._group_params(ranges) if self.static else {}
         for act in list(self.acts.values()):
             qp = params[id(act.value)]
@@ -271,6 +275,20 @@ class QuantizationPlan:
                 user.outputs[i] = dq.output
                 dq.output.uses[(user, i)] = None
 
+    def _check_blockwise(self) -> None:
+        """ConversionError listing every blockwise weight that cannot be quantized blockwise
+        (see `_blockwise_problem`): never a silent fallback to per-channel."""
+        diags = []
+        for node, i, cfg in self.weights:
+            if getattr(cfg, "granularity", None) != "blockwise" or cfg.dtype != "int":
+                continue
+            problem = _blockwise_problem(node, i, cfg, self.scheme)
+            if problem is not None:
+                diags.append(Diagnostic(problem, node=node.describe(), scope=node.scope,
+                                        loc=node.loc))
+        if diags:
+            raise ConversionError("blockwise weight quantization is not possible here", diags)
+
     def _quantize_weight(self, node: Node, i: int, cfg) -> QuantParams | None:
         g, w = self.graph, node.inputs[i]
         arr = w.const
@@ -283,7 +301,9 @@ class QuantizationPlan:
                          loc=node.loc, before=node)
             node.set_input(i, cast.output)
             return None
-        axis = weight_axis(node, i) if cfg.granularity in ("per_channel", "blockwise") else None
+        if cfg.granularity == "blockwise":
+            return self._quantize_blockwise(node, i, cfg)
+        axis = weight_axis(node, i) if cfg.granularity == "per_channel" else None
         narrow = cfg.narrow_range if cfg.narrow_range is not None else cfg.symmetric
         qp = weight_params(arr, bits=cfg.bits, axis=axis, narrow_range=bool(narrow))
         dtype = storage_dtype(cfg.bits)
@@ -294,6 +314,66 @@ class QuantizationPlan:
                    scope=node.scope, loc=node.loc, before=node)
         node.set_input(i, dq.output)
         return qp
+
+    def _quantize_blockwise(self, node: Node, i: int, cfg) -> QuantParams:
+        """Blockwise weight of a matmul (checked by `_check_blockwise`): one symmetric scale
+        per (output channel, block of `block_size` consecutive input elements).
+
+        The IR's QuantParams has a single per-axis dim, so the blocks become rows: the weight
+        in FULLY_CONNECTED's [N, K] order is stored as codes [N*K/B, B] with per-axis params
+        on axis 0 (row r = channel r // (K/B), block r % (K/B)), read back through
+        `dequantize` -> `reshape` [N, K], and the matmul takes it with transpose_b=True
+        (a [K, N] weight's transpose is folded into the stored order here, so no TRANSPOSE
+        op is left for any backend). TFLite then runs DEQUANTIZE -> RESHAPE ->
+        FULLY_CONNECTED with the codes packed two per byte."""
+        g, w = self.graph, node.inputs[i]
+        block = cfg.block_size
+        arr = np.asarray(w.const, np.float32)
+        nk = arr if node.attrs["transpose_b"] else arr.T
+        n, k = nk.shape
+        rows = np.ascontiguousarray(nk).reshape(n * k // block, block)
+        narrow = cfg.narrow_range if cfg.narrow_range is not None else cfg.symmetric
+        qp = weight_params(rows, bits=cfg.bits, axis=0, narrow_range=bool(narrow))
+        dtype = storage_dtype(cfg.bits)
+        codes = g.constant(quantize_array(rows, qp, dtype), before=node, scope=node.scope,
+                           loc=node.loc)
+        codes.quant = qp
+        dq = g.add("dequantize", [codes], params_attrs(qp) | {"dtype": w.type.dtype},
+                   scope=node.scope, loc=node.loc, before=node)
+        full = g.add("reshape", [dq.output], {"shape": [n, k]}, scope=node.scope,
+                     loc=node.loc, before=node)
+        node.set_input(i, full.output)
+        node.attrs["transpose_b"] = True
+        return qp
+
+
+# Ops whose weight can be quantized blockwise (the contraction dim must be one IR axis).
+BLOCKWISE_OPS = ("matmul",)
+
+
+def _blockwise_problem(node: Node, i: int, cfg, scheme) -> str | None:
+    """Why the weight operand `i` of `node` cannot be quantized blockwise with `cfg`, or
+    None. Blockwise is a weight-only layout (integer kernels take per-channel weights only)
+    for the constant rank-2 right operand of a matmul (FULLY_CONNECTED), whose contraction
+    dim K must be a multiple of block_size."""
+    b = cfg.block_size
+    if node.op not in BLOCKWISE_OPS or i != 1:
+        return (f"blockwise granularity (block_size {b}) is supported only for the weight of "
+                f"{', '.join(BLOCKWISE_OPS)} (FULLY_CONNECTED), not operand {i} of "
+                f"{node.op}; use per_channel for it")
+    if scheme.mode != "weight_only":
+        return (f"blockwise granularity needs a weight_only scheme (e.g. int4-weight): "
+                f"scheme {scheme.name} is {scheme.mode}, whose integer kernels take "
+                f"per-channel weights only")
+    w = node.inputs[i]
+    if w.type.rank != 2 or node.attrs["transpose_a"]:
+        return (f"blockwise granularity needs a rank-2 matmul weight and transpose_a=False, "
+                f"got a {w.type} weight, transpose_a={node.attrs['transpose_a']}")
+    k = w.type.shape[1] if node.attrs["transpose_b"] else w.type.shape[0]
+    if not isinstance(k, int) or k % b:
+        return (f"blockwise granularity: the contraction dim K={k} of the weight {w.type} is "
+                f"not a multiple of block_size B={b}")
+    return None
 
 
 def _operand_name(node: Node, i: int) -> str:
