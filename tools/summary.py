@@ -95,10 +95,22 @@ def summarize_tflite(path: Path) -> Summary:
     for op in sub.operators:
         code = model.operatorCodes[op.opcodeIndex]
         s.ops[names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")] += 1
+    weight_bytes: collections.Counter = collections.Counter()
+    quantized = collections.Counter()
     for t in sub.tensors:
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
         if buf is not None and buf.data is not None and len(buf.data):
             s.params += int(np.prod(t.shape)) if t.shape is not None else 0
+            weight_bytes[dtypes.get(t.type, str(t.type))] += len(buf.data)
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            quantized["per-channel" if len(q.scale) > 1 else "per-tensor"] += 1
+    if weight_bytes:
+        s.notes.append("constant bytes by type: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(weight_bytes.items(), key=lambda kv: -kv[1])))
+    if quantized:
+        s.notes.append("quantized tensors: " + ", ".join(
+            f"{n} {k}" for k, n in sorted(quantized.items())))
     for m in model.metadata or []:
         s.notes.append(f"metadata: {m.name.decode()}")
     return s
