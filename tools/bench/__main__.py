@@ -62,6 +62,9 @@ def main() -> None:
     from .quant import quantization_table
 
     quantization_table(console)
+    from .shard import sharding_table
+
+    sharding_table(console)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,257 @@
+"""`ShardingPlan`: the result of `shard` — a clone of the module whose every value carries a
+global-view `Layout`, the collectives the program needs, and per-device memory and
+communication accounting.
+
+Byte counts are per device. S is the per-device size of a tensor (its full size divided by
+the sizes of the mesh axes it is split over) and n the size of the mesh axis communicated
+over. Ring algorithms:
+
+- all_reduce      2 * (n - 1) / n * S   (S: the reduced tensor on each device)
+- all_gather          (n - 1) / n * S_full   (S_full: the per-device size after gathering)
+- reduce_scatter      (n - 1) / n * S   (S: the per-device input, before scattering)
+- all_to_all          (n - 1) / n * S
+
+Symbolic dims are evaluated at `batch` (or at `dims[name]` when given), so with the default
+batch=1 a batch-sharded tensor counts a fractional 1/n of a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...ir.graph import Module, Node, Value
+from ...ir.types import Layout, TensorType
+from .mesh import Mesh
+
+
+@dataclass(frozen=True, eq=False)
+class Collective:
+    """One collective the sharded program needs.
+
+    kind:    all_reduce | all_gather | reduce_scatter | all_to_all
+    axis:    the mesh axis it communicates over
+    value:   the tensor communicated (a value of `plan.module`)
+    node:    for an all_reduce, the node whose local result is partial (reduce right after
+             it, before any bias/activation the node fuses); otherwise the consumer that
+             needs `value` gathered (operand `operand`)
+    operand: consumer operand index, None for an all_reduce of the node's result
+    dim:     the tensor dim gathered (all_gather), None otherwise
+    reduce_op: sum | max | min | prod (all_reduce)
+    """
+
+    kind: str
+    axis: str
+    value: Value
+    node: Node
+    bytes_per_device: float
+    scope: str
+    operand: int | None = None
+    dim: int | None = None
+    reduce_op: str = "sum"
+    reason: str = ""
+
+    def __str__(self) -> str:
+        what = f"{self.kind} over '{self.axis}'"
+        if self.kind == "all_reduce":
+            what += f" ({self.reduce_op})"
+        if self.dim is not None:
+            what += f" dim {self.dim}"
+        v = self.value
+        if v.name:
+            name = f"%{v.name}"
+        elif v.producer is not None:
+            name = f"the {v.producer.op} result"
+        else:
+            name = "an input"
+        layout = f" ({v.layout})" if v.layout is not None else ""
+        return (f"{what} of {name} {v.type}{layout}: {format_bytes(self.bytes_per_device)}"
+                f"/device{' — ' + self.reason if self.reason else ''}")
+
+
+def format_bytes(n: float) -> str:
+    """`1.5 KiB`-style sizes (fractions kept for symbolic dims evaluated at small sizes)."""
+    if abs(n) < 1024:
+        return f"{n:.6g} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} GiB"
+
+
+def dim_size(d, dims: dict[str, int], batch: int) -> int:
+    return d if isinstance(d, int) else dims.get(d, batch)
+
+
+def full_bytes(t: TensorType, dims: dict[str, int], batch: int) -> float:
+    n = 1
+    for d in t.shape:
+        n *= dim_size(d, dims, batch)
+    return n * t.dtype.bits / 8
+
+
+def shard_factor(layout: Layout | None, mesh: Mesh) -> int:
+    """How many pieces a layout splits a tensor into."""
+    f = 1
+    for a in (layout.axes if layout is not None else ()):
+        if a is not None:
+            f *= mesh[a]
+    return f
+
+
+def collective_bytes(kind: str, n: int, s: float) -> float:
+    """Per-device bytes sent by a ring collective over n devices (see the module doc)."""
+    if n <= 1:
+        return 0.0
+    if kind == "all_reduce":
+        return 2 * (n - 1) / n * s
+    return (n - 1) / n * s
+
+
+@dataclass
+class ShardingPlan:
+    """What `shard` produced. `module` is a clone of the input with `value.layout` set on
+    every value; `collectives` are in program order."""
+
+    module: Module
+    mesh: Mesh
+    collectives: list[Collective]
+    batch: int = 1
+    dims: dict[str, int] = field(default_factory=dict)
+    # id(node) -> the layout each operand is consumed in (after the gathers recorded for it;
+    # a sharded target dim of a replicated operand is a free local slice).
+    operand_layouts: dict[int, tuple[Layout, ...]] = field(default_factory=dict)
+    # id(value of the original module) -> the value of `module`
+    value_map: dict[int, Value] = field(default_factory=dict)
+
+    # -- lookups ---------------------------------------------------------------------------
+    def value(self, value: Value | str) -> Value:
+        """The value of `plan.module` for a value of either module or a value/tensor name."""
+        if isinstance(value, Value):
+            if id(value) in self.value_map:
+                return self.value_map[id(value)]
+            return value
+        from .layout_map import node_order, tensor_name
+
+        g = self.module.main
+        order = node_order(g)
+        for v in self._values():
+            if v.name == value or tensor_name(v, order) == value:
+                return v
+        raise KeyError(f"no value named {value!r} in the plan's module")
+
+    def layout_of(self, value: Value | str) -> Layout:
+        """The global-view layout of a value (of the original or the planned module, or by
+        name)."""
+        v = self.value(value)
+        return v.layout if v.layout is not None else Layout((None,) * v.type.rank)
+
+    def operand_layout(self, node: Node, index: int) -> Layout:
+        """The layout operand `index` of `node` (a node of `plan.module`) is consumed in."""
+        return self.operand_layouts[id(node)][index]
+
+    def partial_axes(self, value: Value) -> tuple[str, ...]:
+        """Mesh axes over which the local result of `value`'s producer is a partial sum (or
+        max/min/prod); the plan all_reduces it right after that node."""
+        v = self.value(value)
+        return tuple(c.axis for c in self.collectives
+                     if c.kind == "all_reduce" and c.value is v)
+
+    def _values(self):
+        g = self.module.main
+        yield from g.inputs
+        for n in g:
+            yield from n.outputs
+
+    # -- accounting ------------------------------------------------------------------------
+    def bytes_per_device(self, value: Value) -> float:
+        """Per-device bytes of a value under its layout."""
+        v = self.value(value)
+        return full_bytes(v.type, self.dims, self.batch) / shard_factor(v.layout, self.mesh)
+
+    def parameters(self) -> list[tuple[Value, str]]:
+        """(constant value, its layer scope): the producer's scope, else its first user's."""
+        out = []
+        for n in self.module.main:
+            if n.op != "constant":
+                continue
+            v = n.output
+            scope = n.scope or next((u.scope for u in v.users if u.scope), "")
+            out.append((v, scope))
+        return out
+
+    def parameter_bytes_per_device(self, scope: str | None = None) -> float:
+        """Bytes of constants each device holds (all, or those of layers whose scope starts
+        with `scope`)."""
+        return sum(self.bytes_per_device(v) for v, s in self.parameters()
+                   if scope is None or s.startswith(scope))
+
+    def parameter_bytes(self, scope: str | None = None) -> float:
+        """Unsharded bytes of the same constants."""
+        return sum(full_bytes(v.type, self.dims, self.batch) for v, s in self.parameters()
+                   if scope is None or s.startswith(scope))
+
+    def total_collective_bytes(self) -> float:
+        """Per-device bytes communicated by one forward pass."""
+        return sum(c.bytes_per_device for c in self.collectives)
+
+    def collectives_in(self, scope: str) -> list[Collective]:
+        """Collectives of layers whose scope starts with `scope`."""
+        return [c for c in self.collectives if c.scope.startswith(scope)]
+
+    # -- report ----------------------------------------------------------------------------
+    def report(self, depth: int | None = None) -> str:
+        """A per-layer table: per-device / total parameter bytes, then each collective (kind,
+        mesh axis, bytes per device). `depth` groups scopes by their first `depth` path
+        components (`depth=1`: `encoder_0_mha/query` counts under `encoder_0_mha`)."""
+        def group(scope: str) -> str:
+            if not scope:
+                return "(no scope)"
+            return "/".join(scope.split("/")[:depth]) if depth else scope
+
+        order: list[str] = []
+        params: dict[str, list[float]] = {}
+        colls: dict[str, list[Collective]] = {}
+
+        def touch(key):
+            if key not in params:
+                order.append(key)
+                params[key] = [0.0, 0.0]
+                colls[key] = []
+
+        for n in self.module.main:
+            touch(group(n.scope))
+        for v, s in self.parameters():
+            key = group(s)
+            touch(key)
+            params[key][0] += self.bytes_per_device(v)
+            params[key][1] += full_bytes(v.type, self.dims, self.batch)
+        for c in self.collectives:
+            key = group(c.scope)
+            touch(key)
+            colls[key].append(c)
+        axes = ", ".join(f"{k}: {s}" for k, s in self.mesh.axes.items())
+        sym = f"batch={self.batch}" + "".join(f", {k}={v}" for k, v in self.dims.items())
+        lines = [f"sharding plan on mesh {{{axes}}} ({self.mesh.size} devices), symbolic dims "
+                 f"at {sym}",
+                 f"{'layer':<40} {'params/device':>14} {'params total':>14} {'comm/device':>14}"]
+        for key in order:
+            p_dev, p_all = params[key]
+            cs = colls[key]
+            if not p_all and not cs:
+                continue
+            comm = sum(c.bytes_per_device for c in cs)
+            lines.append(f"{key:<40} {format_bytes(p_dev):>14} {format_bytes(p_all):>14} "
+                         f"{format_bytes(comm):>14}")
+            for c in cs:
+                lines.append(f"    {c}")
+        total_p = self.parameter_bytes_per_device()
+        all_p = self.parameter_bytes()
+        lines.append(f"total: parameters {format_bytes(total_p)}/device of {format_bytes(all_p)}"
+                     f" ({100 * total_p / all_p if all_p else 0:.1f}%), {len(self.collectives)} "
+                     f"collectives, {format_bytes(self.total_collective_bytes())}/device "
+                     "communicated per forward pass")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()

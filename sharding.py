@@ -1,0 +1,37 @@
+"""`tensorforge.sharding`: meshes, layouts and layout maps as IR passes (work in progress:
+planning, auto-sharding and the device-by-device SPMD check are here; execution lives in
+`tensorforge.backends.jax_sharding` and `tensorforge.backends.dtensor`).
+
+    from tensorforge import sharding as ts
+    mesh = ts.Mesh({"batch": 2, "model": 4})
+    layout_map = ts.create_layout_map(module, mesh, style="megatron")
+    layout_map[r"encoder_0_ff1/kernel"] = ts.Layout((None, "model"))
+    plan = ts.shard(module, layout_map, inputs={"tokens": ts.Layout(("batch", None))})
+    print(plan.report())
+    plan = ts.auto_shard(module, mesh, memory_limit_bytes=...)
+"""
+
+from __future__ import annotations
+
+from .passes.shard import (Collective, Layout, LayoutMap, Mesh, ShardingError, ShardingPlan,
+                           auto_shard, create_layout_map, shard, tensor_name)
+
+_LAZY = {
+    "to_keras_layout_map": ("backends.keras_layout_map", "to_keras_layout_map"),
+    "compile_sharded": ("backends.jax_sharding", "compile_sharded"),
+    "run_dtensor": ("backends.dtensor", "run_dtensor"),
+}
+
+__all__ = ["Mesh", "Layout", "LayoutMap", "ShardingError", "ShardingPlan", "Collective",
+           "create_layout_map", "shard", "auto_shard", "tensor_name", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tensorforge.sharding' has no attribute {name!r}")
