@@ -14,7 +14,8 @@ planning, auto-sharding and the device-by-device SPMD check are here; execution 
 from __future__ import annotations
 
 from .passes.shard import (Collective, Layout, LayoutMap, Mesh, ShardingError, ShardingPlan,
-                           auto_shard, create_layout_map, shard, tensor_name)
+                           auto_shard, create_layout_map, partition, run_partitioned, shard,
+                           tensor_name)
 
 _LAZY = {
     "to_keras_layout_map": ("backends.keras_layout_map", "to_keras_layout_map"),
@@ -23,7 +24,8 @@ _LAZY = {
 }
 
 __all__ = ["Mesh", "Layout", "LayoutMap", "ShardingError", "ShardingPlan", "Collective",
-           "create_layout_map", "shard", "auto_shard", "tensor_name", *_LAZY]
+           "create_layout_map", "shard", "auto_shard", "partition", "run_partitioned",
+           "tensor_name", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -6,9 +6,10 @@ from ...ir.types import Layout
 from .auto import auto_shard
 from .layout_map import LayoutMap, create_layout_map, tensor_name
 from .mesh import Mesh, ShardingError
+from .partition import partition, run_partitioned
 from .plan import Collective, ShardingPlan, collective_bytes
 from .propagate import shard
 
 __all__ = ["Mesh", "Layout", "LayoutMap", "ShardingError", "create_layout_map", "tensor_name",
-           "auto_shard",
+           "auto_shard", "partition", "run_partitioned",
            "shard", "ShardingPlan", "Collective", "collective_bytes"]
