@@ -195,6 +195,51 @@ class ShardingPlan:
         """Per-device bytes communicated by one forward pass."""
         return sum(c.bytes_per_device for c in self.collectives)
 
+    def backward_collectives(self) -> list[Collective]:
+        """The collectives the backward pass of a training step adds (all sums):
+
+        - Megatron's conjugate of each forward all_reduce: an activation replicated over a
+          mesh axis that feeds column-parallel matmuls (weight split on that axis along its
+          output dim) gets a gradient that is partial over the axis: one all_reduce of its
+          gradient per such activation (Q, K and V share theirs; XLA combines them).
+        - data parallelism: parameter gradients are partial over every mesh axis that
+          splits a graph input's batch dim and along which the parameter is replicated: one
+          all_reduce over that axis carrying all of them (XLA combines them into one).
+        Forward all_reduces need nothing backward (their gradient is already replicated)."""
+        out: list[Collective] = []
+        seen: set[tuple[int, str]] = set()
+        for node in self.module.main:
+            if node.op != "matmul" or len(node.inputs) < 2 or node.inputs[1].const is None:
+                continue
+            a, w = node.inputs[:2]
+            wl = self.layout_of(w).axes
+            out_dim = w.type.rank - (2 if node.attrs.get("transpose_b") else 1)
+            axis = wl[out_dim] if wl else None
+            if axis is None or axis in self.operand_layout(node, 0).axes:
+                continue
+            if (id(a), axis) in seen:
+                continue
+            seen.add((id(a), axis))
+            out.append(Collective("all_reduce", axis, a, node, collective_bytes(
+                "all_reduce", self.mesh[axis], self.bytes_per_device(a)), node.scope,
+                reason="gradient of a column-parallel matmul's input (Megatron's f operator)"))
+        batch_axes = {layout.axes[0] for v in self.module.main.inputs
+                      for layout in [self.layout_of(v)] if layout.axes and layout.axes[0]}
+        params = [v for v, _ in self.parameters() if v.type.dtype.is_float]
+        for axis in sorted(batch_axes):
+            grads = [v for v in params if axis not in self.layout_of(v).axes]
+            if grads:
+                size = sum(self.bytes_per_device(v) for v in grads)
+                out.append(Collective("all_reduce", axis, grads[0], grads[0].producer,
+                                      collective_bytes("all_reduce", self.mesh[axis], size),
+                                      "", reason=f"data-parallel gradients of {len(grads)} "
+                                                 f"parameters, combined"))
+        return out
+
+    def training_collectives(self) -> list[Collective]:
+        """Forward plus backward collectives of one training step."""
+        return [*self.collectives, *self.backward_collectives()]
+
     def collectives_in(self, scope: str) -> list[Collective]:
         """Collectives of layers whose scope starts with `scope`."""
         return [c for c in self.collectives if c.scope.startswith(scope)]
