@@ -1,7 +1,9 @@
-"""Plan -> XLA end to end: the Megatron plan of a 2-layer Keras encoder on mesh
-{batch: 2, model: 4}, executed with jax.jit + NamedSharding on 8 simulated devices, equals the
-unsharded IR interpreter, XLA compiles exactly the all-reduces the plan predicts (2 per layer
-of b*s*h elements, Narayanan et al.), and each device holds a quarter of the sharded weights.
+"""Plan -> execution end to end: the Megatron plan of a 2-layer Keras encoder and of a
+2-layer Flax encoder on mesh {batch: 2, model: 4}, executed with jax.jit + NamedSharding on 8
+simulated devices and with TF DTensor on 8 logical CPU devices, equals the unsharded IR
+interpreter; XLA compiles exactly the all-reduces the plan predicts (2 per layer of b*s*h
+elements, Narayanan et al.); each device holds a quarter of the sharded weights; one sharded
+optax training step equals the unsharded one.
 
 8 simulated devices need XLA_FLAGS before jax is imported: the checks run this file as a
 script in a subprocess that prints one JSON line.
@@ -20,8 +22,39 @@ import pytest
 LAYERS, D, HEADS, SEQ, VOCAB, BATCH = 2, 64, 4, 8, 64, 4
 
 
-def _measure() -> dict:
+def _flax_measure() -> dict:
+    """The Flax encoder: plan, JAX and DTensor outputs, XLA all-reduces."""
+    import jax
+
     import tensorforge
+    from tensorforge import sharding as ts
+    from tensorforge.backends.dtensor import run_dtensor
+    from tensorforge.backends.jax_sharding import compile_sharded, count_collectives
+    from tensorforge.tools.bench.models import flax_encoder
+    from tensorforge.tools.convert import optimize
+
+    apply, variables, _ = flax_encoder(layers=LAYERS, d=D, heads=HEADS, seq_len=SEQ)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {SEQ}, {D}"), jax.numpy.float32)
+    module = optimize(tensorforge.from_jax(apply, [spec], params=variables), None)
+    mesh = ts.Mesh({"batch": 2, "model": 4})
+    plan = ts.shard(module, ts.create_layout_map(module, mesh), batch=BATCH)
+    x = np.random.default_rng(3).standard_normal((BATCH, SEQ, D)).astype(np.float32)
+    (want,) = tensorforge.run_graph(module.main, [x])
+    program = compile_sharded(plan.module, {"batch": 2, "model": 4}, example_inputs=[x])
+    (got,) = program(x)
+    (dt,) = run_dtensor(plan.module, {"batch": 2, "model": 4}, [x])
+    rel = lambda a: float(np.max(np.abs(np.asarray(a) - want)) / np.max(np.abs(want)))  # noqa
+    return {"flax_jax_rel": rel(got), "flax_dtensor_rel": rel(dt),
+            "flax_plan": [[c.kind, c.axis] for c in plan.collectives],
+            "flax_xla": {k: list(v) for k, v in count_collectives(program.hlo_text()).items()}}
+
+
+def _measure() -> dict:
+    from tensorforge.backends.dtensor import ensure_cpu_devices
+
+    ensure_cpu_devices(8)   # before TensorFlow initialises its devices
+    import tensorforge
+    from tensorforge.backends.dtensor import run_dtensor
     from tensorforge import sharding as ts
     from tensorforge.backends.jax_sharding import compile_sharded, count_collectives
     from tensorforge.tools.bench.models import transformer_encoder
@@ -36,6 +69,7 @@ def _measure() -> dict:
                               example_inputs=[tokens])
     (got,) = program(tokens)
     (want,) = tensorforge.run_graph(module.main, [tokens])
+    (dt,) = run_dtensor(plan.module, {"batch": 2, "model": 4}, [tokens])
     counts = count_collectives(program.hlo_text())
     sharded = [v for v, _ in plan.parameters() if v.layout is not None
                and any(a is not None for a in v.layout.axes)]
@@ -45,6 +79,8 @@ def _measure() -> dict:
     train = _train_step(module, program, tokens)
     return {
         **train,
+        **_flax_measure(),
+        "dtensor_rel": float(np.max(np.abs(np.asarray(dt) - want)) / np.max(np.abs(want))),
         "plan_train": [[c.kind, c.axis] for c in plan.training_collectives()],
         "rel_err": float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want))),
         "xla": {k: list(v) for k, v in counts.items()},
@@ -105,6 +141,13 @@ def measured():
 
 def test_sharded_outputs_equal_the_interpreter(measured):
     assert measured["rel_err"] <= 1e-5
+    assert measured["dtensor_rel"] <= 1e-5
+
+
+def test_flax_encoder_plan_runs_on_jax_and_dtensor(measured):
+    assert measured["flax_jax_rel"] <= 1e-5 and measured["flax_dtensor_rel"] <= 1e-5, measured
+    assert measured["flax_plan"] == [["all_reduce", "model"]] * (2 * LAYERS)
+    assert measured["flax_xla"]["all-reduce"][0] == 2 * LAYERS
 
 
 def test_xla_compiles_the_collectives_the_plan_predicts(measured):

@@ -160,7 +160,7 @@ class _Propagator:
             off = rank - v.type.rank
             for d, a in enumerate(self.axes(v)):
                 od = d + off
-                if a is None or od < 0 or v.type.shape[d] != out_shape[od]:
+                if a is None or od < 0 or not _same_dim(v.type.shape[d], out_shape[od]):
                     continue
                 if res[od] is None and a not in used:
                     res[od] = a
@@ -168,7 +168,7 @@ class _Propagator:
         for i in indices:
             v = node.inputs[i]
             off = rank - v.type.rank
-            target = [res[d + off] if d + off >= 0 and v.type.shape[d] == out_shape[d + off]
+            target = [res[d + off] if d + off >= 0 and _same_dim(v.type.shape[d], out_shape[d + off])
                       and v.type.shape[d] != 1 else None for d in range(v.type.rank)]
             self.consume(node, i, target, "operand laid out unlike the result")
         return res
@@ -215,14 +215,14 @@ class _Propagator:
                 ax = layout[d]
                 if ax is None:
                     continue
-                if v.type.shape[d] == out.type.shape[d + off] and res[d + off] is None \
+                if _same_dim(v.type.shape[d], out.type.shape[d + off]) and res[d + off] is None \
                         and ax not in used:
                     res[d + off] = ax
                     used.add(ax)
         for layout, v, rank in ((la, a, ra), (lb, b, rb)):
             off = (r - 2) - (rank - 2)
             for d in range(rank - 2):
-                want = res[d + off] if v.type.shape[d] == out.type.shape[d + off] \
+                want = res[d + off] if _same_dim(v.type.shape[d], out.type.shape[d + off]) \
                     and v.type.shape[d] != 1 else None
                 layout[d] = want
         if la[a_m] is not None and la[a_m] not in used:
@@ -425,9 +425,53 @@ class _Propagator:
         self.set_out(node, _none(off) + lx)
 
 
+def _same_dim(a, b) -> bool:
+    """Dims that are the same extent at run time: equal, or both symbolic (inference writes
+    `?` where a named dim meets an anonymous one; a non-1 dim broadcasts only to itself)."""
+    return a == b or (isinstance(a, str) and isinstance(b, str))
+
+
 def _reshape_groups(ins, outs):
     """Pairs of (input dims, output dims) whose sizes multiply to the same number, in order;
-    size-1 dims form groups of their own. None when symbolic dims cannot be matched."""
+    size-1 dims form groups of their own. None when symbolic dims cannot be matched.
+
+    When matching from the left fails on symbolic dims (`[b, 8, 64] -> [?, 64]`, as JAX
+    programs flatten batch and sequence), the static trailing dims are matched from the right
+    and the leading remainder, which holds the symbolic dims, becomes one group: a merge or
+    split of whole leading blocks, which keeps a sharded leading dim sharded."""
+    groups = _groups_from_left(ins, outs)
+    return groups if groups is not None else _groups_from_right(ins, outs)
+
+
+def _groups_from_right(ins, outs):
+    i, j = len(ins), len(outs)
+    tail = []
+    while i > 0 and j > 0 and isinstance(ins[i - 1], int) and isinstance(outs[j - 1], int):
+        gi, gj, pi, pj = [i - 1], [j - 1], ins[i - 1], outs[j - 1]
+        i, j = i - 1, j - 1
+        while pi != pj:
+            if pi < pj:
+                if i == 0 or not isinstance(ins[i - 1], int):
+                    return None
+                pi *= ins[i - 1]
+                gi.insert(0, i - 1)
+                i -= 1
+            else:
+                if j == 0 or not isinstance(outs[j - 1], int):
+                    return None
+                pj *= outs[j - 1]
+                gj.insert(0, j - 1)
+                j -= 1
+        tail.insert(0, (gi, gj))
+    if i == 0 and j == 0:
+        return tail
+    if i == 0 or j == 0:
+        return None
+    # the leading remainder holds the symbolic dims: one group, matched as whole blocks
+    return [(list(range(i)), list(range(j))), *tail]
+
+
+def _groups_from_left(ins, outs):
     groups = []
     i = j = 0
     while i < len(ins) or j < len(outs):
