@@ -201,11 +201,17 @@ def layout_map_from_entries(entries: Mapping[str, Sequence], mesh_axes: Mapping[
     return layout_map
 
 
-def to_keras_layout_map(module: Module, mesh_axes: Mapping[str, int] | None = None, *,
+def to_keras_layout_map(module: Any, mesh_axes: Mapping[str, int] | None = None, *,
                         weights: Any = None, devices: Sequence | None = None):
     """`keras.distribution.LayoutMap` for the layouts on `module`'s constants (see
     `keras_layout_entries`; `weights` = the Keras model the module was lifted from, to verify
-    and translate paths). mesh_axes defaults to {"batch": 2, "model": 4}."""
+    and translate paths). `module` may also be a ShardingPlan (`ts.to_keras_layout_map(plan)`):
+    its annotated module and mesh are used. mesh_axes defaults to the plan's mesh, else
+    {"batch": 2, "model": 4}."""
+    if hasattr(module, "module") and hasattr(module, "mesh"):   # a ShardingPlan
+        plan = module
+        module = plan.module
+        mesh_axes = mesh_axes or dict(zip(plan.mesh.axis_names, plan.mesh.shape))
     mesh_axes = dict(mesh_axes or {"batch": 2, "model": 4})
     return layout_map_from_entries(keras_layout_entries(module, mesh_axes, weights),
                                    mesh_axes, devices)

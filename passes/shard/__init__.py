@@ -7,6 +7,7 @@ from .auto import auto_shard
 from .layout_map import LayoutMap, create_layout_map, tensor_name
 from .mesh import Mesh, ShardingError
 from .partition import partition, run_partitioned
+from . import passes as _passes  # noqa: F401  (registers shard-propagate, insert-collectives)
 from .plan import Collective, ShardingPlan, collective_bytes
 from .propagate import shard
 
