@@ -1,4 +1,5 @@
-"""Pieces every backend needs: signature names and atomic placement of directory artifacts."""
+"""Pieces every backend needs: signature names, constant names and atomic placement of
+directory artifacts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,25 @@ import tempfile
 from typing import Callable
 
 from ..ir.errors import Diagnostic
-from ..ir.graph import Module
+from ..ir.graph import Module, Node, Value
+from ..ir.ops import get_op
+
+
+def constant_name(value: Value) -> str:
+    """The name a backend gives a constant (a variable, a JAX param, a Keras weight path):
+    its value name, else `<scope of its first user>/<operand role>` (e.g.
+    `encoder_0_mha/query/b`), else `<scope>/constant`. The sharding LayoutMap names tensors
+    the same way."""
+    if value.name:
+        return value.name
+    for user, i in value.uses:
+        if isinstance(user, Node):
+            operand = get_op(user.op).inputs
+            role = operand[min(i, len(operand) - 1)].rstrip("?*") if operand else "const"
+            scope = user.scope or (value.producer.scope if value.producer is not None else "")
+            return f"{scope}/{role}" if scope else role
+    node = value.producer
+    return f"{node.scope}/constant" if node is not None and node.scope else "constant"
 
 
 def signature_names(module: Module, key: str, values, default: str,

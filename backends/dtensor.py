@@ -38,6 +38,7 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module, Node, Value
 from ..ir.types import Layout
 from . import tf_lowering as tfl
+from .common import constant_name
 
 __all__ = ["DTensorProgram", "run_dtensor", "ensure_cpu_devices", "layout_problems",
            "dtensor_layout"]
@@ -57,7 +58,7 @@ def ensure_cpu_devices(n: int = 8) -> int:
 
 
 def _value_label(v: Value) -> str:
-    return f"%{v.name}" if v.name else tfl._const_name(v)
+    return f"%{v.name}" if v.name else constant_name(v)
 
 
 def _check_layout(v: Value, layout: Layout, mesh_axes: Mapping[str, int],
@@ -158,7 +159,7 @@ class DTensorProgram:
             arr = np.asarray(v.const)
             if id(v) not in used or (arr.size <= tfl.VARIABLE_MIN_ELEMENTS and v.layout is None):
                 continue
-            base = tfl.sanitize(tfl._const_name(v))
+            base = tfl.sanitize(constant_name(v))
             n = taken.get(base, 0)
             taken[base] = n + 1
             vname = base if n == 0 else f"{base}_{n}"

@@ -15,7 +15,7 @@ concrete shapes JAX traces with, so one `fn` serves every size of a symbolic dim
 
 Float constants with more than `PARAM_MIN_ELEMENTS` elements that a lowering reads as a tensor
 become entries of `params` (keyed by the value's name, else `<scope of its user>/<operand
-role>` like `tf_lowering._const_name`; repeats get `_1`, `_2` suffixes), so gradients flow to
+role>` like `common.constant_name`; repeats get `_1`, `_2` suffixes), so gradients flow to
 them. Smaller and integer constants are inlined.
 
 Numerics: matmuls and convolutions use `lax.Precision.HIGHEST` (no TF32/bf16 passes on
@@ -43,6 +43,7 @@ from ..ir.ops import get_op
 from ..ir.ops.nn import _bilinear_weights, _nearest_index, _pads, _transpose_out_dim
 from ..ir.ops.shape import _split_sizes, _strided_slice_plan
 from ..ir.types import DType
+from .common import constant_name
 
 PARAM_MIN_ELEMENTS = 16   # float constants with more elements than this become params
 _HI = lax.Precision.HIGHEST
@@ -685,22 +686,6 @@ def jax_lowering_problems(module: Module) -> list[Diagnostic]:
     return _dry_run(module)[0]
 
 
-def _const_name(value: Value) -> str:
-    """The params key of a constant: its value name, else `<scope of its first user>/<operand
-    role>` (the same naming as `tf_lowering._const_name`, repeated here so this backend does
-    not import TensorFlow)."""
-    if value.name:
-        return value.name
-    for user, i in value.uses:
-        if isinstance(user, Node):
-            operand = get_op(user.op).inputs
-            role = operand[min(i, len(operand) - 1)].rstrip("?*") if operand else "const"
-            scope = user.scope or value.producer.scope
-            return f"{scope}/{role}" if scope else role
-    node = value.producer
-    return f"{node.scope}/constant" if node is not None and node.scope else "constant"
-
-
 def _make_params(module: Module, used: set) -> tuple[dict[int, str], dict[str, jax.Array]]:
     """(id(constant value) -> key, key -> jnp array) for every float constant above
     PARAM_MIN_ELEMENTS that a lowering reads as a tensor, in graph order."""
@@ -714,7 +699,7 @@ def _make_params(module: Module, used: set) -> tuple[dict[int, str], dict[str, j
         arr = np.asarray(v.const)
         if id(v) not in used or not v.type.dtype.is_float or arr.size <= PARAM_MIN_ELEMENTS:
             continue
-        base = _const_name(v)
+        base = constant_name(v)
         n = taken.get(base, 0)
         taken[base] = n + 1
         key = base if n == 0 else f"{base}_{n}"

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module, Node, Value
-from ..ir.ops import get_op
+from .common import constant_name
 
 __all__ = ["keras_layout_entries", "layout_map_from_entries", "to_keras_layout_map",
            "weight_shapes"]
@@ -47,21 +47,6 @@ def weight_shapes(weights: Any) -> dict[str, tuple[int, ...]]:
     return {w.path: tuple(int(d) for d in w.shape) for w in weights.weights}
 
 
-def _tensor_name(v: Value) -> str:
-    """The constant's tensor name as in the sharding LayoutMap contract (and the TF backends'
-    variable names): its value name, else `<scope of its user>/<operand role>`. Local copy so
-    this module imports neither TensorFlow nor the planner."""
-    if v.name:
-        return v.name
-    for user, i in v.uses:
-        if isinstance(user, Node):
-            operand = get_op(user.op).inputs
-            role = operand[min(i, len(operand) - 1)].rstrip("?*") if operand else "const"
-            scope = user.scope or (v.producer.scope if v.producer is not None else "")
-            return f"{scope}/{role}" if scope else role
-    return "constant"
-
-
 def _candidates(v: Value) -> list[str]:
     """Keras variable paths a constant may come from, most likely first."""
     if v.name:
@@ -72,7 +57,7 @@ def _candidates(v: Value) -> list[str]:
         scopes.append(v.producer.scope)
     for s in dict.fromkeys(scopes):
         out.append(f"{s}/kernel")
-    out.append(_tensor_name(v))
+    out.append(constant_name(v))
     return list(dict.fromkeys(out))
 
 
@@ -139,7 +124,7 @@ def keras_layout_entries(module: Module, mesh_axes: Mapping[str, int],
             continue
         v = node.outputs[0]
         where = dict(node=node.describe(), scope=node.scope, loc=node.loc)
-        label = f"%{v.name}" if v.name else _tensor_name(v)
+        label = f"%{v.name}" if v.name else constant_name(v)
         axes = tuple(v.layout.axes)
         ir_shape = tuple(v.type.shape)
         if len(axes) != len(ir_shape):

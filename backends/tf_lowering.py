@@ -39,7 +39,7 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.types import DType
-from .common import signature_names
+from .common import constant_name, signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
 
@@ -709,19 +709,6 @@ def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diag
 
 # -- the tf.Module -----------------------------------------------------------------------------
 
-def _const_name(value: Value) -> str:
-    if value.name:
-        return value.name
-    for user, i in value.uses:
-        if isinstance(user, Node):
-            operand = get_op(user.op).inputs
-            role = operand[min(i, len(operand) - 1)].rstrip("?*") if operand else "const"
-            scope = user.scope or value.producer.scope
-            return f"{scope}/{role}" if scope else role
-    node = value.producer
-    return f"{node.scope}/constant" if node is not None and node.scope else "constant"
-
-
 class TFModel(tf.Module):
     """The weights of a lowered module: big constants as (non-trainable) tf.Variables, in
     graph order, named after the value (else `<scope of its user>/<operand name>`)."""
@@ -742,7 +729,7 @@ def _make_variables(module: Module, used: set) -> dict[int, tf.Variable]:
         arr = np.asarray(v.const)
         if id(v) not in used or arr.size <= VARIABLE_MIN_ELEMENTS:
             continue
-        base = sanitize(_const_name(v))
+        base = sanitize(constant_name(v))
         n = taken.get(base, 0)
         taken[base] = n + 1
         vname = base if n == 0 else f"{base}_{n}"

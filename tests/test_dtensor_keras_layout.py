@@ -62,7 +62,7 @@ res["mlp"] = {"rel": rel(out, ref), "shape": list(out.shape),
 # Keras encoder layer, lifted and canonicalized, Megatron layouts set by hand.
 from tensorforge.tools.bench.models import transformer_encoder
 from tensorforge.tools.convert import optimize
-from tensorforge.backends.tf_lowering import _const_name
+from tensorforge.backends.common import constant_name as _const_name
 model = transformer_encoder(1, 32, 2, seq_len=8, vocab=50)
 model.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.2
                    for w in model.get_weights()])
