@@ -85,6 +85,7 @@ def _measure() -> dict:
         "rel_err": float(np.max(np.abs(np.asarray(got) - want)) / np.max(np.abs(want))),
         "xla": {k: list(v) for k, v in counts.items()},
         "plan": [[c.kind, c.axis, c.scope] for c in predicted],
+        "plan_tensor_bytes": [plan.bytes_per_device(c.value) for c in predicted],
         "plan_elements": [float(np.prod([BATCH // 2, SEQ, D]))] * len(predicted),
         "sharded_total": total,
         "per_device_max": max(per_device.values()),
@@ -156,8 +157,10 @@ def test_xla_compiles_the_collectives_the_plan_predicts(measured):
     assert all(axis == "model" for _, axis, _ in plan)
     count, nbytes = measured["xla"]["all-reduce"]
     assert count == 2 * LAYERS
-    # each all-reduce carries one batch shard's activations: b/2 * s * h float32 elements
+    # each all-reduce carries one batch shard's activations: b/2 * s * h float32 elements,
+    # exactly the per-device tensor bytes the plan predicts for its collectives
     assert nbytes == 2 * LAYERS * (BATCH // 2) * SEQ * D * 4
+    assert nbytes == sum(measured["plan_tensor_bytes"])
     for kind in ("all-gather", "reduce-scatter", "all-to-all"):
         assert measured["xla"].get(kind, [0, 0])[0] == 0
 
