@@ -202,7 +202,7 @@ def _single_device_kernel(op: str):
     def kernel(ins, attrs):
         if attrs["axis_size"] == 1:
             return CROSS_DEVICE[op]([ins[0]], attrs, [[0]])
-        raise NotImplementedError(
+        raise ValueError(
             f"{op} over mesh axis '{attrs['axis']}' ({attrs['axis_size']} devices) is a "
             f"cross-device collective; run the local program with "
             f"tensorforge.ir.spmd.run_spmd, not the single-device interpreter")

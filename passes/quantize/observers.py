@@ -30,6 +30,8 @@ exact (a `bincount`), as TF's histogram calibrator and PyTorch's HistogramObserv
 
 from __future__ import annotations
 
+import abc
+
 import math
 
 import numpy as np
@@ -67,7 +69,7 @@ def _symmetric(lo: float, hi: float) -> tuple[float, float]:
     return -a, a
 
 
-class Observer:
+class Observer(abc.ABC):
     """Base class: `update(array)` with every batch, then `range() -> (lo, hi)`."""
 
     method = ""
@@ -77,13 +79,13 @@ class Observer:
         self.symmetric = bool(symmetric)
         self.count = 0          # finite elements seen
 
+    @abc.abstractmethod
     def update(self, array) -> None:
         """Observes one batch of values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def range(self) -> tuple[float, float]:
         """The clipping range (lo, hi) as Python floats; raises NoDataError before any data."""
-        raise NotImplementedError
 
     def _need_data(self) -> None:
         if self.count == 0:
