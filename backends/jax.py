@@ -41,8 +41,8 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.ops.nn import _bilinear_weights, _nearest_index, _pads, _transpose_out_dim
-from ..ir.ops.shape import _split_sizes, _strided_slice_plan
-from ..ir.types import DType
+from ..ir.ops.shape import _split_sizes, strided_slice_index
+from ..ir.types import DType, code_range
 from .common import constant_name
 
 PARAM_MIN_ELEMENTS = 16   # float constants with more elements than this become params
@@ -399,12 +399,6 @@ def _arg(fn):
 
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
-def _qrange(bits, signed, narrow):
-    lo = -(1 << (bits - 1)) if signed else 0
-    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-    return (lo + 1 if narrow else lo), hi
-
-
 def _param(node: Node, key: str, rank: int, dtype):
     vals = np.asarray(node.attrs[key], np.float64)
     axis = node.attrs["axis"]
@@ -440,7 +434,7 @@ def _quantize(cx, node):
     dt = node.attrs["dtype"]
     if dt == DType.i32:
         raise Unsupported("quantize to i32 is not exact in float32 arithmetic")
-    qmin, qmax = _qrange(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
+    qmin, qmax = code_range(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
     return [_codes(node, cx.x(node.inputs[0]), qmin, qmax).astype(_jnp_dtype(dt))]
 
 
@@ -466,7 +460,7 @@ def _fake_quant(cx, node):
     a = node.attrs
     if a["bits"] > 24:
         raise Unsupported(f"fake_quant with {a['bits']} bits is not exact in float32")
-    qmin, qmax = _qrange(a["bits"], a["signed"], a["narrow_range"])
+    qmin, qmax = code_range(a["bits"], a["signed"], a["narrow_range"])
 
     @jax.custom_jvp
     def fq(x):
@@ -502,18 +496,9 @@ def _slice(cx, node):
 
 def _strided_slice(cx, node):
     x = cx.x(node.inputs[0])
-    # The IR's own plan (TF's mask semantics) at the traced shape.
-    plan, final = _strided_slice_plan(x.shape, node.attrs)
-    idx = []
-    for b, e, s, shrink, size in plan:
-        if shrink:
-            idx.append(b)
-        elif size == 0:
-            idx.append(slice(0, 0))
-        else:
-            stop = b + s * size
-            idx.append(slice(b, stop if stop >= 0 else None, s))
-    return [jnp.reshape(x[tuple(idx)], final)]
+    # The IR's own index (TF's mask semantics) at the traced shape.
+    idx, final = strided_slice_index(x.shape, node.attrs)
+    return [jnp.reshape(x[idx], final)]
 
 
 def _pad(cx, node):

@@ -38,7 +38,7 @@ import tensorflow as tf
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
-from ..ir.types import DType
+from ..ir.types import DType, code_range
 from .common import constant_name, signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
@@ -434,12 +434,6 @@ def _arg(fn):
 
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
-def _qrange(bits, signed, narrow):
-    lo = -(1 << (bits - 1)) if signed else 0
-    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-    return (lo + 1 if narrow else lo), hi
-
-
 def _param(node: Node, key: str, x_rank: int, dtype):
     vals = np.asarray(node.attrs[key], np.float64)
     axis = node.attrs["axis"]
@@ -484,7 +478,7 @@ def _quantize(cx, node):
     dt = node.attrs["dtype"]
     if dt == DType.i32:
         raise Unsupported("quantize to i32 is not exact in float32 arithmetic")
-    qmin, qmax = _qrange(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
+    qmin, qmax = code_range(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
     codes = _codes(node, cx.x(node.inputs[0]), qmin, qmax)
     if cx.float_codes:
         # TF.js has no int8/int16 tensors: the codes stay integral floats (exact), and the
@@ -512,7 +506,7 @@ def _dequantize(cx, node):
 def _fake_quant(cx, node):
     a = node.attrs
     x = cx.x(node.inputs[0])
-    qmin, qmax = _qrange(a["bits"], a["signed"], a["narrow_range"])
+    qmin, qmax = code_range(a["bits"], a["signed"], a["narrow_range"])
     if a["bits"] > 24:
         raise Unsupported(f"fake_quant with {a['bits']} bits is not exact in float32")
     return [_dequant(node, _codes(node, x, qmin, qmax), x.dtype)]

@@ -162,6 +162,13 @@ class TensorType:
         return f"{self.dtype.value}[{','.join(str(d) for d in self.shape)}]"
 
 
+def code_range(bits: int, signed: bool = True, narrow_range: bool = False) -> tuple[int, int]:
+    """(qmin, qmax) of `bits`-bit codes; narrow range drops the most negative code."""
+    lo = -(1 << (bits - 1)) if signed else 0
+    hi = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    return (lo + 1 if narrow_range else lo), hi
+
+
 @dataclass(frozen=True, slots=True)
 class QuantParams:
     """Affine quantization: real = scale * (q - zero_point).
@@ -183,12 +190,11 @@ class QuantParams:
 
     @property
     def qmin(self) -> int:
-        lo = -(1 << (self.bits - 1)) if self.signed else 0
-        return lo + 1 if self.narrow_range else lo
+        return code_range(self.bits, self.signed, self.narrow_range)[0]
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return code_range(self.bits, self.signed, self.narrow_range)[1]
 
     @property
     def per_axis(self) -> bool:

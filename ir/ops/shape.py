@@ -319,9 +319,10 @@ def _infer_strided_slice(types, attrs):
     return [x.with_shape(final)]
 
 
-def _strided_slice_kernel(ins, attrs):
-    x = ins[0]
-    plan, final = _strided_slice_plan(x.shape, attrs)
+def strided_slice_index(shape, attrs) -> tuple[tuple, tuple]:
+    """(NumPy-style index, final shape) of a strided_slice on `shape` (TF's mask
+    semantics); backends that index arrays the NumPy way (JAX) reuse it."""
+    plan, final = _strided_slice_plan(shape, attrs)
     idx = []
     for b, e, s, shrink, size in plan:
         if shrink:
@@ -333,7 +334,13 @@ def _strided_slice_kernel(ins, attrs):
             # backwards) would mean "last element" to Python.
             stop = b + s * size
             idx.append(slice(b, stop if stop >= 0 else None, s))
-    return [np.reshape(x[tuple(idx)], final)]
+    return tuple(idx), final
+
+
+def _strided_slice_kernel(ins, attrs):
+    x = ins[0]
+    idx, final = strided_slice_index(x.shape, attrs)
+    return [np.reshape(x[idx], final)]
 
 
 _MASK = "bit i applies to spec entry i"
