@@ -13,6 +13,7 @@ Framework-heavy entry points (TensorFlow, Keras) are imported on first use, so
 
 __version__ = "0.1.0"
 
+from ._lazy import lazy_getattr
 from .ir import (ConversionError, DType, Graph, Layout, Module, Node, ParseError, QuantParams,
                  TensorforgeError, TensorType, Value, VerificationError)
 from .ir.interpreter import run_graph, run_module
@@ -31,15 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tensorforge' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, __name__, _LAZY, globals())
 
 
 __all__ = ["__version__", "ConversionError", "DType", "Graph", "Layout", "Module", "Node",

@@ -18,6 +18,7 @@ Keras and JAX helpers are imported on first use, so importing this module stays 
 
 from __future__ import annotations
 
+from ._lazy import lazy_getattr
 from .passes.quantize import schemes
 from .passes.quantize.calibrate import calibrate, check_calibration_data
 from .passes.quantize.config import (ConfigError, LayerConfiguration, QuantizationConfiguration,
@@ -43,12 +44,4 @@ __all__ = ["schemes", "Scheme", "QuantizationConfiguration", "LayerConfiguration
            *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tensorforge.quantization' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, __package__, _LAZY, globals())

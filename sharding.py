@@ -13,6 +13,7 @@ planning, auto-sharding and the device-by-device SPMD check are here; execution 
 
 from __future__ import annotations
 
+from ._lazy import lazy_getattr
 from .passes.shard import (Collective, Layout, LayoutMap, Mesh, ShardingError, ShardingPlan,
                            auto_shard, create_layout_map, partition, run_partitioned, shard,
                            tensor_name)
@@ -28,12 +29,4 @@ __all__ = ["Mesh", "Layout", "LayoutMap", "ShardingError", "ShardingPlan", "Coll
            "tensor_name", *_LAZY]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tensorforge.sharding' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, __package__, _LAZY, globals())
