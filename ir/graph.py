@@ -15,6 +15,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .attrs import attr_equal, normalize_attr
+from .ops import get_op, has_op
+from .quantized import operand_types
 from .types import DType, Layout, QuantParams, TensorType
 
 
@@ -46,6 +49,7 @@ class Value:
 
     @property
     def is_graph_input(self) -> bool:
+        """True for a graph input (a value no node produces)."""
         return self.producer is None
 
     @property
@@ -121,23 +125,6 @@ class Node:
         return f"Node({self.describe()})"
 
 
-def normalize_attr(v: Any) -> Any:
-    """Makes attribute values immutable and canonical: lists become tuples, NumPy scalars
-    become Python scalars, arrays become read-only (constants are shared between clones)."""
-    if isinstance(v, np.ndarray):
-        if v.flags.writeable:
-            v = v.copy()
-            v.flags.writeable = False
-        return v
-    if isinstance(v, (list, tuple)):
-        return tuple(normalize_attr(x) for x in v)
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.dtype):
-        return DType.from_numpy(v)
-    return v
-
-
 class Graph:
     """Ordered inputs, ordered outputs, and nodes kept in topological order."""
 
@@ -160,6 +147,7 @@ class Graph:
 
     @property
     def nodes(self) -> list[Node]:
+        """The nodes in order, as a list (a snapshot; iterate the graph to walk it)."""
         return list(self)
 
     def __len__(self) -> int:
@@ -167,20 +155,24 @@ class Graph:
 
     @property
     def first(self) -> Node | None:
+        """The first node, or None for an empty graph."""
         return self._first
 
     @property
     def last(self) -> Node | None:
+        """The last node, or None for an empty graph."""
         return self._last
 
     # -- building ----------------------------------------------------------------------------
     def add_input(self, type: TensorType, name: str | None = None, quant: QuantParams | None = None,
                   layout: Layout | None = None) -> Value:
+        """Appends a graph input of `type` (optionally named, quantized, laid out); returns it."""
         v = Value(type, name, quant=quant, layout=layout)
         self.inputs.append(v)
         return v
 
     def set_outputs(self, values: Iterable[Value]) -> None:
+        """Makes `values` the graph outputs (in order), keeping use-lists right."""
         for i, old in enumerate(self.outputs):
             del old.uses[(self, i)]
         self.outputs = list(values)
@@ -192,9 +184,6 @@ class Graph:
             scope: str = "", loc: str = "", before: Node | None = None) -> Node:
         """Creates a node (result types inferred from the op registry unless given) and inserts it
         at the end of the graph, or just before `before`. Returns the node."""
-        from .ops import get_op  # local: registry imports graph-free modules only
-        from .quantized import operand_types
-
         opdef = get_op(op)
         attrs = opdef.complete_attrs(attrs or {})
         if types is None:
@@ -229,6 +218,7 @@ class Graph:
         self._count += 1
 
     def append(self, node: Node) -> Node:
+        """Inserts `node` at the end of the graph and returns it."""
         self._link_uses(node)
         node.prev, node.next = self._last, None
         if self._last is None:
@@ -252,6 +242,7 @@ class Graph:
         return node
 
     def insert_after(self, node: Node, anchor: Node) -> Node:
+        """Inserts `node` just after `anchor` and returns it."""
         if anchor.next is None:
             if anchor.graph is not self:
                 raise ValueError("anchor is not in this graph")
@@ -332,6 +323,7 @@ class Module:
         self.metadata: dict[str, Any] = {k: normalize_attr(v) for k, v in (metadata or {}).items()}
 
     def add_graph(self, graph: Graph) -> Graph:
+        """Adds `graph` under its name (which must be new) and returns it."""
         if graph.name in self.graphs:
             raise ValueError(f"module already has a graph @{graph.name}")
         self.graphs[graph.name] = graph
@@ -339,24 +331,95 @@ class Module:
 
     @property
     def main(self) -> Graph:
+        """The entry graph: `@main`, else the first graph."""
         if "main" in self.graphs:
             return self.graphs["main"]
         return next(iter(self.graphs.values()))
 
     def clone(self) -> "Module":
+        """A deep copy of every graph (constant arrays are shared: they are read-only)."""
         return Module([g.clone() for g in self.graphs.values()], dict(self.metadata))
 
     def __eq__(self, other: object) -> bool:
-        """Structural equality: the same printed form (names, ops, attrs, types, constants)."""
+        """Structural equality: the same metadata and graphs, where graphs are equal when their
+        printed forms would be (`graphs_equal`); printing itself is `ir.text`'s job."""
         if not isinstance(other, Module):
             return NotImplemented
-        from .text import print_module
-
-        return print_module(self) == print_module(other)
+        return (list(self.graphs) == list(other.graphs)
+                and self.metadata.keys() == other.metadata.keys()
+                and all(attr_equal(v, other.metadata[k]) for k, v in self.metadata.items())
+                and all(graphs_equal(g, other.graphs[n]) for n, g in self.graphs.items()))
 
     __hash__ = None  # mutable
 
-    def __str__(self) -> str:
-        from .text import print_module
+    def __repr__(self) -> str:
+        graphs = ", ".join(f"@{n}: {len(g)} nodes" for n, g in self.graphs.items())
+        source = self.metadata.get("source")
+        return f"Module({graphs}{', source=' + repr(source) if source else ''})"
 
-        return print_module(self)
+
+def display_names(graph: Graph) -> dict[int, str | None]:
+    """The name each value of `graph` is shown under, keyed by `id(value)`: its own name, made
+    unique with a `_k` suffix, or None for an anonymous value (no name, or an all-digit one),
+    which the text format numbers in definition order."""
+    values = list(graph.inputs) + [o for n in graph for o in n.outputs]
+    taken = {v.name for v in values if v.name and not v.name.isdigit()}
+    names: dict[int, str | None] = {}
+    used: set[str] = set()
+    for v in values:
+        if v.name and not v.name.isdigit():
+            name = v.name
+            if name in used:
+                k = 1
+                while f"{v.name}_{k}" in used or f"{v.name}_{k}" in taken:
+                    k += 1
+                name = f"{v.name}_{k}"
+            used.add(name)
+            names[id(v)] = name
+        else:
+            names[id(v)] = None
+    return names
+
+
+def _shown_attrs(node: Node) -> dict[str, Any]:
+    """The attributes that differ from the op's declared defaults (what the text shows)."""
+    decls = get_op(node.op).attrs if has_op(node.op) else {}
+    return {k: v for k, v in node.attrs.items()
+            if not (k in decls and attr_equal(v, decls[k].default))}
+
+
+def graphs_equal(a: Graph, b: Graph) -> bool:
+    """True when `a` and `b` have the same name, inputs, nodes (op, operands, attributes,
+    result types, quantization, layouts, scope, loc, shown names) and outputs, in order."""
+    if a.name != b.name or len(a.inputs) != len(b.inputs) or len(a) != len(b) \
+            or len(a.outputs) != len(b.outputs):
+        return False
+    names_a, names_b = display_names(a), display_names(b)
+    counterpart: dict[int, int] = {}  # id(value of a) -> id(value of b)
+
+    def same_value(x: Value, y: Value) -> bool:
+        counterpart[id(x)] = id(y)
+        return (names_a[id(x)] == names_b[id(y)] and x.type == y.type
+                and x.layout == y.layout and _same_quant(x.quant, y.quant))
+
+    if not all(same_value(x, y) for x, y in zip(a.inputs, b.inputs)):
+        return False
+    for m, n in zip(a, b):
+        if (m.op != n.op or m.scope != n.scope or m.loc != n.loc
+                or len(m.inputs) != len(n.inputs) or len(m.outputs) != len(n.outputs)
+                or any(counterpart.get(id(x)) != id(y) for x, y in zip(m.inputs, n.inputs))):
+            return False
+        shown_m, shown_n = _shown_attrs(m), _shown_attrs(n)
+        if shown_m.keys() != shown_n.keys() or \
+                not all(attr_equal(v, shown_n[k]) for k, v in shown_m.items()):
+            return False
+        if not all(same_value(x, y) for x, y in zip(m.outputs, n.outputs)):
+            return False
+    return all(counterpart.get(id(x)) == id(y) for x, y in zip(a.outputs, b.outputs))
+
+
+def _same_quant(p: QuantParams | None, q: QuantParams | None) -> bool:
+    if p is None or q is None:
+        return p is q
+    return (attr_equal(p.scale, q.scale) and p.zero_point == q.zero_point and p.axis == q.axis
+            and p.bits == q.bits and p.signed == q.signed and p.narrow_range == q.narrow_range)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .errors import Diagnostic, ParseError
-from .graph import Graph, Module, Node, Value
+from .attrs import attr_equal
+from .graph import Graph, Module, Node, Value, display_names
 from .ops import get_op, has_op
 from .types import DType, Layout, QuantParams, TensorType
 
@@ -132,38 +133,26 @@ def format_value_type(v: Value) -> str:
     return s
 
 
-def _attr_equal(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return False
-    return type(a) is type(b) and a == b
-
-
 def _format_name(name: str) -> str:
     return name if _NAME_CHARS.match(name) else json.dumps(name)
 
 
 class _Namer:
-    """Assigns each value of a graph its printed name: its own (made unique) or a number."""
+    """Each value's printed name: `%` + its display name (`graph.display_names`), or a number
+    in definition order for an anonymous value."""
 
     def __init__(self, graph: Graph):
-        values = list(graph.inputs) + [o for n in graph for o in n.outputs]
-        taken = {v.name for v in values if v.name and not v.name.isdigit()}
         self.names: dict[int, str] = {}
-        used: set[str] = set()
         counter = 0
+        values = list(graph.inputs) + [o for n in graph for o in n.outputs]
+        shown = display_names(graph)
         for v in values:
-            if v.name and not v.name.isdigit():
-                name = v.name
-                if name in used:
-                    k = 1
-                    while f"{v.name}_{k}" in used or f"{v.name}_{k}" in taken:
-                        k += 1
-                    name = f"{v.name}_{k}"
-                used.add(name)
-                self.names[id(v)] = "%" + _format_name(name)
+            name = shown[id(v)]
+            if name is None:
+                name, counter = str(counter), counter + 1
             else:
-                self.names[id(v)] = f"%{counter}"
-                counter += 1
+                name = _format_name(name)
+            self.names[id(v)] = "%" + name
 
     def __call__(self, v: Value) -> str:
         try:
@@ -181,7 +170,7 @@ def print_node(node: Node, name: _Namer, elide: bool = False) -> str:
     if attrs:
         decls = get_op(node.op).attrs if has_op(node.op) else {}
         keys = [k for k in decls if k in attrs] + sorted(k for k in attrs if k not in decls)
-        shown = [k for k in keys if not (k in decls and _attr_equal(attrs[k], decls[k].default))]
+        shown = [k for k in keys if not (k in decls and attr_equal(attrs[k], decls[k].default))]
         if shown:
             s += " {" + ", ".join(f"{k}={format_attr(attrs[k], elide)}" for k in shown) + "}"
     s += " : " + ", ".join(format_value_type(o) for o in node.outputs)

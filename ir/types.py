@@ -44,14 +44,17 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
+        """True for floating-point dtypes (f16, bf16, f32, f64)."""
         return self in (DType.f32, DType.f16, DType.bf16, DType.f64)
 
     @property
     def is_int(self) -> bool:
+        """True for signed and unsigned integer dtypes (not bool)."""
         return self in (DType.i4, DType.i8, DType.u8, DType.i16, DType.i32, DType.i64)
 
     @property
     def bits(self) -> int:
+        """Width of one element in bits."""
         return _BITS[self]
 
     @staticmethod
@@ -122,10 +125,12 @@ class TensorType:
 
     @property
     def rank(self) -> int:
+        """Number of dims."""
         return len(self.shape)
 
     @property
     def is_static(self) -> bool:
+        """True when every dim is an int (no symbol)."""
         return all(isinstance(d, int) for d in self.shape)
 
     @property
@@ -139,9 +144,11 @@ class TensorType:
         return n
 
     def with_shape(self, shape: Iterable[Dim]) -> "TensorType":
+        """The same dtype with another shape."""
         return TensorType(self.dtype, tuple(shape))
 
     def with_dtype(self, dtype: DType) -> "TensorType":
+        """The same shape with another dtype."""
         return TensorType(dtype, self.shape)
 
     def accepts(self, shape: tuple[int, ...], bindings: dict[str, int] | None = None) -> bool:
@@ -190,14 +197,17 @@ class QuantParams:
 
     @property
     def qmin(self) -> int:
+        """The smallest code (e.g. -128, or -127 with narrow_range, for signed 8 bits)."""
         return code_range(self.bits, self.signed, self.narrow_range)[0]
 
     @property
     def qmax(self) -> int:
+        """The largest code (e.g. 127 for signed 8 bits)."""
         return code_range(self.bits, self.signed, self.narrow_range)[1]
 
     @property
     def per_axis(self) -> bool:
+        """True when there is one scale/zero point per slice of `axis`."""
         return self.axis is not None
 
     def problems(self, ttype: TensorType | None = None) -> list[str]:

@@ -633,6 +633,39 @@ def test_text_round_trip(m):
     assert print_module(parse_module(print_module(parsed))) == text
 
 
+def _perturb(m: Module, choice: int, k: int) -> str:
+    """Changes one thing of `m` that the text shows (or, for 'same', nothing); returns what."""
+    g = m.main
+    nodes = [n for n in g if n.op != "constant"]
+    values = list(g.inputs) + [o for n in g for o in n.outputs]
+    kinds = ["same", "rename", "scope", "loc", "metadata"] + (["attr"] if nodes else [])
+    kind = kinds[choice % len(kinds)]
+    if kind == "rename":
+        values[k % len(values)].name = "renamed_value"
+    elif kind == "scope" and nodes:
+        nodes[k % len(nodes)].scope += "/x"
+    elif kind == "loc" and nodes:
+        nodes[k % len(nodes)].loc += ":1"
+    elif kind == "metadata":
+        m.metadata["extra"] = k
+    elif kind == "attr":
+        n = nodes[k % len(nodes)]
+        n.attrs = {**n.attrs, "unknown_attr": -0.0 if k % 2 else 0.0}
+    return kind
+
+
+@settings(max_examples=150, **COMMON)
+@given(modules(), st.integers(0, 5), st.integers(0, 1000))
+def test_structural_equality_agrees_with_the_text(m, choice, k):
+    """`Module.__eq__` compares structure without printing; it must say exactly what comparing
+    the printed forms says, for identical modules and for every single visible change."""
+    other = parse_module(print_module(m))
+    kind = _perturb(other, choice, k)
+    note(kind)
+    assert (other == m) == (print_module(other) == print_module(m))
+    assert (m == other) == (other == m)
+
+
 @settings(max_examples=150, **COMMON)
 @given(modules())
 def test_verifier_accepts_generated_graphs(m):

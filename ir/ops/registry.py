@@ -11,12 +11,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..attrs import normalize_attr
 from ..errors import InferenceError
 from ..types import DType, TensorType
 
 REQUIRED = object()
 
-# Attribute kinds and the Python values they accept (after graph.normalize_attr).
+# Attribute kinds and the Python values they accept (after attrs.normalize_attr).
 _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -93,8 +94,6 @@ class OpDef:
     def complete_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """`attrs` with defaults filled in. Unknown or missing attributes are left for the
         verifier to report (so that every problem is listed at once)."""
-        from ..graph import normalize_attr
-
         out = {k: normalize_attr(v) for k, v in attrs.items()}
         for name, decl in self.attrs.items():
             if name not in out and decl.default is not REQUIRED:
