@@ -1,6 +1,6 @@
-"""`tensorforge.sharding`: meshes, layouts and layout maps as IR passes (work in progress:
-planning, auto-sharding and the device-by-device SPMD check are here; execution lives in
-`tensorforge.backends.jax_sharding` and `tensorforge.backends.dtensor`).
+"""`tensorforge.sharding`: meshes, layouts and layout maps as IR passes; planning,
+auto-sharding and the device-by-device SPMD check, and execution of a plan on JAX/XLA
+(`compile_sharded`, `run_sharded`) and TF DTensor (`run_dtensor`). A plan carries its mesh.
 
     from tensorforge import sharding as ts
     mesh = ts.Mesh({"batch": 2, "model": 4})
@@ -9,6 +9,8 @@ planning, auto-sharding and the device-by-device SPMD check are here; execution 
     plan = ts.shard(module, layout_map, inputs={"tokens": ts.Layout(("batch", None))})
     print(plan.report())
     plan = ts.auto_shard(module, mesh, memory_limit_bytes=...)
+    outs = ts.run_sharded(plan, [x])          # JAX/XLA on the plan's mesh
+    outs = ts.run_dtensor(plan, [x])          # TF DTensor
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .passes.shard import (Collective, Layout, LayoutMap, Mesh, ShardingError, S
 _LAZY = {
     "to_keras_layout_map": ("backends.keras_layout_map", "to_keras_layout_map"),
     "compile_sharded": ("backends.jax_sharding", "compile_sharded"),
+    "run_sharded": ("backends.jax_sharding", "run_sharded"),
     "run_dtensor": ("backends.dtensor", "run_dtensor"),
 }
 

@@ -1,15 +1,15 @@
 """Execution of a layout-annotated IR module with TensorFlow DTensor.
 
     ensure_cpu_devices(8)                   # before TF initialises its devices (fresh process)
-    prog = DTensorProgram(module, {"batch": 2, "model": 4})
+    prog = DTensorProgram(plan)             # plan = tensorforge.sharding.shard(...): its mesh
     outs = prog(x)                          # list of NumPy arrays (gathered, replicated)
-    run_dtensor(module, {"batch": 2, "model": 4}, [x])   # the same in one call
+    run_dtensor(plan, [x])                  # the same in one call
 
 Every value may carry `value.layout` (per dim a mesh axis name or None, see
 `tensorforge.ir.types.Layout`). The program:
 
-- builds a DTensor mesh over the first `prod(mesh_axes)` logical devices (CPU unless a
-  `device_type` is given), axes in `mesh_axes` order;
+- builds a DTensor mesh over the first `mesh.size` logical devices (CPU unless a
+  `device_type` is given), axes in the plan's mesh order;
 - turns each constant that is big (more than `tf_lowering.VARIABLE_MIN_ELEMENTS` elements) or
   annotated with a layout into a `dtensor.DVariable` with that layout (None -> unsharded);
   smaller unannotated constants stay inline `tf.constant`s (replicated);
@@ -38,6 +38,8 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module, Node, Value
 from ..ir.types import Layout
 from . import tf_lowering as tfl
+from ..passes.shard.mesh import Mesh as ShardMesh
+from ..passes.shard.plan import ShardingPlan, module_and_mesh, positional_after_plan
 from .common import constant_name
 
 __all__ = ["DTensorProgram", "run_dtensor", "ensure_cpu_devices", "layout_problems",
@@ -120,14 +122,21 @@ def dtensor_layout(layout: Layout | None, rank: int, mesh) -> "dtensor.Layout":
 
 
 class DTensorProgram:
-    """`module.main` compiled for a DTensor mesh; call it with NumPy inputs (positional, in
-    graph-input order) to get the outputs as NumPy arrays. Raises ConversionError listing every
-    problem (devices, layouts, lowering) at construction."""
+    """The plan's module compiled for a DTensor mesh (the plan's); call it with NumPy inputs
+    (positional, in graph-input order) to get the outputs as NumPy arrays. `plan` may also be
+    a layout-annotated Module carrying its mesh in metadata, or given `mesh=`. Raises
+    ConversionError listing every problem (devices, layouts, lowering) at construction."""
 
-    def __init__(self, module: Module, mesh_axes: Mapping[str, int] | None = None, *,
-                 device_type: str = "CPU"):
+    def __init__(self, plan: "ShardingPlan | Module", *args,
+                 mesh: "ShardMesh | Mapping[str, int] | None" = None, device_type: str = "CPU"):
+        if args:
+            positional_after_plan("DTensorProgram", args, None, "no other argument",
+                                  "DTensorProgram(plan)")
+            raise TypeError(f"DTensorProgram takes one positional argument (the plan), got "
+                            f"{1 + len(args)}")
+        module, shard_mesh = module_and_mesh(plan, mesh, caller="DTensorProgram")
         self.module = module
-        self.mesh_axes = dict(mesh_axes or {"batch": 2, "model": 4})
+        self.mesh_axes = dict(shard_mesh.axes)
         graph = module.main
         problems = layout_problems(module, self.mesh_axes)
         ndev = math.prod(s for s in self.mesh_axes.values() if isinstance(s, int) and s > 0)
@@ -231,10 +240,13 @@ class DTensorProgram:
         return [dtensor.unpack(t)[0].numpy() for t in outs]
 
 
-def run_dtensor(module: Module, mesh_axes: Mapping[str, int] | None = None,
-                inputs: Sequence = (), *, device_type: str = "CPU") -> list[np.ndarray]:
-    """Runs `module.main` on a DTensor mesh (`mesh_axes`: ordered axis name -> size, default
-    {"batch": 2, "model": 4}) with weights and inputs laid out per their `value.layout`;
-    returns the outputs as NumPy arrays. On CPU, call `ensure_cpu_devices(n)` first (before
-    TensorFlow initialises), e.g. in a fresh process."""
-    return DTensorProgram(module, mesh_axes, device_type=device_type)(*inputs)
+def run_dtensor(plan: "ShardingPlan | Module", *args, inputs: Sequence | None = None,
+                mesh: "ShardMesh | Mapping[str, int] | None" = None,
+                device_type: str = "CPU") -> list[np.ndarray]:
+    """Runs the plan's module on a DTensor mesh (the plan's) with weights and inputs laid out
+    per their `value.layout`; returns the outputs as NumPy arrays. `plan` may also be a
+    layout-annotated Module carrying its mesh in metadata, or given `mesh=`. On CPU, call
+    `ensure_cpu_devices(n)` first (before TensorFlow initialises), e.g. in a fresh process."""
+    inputs = positional_after_plan("run_dtensor", args, inputs, "inputs",
+                                   "run_dtensor(plan, [inputs...])")
+    return DTensorProgram(plan, mesh=mesh, device_type=device_type)(*(inputs or ()))

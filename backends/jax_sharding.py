@@ -1,7 +1,8 @@
 """Sharded execution of a layout-annotated IR module on JAX/XLA, and the collectives XLA chose.
 
-    compiled = compile_sharded(module, mesh_axes={"batch": 2, "model": 4}, example_inputs=[x])
+    compiled = compile_sharded(plan, example_inputs=[x])   # plan = tensorforge.sharding.shard(...)
     outs = compiled(x)                      # jax.jit with NamedSharding in/out shardings
+    run_sharded(plan, [x])                  # compile, run once, NumPy outputs
     compiled.params                         # params placed with their NamedShardings
     compiled.per_device_param_bytes()       # device id -> bytes of the params it holds
     count_collectives(compiled.hlo_text())  # {"all-reduce": (count, bytes), ...}
@@ -16,7 +17,7 @@ does not plan them (that is `passes/shard`), it executes whatever the values car
   the same global view as the planner instead of inventing its own.
 
 The mesh is `jax.sharding.Mesh` over the first prod(sizes) devices of `jax.devices()`, row-major
-over the axes in `mesh_axes` order (the numbering of `passes/shard/mesh.py`).
+over the plan's mesh axes in order (the numbering of `passes/shard/mesh.py`).
 
 Every layout problem is reported before anything is compiled, all at once (ConversionError): a
 mesh larger than `jax.device_count()`, a layout naming an unknown mesh axis or the same axis
@@ -43,9 +44,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module, Value
 from ..ir.types import Layout
+from ..passes.shard.mesh import Mesh as ShardMesh
+from ..passes.shard.plan import ShardingPlan, module_and_mesh, positional_after_plan
 from .jax import _Ctx, _dry_run, _emit, _make_params
 
-__all__ = ["compile_sharded", "count_collectives", "param_layouts", "param_values",
+__all__ = ["compile_sharded", "run_sharded", "count_collectives", "param_layouts", "param_values",
            "ShardedProgram", "COLLECTIVES"]
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
@@ -229,26 +232,27 @@ def _make_mesh(mesh_axes: Mapping[str, int]) -> Mesh:
     return Mesh(devices, tuple(mesh_axes))
 
 
-def compile_sharded(module: Module, mesh_axes: Mapping[str, int],
-                    example_inputs: Sequence | None = None) -> ShardedProgram:
-    """Lowers `module` to JAX with every value's `.layout` turned into a NamedSharding on a mesh
-    of `mesh_axes` (ordered name -> size) and returns the jitted `ShardedProgram`.
+def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequence | None = None,
+                    mesh: "ShardMesh | Mapping[str, int] | None" = None) -> ShardedProgram:
+    """Lowers the plan's module to JAX with every value's `.layout` turned into a NamedSharding
+    on the plan's mesh and returns the jitted `ShardedProgram`.
 
+    `plan` is a `ShardingPlan` (it carries its mesh), or a layout-annotated Module that carries
+    its mesh in metadata (the `shard-propagate` pass writes it) or is given `mesh=`.
     `example_inputs` give the concrete input shapes the layouts are checked against (needed
     when a graph input has a symbolic dim; otherwise zeros of the declared shapes are used).
     Raises ConversionError, before anything is compiled and listing every problem: a mesh
     needing more devices than `jax.device_count()`, an unknown or repeated mesh axis, a layout
     of the wrong rank, or a dim its mesh axis does not divide."""
+    example_inputs = positional_after_plan("compile_sharded", args, example_inputs,
+                                           "example_inputs",
+                                           "compile_sharded(plan, example_inputs=[...])")
+    module, shard_mesh = module_and_mesh(plan, mesh, caller="compile_sharded")
     graph = module.main
-    mesh_axes = dict(mesh_axes)
+    mesh_axes = dict(shard_mesh.axes)
     problems: list[Diagnostic] = []
-    for a, n in mesh_axes.items():
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            problems.append(Diagnostic(f"mesh axis {a!r} has size {n!r}; sizes must be "
-                                       f"positive integers"))
-    ok_sizes = not problems
-    need = math.prod(int(n) for n in mesh_axes.values()) if ok_sizes else 0
-    if ok_sizes and need > jax.device_count():
+    need = shard_mesh.size
+    if need > jax.device_count():
         problems.append(Diagnostic(
             f"mesh {mesh_axes} needs {need} devices but JAX sees {jax.device_count()} "
             f"({jax.default_backend()}); on CPU set XLA_FLAGS="
@@ -304,6 +308,14 @@ def compile_sharded(module: Module, mesh_axes: Mapping[str, int],
     fn = _constrained_fn(module, keys, value_shardings)
     return ShardedProgram(mesh, fn, params, param_shardings, input_shardings, output_shardings,
                           example_inputs)
+
+
+def run_sharded(plan: "ShardingPlan | Module", inputs: Sequence, *,
+                mesh: "ShardMesh | Mapping[str, int] | None" = None) -> list[np.ndarray]:
+    """Compiles the plan (`compile_sharded`) for `inputs`, runs it once on the plan's mesh and
+    returns the outputs as NumPy arrays (gathered from their shards)."""
+    program = compile_sharded(plan, example_inputs=list(inputs), mesh=mesh)
+    return [np.asarray(o) for o in program(*inputs)]
 
 
 # -- reading the compiled collectives ----------------------------------------------------------

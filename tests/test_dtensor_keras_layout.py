@@ -51,7 +51,7 @@ y = g.add("matmul", [h, w2], scope="mlp/fc2", names=["y"]).output
 g.set_outputs([y])
 mod = Module([g])
 xv = rng.standard_normal((4, 64)).astype(np.float32)
-prog = DTensorProgram(mod, {"batch": 2, "model": 4})
+prog = DTensorProgram(mod, mesh={"batch": 2, "model": 4})
 out = prog(xv)[0]
 ref = tensorforge.run_graph(g, [xv])[0]
 res["mlp"] = {"rel": rel(out, ref), "shape": list(out.shape),
@@ -77,7 +77,7 @@ for node in enc.main:
 assert not want, want
 enc.main.inputs[0].layout = Layout(("batch", None))
 tokens = rng.integers(0, 50, (2, 8)).astype(np.int32)
-prog = DTensorProgram(enc, {"batch": 2, "model": 4})
+prog = DTensorProgram(enc, mesh={"batch": 2, "model": 4})
 out = prog(tokens)[0]
 ref = tensorforge.run_graph(enc.main, [tokens])[0]
 keras_ref = np.asarray(model(tokens))
@@ -218,7 +218,7 @@ def test_dtensor_reports_every_problem_at_once():
 
     mod = _mlp(Layout(("batch", None)), Layout((None, "tensor")), Layout(("model", None)))
     with pytest.raises(ConversionError) as err:
-        DTensorProgram(mod, {"batch": 4, "model": 4, "pipe": 64})
+        DTensorProgram(mod, mesh={"batch": 4, "model": 4, "pipe": 64})
     text = str(err.value)
     assert "needs 1024 CPU devices" in text                   # mesh larger than devices
     assert "unknown mesh axis 'tensor'" in text

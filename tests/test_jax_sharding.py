@@ -109,7 +109,7 @@ def _check(module, mesh_axes, x, sharded_keys):
     from tensorforge.backends.jax import to_jax
     from tensorforge.backends.jax_sharding import compile_sharded, count_collectives
 
-    compiled = compile_sharded(module, mesh_axes, example_inputs=[x])
+    compiled = compile_sharded(module, example_inputs=[x], mesh=mesh_axes)
     got = compiled(x)
     want = tensorforge.run_graph(module.main, [x])
     fwd = count_collectives(compiled.hlo_text())
@@ -285,7 +285,7 @@ def test_layout_errors_are_listed_together_before_compiling():
     x = np.zeros((4, 64), np.float32)
     with pytest.raises(ConversionError) as err:
         # 1024 devices: more than any test machine has (and than this process sees).
-        compile_sharded(module, {"batch": 256, "model": 4}, example_inputs=[x])
+        compile_sharded(module, example_inputs=[x], mesh={"batch": 256, "model": 4})
     text = str(err.value)
     assert "needs 1024 devices" in text
     assert "'rows'" in text and "not in the mesh" in text
@@ -308,7 +308,7 @@ def test_symbolic_input_needs_example_inputs_and_param_layouts_match_to_jax():
     assert set(layouts) == set(to_jax(module)[1]) == {"W1", "W2"}
     assert layouts["W1"] == Layout((None, "model"))
     with pytest.raises(ConversionError, match="symbolic shape"):
-        compile_sharded(module, {"batch": 1, "model": 1})
+        compile_sharded(module, mesh={"batch": 1, "model": 1})
 
 
 def test_single_device_mesh_runs_in_process():
@@ -317,10 +317,43 @@ def test_single_device_mesh_runs_in_process():
 
     module = _mlp_module()
     x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
-    compiled = compile_sharded(module, {"batch": 1, "model": 1}, example_inputs=[x])
+    compiled = compile_sharded(module, example_inputs=[x], mesh={"batch": 1, "model": 1})
     assert _rel(compiled(x)[0], tensorforge.run_graph(module.main, [x])[0]) < RTOL
     assert count_collectives(compiled.hlo_text())["all-reduce"][0] == 0
 
+
+
+def test_the_plan_carries_its_mesh():
+    """compile_sharded / run_sharded take the plan alone (its mesh is the plan's); a module
+    annotated by the shard-propagate pass carries its mesh in metadata; the old spelling that
+    repeated the mesh is refused with the new one in the message."""
+    import tensorforge
+    from tensorforge import sharding as ts
+    from tensorforge.backends.jax_sharding import compile_sharded, run_sharded
+    from tensorforge.passes import PassManager
+
+    module = _mlp_module()
+    for v in [*module.main.inputs, *(o for n in module.main for o in n.outputs)]:
+        v.layout = None
+    mesh = ts.Mesh({"batch": 1, "model": 1})
+    plan = ts.shard(module, ts.create_layout_map(module, mesh))
+    x = np.random.default_rng(5).standard_normal((4, 64)).astype(np.float32)
+    want = tensorforge.run_graph(module.main, [x])[0]
+    assert compile_sharded(plan, example_inputs=[x]).mesh.shape == {"batch": 1, "model": 1}
+    (got,) = run_sharded(plan, [x])
+    assert isinstance(got, np.ndarray) and _rel(got, want) < RTOL
+
+    annotated = module.clone()
+    PassManager.parse('shard-propagate{mesh="batch=1,model=1"}').run(annotated)
+    assert annotated.metadata["mesh"] == "batch=1,model=1"
+    assert _rel(run_sharded(annotated, [x])[0], want) < RTOL
+
+    with pytest.raises(ts.ShardingError, match=r"compile_sharded\(plan, example_inputs"):
+        compile_sharded(plan.module, {"batch": 1, "model": 1}, example_inputs=[x])
+    with pytest.raises(ts.ShardingError, match="carries no mesh"):
+        compile_sharded(module, example_inputs=[x])
+    with pytest.raises(ts.ShardingError, match="differs from the plan"):
+        compile_sharded(plan, example_inputs=[x], mesh={"batch": 1})
 
 if __name__ == "__main__":
     print(json.dumps(_script(sys.argv[1])))

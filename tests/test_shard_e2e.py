@@ -40,9 +40,9 @@ def _flax_measure() -> dict:
     plan = ts.shard(module, ts.create_layout_map(module, mesh), batch=BATCH)
     x = np.random.default_rng(3).standard_normal((BATCH, SEQ, D)).astype(np.float32)
     (want,) = tensorforge.run_graph(module.main, [x])
-    program = compile_sharded(plan.module, {"batch": 2, "model": 4}, example_inputs=[x])
+    program = compile_sharded(plan, example_inputs=[x])
     (got,) = program(x)
-    (dt,) = run_dtensor(plan.module, {"batch": 2, "model": 4}, [x])
+    (dt,) = run_dtensor(plan, [x])
     rel = lambda a: float(np.max(np.abs(np.asarray(a) - want)) / np.max(np.abs(want)))  # noqa
     return {"flax_jax_rel": rel(got), "flax_dtensor_rel": rel(dt),
             "flax_plan": [[c.kind, c.axis] for c in plan.collectives],
@@ -65,11 +65,10 @@ def _measure() -> dict:
     mesh = ts.Mesh({"batch": 2, "model": 4})
     plan = ts.shard(module, ts.create_layout_map(module, mesh, embedding="none"), batch=BATCH)
     tokens = np.random.default_rng(0).integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
-    program = compile_sharded(plan.module, dict(zip(mesh.axis_names, mesh.shape)),
-                              example_inputs=[tokens])
+    program = compile_sharded(plan, example_inputs=[tokens])
     (got,) = program(tokens)
     (want,) = tensorforge.run_graph(module.main, [tokens])
-    (dt,) = run_dtensor(plan.module, {"batch": 2, "model": 4}, [tokens])
+    (dt,) = run_dtensor(plan, [tokens])
     counts = count_collectives(program.hlo_text())
     sharded = [v for v, _ in plan.parameters() if v.layout is not None
                and any(a is not None for a in v.layout.axes)]

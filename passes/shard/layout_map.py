@@ -117,6 +117,7 @@ class LayoutMap:
         return len(self._layouts)
 
     def items(self):
+        """(key, Layout) pairs in the order they were set."""
         return self._layouts.items()
 
     def matches(self, name: str) -> list[tuple[str, Layout]]:

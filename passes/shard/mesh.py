@@ -41,10 +41,12 @@ class Mesh:
 
     @property
     def axis_names(self) -> tuple[str, ...]:
+        """The axis names, in order."""
         return tuple(self.axes)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The axis sizes, in order."""
         return tuple(self.axes.values())
 
     @property
@@ -86,3 +88,23 @@ class Mesh:
 
     def __repr__(self) -> str:
         return f"Mesh({self.axes!r})"
+
+
+def parse_mesh(text: str) -> Mesh:
+    """`"batch=2,model=4"` (or `batch:2,model:4`) -> Mesh."""
+    axes, problems = {}, []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(\d+)", part)
+        if m is None:
+            problems.append(f"mesh axis {part!r} is not NAME=SIZE")
+            continue
+        axes[m.group(1)] = int(m.group(2))
+    if problems or not axes:
+        raise ShardingError(f"bad mesh {text!r}", [Diagnostic(p) for p in problems or
+                                                   ["expected e.g. \"batch=2,model=4\""]])
+    return Mesh(axes)
+
+
+def mesh_text(mesh: Mesh) -> str:
+    """The text form `parse_mesh` reads: `"batch=2,model=4"`."""
+    return ",".join(f"{a}={n}" for a, n in zip(mesh.axis_names, mesh.shape))

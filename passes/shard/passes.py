@@ -15,28 +15,9 @@ import re
 from ...ir.errors import Diagnostic
 from ..base import Option, Pass, register_pass
 from .layout_map import LayoutMap, create_layout_map, node_order, tensor_name
-from .mesh import Mesh, ShardingError
+from .mesh import ShardingError, mesh_text, parse_mesh
 from .partition import partition
 from .propagate import shard
-
-
-def parse_mesh(text: str) -> Mesh:
-    """`"batch=2,model=4"` (or `batch:2,model:4`) -> Mesh."""
-    axes, problems = {}, []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(\d+)", part)
-        if m is None:
-            problems.append(f"mesh axis {part!r} is not NAME=SIZE")
-            continue
-        axes[m.group(1)] = int(m.group(2))
-    if problems or not axes:
-        raise ShardingError(f"bad mesh {text!r}", [Diagnostic(p) for p in problems or
-                                                   ["expected e.g. \"batch=2,model=4\""]])
-    return Mesh(axes)
-
-
-def mesh_text(mesh: Mesh) -> str:
-    return ",".join(f"{a}={n}" for a, n in zip(mesh.axis_names, mesh.shape))
 
 
 @register_pass("shard-propagate")

@@ -18,10 +18,12 @@ batch=1 a batch-sharded tensor counts a fractional 1/n of a row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
+from ...ir.errors import Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.types import Layout, TensorType
-from .mesh import Mesh
+from .mesh import Mesh, ShardingError, parse_mesh
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,3 +302,48 @@ class ShardingPlan:
 
     def __str__(self) -> str:
         return self.report()
+
+
+def module_and_mesh(source: "ShardingPlan | Module", mesh: "Mesh | Mapping[str, int] | None" = None,
+                    *, caller: str) -> tuple[Module, Mesh]:
+    """The layout-annotated module and the mesh it runs on, for the execution entry points
+    (`compile_sharded`, `run_sharded`, `run_dtensor`, `DTensorProgram`).
+
+    A `ShardingPlan` carries both. A bare Module is accepted when it carries its mesh in its
+    metadata (`mesh = "batch=2,model=4"`, written by the `shard-propagate` pass) or when
+    `mesh=` is given (a module annotated by hand or by other tools). `mesh=` given with a plan
+    must agree with the plan's mesh."""
+    if isinstance(mesh, Mapping):
+        mesh = Mesh(mesh)
+    if isinstance(source, ShardingPlan):
+        if mesh is not None and mesh != source.mesh:
+            raise ShardingError(f"{caller}: mesh {mesh} differs from the plan's", [Diagnostic(
+                f"the plan was made for {source.mesh}; leave mesh= out, the plan carries it")])
+        return source.module, source.mesh
+    if not isinstance(source, Module):
+        raise ShardingError(f"{caller} takes a ShardingPlan (or a layout-annotated Module)",
+                            [Diagnostic(f"got {type(source).__name__}")])
+    if mesh is None:
+        text = source.metadata.get("mesh")
+        if not isinstance(text, str) or not text:
+            raise ShardingError(f"{caller}: the module carries no mesh", [Diagnostic(
+                f"pass the plan itself, {caller}(plan, ...) (it carries its mesh), or give "
+                f"mesh=Mesh({{...}}) for a module annotated by other means")])
+        mesh = parse_mesh(text)
+    return source, mesh
+
+
+def positional_after_plan(caller: str, args: tuple, keyword, name: str, new_spelling: str):
+    """The one argument an execution entry point takes after the plan (`example_inputs` or
+    `inputs`), given positionally (`args`) or by keyword. The old spelling, which repeated the
+    mesh there (`caller(plan.module, {"batch": 2, ...}, ...)`), gets a clear error pointing to
+    `new_spelling`."""
+    if args and isinstance(args[0], (Mapping, Mesh)):
+        raise ShardingError(f"{caller} no longer takes the mesh as its second argument",
+                            [Diagnostic(f"the plan carries its mesh: call {new_spelling} "
+                                        f"(for a module annotated by other means, pass "
+                                        f"mesh=... as a keyword)")])
+    if len(args) > 1 or (args and keyword is not None):
+        raise TypeError(f"{caller} takes the plan and {name}; got {1 + len(args)} positional "
+                        f"arguments{' and ' + name + '=' if keyword is not None else ''}")
+    return args[0] if args else keyword
