@@ -25,7 +25,7 @@ _LAZY = {
     "convert": ("tools.convert", "convert"),
     "ConversionResult": ("tools.convert", "ConversionResult"),
     "from_keras": ("frontends.keras", "from_keras"),
-    "from_saved_model": ("frontends.tf_graph", "from_saved_model"),
+    "from_saved_model": ("frontends.tf", "from_saved_model"),
     "from_jax": ("frontends.jax", "from_jax"),
     "from_flax": ("frontends.jax", "from_flax"),
     "JaxModel": ("tools.sources", "JaxModel"),

@@ -21,18 +21,20 @@ from __future__ import annotations
 from ._lazy import lazy_getattr
 from .passes.quantize import schemes
 from .passes.quantize.calibrate import calibrate, check_calibration_data
-from .passes.quantize.config import (ConfigError, LayerConfiguration, QuantizationConfiguration,
-                                     QuantizationConfigurationMap, Resolution)
+from .passes.quantize.config import QuantizationConfigurationMap
+from .passes.quantize.configuration import (ConfigError, LayerConfiguration,
+                                            QuantizationConfiguration)
 from .passes.quantize.insert import QuantizationPlan
 from .passes.quantize.lower import lower_quantized
 from .passes.quantize.observers import make_observer
+from .passes.quantize.resolution import Resolution
 from .passes.quantize.schemes import Scheme
 
 _LAZY = {
-    "apply_quantization_on_model": ("frontends.keras_qat", "apply_quantization_on_model"),
-    "scope": ("frontends.keras_qat", "scope"),
-    "fake_quant": ("frontends.jax_qat", "fake_quant"),
-    "FakeQuant": ("frontends.jax_qat", "FakeQuant"),
+    "apply_quantization_on_model": ("qat.keras", "apply_quantization_on_model"),
+    "scope": ("qat.keras", "scope"),
+    "fake_quant": ("qat.jax", "fake_quant"),
+    "FakeQuant": ("qat.jax", "FakeQuant"),
     "quantize_module": ("tools.quantize", "quantize_module"),
     "layer_errors": ("tools.quantize", "layer_errors"),
     "QuantizeResult": ("tools.quantize", "QuantizeResult"),

@@ -542,6 +542,7 @@ LOWERINGS: dict[str, Callable] = {
     "neg": _unary(jnp.negative), "abs": _unary(jnp.abs), "exp": _unary(jnp.exp),
     "log": _unary(jnp.log), "sqrt": _unary(jnp.sqrt), "rsqrt": _unary(lax.rsqrt),
     "tanh": _unary(jnp.tanh), "sigmoid": _unary(jax.nn.sigmoid), "erf": _unary(lax.erf),
+    "sin": _unary(jnp.sin), "cos": _unary(jnp.cos),
     "relu": _unary(lambda x: jnp.maximum(x, 0)), "relu6": _unary(lambda x: jnp.clip(x, 0, 6)),
     "leaky_relu": _leaky_relu, "gelu": _gelu, "elu": _elu,
     "hard_swish": _unary(lambda x: x * jnp.clip(x + 3, 0, 6) / 6),

@@ -563,6 +563,7 @@ LOWERINGS: dict[str, Callable] = {
     "neg": _unary(tf.math.negative), "abs": _unary(tf.math.abs), "exp": _unary(tf.math.exp),
     "log": _unary(tf.math.log), "sqrt": _unary(tf.math.sqrt), "rsqrt": _unary(tf.math.rsqrt),
     "tanh": _unary(tf.math.tanh), "sigmoid": _unary(tf.math.sigmoid), "erf": _unary(tf.math.erf),
+    "sin": _unary(tf.math.sin), "cos": _unary(tf.math.cos),
     "relu": _unary(tf.nn.relu), "relu6": _unary(tf.nn.relu6), "leaky_relu": _leaky_relu,
     "gelu": _gelu, "elu": _elu, "hard_swish": _hard_swish, "hard_sigmoid": _hard_sigmoid,
     "softplus": _softplus, "sign": _unary(tf.math.sign), "floor": _unary(tf.math.floor),

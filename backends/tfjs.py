@@ -43,6 +43,7 @@ import numpy as np
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
+from ..version import package_version
 from .common import swap_directory
 
 __all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "write_tfjs",
@@ -142,17 +143,6 @@ _CLEARED_TENSOR_FIELDS = ("tensor_content", "half_val", "float_val", "double_val
                           "resource_handle_val", "variant_val", "uint32_val", "uint64_val")
 
 _ARTIFACT_FILE = re.compile(r"(model\.json|group\d+-shard\d+of\d+\.bin)\Z")
-
-
-def _version() -> str:
-    # Read from the installed distribution rather than importing the top-level package, which
-    # sits above the backends in the layering.
-    from importlib import metadata
-
-    try:
-        return metadata.version("tensorforge")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # -- lowering ----------------------------------------------------------------------------------
@@ -536,7 +526,7 @@ def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict)
     model = {
         "format": "graph-model",
         "generatedBy": tf.__version__,
-        "convertedBy": f"tensorforge {_version()}",
+        "convertedBy": f"tensorforge {package_version()}",
         "modelTopology": MessageToDict(graph_def),
         "signature": _signature(graph_def, inputs, outputs),
         "userDefinedMetadata": _jsonable(metadata),

@@ -46,9 +46,11 @@ class PassContext:
     stats: dict[str, int] = field(default_factory=dict)
 
     def bump(self, key: str, n: int = 1) -> None:
+        """Adds `n` to the statistic `key` (shown with the timing report)."""
         self.stats[key] = self.stats.get(key, 0) + n
 
     def wants_ir_after(self, name: str) -> bool:
+        """True when the IR should be printed after pass `name` (`--print-ir-after`)."""
         return "all" in self.print_ir_after or name in self.print_ir_after
 
     def timing_report(self) -> str:
@@ -75,9 +77,11 @@ class PassManager:
 
     @classmethod
     def parse(cls, pipeline: str) -> "PassManager":
+        """A pass manager for a textual pipeline (`"canonicalize{fold=false},dce"`)."""
         return cls(parse_pipeline(pipeline))
 
     def add(self, p: Pass) -> "PassManager":
+        """Appends pass `p`; returns the manager (chainable)."""
         self.passes.append(p)
         return self
 

@@ -20,34 +20,32 @@ Semantics are TF's FakeQuantWithMinMaxVars (tensorflow/core/kernels/fake_quant_o
   sum of `g` where `x > nudged_max` (summed per channel with `axis`).
 
 **Marker.** The forward runs inside `jax.jit` of a function named
-`tensorforge_fake_quant__bits{B}__narrow{0|1}__axis{A|none}` (axis normalized to >= 0), so the
+`passes.quantize.fake_quant.marker_name(bits, narrow_range, axis)`
+(`tensorforge_fake_quant__bits{B}__narrow{0|1}__axis{A|none}`, axis normalized to >= 0), so the
 traced jaxpr holds one `jit` equation whose `name` param carries every static setting; its
-operands are `(x, min, max)`. The JAX frontend recognizes that name (`jax_ops.TABLE` key
-`jit:tensorforge_fake_quant`) and lifts the equation with `lower_fake_quant` into IR
+operands are `(x, min, max)`. The JAX frontend recognizes that name (op-table key
+`jit:tensorforge_fake_quant`, `frontends/jax/fake_quant.py`) and lifts the equation into IR
 `quantize` -> `dequantize`, instead of inlining it. Under `jax.grad` the transposed equation
-keeps the name but has other operands; it is not matched and is simply inlined.
+keeps the name but has other operands; it is not matched and is simply inlined. The NumPy
+reference of the nudge is `passes.quantize.fake_quant.nudge`.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-MARKER = "tensorforge_fake_quant"
-_MARKER_RE = re.compile(rf"^{MARKER}__bits(\d+)__narrow([01])__axis(none|\d+)$")
+from ..ir.types import code_range
+from ..passes.quantize.fake_quant import marker_name
+
 _MAX_BITS = 16  # TF's FakeQuant ops accept 2..16 bits
 
 
 # -- nudging -----------------------------------------------------------------------------------
-
-def _code_range(bits: int, narrow_range: bool) -> tuple[int, int]:
-    return (1 if narrow_range else 0), (1 << bits) - 1
-
 
 def _opaque(*xs):
     """`xs` behind an optimization barrier, so that XLA's algebraic simplifier cannot rewrite
@@ -75,20 +73,6 @@ def _nudge(lo, hi, qmin: int, qmax: int):
     return scale, zp, (qmin_f - zp) * scale, (qmax_f - zp) * scale
 
 
-def nudge(min_val, max_val, *, bits: int = 8, narrow_range: bool = False):
-    """NumPy reference of TF's Nudge: `(scale, zero_point, nudged_min, nudged_max)` as float32
-    arrays (zero point in `[quant_min, quant_max]`, TF's unsigned code range), elementwise over
-    per-channel `min_val` / `max_val`. Same float32 arithmetic as `fake_quant`."""
-    qmin, qmax = _code_range(bits, narrow_range)
-    lo, hi = np.asarray(min_val, np.float32), np.asarray(max_val, np.float32)
-    scale = (hi - lo) / np.float32(qmax - qmin)
-    zp_from_min = (np.float32(qmin) - lo / scale).astype(np.float64)
-    # Half away from zero like std::round; in f64, where adding 0.5 is exact for f32 values.
-    zp = np.clip(np.trunc(zp_from_min + np.copysign(0.5, zp_from_min)), qmin, qmax)
-    zp = zp.astype(np.float32)
-    return scale, zp, (np.float32(qmin) - zp) * scale, (np.float32(qmax) - zp) * scale
-
-
 # -- fake_quant --------------------------------------------------------------------------------
 
 def _param_shape(ndim: int, axis: int | None) -> tuple[int, ...]:
@@ -103,7 +87,7 @@ def _param_shape(ndim: int, axis: int | None) -> tuple[int, ...]:
 def _marker_fn(bits: int, narrow_range: bool, axis: int | None):
     """The jitted, named custom-VJP fake-quant for one static configuration (cached so that
     jit's cache is reused across calls)."""
-    qmin, qmax = _code_range(bits, narrow_range)
+    qmin, qmax = code_range(bits, signed=False, narrow_range=narrow_range)
 
     def ranges(x, lo, hi):
         shape = _param_shape(x.ndim, axis)
@@ -140,20 +124,6 @@ def _marker_fn(bits: int, narrow_range: bool, axis: int | None):
     # jit names its equation after the function: the frontend's marker (see module doc).
     marked.__name__ = marked.__qualname__ = marker_name(bits, narrow_range, axis)
     return jax.jit(marked)
-
-
-def marker_name(bits: int, narrow_range: bool, axis: int | None) -> str:
-    """The jit function name that marks a fake-quant in a jaxpr (axis already >= 0)."""
-    return f"{MARKER}__bits{bits}__narrow{int(bool(narrow_range))}__axis" \
-           f"{'none' if axis is None else int(axis)}"
-
-
-def parse_marker(name: str) -> tuple[int, bool, int | None] | None:
-    """`(bits, narrow_range, axis)` encoded in a marker name, or None if it is not one."""
-    m = _MARKER_RE.match(str(name))
-    if m is None:
-        return None
-    return int(m.group(1)), m.group(2) == "1", None if m.group(3) == "none" else int(m.group(3))
 
 
 def fake_quant(x, min_val, max_val, *, bits: int = 8, narrow_range: bool = False,
@@ -234,62 +204,3 @@ class FakeQuant(nn.Module):
             hi = self.param("max", init_hi)
         narrow = self.symmetric if self.narrow_range is None else self.narrow_range
         return fake_quant(x, lo, hi, bits=self.bits, narrow_range=narrow, axis=axis)
-
-
-# -- lifting (used by frontends.jax_ops) -------------------------------------------------------
-
-def matches_marker(eqn) -> bool:
-    """True for the forward marker equation itself: `(x, min, max) -> y` with a marker name
-    (transposed / linearized copies of the jit, made by JAX transformations, keep the name
-    but not this signature)."""
-    if parse_marker(eqn.params.get("name", "")) is None:
-        return False
-    if len(eqn.invars) != 3 or len(eqn.outvars) != 1:
-        return False
-    return tuple(eqn.invars[0].aval.shape) == tuple(eqn.outvars[0].aval.shape)
-
-
-_STORAGE = {8: "i8", 16: "i16"}  # bits -> IR storage dtype; codes shifted by -2^(bits-1)
-
-
-def lower_fake_quant(ctx, eqn, ins):
-    """Lifts a marker equation to IR `quantize` (i8 / i16 codes) -> `dequantize` with the nudged
-    params: scale = nudged scale, zero_point = nudged zp - 2^(bits-1) (TF's unsigned codes
-    shifted to signed storage), narrow_range as given (int8 codes [-127, 127]). min/max must
-    be constants at conversion time; a constant x (a weight) becomes integer codes + dequantize.
-    """
-    from ..ir.types import DType, QuantParams
-    from .jax import Const, LiftError
-
-    bits, narrow, axis = parse_marker(eqn.params["name"])
-    x, lo, hi = ins
-    problems = []
-    if bits not in _STORAGE:
-        problems.append(f"{bits}-bit fake_quant has no IR storage type (supported: 8 -> i8, "
-                        f"16 -> i16)")
-    for what, v in (("min", lo), ("max", hi)):
-        if not isinstance(v, Const):
-            problems.append(f"fake_quant {what} is not a constant at conversion time (it must "
-                            f"come from params/literals, not from the inputs)")
-    if not ctx.dtype(x).is_float:
-        problems.append(f"fake_quant of {ctx.dtype(x)} (needs a float tensor)")
-    if problems:
-        raise LiftError("; ".join(problems))
-    scale, zp, _, _ = nudge(lo.array, hi.array, bits=bits, narrow_range=narrow)
-    scale, zp = np.ravel(scale), np.ravel(zp)
-    bad = ~(np.isfinite(scale) & (scale > 0))
-    if bad.any():
-        raise LiftError(f"fake_quant range is empty or invalid (min must be < max): min="
-                        f"{np.ravel(lo.array)[bad].tolist()}, max="
-                        f"{np.ravel(hi.array)[bad].tolist()}")
-    shift = 1 << (bits - 1)
-    dtype = DType.i8 if bits == 8 else DType.i16
-    params = {"scale": [float(s) for s in scale],
-              "zero_point": [int(z) - shift for z in zp], "axis": axis}
-    qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)
-    q = ctx.emit("quantize", [x], {**params, "dtype": dtype, "narrow_range": narrow})
-    if isinstance(q, Const):
-        # A constant (weight): keep QDQ form, integer codes + a dequantize node, not a fold.
-        q = ctx.value(q)
-    q.quant = qp
-    return ctx.emit("dequantize", [q], {**params, "dtype": ctx.dtype(x)})

@@ -26,7 +26,7 @@ weights copy over one to one. The output range variables live in a `FakeQuant` s
 the parent's `call`, inside the parent's name scope.
 
 Lifting a trained QAT model (`tensorforge.from_keras`) turns every FakeQuant TF op into an IR
-`quantize` -> `dequantize` pair with TF's nudged params (see `frontends/tf_ops.py`).
+`quantize` -> `dequantize` pair with TF's nudged params (see `frontends/tf/ops/quant.py`).
 """
 
 from __future__ import annotations

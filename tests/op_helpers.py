@@ -40,6 +40,11 @@ def rand(*shape, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+# The float unary ops every backend test (TFLite, SavedModel, TF.js, JAX) runs in its real
+# runtime against the interpreter, on `X * 3`. A new unary op is added here once.
+UNARY_OPS = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish",
+             "hard_sigmoid", "softplus", "erf", "sign", "floor", "ceil", "sin", "cos"]
+
 # Sample operands the backend tests feed to every op.
 X = rand(2, 3, 4)
 POS = np.abs(X) + 0.1

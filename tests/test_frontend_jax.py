@@ -61,6 +61,17 @@ def test_jnp_function_broadcasting_and_reductions():
     _check(m, f, [x, y])
 
 
+def test_sin_cos_rotary_embedding():
+    def rope(x):
+        t = jnp.arange(x.shape[-1], dtype=jnp.float32)[None] * 0.25 + x   # angles from x
+        return jnp.concatenate([x * jnp.cos(t), x * jnp.sin(t)], axis=-1)
+
+    x = _rand(3, 8)
+    m = from_jax(rope, [x])
+    assert {"sin", "cos"} <= {n.op for n in m.main}
+    _check(m, rope, [x])
+
+
 def test_jit_and_custom_jvp_are_inlined():
     @jax.jit
     def inner(x):

@@ -1,4 +1,4 @@
-"""Keras -> IR (frontends/keras.py, frontends/tf_graph.py): every layer family and the
+"""Keras -> IR (frontends/keras/, frontends/tf/): every layer family and the
 keras.applications models lift, verify, and match Keras through the IR interpreter.
 
 The heavy applications are marked slow (`make test-slow`); the default run keeps a small CNN,
@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 L = keras.layers
 
 from tensorforge.frontends.keras import from_keras, keras_scope_fn  # noqa: E402
-from tensorforge.frontends.tf_graph import from_saved_model, lift_concrete_function  # noqa: E402
+from tensorforge.frontends.tf import from_saved_model, lift_concrete_function  # noqa: E402
 from tensorforge.ir.errors import ConversionError  # noqa: E402
 from tensorforge.ir.interpreter import run_graph  # noqa: E402
 from tensorforge.ir.verify import verify_module  # noqa: E402
@@ -225,6 +225,22 @@ def test_activation(act):
 def test_activation_layers():
     check_model(seq((4, 5), L.LeakyReLU(0.1), L.ELU(), L.ReLU(max_value=6.0), L.PReLU(),
                     L.Softmax(axis=1)), batches=(2,))
+
+
+class Rotary(L.Layer):
+    """The trigonometry of a rotary position embedding: x*cos(t) + rotate(x)*sin(t)."""
+
+    def call(self, x):
+        t = keras.ops.arange(x.shape[-1], dtype="float32") * 0.5
+        rotated = keras.ops.concatenate([-x[..., 2:], x[..., :2]], axis=-1)
+        return x * keras.ops.cos(t + x) + rotated * keras.ops.sin(t - x)
+
+
+def test_sin_cos_lift_to_ir_ops():
+    model = seq((3, 4), Rotary(name="rope"))
+    module = from_keras(model)
+    assert {"sin", "cos"} <= set(ops(module))
+    check_model(model, batches=(2, 3))
 
 
 def _norm_layer():
@@ -455,7 +471,7 @@ def test_corrupt_and_missing_keras_files(tmp_path):
         from_keras(42)
 
 
-# -- tf_graph: concrete functions, freezing, SavedModel ------------------------------------------
+# -- frontends.tf: concrete functions, freezing, SavedModel --------------------------------------
 
 def test_freeze_path_matches_fast_path():
     model = small_cnn()

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
-from op_helpers import HALVES, I32, IMG, X, rand, small_cnn_graph  # noqa: E402
+from op_helpers import HALVES, I32, IMG, UNARY_OPS, X, rand, small_cnn_graph  # noqa: E402
 
 import tensorforge  # noqa: E402
 from tensorforge.backends import jax as jax_backend  # noqa: E402
@@ -134,6 +134,7 @@ def _one_op(op, inputs, attrs=None, const_inputs=()):
 
 F = rand(3, 3, 4, 6, seed=2) * 0.3
 CASES = [
+    *[(op, [X * 3], {}) for op in UNARY_OPS],
     ("gelu", [X], {"approximate": True}), ("gelu", [X], {}), ("erf", [X], {}),
     ("rsqrt", [np.abs(X) + 0.1], {}), ("elu", [X], {"alpha": 0.7}),
     ("leaky_relu", [X], {"alpha": 0.1}), ("hard_swish", [X], {}), ("softplus", [X], {}),

@@ -14,7 +14,8 @@ POS = np.abs(X) + 0.1
 UNARY = [
     ("neg", X, {}, tf.negative), ("abs", X, {}, tf.abs), ("exp", X, {}, tf.exp),
     ("log", POS, {}, tf.math.log), ("sqrt", POS, {}, tf.sqrt), ("rsqrt", POS, {}, tf.math.rsqrt),
-    ("tanh", X, {}, tf.tanh), ("sigmoid", X, {}, tf.sigmoid), ("erf", X, {}, tf.math.erf),
+    ("tanh", X, {}, tf.tanh), ("sin", X, {}, tf.sin), ("cos", X, {}, tf.cos),
+    ("sigmoid", X, {}, tf.sigmoid), ("erf", X, {}, tf.math.erf),
     ("relu", X, {}, tf.nn.relu), ("relu6", X, {}, tf.nn.relu6),
     ("leaky_relu", X, {"alpha": 0.3}, lambda x: tf.nn.leaky_relu(x, 0.3)),
     ("gelu", X, {}, lambda x: tf.nn.gelu(x, approximate=False)),

@@ -16,11 +16,11 @@ from tensorforge.ir.errors import ConversionError, TensorforgeError
 from tensorforge.ir.graph import Graph, Module
 from tensorforge.ir.ops import all_ops
 from tensorforge.ir.types import DType, TensorType
-from tensorforge.passes.quantize import config as C
+from tensorforge.passes.quantize import overrides as C
 from tensorforge.passes.quantize import schemes
-from tensorforge.passes.quantize.config import (ConfigError, LayerConfiguration,
-                                                QuantizationConfiguration as QC,
-                                                QuantizationConfigurationMap)
+from tensorforge.passes.quantize.config import QuantizationConfigurationMap
+from tensorforge.passes.quantize.configuration import (ConfigError, LayerConfiguration,
+                                                       QuantizationConfiguration as QC)
 
 W4 = QC(bits=4, symmetric=True, granularity="per_channel")
 W4B = QC(bits=4, granularity="blockwise", block_size=8)

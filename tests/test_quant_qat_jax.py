@@ -1,4 +1,4 @@
-"""JAX/Flax quantization-aware training (frontends/jax_qat.py): `fake_quant` against NumPy
+"""JAX/Flax quantization-aware training (qat/jax.py): `fake_quant` against NumPy
 references of TF's nudged FakeQuantWithMinMaxVars and against TF itself, its straight-through
 gradients, a Flax MLP with `FakeQuant` layers trained on sklearn digits, and its lifting into IR
 quantize/dequantize pairs checked with the IR interpreter."""
@@ -15,11 +15,11 @@ jnp = jax.numpy
 nn = pytest.importorskip("flax.linen")
 
 import tensorforge  # noqa: E402
-from tensorforge.frontends.jax_qat import (FakeQuant, fake_quant, marker_name,  # noqa: E402
-                                           nudge, parse_marker)
 from tensorforge.ir.errors import ConversionError  # noqa: E402
 from tensorforge.ir.types import DType  # noqa: E402
 from tensorforge.ir.verify import verify_module  # noqa: E402
+from tensorforge.passes.quantize.fake_quant import marker_name, nudge, parse_marker  # noqa: E402
+from tensorforge.qat.jax import FakeQuant, fake_quant  # noqa: E402
 
 HYP = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 N = 257

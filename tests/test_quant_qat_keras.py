@@ -1,5 +1,5 @@
-"""Quantization-aware training for Keras 3 (frontends/keras_qat.py) and the lifting of TF's
-FakeQuant ops into IR quantize -> dequantize pairs (frontends/tf_ops.py).
+"""Quantization-aware training for Keras 3 (qat/keras.py) and the lifting of TF's
+FakeQuant ops into IR quantize -> dequantize pairs (frontends/tf/ops/quant.py).
 
 Real TF/Keras throughout: small models on sklearn's 8x8 digits, trained for an epoch or two.
 """
@@ -15,12 +15,11 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import tensorforge  # noqa: E402
-from tensorforge.frontends.keras_qat import (FakeQuant, QATAdd, QATConcatenate,  # noqa: E402
-                                             QATConv2D, QATDense, QATDepthwiseConv2D,
-                                             QATEinsumDense, apply_quantization_on_model,
-                                             scope)
-from tensorforge.frontends.tf_graph import lift_concrete_function  # noqa: E402
-from tensorforge.frontends.tf_ops import tf_fake_quant_params  # noqa: E402
+from tensorforge.qat.keras import (FakeQuant, QATAdd, QATConcatenate,  # noqa: E402
+                                    QATConv2D, QATDense, QATDepthwiseConv2D, QATEinsumDense,
+                                    apply_quantization_on_model, scope)
+from tensorforge.frontends.tf import lift_concrete_function  # noqa: E402
+from tensorforge.frontends.tf.ops.quant import tf_fake_quant_params  # noqa: E402
 from tensorforge.ir.errors import ConversionError  # noqa: E402
 from tensorforge.ir.interpreter import run_module  # noqa: E402
 from tensorforge.ir.types import DType  # noqa: E402

@@ -24,13 +24,12 @@ from tensorforge.ir.ops import OpDef, has_op, register_op
 RTOL = ATOL = 1e-5
 
 
-from op_helpers import BOOLS, HALVES, I32, IMG, POS, X, rand, ttype  # noqa: E402,F401
+from op_helpers import BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X, rand, ttype  # noqa: E402,F401
 
 
 QX = np.concatenate([HALVES * 0.1, X.ravel()]).reshape(2, 16).astype(np.float32)
 
-UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish", "hard_sigmoid",
-         "softplus", "erf", "sign", "floor", "ceil", "identity"]
+UNARY = UNARY_OPS + ["identity"]
 
 # name: (op, graph-input arrays, constant arrays, attrs)
 CASES = {

@@ -62,7 +62,7 @@ def assert_matches(got, ref: list[np.ndarray], names: list[str], rtol=RTOL, atol
 
 # -- graphs --------------------------------------------------------------------------------------
 
-from op_helpers import (BOOLS, HALVES, I32, IMG, POS, X, rand, small_cnn_graph,  # noqa: E402,F401
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X, rand, small_cnn_graph,  # noqa: E402,F401
                         ttype)
 
 
@@ -78,8 +78,7 @@ def op_graph(op, *arrays, consts=(), **attrs):
 
 W = lambda *s, seed: rand(*s, seed=seed) * 0.3  # noqa: E731
 
-UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish", "hard_sigmoid",
-         "softplus", "erf", "sign", "floor", "ceil", "elu"]
+UNARY = UNARY_OPS + ["elu"]
 
 CASES = {
     **{f"unary-{op}": (op, [X * 3], {}, {}) for op in UNARY},

@@ -18,7 +18,7 @@ from tensorforge.ir.ops import OpDef, has_op, register_op
 RTOL = ATOL = 1e-5
 
 
-from op_helpers import (BOOLS, HALVES, I32, IMG, POS, X, rand, small_cnn_graph,  # noqa: E402,F401
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X, rand, small_cnn_graph,  # noqa: E402,F401
                         ttype)
 
 
@@ -69,8 +69,7 @@ def op_graph(op, *arrays, consts=(), **attrs):
 # -- every op against the IR interpreter --------------------------------------------------------
 
 
-UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "relu6", "hard_swish", "hard_sigmoid",
-         "softplus", "erf", "sign", "floor", "ceil"]
+UNARY = UNARY_OPS
 
 CASES = {
     **{f"unary-{op}": (op, [X * 3], {}) for op in UNARY},

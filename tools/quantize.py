@@ -21,11 +21,12 @@ from ..ir.graph import Module, Node
 from ..ir.verify import verify_module
 from ..passes.quantize import schemes as S
 from ..passes.quantize.calibrate import calibrate, check_calibration_data
-from ..passes.quantize.config import (ConfigError, QuantizationConfigurationMap,
-                                      Resolution)
+from ..passes.quantize.config import QuantizationConfigurationMap
+from ..passes.quantize.configuration import ConfigError
 from ..passes.quantize.insert import InsertReport, QuantizationPlan
 from ..passes.quantize.lower import lower_quantized
 from ..passes.quantize.observers import make_observer
+from ..passes.quantize.resolution import Resolution
 
 
 @dataclass

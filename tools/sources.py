@@ -154,7 +154,7 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
         if not (path / "saved_model.pb").exists():
             raise ConversionError(f"{path} is a directory but not a SavedModel "
                                   f"(no saved_model.pb)")
-        from ..frontends.tf_graph import from_saved_model
+        from ..frontends.tf import from_saved_model
 
         module = from_saved_model(str(path), signature=signature)
         names = list(module.metadata.get("output_names", ()))

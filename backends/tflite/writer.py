@@ -1,4 +1,4 @@
-"""Flatbuffer assembly: lowers a Module's entry graph through the table in `ops.py` into the
+"""Flatbuffer assembly: lowers a Module's entry graph through the table in `ops/` into the
 schema's object API (ModelT, SubGraphT, TensorT, ...) and packs it into `.tflite` bytes.
 
 The output is a pure function of the IR: tensors, buffers and operator codes are numbered in
@@ -18,8 +18,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
 from ..common import signature_names
-from . import ops
-from .ops import TFL_TYPES, Unsupported
+from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
 
 SCHEMA_VERSION = 3
 BUFFER_ALIGNMENT = 16  # schema.fbs: `data:[ubyte] (force_align: 16)`
@@ -60,7 +59,7 @@ def _producer() -> str:
 
 
 class Emitter:
-    """Collects tensors, buffers and operators while the lowerings run (API in ops.py)."""
+    """Collects tensors, buffers and operators while the lowerings run (API in ops/__init__.py)."""
 
     def __init__(self, fp16: bool = False):
         self.fp16 = fp16
@@ -112,18 +111,23 @@ class Emitter:
         self._pinned.append(node)
 
     def skipped(self, node: Node) -> bool:
+        """True when another node's lowering already emitted `node` (see `skip`)."""
         return id(node) in self._skipped
 
     def dtype(self, index: int) -> DType:
+        """The IR dtype of tensor `index`."""
         return self.info[index][0]
 
     def shape(self, index: int) -> tuple:
+        """The IR shape (with symbolic dims) of tensor `index`."""
         return self.info[index][1]
 
     def quant(self, index: int) -> QuantParams | None:
+        """The quantization params of tensor `index` (None when it has none)."""
         return self.quants[index]
 
     def set_quant(self, index: int, qp: QuantParams) -> None:
+        """Gives tensor `index` the quantization params `qp` (in the flatbuffer too)."""
         self.quants[index] = qp
         self.tensors[index].quantization = fb.QuantizationParametersT(
             scale=list(qp.scale), zeroPoint=list(qp.zero_point),
@@ -158,9 +162,12 @@ class Emitter:
         return self._tensor(dtype, arr.shape, name, buffer=self._buffer(data), quant=quant)
 
     def is_const(self, index: int) -> bool:
+        """True when tensor `index` is a constant (has a data buffer)."""
         return self.tensors[index].buffer != 0
 
     def value_name(self, value: Value) -> str:
+        """The tensor name of an IR value: its own name, else `scope/op` of its producer
+        (`:i` for one result of several), or `input`."""
         if value.name:
             return value.name
         node = value.producer
@@ -192,6 +199,7 @@ class Emitter:
         return self._tensor(dtype, shape, f"{self.prefix}/{name}")
 
     def alias(self, value: Value, index: int) -> None:
+        """Makes IR value `value` an alias of existing tensor `index` (no operator)."""
         self._pinned.append(value)
         self._values[id(value)] = index
 
@@ -219,7 +227,7 @@ class Emitter:
             quant = self.quants[outputs[0]]
         elif code == "DEQUANTIZE":
             quant = self.quants[inputs[0]]
-        version = ops.op_version(code, sig(inputs), sig(outputs), options, quant=quant)
+        version = op_version(code, sig(inputs), sig(outputs), options, quant=quant)
         builtin = getattr(fb.BuiltinOperator, code)
         index = self.opcodes.setdefault((builtin, version), len(self.opcodes))
         self.operators.append(fb.OperatorT(
@@ -257,7 +265,7 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
     for node in graph:
         if node.op == "constant" or e.skipped(node):
             continue  # emitted where used, or fused into an earlier operator
-        lower = ops.LOWERINGS.get(node.op)
+        lower = LOWERINGS.get(node.op)
         if lower is None:
             problems.append(_diag(node, f"op '{node.op}' has no TFLite lowering"))
             continue
@@ -278,7 +286,7 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
             # A subgraph output must be computed by an operator of its own: copy graph inputs,
             # constants and repeated outputs.
             if index in inputs or e.is_const(index) or index in outputs:
-                index = ops.copy_into(e, index, name=f"{e.value_name(v)}/copy")
+                index = copy_into(e, index, name=f"{e.value_name(v)}/copy")
             outputs.append(index)
         except Unsupported as err:
             problems.append(Diagnostic(f"graph output %{v.name or '?'}: {err}"))

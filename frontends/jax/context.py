@@ -1,33 +1,32 @@
-"""JAX / Flax frontend: lifts a traced jaxpr (`jax.make_jaxpr`) into the IR.
+"""The lifting context of the JAX frontend: what every op lowering sees, and the jaxpr walk.
 
-- `from_jax(fn, example_args, params=..., names=...)` traces `fn(*args)` or `fn(params, *args)`;
-  parameter leaves become named constants (`Dense_0/kernel`, from their pytree paths).
-- `from_flax(module, variables, example_args)` (linen) and `from_flax(nnx_module, example_args)`
-  (NNX) wrap `from_jax`.
-- Example args may be arrays or `jax.ShapeDtypeStruct`s with symbolic dims
-  (`jax.export.symbolic_shape("b, 8")`); a symbol becomes the IR symbol of the same name.
-- Each equation becomes IR nodes through one small function per primitive (`jax_ops.TABLE`);
-  call-like primitives (pjit/jit, closed_call, custom_jvp/vjp calls, remat) are inlined,
-  except jit calls recognized by function name (`_marker`: the QAT `fake_quant` marker).
-  Node scope = the equation's name stack (Flax module path, e.g. `MLP/fc1`), loc =
-  `jax:{primitive}:{file}:{line}` of the user frame.
-- Equations whose inputs are all constants are folded at import with the IR reference kernels.
-- Unsupported primitives are all collected first and raised together in one ConversionError.
+- `Lifter` (`ctx` in the op tables) holds the graph under construction, the environment
+  (jaxpr var -> IR `Value` or import-time `Const`), the current scope/loc and the collected
+  diagnostics; `ctx.emit` adds an IR node, or folds it with the IR reference kernel when every
+  input is a constant; `reshape`/`transpose`/`cast`/`scalar` are shape helpers.
+- `Lifter.lift_jaxpr` walks a jaxpr: each equation goes through the table the Lifter was built
+  with (primitive name -> lowering); call-like primitives (pjit/jit, closed_call, custom_jvp/vjp
+  calls, remat) are inlined, except jit calls recognized by function name (`_marker`). A
+  lowering inlines a sub-jaxpr with `ctx.inline(eqn, ins)`, without importing the driver.
+- Node scope = the equation's name stack (Flax module path, e.g. `MLP/fc1`), loc =
+  `jax:{primitive}:{file}:{line}` of the user frame (`_frame`).
+- `_collect_unsupported` lists every primitive the table cannot lower, before lifting starts.
+
+Imports the IR only (and JAX lazily): op tables import this module, never the reverse.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..ir.errors import ConversionError, Diagnostic, InferenceError
-from ..ir.graph import Graph, Module, Value
-from ..ir.ops import get_op
-from ..ir.types import DType, TensorType, UNKNOWN
+from ...ir.errors import Diagnostic, InferenceError
+from ...ir.graph import Graph, Value
+from ...ir.ops import get_op
+from ...ir.types import DType, UNKNOWN
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -68,6 +67,7 @@ def ir_dim(d) -> int | str:
 
 
 def ir_dtype(dt) -> DType:
+    """A JAX / NumPy dtype as an IR DType (LiftError if the IR has none)."""
     try:
         return DType.from_numpy(np.dtype(dt))
     except (ValueError, TypeError):
@@ -77,26 +77,35 @@ def ir_dtype(dt) -> DType:
 # -- the lifter ------------------------------------------------------------------------------
 
 class Lifter:
-    def __init__(self, graph: Graph):
+    """The state of one lifting: the graph being built, the jaxpr environment, the lowering
+    table, the current equation's scope/loc, and the diagnostics collected so far."""
+
+    def __init__(self, graph: Graph, table: dict):
         self.graph = graph
+        self.table = table
         self.env: dict[Any, Any] = {}
         self.diagnostics: list[Diagnostic] = []
         self.scope = ""
         self.loc = ""
         self.prim = ""
+        self.fl: tuple | None = None  # (file, line) of the current equation's user frame
         self._names: set[str] = set()
 
     # entries are Value | Const
     def shape(self, e) -> tuple:
+        """The shape of an entry (IR dims)."""
         return e.array.shape if isinstance(e, Const) else e.type.shape
 
     def dtype(self, e) -> DType:
+        """The IR dtype of an entry."""
         return ir_dtype(e.array.dtype) if isinstance(e, Const) else e.type.dtype
 
     def const(self, e) -> np.ndarray | None:
+        """The array of a constant entry, None for a graph value."""
         return e.array if isinstance(e, Const) else None
 
     def value(self, e) -> Value:
+        """The entry as a graph Value (a constant is materialized once, under a unique name)."""
         if isinstance(e, Value):
             return e
         if e.value is None:
@@ -138,6 +147,7 @@ class Lifter:
 
     # -- shape helpers used by the op table
     def reshape(self, e, dims):
+        """`e` reshaped to `dims` (IR dims; at most one symbolic), or `e` if already so."""
         dims = list(dims)
         if tuple(dims) == tuple(self.shape(e)):
             return e
@@ -147,23 +157,79 @@ class Lifter:
         return self.emit("reshape", [e], {"shape": shape})
 
     def transpose(self, e, perm):
+        """`e` transposed by `perm`, or `e` for the identity permutation."""
         perm = [int(p) for p in perm]
         if perm == list(range(len(perm))):
             return e
         return self.emit("transpose", [e], {"perm": perm})
 
     def cast(self, e, dt: DType):
+        """`e` cast to `dt`, or `e` if it already has that dtype."""
         if self.dtype(e) == dt:
             return e
         return self.emit("cast", [e], {"to": dt})
 
     def scalar(self, v, like) -> Const:
+        """A scalar constant `v` in the dtype of `like`."""
         return Const(np.asarray(v, dtype=self.dtype(like).np))
+
+    # -- the walk
+    def lift_jaxpr(self, jaxpr, consts, args, outer_scope: str = "", outer_fl=None) -> list:
+        """Lifts `jaxpr` with `consts` and the entries `args` bound to its vars; returns the
+        entries of its outputs. Problems are collected in `diagnostics` (their results are
+        DEAD), not raised."""
+        for v, c in zip(jaxpr.constvars, consts):
+            self.env[v] = Const(np.asarray(c))
+        for v, a in zip(jaxpr.invars, args):
+            self.env[v] = a
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            scope, fl = _where(eqn, outer_scope, outer_fl)
+            ins = [_read(self, a) for a in eqn.invars]
+            lower = _marker(eqn, self.table) or self.table.get(name)
+            if any(x is DEAD for x in ins):
+                outs = [DEAD] * len(eqn.outvars)
+            elif lower is not None:
+                self.scope, self.prim, self.fl = scope, name, fl
+                self.loc = _loc(name, fl)
+                try:
+                    outs = lower(self, eqn, ins)
+                    if not isinstance(outs, list):
+                        outs = [outs]
+                except LiftError as e:
+                    self.diagnostics.append(Diagnostic(
+                        str(e), node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
+                        scope=scope, loc=self.loc))
+                    outs = [DEAD] * len(eqn.outvars)
+            else:
+                sub = _sub_jaxpr(eqn)
+                sub_consts = sub[1] if sub else []
+                outs = self.lift_jaxpr(sub[0], sub_consts, ins, scope, fl)
+            for v, o in zip(eqn.outvars, outs):
+                self.env[v] = o
+        return [_read(self, v) for v in jaxpr.outvars]
+
+    def inline(self, eqn, ins) -> list:
+        """Lifts the sub-jaxpr of the call-like equation being lowered (`eqn`, inputs `ins`)
+        in place, under the equation's scope and user frame; returns its output entries."""
+        jaxpr, consts = _sub_jaxpr(eqn)
+        return self.lift_jaxpr(jaxpr, consts, ins, self.scope, self.fl)
+
+
+# Frames in these directories are tensorforge's own (this frontend, the QAT wrappers), not the
+# user's line that `_frame` looks for.
+_FRONTEND_DIR = os.path.dirname(os.path.abspath(__file__))
+_QAT_DIR = os.path.join(os.path.dirname(os.path.dirname(_FRONTEND_DIR)), "qat")
+
+
+def _in_dir(path: str, directory: str) -> bool:
+    return os.path.abspath(path).startswith(directory + os.sep)
 
 
 def _frame(source_info):
-    """(file, line) of the most useful user frame: the first outside site-packages, else the
-    first frame JAX considers user code."""
+    """(file, line) of the most useful user frame: the first outside site-packages, this
+    frontend and the QAT wrappers (`qat/`, so that a fake_quant points to the user's line),
+    else the first frame JAX considers user code."""
     from jax._src import source_info_util as siu
     tb = getattr(source_info, "traceback", None)
     if tb is None:
@@ -173,10 +239,14 @@ def _frame(source_info):
     except Exception:
         return None
     for f in frames:
-        if "site-packages" not in f.file_name and f"{os.sep}frontends{os.sep}jax" not in \
-                f.file_name:
+        if "site-packages" not in f.file_name and not _in_dir(f.file_name, _FRONTEND_DIR) \
+                and not _in_dir(f.file_name, _QAT_DIR):
             return f.file_name, f.start_line
     return (frames[0].file_name, frames[0].start_line) if frames else None
+
+
+def _loc(name: str, fl) -> str:
+    return f"jax:{name}:{fl[0]}:{fl[1]}" if fl else f"jax:{name}"
 
 
 def _sub_jaxpr(eqn):
@@ -222,6 +292,8 @@ def _where(eqn, outer_scope, outer_fl):
 
 
 def _collect_unsupported(jaxpr, table, out, outer_scope="", outer_fl=None):
+    """Appends to `out` a Diagnostic for every equation of `jaxpr` (inlined calls included)
+    that `table` cannot lower."""
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
         scope, fl = _where(eqn, outer_scope, outer_fl)
@@ -233,10 +305,9 @@ def _collect_unsupported(jaxpr, table, out, outer_scope="", outer_fl=None):
             continue
         if name in table:
             continue
-        loc = f"jax:{name}:{fl[0]}:{fl[1]}" if fl else f"jax:{name}"
         out.append(Diagnostic(f"primitive {name} has no IR lowering",
                               node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
-                              scope=scope, loc=loc))
+                              scope=scope, loc=_loc(name, fl)))
 
 
 def _read(ctx: Lifter, atom):
@@ -245,191 +316,3 @@ def _read(ctx: Lifter, atom):
         aval = atom.aval
         return Const(np.asarray(atom.val, dtype=getattr(aval, "dtype", None)))
     return ctx.env[atom]
-
-
-def _lift_jaxpr(ctx: Lifter, jaxpr, consts, args, table, outer_scope="", outer_fl=None):
-    for v, c in zip(jaxpr.constvars, consts):
-        ctx.env[v] = Const(np.asarray(c))
-    for v, a in zip(jaxpr.invars, args):
-        ctx.env[v] = a
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        scope, fl = _where(eqn, outer_scope, outer_fl)
-        ins = [_read(ctx, a) for a in eqn.invars]
-        lower = _marker(eqn, table) or table.get(name)
-        if any(x is DEAD for x in ins):
-            outs = [DEAD] * len(eqn.outvars)
-        elif lower is not None:
-            ctx.scope, ctx.prim = scope, name
-            ctx.loc = f"jax:{name}:{fl[0]}:{fl[1]}" if fl else f"jax:{name}"
-            try:
-                outs = lower(ctx, eqn, ins)
-                if not isinstance(outs, list):
-                    outs = [outs]
-            except LiftError as e:
-                ctx.diagnostics.append(Diagnostic(
-                    str(e), node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
-                    scope=scope, loc=ctx.loc))
-                outs = [DEAD] * len(eqn.outvars)
-        else:
-            sub = _sub_jaxpr(eqn)
-            sub_consts = sub[1] if sub else []
-            outs = _lift_jaxpr(ctx, sub[0], sub_consts, ins, table, scope, fl)
-        for v, o in zip(eqn.outvars, outs):
-            ctx.env[v] = o
-    return [_read(ctx, v) for v in jaxpr.outvars]
-
-
-# -- naming ----------------------------------------------------------------------------------
-
-def _key_str(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def _path_name(path, strip_params=True) -> str:
-    parts = [_key_str(k) for k in path]
-    if strip_params and len(parts) > 1 and parts[0] == "params":
-        parts = parts[1:]
-    if len(parts) > 1 and parts[-1] == "value":  # nnx.Variable / VariableState payload
-        parts = parts[:-1]
-    return "/".join(parts) or "param"
-
-
-def _default_arg_names(fn, n: int, skip: int) -> list[str]:
-    try:
-        ps = list(inspect.signature(fn).parameters.values())[skip:]
-    except (TypeError, ValueError):
-        ps = []
-    names = [p.name for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(names) >= n and len(set(names[:n])) == n:
-        return names[:n]
-    return [f"x{i}" for i in range(n)]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("tensorforge")
-    except Exception:
-        return "dev"
-
-
-# -- public API ------------------------------------------------------------------------------
-
-def from_jax(fn, example_args: Sequence, *, params=None, names: Sequence[str] | None = None,
-             output_names: Sequence[str] | None = None) -> Module:
-    """Lifts `fn(*example_args)` (or `fn(params, *example_args)`) into a Module.
-
-    `example_args` are arrays or `jax.ShapeDtypeStruct`s (symbolic dims allowed); pytree args
-    are flattened (inputs named `name/path`). `params` leaves become named constants. Raises
-    ConversionError listing every unsupported primitive (or every other lowering problem)."""
-    import jax
-
-    from . import jax_ops
-
-    example_args = list(example_args) if isinstance(example_args, (list, tuple)) \
-        else [example_args]
-    try:
-        if params is None:
-            closed = jax.make_jaxpr(fn)(*example_args)
-        else:
-            closed = jax.make_jaxpr(fn)(params, *example_args)
-    except Exception as e:
-        raise ConversionError(f"cannot trace the JAX function: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
-    jaxpr = closed.jaxpr
-
-    # Input leaves and names.
-    arg_names = list(names) if names is not None else \
-        _default_arg_names(fn, len(example_args), 1 if params is not None else 0)
-    if len(arg_names) != len(example_args):
-        raise ConversionError(f"{len(arg_names)} input names given for {len(example_args)} "
-                              f"example args")
-    leaf_names = []
-    for an, a in zip(arg_names, example_args):
-        leaves = jax.tree_util.tree_flatten_with_path(a)[0]
-        if len(leaves) == 1 and not leaves[0][0]:
-            leaf_names.append(an)
-        else:
-            leaf_names += [f"{an}/{_path_name(p, False)}" for p, _ in leaves]
-    param_leaves = jax.tree_util.tree_flatten_with_path(params)[0] if params is not None else []
-    n_params = len(param_leaves)
-    if len(jaxpr.invars) != n_params + len(leaf_names):
-        raise ConversionError(f"traced function takes {len(jaxpr.invars)} leaves, expected "
-                              f"{n_params} parameters + {len(leaf_names)} inputs")
-
-    table = jax_ops.TABLE
-    unsupported: list[Diagnostic] = []
-    _collect_unsupported(jaxpr, table, unsupported)
-    if unsupported:
-        raise ConversionError("unsupported JAX primitives", unsupported)
-
-    graph = Graph("main")
-    ctx = Lifter(graph)
-    args, problems = [], []
-    for (path, leaf) in param_leaves:
-        args.append(Const(np.asarray(leaf), _path_name(path)))
-    for var, nm in zip(jaxpr.invars[n_params:], leaf_names):
-        aval = var.aval
-        try:
-            t = TensorType(ir_dtype(aval.dtype), tuple(ir_dim(d) for d in aval.shape))
-        except LiftError as e:
-            problems.append(Diagnostic(str(e), node=nm))
-            continue
-        args.append(graph.add_input(t, nm))
-    if problems:
-        raise ConversionError("cannot lift the function's inputs", problems)
-
-    outs = _lift_jaxpr(ctx, jaxpr, closed.consts, args, table)
-    if ctx.diagnostics:
-        raise ConversionError("cannot lift the JAX function", ctx.diagnostics)
-    out_names = list(output_names) if output_names is not None else \
-        [f"output_{i}" for i in range(len(outs))]
-    ctx.scope, ctx.loc = "", "jax:output"
-    results = []
-    for o, on in zip(outs, out_names):
-        v = ctx.value(o)
-        if v.producer is not None and v.producer.op != "constant" and v.name is None:
-            v.name = on
-        results.append(v)
-    graph.set_outputs(results)
-    meta = {"source": "jax", "producer": f"tensorforge {_version()}",
-            "input_names": [v.name for v in graph.inputs], "output_names": out_names}
-    return Module([graph], meta)
-
-
-def from_flax(module, *args, names: Sequence[str] | None = None) -> Module:
-    """`from_flax(linen_module, variables, example_args)` or `from_flax(nnx_module,
-    example_args)`."""
-    try:
-        from flax import nnx
-    except Exception:  # pragma: no cover - flax without nnx
-        nnx = None
-    if nnx is not None and isinstance(module, nnx.Module):
-        if len(args) != 1:
-            raise ConversionError("from_flax(nnx_module, example_args) takes example_args only")
-        (example_args,) = args
-        graphdef, state = nnx.split(module)
-
-        def fn(state, *xs):
-            return nnx.merge(graphdef, state)(*xs)
-        if names is None:
-            names = _default_arg_names(type(module).__call__, len(_as_list(example_args)), 1)
-        return from_jax(fn, _as_list(example_args), params=state, names=names)
-    if len(args) != 2:
-        raise ConversionError("from_flax(linen_module, variables, example_args) needs the "
-                              "variables and the example args")
-    variables, example_args = args
-
-    def fn(v, *xs):
-        return module.apply(v, *xs)
-    if names is None:
-        names = _default_arg_names(type(module).__call__, len(_as_list(example_args)), 1)
-    return from_jax(fn, _as_list(example_args), params=variables, names=names)
-
-
-def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]

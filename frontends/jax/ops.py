@@ -1,23 +1,27 @@
-"""JAX primitive -> IR lowering table used by `frontends.jax`: one small function per primitive.
+"""JAX primitive -> IR lowering table (`TABLE`) of the JAX frontend: one small function per
+primitive.
 
-Each function takes the lifter (`ctx`), the jaxpr equation and its input entries (IR Values or
-import-time `Const`s) and returns one entry (or a list, one per equation output). `ctx.emit`
-folds when every input is a constant. Call-like primitives (pjit, custom_jvp_call, ...) are not
-here: the lifter inlines them, except the few recognized by name (relu; the QAT
-fake_quant jit marker, keyed `jit:tensorforge_fake_quant`).
+Each function takes the lifter (`ctx`, `context.Lifter`), the jaxpr equation and its input
+entries (IR Values or import-time `Const`s) and returns one entry (or a list, one per equation
+output). `ctx.emit` folds when every input is a constant. Call-like primitives (pjit,
+custom_jvp_call, ...) are not here: the lifter inlines them, except the few recognized by name
+(relu; the QAT fake_quant jit marker, keyed `jit:tensorforge_fake_quant`, lowered in
+`fake_quant.py`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir.types import DType
-from .jax import Const, LiftError, ir_dim, ir_dtype
+from ...ir.types import DType
+from . import fake_quant
+from .context import Const, LiftError, ir_dim, ir_dtype
 
 TABLE: dict = {}
 
 
 def lowers(*names):
+    """Registers the decorated function as the lowering of the primitives `names`."""
     def deco(fn):
         for n in names:
             TABLE[n] = fn
@@ -59,7 +63,7 @@ for _n, _op in _BINARY.items():
     TABLE[_n] = _binary(_op)
 
 _UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log",
-          "tanh": "tanh", "logistic": "sigmoid", "erf": "erf", "sqrt": "sqrt", "rsqrt": "rsqrt",
+          "tanh": "tanh", "sin": "sin", "cos": "cos", "logistic": "sigmoid", "erf": "erf", "sqrt": "sqrt", "rsqrt": "rsqrt",
           "floor": "floor", "ceil": "ceil"}
 
 
@@ -182,32 +186,12 @@ def _custom_name(eqn) -> str | None:
 @lowers("custom_jvp_call")
 def _custom_jvp(ctx, eqn, ins):
     """relu is recognized by name; every other custom_jvp function is inlined."""
-    from .jax import _lift_jaxpr, _sub_jaxpr
     if _custom_name(eqn) == "relu" and len(ins) == 1:
         return ctx.emit("relu", ins)
-    jaxpr, consts = _sub_jaxpr(eqn)
-    fl = None
-    if ctx.loc.count(":") >= 3:
-        _, _, rest = ctx.loc.partition(":")
-        _, _, rest = rest.partition(":")
-        f, _, line = rest.rpartition(":")
-        fl = (f, line)
-    return _lift_jaxpr(ctx, jaxpr, consts, ins, TABLE, ctx.scope, fl)
+    return ctx.inline(eqn, ins)
 
 
-def _fake_quant_marker(ctx, eqn, ins):
-    """QAT `fake_quant` (frontends/jax_qat.py) -> IR quantize/dequantize."""
-    from .jax_qat import lower_fake_quant
-    return lower_fake_quant(ctx, eqn, ins)
-
-
-def _is_fake_quant_marker(eqn) -> bool:
-    from .jax_qat import matches_marker
-    return matches_marker(eqn)
-
-
-_fake_quant_marker.matches = _is_fake_quant_marker
-TABLE["jit:tensorforge_fake_quant"] = _fake_quant_marker
+TABLE[fake_quant.KEY] = fake_quant.lower_fake_quant  # QAT marker -> quantize/dequantize
 
 
 # -- reductions ------------------------------------------------------------------------------

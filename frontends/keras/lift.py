@@ -1,11 +1,12 @@
-"""Keras 3 -> IR.
+"""Keras 3 -> IR: loads `.keras` files, traces the model and lifts the traced graph.
 
 The model is traced once, `model(inputs, training=False)` inside a `tf.function` whose inputs
-have a `None` batch, and the traced graph is lifted by `tf_graph` (no freezing, no TFLite
-converter: see tf_graph's docstring for why that is fast). Scopes are the Keras layer paths:
-Keras 3 opens each layer's TF name scope twice per call, so a layer `block_3_expand` shows up
-as `block_3_expand_1` in op names (`dense_1` as `dense_1_2`); the scope function maps name-scope
-components back to layer names by walking the model's layer tree.
+have a `None` batch, and the traced graph is lifted by the TF frontend (`frontends/tf/lift.py`;
+no freezing, no TFLite converter: see its docstring for why that is fast). Scopes are the
+Keras layer paths: Keras 3 opens each layer's TF name scope twice per call, so a layer
+`block_3_expand` shows up as `block_3_expand_1` in op names (`dense_1` as `dense_1_2`); the
+scope function maps name-scope components back to layer names by walking the model's layer
+tree.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..ir.errors import ConversionError
-from ..ir.graph import Module
-from .tf_graph import lift_concrete_function
+from ...ir.errors import ConversionError
+from ...ir.graph import Module
+from ..tf import lift_concrete_function
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
 

@@ -19,7 +19,7 @@ from typing import Union
 
 import numpy as np
 
-from ..ir.types import UNKNOWN
+from ...ir.types import UNKNOWN
 
 
 class SymbolicError(ValueError):
@@ -35,6 +35,7 @@ class SymDim:
 
     @staticmethod
     def of(name: str) -> "SymDim":
+        """The run-time size named `name` (`batch`), as a SymDim."""
         return SymDim(1, (name,))
 
     @staticmethod

@@ -90,6 +90,8 @@ unary("log", lambda x, a: np.log(x), doc="natural log")
 unary("sqrt", lambda x, a: np.sqrt(x), doc="square root")
 unary("rsqrt", lambda x, a: 1.0 / np.sqrt(x.astype(np.float64)), doc="1/sqrt(x)")
 unary("tanh", lambda x, a: np.tanh(x), doc="hyperbolic tangent")
+unary("sin", lambda x, a: np.sin(x), doc="sine (radians)")
+unary("cos", lambda x, a: np.cos(x), doc="cosine (radians)")
 unary("sigmoid", lambda x, a: _sigmoid(x), doc="1/(1+e^-x)")
 unary("erf", lambda x, a: _erf(x), doc="Gauss error function")
 unary("relu", lambda x, a: np.maximum(x, 0), float_only=False, traits=("idempotent",),

@@ -3,7 +3,8 @@
 A `Scheme` says which IR ops it quantizes (the kernel set the target runtime has integer
 kernels for), the default `QuantizationConfiguration` of weights and activations, the bias
 width and the mode. `QuantizationConfigurationMap` (config.py) starts from a scheme and
-overrides it per layer, per op type and per tensor.
+overrides it per layer, per op type and per tensor; this module imports only the
+configurations (configuration.py), never the map.
 
 Built-ins (mirroring the TFLite converter's modes):
 
@@ -28,8 +29,8 @@ from typing import Any
 
 from ...ir.errors import Diagnostic
 from ...ir.ops import all_ops, has_op
-from .config import (ACTIVATION_BITS, ConfigError, QuantizationConfiguration,
-                     _config_from_dict)
+from .configuration import (ACTIVATION_BITS, ConfigError, QuantizationConfiguration,
+                            _config_from_dict)
 
 MODES = ("static", "dynamic", "weight_only", "fp16")
 BIAS_BITS = (32, 64)

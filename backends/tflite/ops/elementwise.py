@@ -1,0 +1,215 @@
+"""Lowerings of the elementwise IR ops: unary and binary builtins (ADD/SUB/MUL with a relu user
+fused), identity, where, cast, clip, and the ops TFLite has no builtin for, decomposed
+(hard_sigmoid, softplus, elu with alpha != 1, erf).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ai_edge_litert import schema_py_generated as fb
+
+from ....ir.quantized import is_quantized
+from ....ir.types import DType
+from .common import (BOOL, F32, FUSED, NUM, TFL_TYPES, Unsupported, _need, _scalar, copy_into,
+                     emit)
+from .weights import _expanded_by_users
+
+
+def _unary(code, allowed, options=None):
+    def lower(e, node):
+        x = node.inputs[0]
+        _need(node, x, allowed, code)
+        emit(e, code, [e.t(x)], out=e.out(node.output),
+             options=options(node.attrs) if options else None)
+    return lower
+
+
+def _binary(code, allowed, options=None):
+    def lower(e, node):
+        a, b = node.inputs
+        _need(node, a, allowed, code)
+        opts = options() if options else None
+        if is_quantized(a) and a.type.dtype == DType.i16 and hasattr(opts, "potScaleInt16"):
+            # The schema defaults to power-of-two int16 scales; ours are general (ADD v3,
+            # SUB v5 in op_version.cc).
+            opts.potScaleInt16 = False
+        out = node.output
+        act = _sole_relu_user(node) if hasattr(opts, "fusedActivationFunction") else None
+        if act is not None:
+            # ADD/SUB/MUL + relu: one operator with the activation fused (what
+            # TFLiteConverter emits); for int8 the result is written straight with the relu's
+            # params, one requantization instead of two (ResNet's residual adds).
+            opts.fusedActivationFunction = FUSED[act.op]
+            e.skip(act)
+            out = act.output
+        emit(e, code, [e.t(a), e.t(b)], out=e.out(out), options=opts)
+    return lower
+
+
+def _sole_relu_user(node):
+    """The relu/relu6 node that is the only use of `node`'s result, when their types let
+    TFLite fuse it into `node`'s operator; else None."""
+    out = node.output
+    if len(out.uses) != 1:
+        return None
+    (user, _), = out.uses
+    if getattr(user, "op", None) not in ("relu", "relu6"):
+        return None
+    if user.output.type.dtype != out.type.dtype or is_quantized(user.output) != is_quantized(out):
+        return None
+    return user
+
+
+def _lower_identity(e, node):
+    # No operator: the result is the operand's tensor. (A graph output that ends up aliasing a
+    # graph input or a constant gets a real copy from the writer.)
+    e.alias(node.output, e.t(node.inputs[0]))
+
+
+def _lower_where(e, node):
+    c, a, b = node.inputs
+    _need(node, a, NUM | BOOL | {DType.i8, DType.u8, DType.i16}, "SELECT_V2")
+    emit(e, "SELECT_V2", [e.t(c), e.t(a), e.t(b)], out=e.out(node.output))
+
+
+def _lower_cast(e, node):
+    x, to = node.inputs[0], node.attrs["to"]
+    if x.type.dtype == DType.f16 and to == DType.f32 and _expanded_by_users(node):
+        return  # a float16-stored weight: its users expand it (_stored_weight)
+    opts = fb.CastOptionsT(inDataType=TFL_TYPES.get(x.type.dtype, 0),
+                           outDataType=TFL_TYPES.get(to, 0))
+    emit(e, "CAST", [e.t(x)], out=e.out(node.output), options=opts)
+
+
+def _lower_clip(e, node):
+    x = node.inputs[0]
+    lo, hi = float(node.attrs["min"]), float(node.attrs["max"])
+    dt = x.type.dtype
+    _need(node, x, NUM)
+    out = e.out(node.output)
+    if dt == DType.f32:
+        # Bounds TFLite has a dedicated (and delegate-friendly) activation op for.
+        special = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, math.inf): "RELU"}
+        if (lo, hi) in special:
+            emit(e, special[(lo, hi)], [e.t(x)], out=out)
+            return
+    elif not all(math.isinf(v) or v == int(v) for v in (lo, hi)):
+        raise Unsupported(f"clip of {dt} with fractional bounds ({lo}, {hi})")
+    cur = e.t(x)
+    steps = []
+    if lo > -math.inf:
+        steps.append(("MAXIMUM", lo))
+    if hi < math.inf:
+        steps.append(("MINIMUM", hi))
+    if not steps:
+        copy_into(e, cur, out)
+        return
+    for i, (code, bound) in enumerate(steps):
+        last = i == len(steps) - 1
+        cur = emit(e, code, [cur, _scalar(e, bound, dt, code.lower())], out=out if last else None)
+
+
+def _lower_hard_sigmoid(e, node):
+    # relu6(x + 3) / 6: one ADD with a fused RELU6, then one MUL.
+    x = node.inputs[0]
+    _need(node, x, F32)
+    t = emit(e, "ADD", [e.t(x), _scalar(e, 3.0, DType.f32, "three")],
+             options=fb.AddOptionsT(fusedActivationFunction=FUSED["relu6"]))
+    emit(e, "MUL", [t, _scalar(e, 1.0 / 6.0, DType.f32, "sixth")], out=e.out(node.output),
+         options=fb.MulOptionsT())
+
+
+def _lower_softplus(e, node):
+    # log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): never overflows (TFLite has no LOG1P).
+    x = node.inputs[0]
+    _need(node, x, F32)
+    xt = e.t(x)
+    t = emit(e, "ABS", [xt])
+    t = emit(e, "NEG", [t])
+    t = emit(e, "EXP", [t])
+    t = emit(e, "ADD", [t, _scalar(e, 1.0, DType.f32, "one")], options=fb.AddOptionsT())
+    t = emit(e, "LOG", [t])
+    r = emit(e, "RELU", [xt])
+    emit(e, "ADD", [r, t], out=e.out(node.output), options=fb.AddOptionsT())
+
+
+def _lower_elu(e, node):
+    # ELU's builtin has alpha fixed at 1; other alphas: x > 0 ? x : alpha * (e^x - 1).
+    x = node.inputs[0]
+    _need(node, x, F32)
+    alpha = float(node.attrs["alpha"])
+    if alpha == 1.0:
+        emit(e, "ELU", [e.t(x)], out=e.out(node.output))
+        return
+    xt = e.t(x)
+    t = emit(e, "EXP", [xt])
+    t = emit(e, "SUB", [t, _scalar(e, 1.0, DType.f32, "one")], options=fb.SubOptionsT())
+    t = emit(e, "MUL", [t, _scalar(e, alpha, DType.f32, "alpha")], options=fb.MulOptionsT())
+    pos = emit(e, "GREATER", [xt, _scalar(e, 0.0, DType.f32, "zero")], dtype=DType.bool)
+    emit(e, "SELECT_V2", [pos, xt, t], out=e.out(node.output))
+
+
+# Eigen's float erf (generic_fast_erf_float, the one TF's CPU kernel used): a 13/8-degree
+# rational function of x clamped to [-4, 4], accurate to a few ulp. TFLite has no ERF builtin.
+_ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+              -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+              -1.60960333262415e-02)
+_ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+             -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _lower_erf(e, node):
+    x = node.inputs[0]
+    _need(node, x, F32)
+    f = DType.f32
+    xc = emit(e, "MAXIMUM", [e.t(x), _scalar(e, -4.0, f, "lo")])
+    xc = emit(e, "MINIMUM", [xc, _scalar(e, 4.0, f, "hi")])
+    x2 = emit(e, "MUL", [xc, xc], options=fb.MulOptionsT())
+
+    def horner(coeffs, name):
+        acc = _scalar(e, coeffs[0], f, f"{name}0")
+        for i, c in enumerate(coeffs[1:], 1):
+            acc = emit(e, "MUL", [x2, acc], options=fb.MulOptionsT())
+            acc = emit(e, "ADD", [acc, _scalar(e, c, f, f"{name}{i}")], options=fb.AddOptionsT())
+        return acc
+
+    p = emit(e, "MUL", [xc, horner(_ERF_ALPHA, "alpha")], options=fb.MulOptionsT())
+    q = horner(_ERF_BETA, "beta")
+    emit(e, "DIV", [p, q], out=e.out(node.output), options=fb.DivOptionsT())
+
+
+UNARY = {
+    "neg": _unary("NEG", NUM), "abs": _unary("ABS", {DType.f32, DType.i32}),
+    "exp": _unary("EXP", F32), "log": _unary("LOG", F32), "sqrt": _unary("SQRT", F32),
+    "rsqrt": _unary("RSQRT", F32), "tanh": _unary("TANH", F32),
+    "sin": _unary("SIN", F32), "cos": _unary("COS", F32),
+    "sigmoid": _unary("LOGISTIC", F32), "relu": _unary("RELU", F32),
+    "relu6": _unary("RELU6", F32), "hard_swish": _unary("HARD_SWISH", F32),
+    "floor": _unary("FLOOR", F32), "ceil": _unary("CEIL", F32),
+    "round": _unary("ROUND", F32),  # both round half to even
+    "sign": _unary("SIGN", {DType.f32, DType.i32}),
+    "logical_not": _unary("LOGICAL_NOT", BOOL),
+    "leaky_relu": _unary("LEAKY_RELU", F32, lambda a: fb.LeakyReluOptionsT(alpha=a["alpha"])),
+    "gelu": _unary("GELU", F32, lambda a: fb.GeluOptionsT(approximate=a["approximate"])),
+}
+BINARY = {
+    "add": _binary("ADD", NUM, fb.AddOptionsT), "sub": _binary("SUB", NUM, fb.SubOptionsT),
+    "mul": _binary("MUL", NUM, fb.MulOptionsT),
+    # int32 DIV truncates toward zero and rejects a zero divisor, like the IR.
+    "div": _binary("DIV", {DType.f32, DType.i32}, fb.DivOptionsT),
+    "pow": _binary("POW", {DType.f32, DType.i32}),
+    "maximum": _binary("MAXIMUM", NUM), "minimum": _binary("MINIMUM", NUM),
+    "equal": _binary("EQUAL", NUM | BOOL), "not_equal": _binary("NOT_EQUAL", NUM | BOOL),
+    "less": _binary("LESS", NUM), "less_equal": _binary("LESS_EQUAL", NUM),
+    "greater": _binary("GREATER", NUM), "greater_equal": _binary("GREATER_EQUAL", NUM),
+    "logical_and": _binary("LOGICAL_AND", BOOL), "logical_or": _binary("LOGICAL_OR", BOOL),
+}
+
+LOWERINGS = {
+    **UNARY, **BINARY,
+    "identity": _lower_identity, "where": _lower_where, "cast": _lower_cast,
+    "clip": _lower_clip, "hard_sigmoid": _lower_hard_sigmoid, "softplus": _lower_softplus,
+    "elu": _lower_elu,
+    "erf": _lower_erf,
+}

@@ -1,0 +1,37 @@
+"""Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD) and of argmax / argmin."""
+
+from __future__ import annotations
+
+from ai_edge_litert import schema_py_generated as fb
+
+from .common import F32, NUM, TFL_TYPES, _need, _param, emit
+
+
+def _reduce(code, allowed):
+    def lower(e, node):
+        x = node.inputs[0]
+        _need(node, x, allowed, code)
+        rank = x.type.rank
+        # The IR's empty axes mean "all"; TFLite's mean "none".
+        axes = sorted(a % rank for a in node.attrs["axes"]) or list(range(rank))
+        emit(e, code, [e.t(x), _param(e, axes, "axes")], out=e.out(node.output),
+             options=fb.ReducerOptionsT(keepDims=node.attrs["keepdims"]))
+    return lower
+
+
+def _arg(code, options_cls):
+    def lower(e, node):
+        x = node.inputs[0]
+        _need(node, x, NUM, code)
+        axis = node.attrs["axis"] % x.type.rank
+        emit(e, code, [e.t(x), _param(e, [axis], "axis")], out=e.out(node.output),
+             options=options_cls(outputType=TFL_TYPES[node.attrs["output_type"]]))
+    return lower
+
+
+LOWERINGS = {
+    "reduce_sum": _reduce("SUM", NUM), "reduce_mean": _reduce("MEAN", F32),
+    "reduce_max": _reduce("REDUCE_MAX", NUM), "reduce_min": _reduce("REDUCE_MIN", NUM),
+    "reduce_prod": _reduce("REDUCE_PROD", NUM),
+    "argmax": _arg("ARG_MAX", fb.ArgMaxOptionsT), "argmin": _arg("ARG_MIN", fb.ArgMinOptionsT),
+}

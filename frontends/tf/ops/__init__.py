@@ -1,0 +1,34 @@
+"""TF op -> IR lowering table used by the TF frontend (`lift.py`): one small function per TF
+op type, grouped by op family into modules that each export a `TABLE`; `TABLE` here merges
+them (TF op type -> lowering function).
+
+Each function takes the lifter (`ctx`, see `context.Lifter`), the TF node and its input
+entries, and returns one entry per TF output. `ctx.emit` adds an IR node, folds it when all
+inputs are constants, or evaluates it on symbolic shapes; so the same lowering serves weights,
+shape arithmetic and activations. Ops lower to the most specific IR op (MatMul -> matmul,
+FusedBatchNormV3 -> batch_norm); Keras' decomposed arithmetic (batch-norm as mul/add, gelu as
+erfc math) stays decomposed for the canonicalize and fusion passes.
+
+Families: `structural` (Const, Placeholder, Identity, ...), `elementwise`, `shape`, `reduce`,
+`nn` (conv, pool, batch norm, softmax, resize), `linalg` (MatMul, Einsum, ...) and `quant`
+(FakeQuant*); their shared helpers are in `common`.
+"""
+
+from __future__ import annotations
+
+from . import elementwise, linalg, nn, quant, reduce, shape, structural
+
+
+def _merge(*tables: dict) -> dict:
+    """One table from the families' tables; an op type may be lowered by one family only."""
+    merged: dict = {}
+    for table in tables:
+        twice = merged.keys() & table.keys()
+        if twice:
+            raise ValueError(f"TF ops lowered by two op families: {sorted(twice)}")
+        merged.update(table)
+    return merged
+
+
+TABLE = _merge(structural.TABLE, elementwise.TABLE, shape.TABLE, reduce.TABLE, nn.TABLE,
+               linalg.TABLE, quant.TABLE)

@@ -1,0 +1,126 @@
+"""Elementwise TF ops: activations, unary math, binary arithmetic and comparisons, casts and
+BiasAdd. Ops the IR has no name for are decomposed (Selu, Erfc, Softsign, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..context import Const, LiftError, ir_dtype
+from .common import node_attr
+
+
+def _scalar_like(ctx, x, value):
+    """A constant scalar of x's dtype (for decompositions such as 1 - erf(x))."""
+    return Const(np.asarray(value, dtype=ctx.type(x).dtype.np), ctx.node)
+
+
+def _unary(ir_op, **attrs):
+    def lower(ctx, node, ins):
+        return ctx.emit(ir_op, ins[:1], dict(attrs))
+    return lower
+
+
+def _binary(ir_op):
+    def lower(ctx, node, ins):
+        return ctx.emit(ir_op, ins[:2])
+    return lower
+
+
+def _leaky_relu(ctx, node, ins):
+    return ctx.emit("leaky_relu", ins, {"alpha": float(node_attr(node, "alpha", 0.2))})
+
+
+def _selu(ctx, node, ins):
+    # selu(x) = scale * elu_alpha(x) (Klambauer et al.), with TF's constants.
+    y = ctx.emit1("elu", ins, {"alpha": 1.6732632423543772848170429916717})
+    return ctx.emit("mul", [y, _scalar_like(ctx, y, 1.0507009873554804934193349852946)])
+
+
+def _erfc(ctx, node, ins):
+    (x,) = ins
+    return ctx.emit("sub", [_scalar_like(ctx, x, 1.0), ctx.emit1("erf", [x])])
+
+
+def _square(ctx, node, ins):
+    return ctx.emit("mul", [ins[0], ins[0]])
+
+
+def _reciprocal(ctx, node, ins):
+    return ctx.emit("div", [_scalar_like(ctx, ins[0], 1.0), ins[0]])
+
+
+def _squared_difference(ctx, node, ins):
+    d = ctx.emit1("sub", ins)
+    return ctx.emit("mul", [d, d])
+
+
+def _softsign(ctx, node, ins):
+    (x,) = ins
+    denom = ctx.emit1("add", [_scalar_like(ctx, x, 1.0), ctx.emit1("abs", [x])])
+    return ctx.emit("div", [x, denom])
+
+
+def _floor_div(ctx, node, ins):
+    if not ctx.type(ins[0]).dtype.is_float:
+        a, b = (ctx.const(e) for e in ins)
+        if a is None or b is None:
+            raise LiftError("integer FloorDiv of run-time tensors is not supported")
+        return [Const(np.floor_divide(a, b), node)]
+    return ctx.emit("floor", [ctx.emit1("div", ins)])
+
+
+def _add_n(ctx, node, ins):
+    acc = ins[0]
+    for x in ins[1:]:
+        acc = ctx.emit1("add", [acc, x])
+    return [acc]
+
+
+def _select(ctx, node, ins):
+    return ctx.emit("where", ins)
+
+
+def _clip(ctx, node, ins):
+    x, lo, hi = ins
+    lo_c, hi_c = ctx.const(lo), ctx.const(hi)
+    if lo_c is not None and hi_c is not None and lo_c.size == 1 and hi_c.size == 1:
+        return ctx.emit("clip", [x], {"min": float(lo_c.ravel()[0]),
+                                      "max": float(hi_c.ravel()[0])})
+    return ctx.emit("minimum", [ctx.emit1("maximum", [x, lo]), hi])
+
+
+def _cast(ctx, node, ins):
+    to = ir_dtype(node.attr["DstT"].type, "Cast target")
+    if ctx.type(ins[0]).dtype == to:
+        return ins[:1]
+    return ctx.emit("cast", ins[:1], {"to": to})
+
+
+def _bias_add(ctx, node, ins):
+    x, b = ins
+    if node_attr(node, "data_format", "NHWC") == "NCHW":
+        rank = ctx.type(x).rank
+        b = ctx.emit1("reshape", [b], {"shape": [-1] + [1] * (rank - 2)})
+    return ctx.emit("add", [x, b])
+
+
+TABLE = {
+    "Relu": _unary("relu"), "Relu6": _unary("relu6"), "Sigmoid": _unary("sigmoid"),
+    "Tanh": _unary("tanh"), "Sin": _unary("sin"), "Cos": _unary("cos"),
+    "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),
+    "Rsqrt": _unary("rsqrt"), "Neg": _unary("neg"), "Abs": _unary("abs"), "Erf": _unary("erf"),
+    "Floor": _unary("floor"), "Ceil": _unary("ceil"), "Round": _unary("round"),
+    "Sign": _unary("sign"), "Softplus": _unary("softplus"), "LogicalNot": _unary("logical_not"),
+    "Elu": _unary("elu"), "Selu": _selu, "LeakyRelu": _leaky_relu, "Erfc": _erfc,
+    "Square": _square, "Reciprocal": _reciprocal, "Inv": _reciprocal, "Softsign": _softsign,
+    "AddV2": _binary("add"), "Add": _binary("add"), "Sub": _binary("sub"),
+    "Mul": _binary("mul"), "RealDiv": _binary("div"), "Div": _binary("div"),
+    "Maximum": _binary("maximum"), "Minimum": _binary("minimum"), "Pow": _binary("pow"),
+    "Less": _binary("less"), "LessEqual": _binary("less_equal"),
+    "Greater": _binary("greater"), "GreaterEqual": _binary("greater_equal"),
+    "Equal": _binary("equal"), "NotEqual": _binary("not_equal"),
+    "LogicalAnd": _binary("logical_and"), "LogicalOr": _binary("logical_or"),
+    "SquaredDifference": _squared_difference, "FloorDiv": _floor_div, "AddN": _add_n,
+    "BiasAdd": _bias_add, "BiasAddV1": _bias_add, "Select": _select, "SelectV2": _select,
+    "ClipByValue": _clip, "Cast": _cast,
+}

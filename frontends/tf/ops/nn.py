@@ -1,0 +1,186 @@
+"""Neural-network TF ops on NHWC images: Conv2D (grouped), DepthwiseConv2dNative, dilated
+convolution (SpaceToBatchND -> conv -> BatchToSpaceND), Conv2DBackpropInput, pooling,
+FusedBatchNorm, Softmax/LogSoftmax and image resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..context import Dead, LiftError, Pending, TFNode, fmt_dims
+from ..shapes import SymDim
+from .common import node_attr
+
+
+def _hw(values, what: str, node: TFNode) -> tuple[int, int]:
+    """(h, w) of an NHWC 4-vector attribute whose N and C entries must be 1."""
+    if len(values) == 2:
+        return tuple(values)
+    if len(values) != 4 or values[0] != 1 or values[3] != 1:
+        raise LiftError(f"{node.op} {what} {list(values)} is not of the form [1, h, w, 1]")
+    return values[1], values[2]
+
+
+def _require_nhwc(node: TFNode) -> None:
+    fmt = node_attr(node, "data_format", "NHWC")
+    if fmt not in ("NHWC", "NWC"):
+        raise LiftError(f"{node.op} with data_format {fmt} is not supported (only NHWC; the "
+                        f"IR is NHWC)")
+
+
+def _padding(node: TFNode):
+    pad = node_attr(node, "padding")
+    if pad in ("SAME", "VALID"):
+        return pad
+    if pad == "EXPLICIT":
+        p = list(node.attr["explicit_paddings"].list.i)
+        if len(p) != 8 or any(p[i] for i in (0, 1, 6, 7)):
+            raise LiftError(f"{node.op} explicit_paddings {p} pad the batch or channel dim")
+        return ((p[2], p[3]), (p[4], p[5]))
+    raise LiftError(f"{node.op} padding {pad!r} is not supported")
+
+
+def _dead_outputs(node, n, reason):
+    return [Dead(f"output {i} of {node.op} ({reason}) has no IR equivalent")
+            for i in range(1, n + 1)]
+
+
+def _conv2d(ctx, node, ins):
+    x, f = ins
+    _require_nhwc(node)
+    if isinstance(x, _SpaceToBatch):
+        return [_AtrousConv(x, "conv2d", f, node)]
+    xc, fi = ctx.type(x).shape[3], ctx.type(f).shape[2]
+    # TF infers grouped convolution from the channel counts (Keras groups=, ConvNeXt-style).
+    groups = xc // fi if isinstance(xc, int) and isinstance(fi, int) and fi and xc != fi else 1
+    return ctx.emit("conv2d", [x, f], {
+        "strides": _hw(node_attr(node, "strides"), "strides", node),
+        "dilations": _hw(node_attr(node, "dilations", [1, 1, 1, 1]), "dilations", node),
+        "padding": _padding(node), "groups": groups})
+
+
+def _depthwise(ctx, node, ins):
+    _require_nhwc(node)
+    if isinstance(ins[0], _SpaceToBatch):
+        return [_AtrousConv(ins[0], "depthwise_conv2d", ins[1], node)]
+    return ctx.emit("depthwise_conv2d", ins[:2], {
+        "strides": _hw(node_attr(node, "strides"), "strides", node),
+        "dilations": _hw(node_attr(node, "dilations", [1, 1, 1, 1]), "dilations", node),
+        "padding": _padding(node)})
+
+
+# Dilated ("atrous") convolution: TF's CPU graph for a conv with dilation_rate d is
+# SpaceToBatchND(x, [d, d], pads) -> Conv2D(VALID, stride 1) -> BatchToSpaceND(y, [d, d], crops).
+# The three ops are one IR conv with dilations (d, d) and padding pads - crops.
+
+class _SpaceToBatch(Pending):
+    reason = "SpaceToBatchND is only supported as the start of a dilated convolution"
+
+    def __init__(self, x, block, pads):
+        self.x, self.block, self.pads = x, block, pads
+
+
+class _AtrousConv(Pending):
+    reason = "a convolution on SpaceToBatchND output must end in BatchToSpaceND"
+
+    def __init__(self, s2b, op, f, node):
+        self.s2b, self.op, self.f, self.node = s2b, op, f, node
+
+
+def _space_to_batch(ctx, node, ins):
+    x, block, pads = ins
+    block = [int(b) for b in ctx.static(block, "SpaceToBatchND block_shape").ravel()]
+    pads = np.asarray(ctx.static(pads, "SpaceToBatchND paddings")).reshape(-1, 2).tolist()
+    if len(block) != 2 or ctx.type(x).rank != 4:
+        raise LiftError("SpaceToBatchND is only supported on NHWC images with a 2-D block")
+    return [_SpaceToBatch(x, block, pads)]
+
+
+def _batch_to_space(ctx, node, ins):
+    y, block, crops = ins
+    if not isinstance(y, _AtrousConv):
+        raise LiftError("BatchToSpaceND is only supported as the end of a dilated convolution")
+    block = [int(b) for b in ctx.static(block, "BatchToSpaceND block_shape").ravel()]
+    crops = np.asarray(ctx.static(crops, "BatchToSpaceND crops")).reshape(-1, 2).tolist()
+    conv, s2b = y.node, y.s2b
+    if block != s2b.block:
+        raise LiftError(f"BatchToSpaceND block {block} differs from SpaceToBatchND's {s2b.block}")
+    if node_attr(conv, "padding") != "VALID" or \
+            _hw(node_attr(conv, "strides"), "strides", conv) != (1, 1):
+        raise LiftError(f"{conv.op} between SpaceToBatchND and BatchToSpaceND must be VALID "
+                        f"with stride 1")
+    padding = tuple((p[0] - c[0], p[1] - c[1]) for p, c in zip(s2b.pads, crops))
+    if min(min(p) for p in padding) < 0:
+        raise LiftError(f"dilated convolution crops {crops} exceed its paddings {s2b.pads}")
+    attrs = {"strides": (1, 1), "dilations": tuple(block), "padding": padding}
+    if y.op == "conv2d":
+        xc, fi = ctx.type(s2b.x).shape[3], ctx.type(y.f).shape[2]
+        attrs["groups"] = xc // fi if isinstance(xc, int) and isinstance(fi, int) and \
+            xc != fi else 1
+    return ctx.emit(y.op, [s2b.x, y.f], attrs)
+
+
+def _conv2d_transpose(ctx, node, ins):
+    sizes, f, dy = ins
+    _require_nhwc(node)
+    pad = _padding(node)
+    if not isinstance(pad, str):
+        raise LiftError("Conv2DBackpropInput with EXPLICIT padding is not supported")
+    dims = ctx.dims(sizes, "Conv2DBackpropInput input_sizes")
+    if any(isinstance(d, SymDim) for d in dims[1:]):
+        raise LiftError(f"Conv2DBackpropInput output size {fmt_dims(dims)} has a run-time "
+                        f"spatial dim")
+    out_shape = [-1 if isinstance(dims[0], SymDim) else int(dims[0])] + [int(d) for d in dims[1:]]
+    return ctx.emit("conv2d_transpose", [dy, f], {
+        "strides": _hw(node_attr(node, "strides"), "strides", node),
+        "dilations": _hw(node_attr(node, "dilations", [1, 1, 1, 1]), "dilations", node),
+        "padding": pad, "output_shape": out_shape})
+
+
+def _pool(ir_op):
+    def lower(ctx, node, ins):
+        _require_nhwc(node)
+        return ctx.emit(ir_op, ins[:1], {
+            "ksize": _hw(node_attr(node, "ksize"), "ksize", node),
+            "strides": _hw(node_attr(node, "strides"), "strides", node),
+            "padding": node_attr(node, "padding")})
+    return lower
+
+
+def _fused_batch_norm(ctx, node, ins):
+    x, scale, offset, mean, var = ins[:5]
+    if node_attr(node, "is_training", True):
+        raise LiftError(f"{node.op} in training mode (is_training=true) normalizes with batch "
+                        f"statistics; trace the model with training=False")
+    fmt = node_attr(node, "data_format", "NHWC")
+    axis = 1 if fmt.startswith("NC") else -1
+    y = ctx.emit1("batch_norm", [x, mean, var, scale, offset],
+                  {"epsilon": float(node_attr(node, "epsilon", 1e-3)), "axis": axis})
+    return [y, *_dead_outputs(node, 5, "batch statistics")]
+
+
+def _softmax(ir_op):
+    def lower(ctx, node, ins):
+        return ctx.emit(ir_op, ins[:1], {"axis": -1})
+    return lower
+
+
+def _resize(method):
+    def lower(ctx, node, ins):
+        size = [int(s) for s in ctx.static(ins[1], f"{node.op} size").ravel()]
+        return ctx.emit("resize", ins[:1], {
+            "size": size, "method": method,
+            "align_corners": bool(node_attr(node, "align_corners", False)),
+            "half_pixel_centers": bool(node_attr(node, "half_pixel_centers", False))})
+    return lower
+
+
+TABLE = {
+    "Conv2D": _conv2d, "DepthwiseConv2dNative": _depthwise,
+    "Conv2DBackpropInput": _conv2d_transpose, "MaxPool": _pool("max_pool2d"),
+    "AvgPool": _pool("avg_pool2d"),
+    "FusedBatchNorm": _fused_batch_norm, "FusedBatchNormV2": _fused_batch_norm,
+    "FusedBatchNormV3": _fused_batch_norm, "Softmax": _softmax("softmax"),
+    "LogSoftmax": _softmax("log_softmax"), "ResizeBilinear": _resize("bilinear"),
+    "ResizeNearestNeighbor": _resize("nearest"),
+    "SpaceToBatchND": _space_to_batch, "BatchToSpaceND": _batch_to_space,
+}

@@ -1,0 +1,147 @@
+"""Fake-quantization TF ops (QAT): FakeQuantWithMinMaxVars, ...PerChannel and ...Args become IR
+quantize -> dequantize pairs with TF's nudged params; a reshape of a fake-quantized constant
+moves onto its integer codes (`reshape_dequantized`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir.ops import get_op
+from ....ir.types import DType, QuantParams, TensorType
+from ..context import Const, Lazy, LiftError
+from .common import node_attr
+
+
+# TF's FakeQuant ops quantize to unsigned codes [quant_min, 2^bits - 1] (quant_min = 1 with
+# narrow_range) after "nudging" the range so that 0 is exactly representable
+# (tensorflow/core/kernels/fake_quant_ops_functor.h, Nudge). Each becomes an IR quantize ->
+# dequantize pair with the nudged params, shifted to signed codes (zp - 2^(bits-1)): TF's
+# [0, 255] / narrow [1, 255] are int8's [-128, 127] / narrow [-127, 127].
+
+_FAKE_QUANT_DTYPES = {8: DType.i8, 16: DType.i16}
+
+
+def tf_fake_quant_params(lo, hi, num_bits: int, narrow_range: bool):
+    """(scale, signed zero point) arrays of TF's Nudge() for ranges [lo, hi], computed in
+    float32 like TF; the zero point is shifted from TF's unsigned codes to signed ones."""
+    lo = np.asarray(lo, np.float32)
+    hi = np.asarray(hi, np.float32)
+    quant_min = np.float32(1 if narrow_range else 0)
+    quant_max = np.float32((1 << num_bits) - 1)
+    with np.errstate(all="ignore"):
+        scale = (hi - lo) / (quant_max - quant_min)
+        zp_from_min = quant_min - lo / scale
+    # std::round (half away from zero; zp_from_min >= quant_min >= 0 once clamped).
+    nudged = np.where(zp_from_min < quant_min, quant_min,
+                      np.where(zp_from_min > quant_max, quant_max,
+                               np.floor(zp_from_min.astype(np.float64) + 0.5)))
+    zp = nudged.astype(np.int64) - (1 << (num_bits - 1))
+    return scale.astype(np.float32), zp
+
+
+def _fake_quant(ctx, node, ins):
+    x = ins[0]
+    bits = int(node_attr(node, "num_bits", 8))
+    narrow = bool(node_attr(node, "narrow_range", False))
+    dtype = _FAKE_QUANT_DTYPES.get(bits)
+    if dtype is None:
+        raise LiftError(f"{node.op} with num_bits={bits} is not supported (supported: "
+                        f"{', '.join(map(str, _FAKE_QUANT_DTYPES))})")
+    if node.op == "FakeQuantWithMinMaxArgs":
+        lo, hi = np.float32(node_attr(node, "min", -6.0)), np.float32(node_attr(node, "max", 6.0))
+    else:
+        lo, hi = ctx.const(ins[1]), ctx.const(ins[2])
+        missing = [n for n, c in (("min", lo), ("max", hi)) if c is None]
+        if missing:
+            raise LiftError(f"{node.op}: {' and '.join(missing)} must be constant at "
+                            f"conversion time (a variable or a constant), but "
+                            f"{'they are' if len(missing) > 1 else 'it is'} computed at run "
+                            f"time")
+    lo, hi = np.asarray(lo, np.float32).ravel(), np.asarray(hi, np.float32).ravel()
+    xt = ctx.type(x)
+    axis = None
+    if node.op == "FakeQuantWithMinMaxVarsPerChannel":
+        axis = xt.rank - 1
+        n = xt.shape[axis]
+        if lo.size != hi.size or (isinstance(n, int) and lo.size != n):
+            raise LiftError(f"{node.op}: {lo.size} min and {hi.size} max values for a last "
+                            f"dim of {n}")
+    elif lo.size != 1 or hi.size != 1:
+        raise LiftError(f"{node.op}: min and max must be scalars, got {lo.size} and "
+                        f"{hi.size} values")
+    bad = [f"[{a}, {b}]" for a, b in zip(lo.tolist(), hi.tolist()) if not a < b]
+    if bad:
+        raise LiftError(f"{node.op}: empty quantization range {', '.join(bad[:4])} (min must "
+                        f"be < max)")
+    scale, zp = tf_fake_quant_params(lo, hi, bits, narrow)
+    params = {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zp],
+              "axis": axis}
+    qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)
+    q_attrs = {**params, "dtype": dtype, "narrow_range": narrow}
+    c = ctx.const(x)
+    if c is None:
+        q = ctx.graph.add("quantize", [ctx.value(x)], q_attrs, scope=ctx.scope,
+                          loc=ctx.loc).outputs[0]
+        q.quant = qp
+        return [_dequantize(ctx, q, params, xt.dtype)]
+    # A constant (a kernel): its codes are the weight itself, an integer constant, followed
+    # by a dequantize built lazily so that a reshape of it can move onto the codes instead
+    # (a depthwise kernel is fake-quantized as [H, W, 1, C*M] and reshaped back, see
+    # `_reshape_dequantized`).
+    opdef = get_op("quantize")
+    codes = opdef.kernel([np.asarray(c)], opdef.complete_attrs(q_attrs))[0]
+    base = x.name if isinstance(x, Const) and x.name else \
+        (f"{ctx.scope}/weight" if ctx.scope else None)
+    qc = Const(codes, node, f"{base}_quantized" if base else None)
+    return [_lazy_dequantized(ctx, qc, qp, params, xt)]
+
+
+def _dequantize(ctx, q, params, dtype):
+    # Built directly, never folded: the QDQ pair is what the quantization passes consume.
+    return ctx.graph.add("dequantize", [q], {**params, "dtype": dtype}, scope=ctx.scope,
+                         loc=ctx.loc).outputs[0]
+
+
+def _lazy_dequantized(ctx, qc, qp, params, xt):
+    def build(c):
+        q = c.value(qc)
+        q.quant = qp
+        return _dequantize(c, q, params, xt.dtype)
+    return Lazy(build, xt, list(xt.shape), ctx.scope, ctx.loc,
+                ("dequantized_const", qc, qp, params))
+
+
+def reshape_dequantized(ctx, x, dims):
+    """reshape(dequantize(codes)) as dequantize(reshape(codes)) when the quantized axis
+    survives whole (same size, same number of elements before it); else None."""
+    _, qc, qp, params = x.info
+    src = list(qc.array.shape)
+    if any(not isinstance(d, (int, np.integer)) for d in dims):
+        return None
+    dims = [int(d) for d in dims]
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        if known == 0:
+            return None
+        dims[dims.index(-1)] = qc.array.size // known
+    if int(np.prod(dims)) != qc.array.size:
+        return None
+    axis = qp.axis
+    if axis is not None:
+        before = int(np.prod(src[:axis]))
+        hits = [j for j in range(len(dims))
+                if dims[j] == src[axis] and int(np.prod(dims[:j])) == before]
+        if not hits:
+            return None
+        axis = hits[0]
+    codes = Const(qc.array.reshape(dims), qc.origin, qc.name)
+    new_qp = QuantParams(qp.scale, qp.zero_point, axis, qp.bits, qp.signed, qp.narrow_range)
+    new_params = {**params, "axis": axis}
+    xt = TensorType(x.type.dtype, dims)
+    return _lazy_dequantized(ctx, codes, new_qp, new_params, xt)
+
+
+TABLE = {
+    "FakeQuantWithMinMaxVars": _fake_quant, "FakeQuantWithMinMaxVarsPerChannel": _fake_quant,
+    "FakeQuantWithMinMaxArgs": _fake_quant,
+}

@@ -1,0 +1,35 @@
+"""Reduction TF ops: Mean, Sum, Max, Min, Prod over constant axes, and ArgMax/ArgMin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir.types import DType
+from ..context import ir_dtype
+from .common import node_attr, static_axis
+
+
+def _reduce(ir_op):
+    def lower(ctx, node, ins):
+        axes = [int(a) for a in np.asarray(ctx.static(ins[1], "reduction axes")).ravel()]
+        if not axes:
+            return ins[:1]      # TF reduces nothing; the IR's empty list would mean "all"
+        return ctx.emit(ir_op, ins[:1], {"axes": axes,
+                                         "keepdims": bool(node_attr(node, "keep_dims", False))})
+    return lower
+
+
+def _arg(ir_op):
+    def lower(ctx, node, ins):
+        out = ir_dtype(node.attr["output_type"].type) if "output_type" in node.attr \
+            else DType.i64
+        return ctx.emit(ir_op, ins[:1], {"axis": static_axis(ctx, ins[1], f"{node.op} axis"),
+                                         "output_type": out})
+    return lower
+
+
+TABLE = {
+    "Mean": _reduce("reduce_mean"), "Sum": _reduce("reduce_sum"), "Max": _reduce("reduce_max"),
+    "Min": _reduce("reduce_min"), "Prod": _reduce("reduce_prod"),
+    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"),
+}

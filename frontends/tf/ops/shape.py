@@ -1,0 +1,217 @@
+"""Shape TF ops: Shape/Size/Rank (symbolic on run-time dims), Reshape (with Tensordot's lazy
+2-D flatten), Squeeze, ExpandDims, Transpose, Concat, Pack/Unpack, Split, Slice,
+StridedSlice, Gather, Tile, BroadcastTo, Fill/ZerosLike/OnesLike (splats), Range and Pad."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ....ir.graph import Value
+from ....ir.types import DType
+from ..context import Const, Lazy, LiftError, Sym, fmt_dims, ir_dtype
+from ..shapes import SymDim, product
+from .common import flat_type, node_attr, reshape_to, static_axis
+from .quant import reshape_dequantized
+
+
+def _sym_array(dims, dtype, node) -> Const | Sym:
+    """A shape vector: a Const when every dim is static, else a Sym."""
+    if all(isinstance(d, int) for d in dims):
+        return Const(np.asarray(dims, dtype=dtype).reshape(len(dims)), node)
+    arr = np.empty(len(dims), dtype=object)
+    arr[:] = dims
+    return Sym(arr, dtype)
+
+
+def _out_type(node, default=DType.i32):
+    return ir_dtype(node.attr["out_type"].type) if "out_type" in node.attr else default
+
+
+def _shape(ctx, node, ins):
+    dt = _out_type(node).np
+    return [_sym_array(ctx.sym_shape(x), dt, node) for x in ins]
+
+
+def _size(ctx, node, ins):
+    n = product(ctx.sym_shape(ins[0]))
+    dt = _out_type(node).np
+    if isinstance(n, SymDim):
+        arr = np.empty((), dtype=object)
+        arr[()] = n
+        return [Sym(arr, dt)]
+    return [Const(np.asarray(n, dtype=dt), node)]
+
+
+def _rank(ctx, node, ins):
+    return [Const(np.asarray(ctx.type(ins[0]).rank, dtype=np.int32), node)]
+
+
+def _reshape(ctx, node, ins):
+    x, shape = ins
+    dims = ctx.dims(shape, "Reshape's target shape")
+    if isinstance(x, Lazy) and x.info is not None and x.info[0] == "dequantized_const":
+        moved = reshape_dequantized(ctx, x, dims)
+        if moved is not None:
+            return [moved]
+    src = ctx.sym_shape(x)
+    if isinstance(x, Lazy) and x.info is not None and x.info[0] == "matmul_flat" \
+            and _same_dims(dims, ctx.sym_shape(x.info[1])):
+        return [x.info[1]]                     # un-flattening a folded Tensordot: done
+    if isinstance(x, Value) and len(src) >= 3 and len(dims) == 2 and \
+            _same_dims(dims[1:], src[-1:]) and \
+            (dims[0] == -1 or _same_dims(dims[:1], [product(src[:-1])])):
+        return [_lazy_flatten(ctx, x, src)]
+    return [reshape_to(ctx, x, dims)]
+
+
+def _same_dims(a, b) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+
+
+# Keras' Dense on a rank > 2 input is TF's Tensordot: Reshape to 2-D, MatMul, Reshape back.
+# The IR matmul broadcasts over leading dims, so that is one matmul on the original tensor;
+# the 2-D forms are only built (as reshapes) if something else uses them.
+
+def _lazy_flatten(ctx, x, src):
+    flat = [product(src[:-1]), src[-1]]
+    return Lazy(lambda c: reshape_to(c, x, flat), flat_type(ctx, x, flat), flat,
+                ctx.scope, ctx.loc, ("flatten", x))
+
+
+def _squeeze(ctx, node, ins):
+    axes = list(node.attr["squeeze_dims"].list.i) if "squeeze_dims" in node.attr else []
+    return ctx.emit("squeeze", ins[:1], {"axes": axes})
+
+
+def _expand_dims(ctx, node, ins):
+    return ctx.emit("expand_dims", ins[:1], {"axis": static_axis(ctx, ins[1], "ExpandDims axis")})
+
+
+def _transpose(ctx, node, ins):
+    perm = [int(p) for p in ctx.static(ins[1], "Transpose perm").ravel()]
+    if perm == list(range(len(perm))):
+        return ins[:1]
+    return ctx.emit("transpose", ins[:1], {"perm": perm})
+
+
+def _concat(ctx, node, ins):
+    if node.op == "Concat":                 # v1: axis first
+        axis, values = ins[0], ins[1:]
+    else:
+        axis, values = ins[-1], ins[:-1]
+    if len(values) == 1:
+        return values
+    return ctx.emit("concat", values, {"axis": static_axis(ctx, axis, "concat axis")})
+
+
+def _pack(ctx, node, ins):
+    axis = int(node_attr(node, "axis", 0))
+    rank = ctx.type(ins[0]).rank
+    axis = axis + rank + 1 if axis < 0 else axis
+    parts = [ctx.emit1("expand_dims", [x], {"axis": axis}) for x in ins]
+    return parts if len(parts) == 1 else ctx.emit("concat", parts, {"axis": axis})
+
+
+def _unpack(ctx, node, ins):
+    num = int(node_attr(node, "num"))
+    axis = int(node_attr(node, "axis", 0))
+    pieces = ctx.emit("split", ins[:1], {"axis": axis, "sizes": [1] * num})
+    return [ctx.emit1("squeeze", [p], {"axes": [axis]}) for p in pieces]
+
+
+def _split(ctx, node, ins):
+    axis_e, x = ins
+    num = int(node_attr(node, "num_split"))
+    axis = static_axis(ctx, axis_e, "Split axis")
+    dim = ctx.type(x).shape[axis]
+    if not isinstance(dim, int):
+        raise LiftError(f"Split of the run-time dim {dim} into {num} pieces is not supported")
+    if dim % num:
+        raise LiftError(f"Split of a dim of size {dim} into {num} equal pieces")
+    return ctx.emit("split", [x], {"axis": axis, "sizes": [dim // num] * num})
+
+
+def _split_v(ctx, node, ins):
+    x, sizes, axis_e = ins
+    sizes = [int(s) for s in ctx.static(sizes, "SplitV sizes").ravel()]
+    return ctx.emit("split", [x], {"axis": static_axis(ctx, axis_e, "SplitV axis"), "sizes": sizes})
+
+
+def _slice(ctx, node, ins):
+    x, begin, size = ins
+    return ctx.emit("slice", [x], {
+        "begin": [int(v) for v in ctx.static(begin, "Slice begin").ravel()],
+        "size": [int(v) for v in ctx.static(size, "Slice size").ravel()]})
+
+
+def _strided_slice(ctx, node, ins):
+    x, begin, end, strides = ins
+    attrs = {k: int(node_attr(node, k, 0)) for k in
+             ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+    for name, e in (("begin", begin), ("end", end), ("strides", strides)):
+        attrs[name] = [int(v) for v in ctx.static(e, f"StridedSlice {name}").ravel()]
+    return ctx.emit("strided_slice", [x], attrs)
+
+
+def _gather(ctx, node, ins):
+    params, indices = ins[0], ins[1]
+    axis = static_axis(ctx, ins[2], "GatherV2 axis") if len(ins) > 2 else 0
+    return ctx.emit("gather", [params, indices],
+                    {"axis": axis, "batch_dims": int(node_attr(node, "batch_dims", 0))})
+
+
+def _tile(ctx, node, ins):
+    mult = [int(m) for m in ctx.static(ins[1], "Tile multiples").ravel()]
+    return ctx.emit("tile", ins[:1], {"multiples": mult})
+
+
+def _broadcast_to(ctx, node, ins):
+    dims = ctx.dims(ins[1], "BroadcastTo shape")
+    if any(isinstance(d, SymDim) for d in dims):
+        raise LiftError(f"BroadcastTo the run-time shape {fmt_dims(dims)} is not supported")
+    return ctx.emit("broadcast_to", ins[:1], {"shape": dims})
+
+
+def _filled(node, dims, value, dtype):
+    """np.full over `dims`; run-time dims become 1 and the result a splat (see Const)."""
+    shape = [1 if isinstance(d, SymDim) else int(d) for d in dims]
+    full = list(dims) if any(isinstance(d, SymDim) for d in dims) else None
+    return Const(np.full(shape, value, dtype=dtype), node, full=full)
+
+
+def _fill(ctx, node, ins):
+    dims = ctx.dims(ins[0], "Fill dims")
+    value = np.asarray(ctx.static(ins[1], "Fill value"))
+    return [_filled(node, dims, value, value.dtype)]
+
+
+def _like(fill):
+    def lower(ctx, node, ins):
+        return [_filled(node, ctx.sym_shape(ins[0]), fill, ctx.type(ins[0]).dtype.np)]
+    return lower
+
+
+def _range(ctx, node, ins):
+    start, limit, delta = (ctx.static(e, "Range operand") for e in ins)
+    dt = ir_dtype(node.attr["Tidx"].type).np if "Tidx" in node.attr else start.dtype
+    return [Const(np.arange(start, limit, delta).astype(dt), node)]
+
+
+def _pad(ctx, node, ins):
+    x, pads = ins[0], ctx.static(ins[1], "paddings")
+    attrs = {"pads": [[int(a), int(b)] for a, b in np.asarray(pads).reshape(-1, 2)]}
+    if node.op == "MirrorPad":
+        attrs["mode"] = node_attr(node, "mode").lower()
+    elif len(ins) > 2:
+        attrs["value"] = float(np.asarray(ctx.static(ins[2], "PadV2 value")).ravel()[0])
+    return ctx.emit("pad", [x], attrs)
+
+
+TABLE = {
+    "Shape": _shape, "ShapeN": _shape, "Size": _size, "Rank": _rank, "Reshape": _reshape,
+    "Squeeze": _squeeze, "ExpandDims": _expand_dims, "Transpose": _transpose,
+    "ConcatV2": _concat, "Concat": _concat, "Pack": _pack, "Unpack": _unpack, "Split": _split,
+    "SplitV": _split_v, "Slice": _slice, "StridedSlice": _strided_slice, "GatherV2": _gather,
+    "Tile": _tile, "BroadcastTo": _broadcast_to, "Fill": _fill, "ZerosLike": _like(0),
+    "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
+}
