@@ -19,7 +19,7 @@ from tensorforge.qat.keras import (FakeQuant, QATAdd, QATConcatenate,  # noqa: E
                                     QATConv2D, QATDense, QATDepthwiseConv2D, QATEinsumDense,
                                     apply_quantization_on_model, scope)
 from tensorforge.frontends.tf import lift_concrete_function  # noqa: E402
-from tensorforge.frontends.tf.ops.quant import tf_fake_quant_params  # noqa: E402
+from tensorforge.passes.quantize.fake_quant import signed_nudge  # noqa: E402
 from tensorforge.ir.errors import ConversionError  # noqa: E402
 from tensorforge.ir.interpreter import run_module  # noqa: E402
 from tensorforge.ir.types import DType  # noqa: E402
@@ -420,7 +420,7 @@ def test_fake_quant_per_channel_matches_tf():
     module = _lift(fn, tf.TensorSpec([None, 6, 16], tf.float32))
     (qn,) = _nodes(module, "quantize")
     assert qn.attrs["axis"] == 2 and len(qn.attrs["scale"]) == 16
-    want = tf_fake_quant_params(lo, hi, 8, False)
+    want = signed_nudge(lo, hi, bits=8, narrow_range=False)
     assert list(qn.attrs["zero_point"]) == want[1].tolist()
     ours, ref = run_module(module, [x])[0], fn(x).numpy()
     diff = np.abs(ours - ref)

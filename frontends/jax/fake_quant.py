@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.types import DType, QuantParams
-from ...passes.quantize.fake_quant import MARKER, nudge, parse_marker
+from ...passes.quantize.fake_quant import MARKER, parse_marker, signed_nudge
 from .context import Const, LiftError
 
 KEY = f"jit:{MARKER}"  # the op-table key (`context._marker`)
@@ -50,17 +50,16 @@ def lower_fake_quant(ctx, eqn, ins):
         problems.append(f"fake_quant of {ctx.dtype(x)} (needs a float tensor)")
     if problems:
         raise LiftError("; ".join(problems))
-    scale, zp, _, _ = nudge(lo.array, hi.array, bits=bits, narrow_range=narrow)
+    scale, zp = signed_nudge(lo.array, hi.array, bits=bits, narrow_range=narrow)
     scale, zp = np.ravel(scale), np.ravel(zp)
     bad = ~(np.isfinite(scale) & (scale > 0))
     if bad.any():
         raise LiftError(f"fake_quant range is empty or invalid (min must be < max): min="
                         f"{np.ravel(lo.array)[bad].tolist()}, max="
                         f"{np.ravel(hi.array)[bad].tolist()}")
-    shift = 1 << (bits - 1)
     dtype = _STORAGE[bits]
-    params = {"scale": [float(s) for s in scale],
-              "zero_point": [int(z) - shift for z in zp], "axis": axis}
+    params = {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zp],
+              "axis": axis}
     qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)
     q = ctx.emit("quantize", [x], {**params, "dtype": dtype, "narrow_range": narrow})
     if isinstance(q, Const):

@@ -56,3 +56,14 @@ def nudge(min_val, max_val, *, bits: int = 8, narrow_range: bool = False):
     zp = np.clip(np.trunc(zp_from_min + np.copysign(0.5, zp_from_min)), qmin, qmax)
     zp = zp.astype(np.float32)
     return scale, zp, (np.float32(qmin) - zp) * scale, (np.float32(qmax) - zp) * scale
+
+
+def signed_nudge(min_val, max_val, *, bits: int = 8, narrow_range: bool = False):
+    """`(scale, zero_point)` of the IR quantize -> dequantize pair a fake-quant lifts to:
+    `nudge`'s scale (float32) and its zero point moved from TF's unsigned codes to signed
+    storage, `zp - 2^(bits-1)` (int64): TF's [0, 255] / narrow [1, 255] are int8's
+    [-128, 127] / narrow [-127, 127]. Both the TF frontend (FakeQuant* ops) and the JAX
+    frontend (the `fake_quant` marker) use it."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty ranges are reported by callers
+        scale, zp, _, _ = nudge(min_val, max_val, bits=bits, narrow_range=narrow_range)
+    return scale, zp.astype(np.int64) - (1 << (bits - 1))

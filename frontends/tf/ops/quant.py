@@ -8,35 +8,16 @@ import numpy as np
 
 from ....ir.ops import get_op
 from ....ir.types import DType, QuantParams, TensorType
+from ....passes.quantize.fake_quant import signed_nudge
 from ..context import Const, Lazy, LiftError
 from .common import node_attr
 
 
-# TF's FakeQuant ops quantize to unsigned codes [quant_min, 2^bits - 1] (quant_min = 1 with
-# narrow_range) after "nudging" the range so that 0 is exactly representable
-# (tensorflow/core/kernels/fake_quant_ops_functor.h, Nudge). Each becomes an IR quantize ->
-# dequantize pair with the nudged params, shifted to signed codes (zp - 2^(bits-1)): TF's
-# [0, 255] / narrow [1, 255] are int8's [-128, 127] / narrow [-127, 127].
+# TF's FakeQuant ops quantize to unsigned codes after nudging the range so that 0 is exactly
+# representable; each becomes an IR quantize -> dequantize pair with the nudged params on
+# signed codes (`passes/quantize/fake_quant.signed_nudge`, shared with the JAX frontend).
 
 _FAKE_QUANT_DTYPES = {8: DType.i8, 16: DType.i16}
-
-
-def tf_fake_quant_params(lo, hi, num_bits: int, narrow_range: bool):
-    """(scale, signed zero point) arrays of TF's Nudge() for ranges [lo, hi], computed in
-    float32 like TF; the zero point is shifted from TF's unsigned codes to signed ones."""
-    lo = np.asarray(lo, np.float32)
-    hi = np.asarray(hi, np.float32)
-    quant_min = np.float32(1 if narrow_range else 0)
-    quant_max = np.float32((1 << num_bits) - 1)
-    with np.errstate(all="ignore"):
-        scale = (hi - lo) / (quant_max - quant_min)
-        zp_from_min = quant_min - lo / scale
-    # std::round (half away from zero; zp_from_min >= quant_min >= 0 once clamped).
-    nudged = np.where(zp_from_min < quant_min, quant_min,
-                      np.where(zp_from_min > quant_max, quant_max,
-                               np.floor(zp_from_min.astype(np.float64) + 0.5)))
-    zp = nudged.astype(np.int64) - (1 << (num_bits - 1))
-    return scale.astype(np.float32), zp
 
 
 def _fake_quant(ctx, node, ins):
@@ -73,7 +54,7 @@ def _fake_quant(ctx, node, ins):
     if bad:
         raise LiftError(f"{node.op}: empty quantization range {', '.join(bad[:4])} (min must "
                         f"be < max)")
-    scale, zp = tf_fake_quant_params(lo, hi, bits, narrow)
+    scale, zp = signed_nudge(lo, hi, bits=bits, narrow_range=narrow)
     params = {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zp],
               "axis": axis}
     qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)
