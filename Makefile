@@ -1,4 +1,4 @@
-# tensorforge: `make demo`, `make test`, `make bench`. Each target creates .venv if missing and
+# tensorforge: `make demo`, `make test`, `make bench`, `make docs`. Each target creates .venv if missing and
 # installs the project with its pinned dependencies first.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The TF.js harness: Node.js + @tensorflow/tfjs, pinned by tests/js/package-lock.json.
 JS_STAMP := tests/js/node_modules/.package-lock.json
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench docs install clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test-slow: $(STAMP) $(JS_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tensorforge.tools.bench
+
+# Regenerates the pages read off the code (CLI, passes, op support), then builds the site into
+# build/site; strict: a warning (broken link, undocumented public name) fails the build.
+docs: $(STAMP)
+	$(PY) -m tensorforge.tools.docgen docs
+	$(PY) -m mkdocs build --strict   # -m: the console script `tensorforge` in .venv/bin must not shadow the package
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
