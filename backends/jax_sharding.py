@@ -233,7 +233,8 @@ def _make_mesh(mesh_axes: Mapping[str, int]) -> Mesh:
 
 
 def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequence | None = None,
-                    mesh: "ShardMesh | Mapping[str, int] | None" = None) -> ShardedProgram:
+                    mesh: "ShardMesh | Mapping[str, int] | None" = None,
+                    _caller: str = "compile_sharded") -> ShardedProgram:
     """Lowers the plan's module to JAX with every value's `.layout` turned into a NamedSharding
     on the plan's mesh and returns the jitted `ShardedProgram`.
 
@@ -244,10 +245,9 @@ def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequen
     Raises ConversionError, before anything is compiled and listing every problem: a mesh
     needing more devices than `jax.device_count()`, an unknown or repeated mesh axis, a layout
     of the wrong rank, or a dim its mesh axis does not divide."""
-    example_inputs = positional_after_plan("compile_sharded", args, example_inputs,
-                                           "example_inputs",
+    example_inputs = positional_after_plan(_caller, args, example_inputs, "example_inputs",
                                            "compile_sharded(plan, example_inputs=[...])")
-    module, shard_mesh = module_and_mesh(plan, mesh, caller="compile_sharded")
+    module, shard_mesh = module_and_mesh(plan, mesh, caller=_caller)
     graph = module.main
     mesh_axes = dict(shard_mesh.axes)
     problems: list[Diagnostic] = []
@@ -314,7 +314,7 @@ def run_sharded(plan: "ShardingPlan | Module", inputs: Sequence, *,
                 mesh: "ShardMesh | Mapping[str, int] | None" = None) -> list[np.ndarray]:
     """Compiles the plan (`compile_sharded`) for `inputs`, runs it once on the plan's mesh and
     returns the outputs as NumPy arrays (gathered from their shards)."""
-    program = compile_sharded(plan, example_inputs=list(inputs), mesh=mesh)
+    program = compile_sharded(plan, example_inputs=list(inputs), mesh=mesh, _caller="run_sharded")
     return [np.asarray(o) for o in program(*inputs)]
 
 

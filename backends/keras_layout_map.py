@@ -1,6 +1,6 @@
 """Keras 3 `LayoutMap` from a layout-annotated IR module (lifted from that Keras model).
 
-    layout_map = to_keras_layout_map(module, {"batch": 2, "model": 4}, weights=model)
+    layout_map = to_keras_layout_map(plan, weights=model)   # plan = tensorforge.sharding.shard(...)
     keras.distribution.set_distribution(
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
     model = build_model()                    # variables are created sharded
@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module, Node, Value
+from ..passes.shard.mesh import Mesh
+from ..passes.shard.plan import ShardingPlan, module_and_mesh, positional_after_plan
 from .common import constant_name
 
 __all__ = ["keras_layout_entries", "layout_map_from_entries", "to_keras_layout_map",
@@ -186,17 +188,19 @@ def layout_map_from_entries(entries: Mapping[str, Sequence], mesh_axes: Mapping[
     return layout_map
 
 
-def to_keras_layout_map(module: Any, mesh_axes: Mapping[str, int] | None = None, *,
-                        weights: Any = None, devices: Sequence | None = None):
-    """`keras.distribution.LayoutMap` for the layouts on `module`'s constants (see
-    `keras_layout_entries`; `weights` = the Keras model the module was lifted from, to verify
-    and translate paths). `module` may also be a ShardingPlan (`ts.to_keras_layout_map(plan)`):
-    its annotated module and mesh are used. mesh_axes defaults to the plan's mesh, else
-    {"batch": 2, "model": 4}."""
-    if hasattr(module, "module") and hasattr(module, "mesh"):   # a ShardingPlan
-        plan = module
-        module = plan.module
-        mesh_axes = mesh_axes or dict(zip(plan.mesh.axis_names, plan.mesh.shape))
-    mesh_axes = dict(mesh_axes or {"batch": 2, "model": 4})
+def to_keras_layout_map(plan: "ShardingPlan | Module", *args,
+                        mesh: "Mesh | Mapping[str, int] | None" = None, weights: Any = None,
+                        devices: Sequence | None = None):
+    """`keras.distribution.LayoutMap` for the layouts on the plan's constants, on the plan's
+    mesh (see `keras_layout_entries`; `weights` = the Keras model the module was lifted from,
+    to verify and translate paths). `plan` may also be a layout-annotated Module carrying its
+    mesh in metadata (the `shard-propagate` pass writes it), or given `mesh=`."""
+    if args:
+        positional_after_plan("to_keras_layout_map", args, None, "no other argument",
+                              "to_keras_layout_map(plan, weights=...)")
+        raise TypeError(f"to_keras_layout_map takes one positional argument (the plan), got "
+                        f"{1 + len(args)}")
+    module, shard_mesh = module_and_mesh(plan, mesh, caller="to_keras_layout_map")
+    mesh_axes = dict(shard_mesh.axes)
     return layout_map_from_entries(keras_layout_entries(module, mesh_axes, weights),
                                    mesh_axes, devices)

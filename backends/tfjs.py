@@ -590,6 +590,13 @@ def write_tfjs_function(concrete_fn, directory: str | os.PathLike, *,
     _write_atomic(os.fspath(directory), text, shards)
 
 
+# userDefinedMetadata keys that @tensorflow/tfjs itself reads (graph_model.ts: the signature
+# and the structured output keys override the model's own): the module's metadata must not
+# land on them (a SavedModel source's `signature` name made tfjs rename every output).
+_TFJS_RESERVED = {"signature": "source_signature",
+                  "structuredOutputKeys": "source_structuredOutputKeys"}
+
+
 def write_tfjs(module: Module, directory: str | os.PathLike, *,
                quantize: str | None = None,
                quantize_globs: Iterable[str] | str | None = None) -> None:
@@ -608,6 +615,6 @@ def write_tfjs(module: Module, directory: str | os.PathLike, *,
         if not err.diagnostics:
             raise
         raise ConversionError("cannot write TF.js graph model", err.diagnostics) from None
-    metadata = {k: v for k, v in sorted(module.metadata.items())}
+    metadata = {_TFJS_RESERVED.get(k, k): v for k, v in sorted(module.metadata.items())}
     write_tfjs_function(concrete_fn, directory, quantize=quantize,
                         quantize_globs=quantize_globs, metadata=metadata)

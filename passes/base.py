@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -97,9 +98,10 @@ class Pass(abc.ABC):
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the pass's docstring."""
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The first paragraph of the pass's docstring, on one line (a wrapped first sentence
+        is not cut at the end of its first physical line)."""
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        return " ".join(doc.split("\n\n", 1)[0].split())
 
 
 def unknown_option_message(pass_name: str, key: str, options: dict) -> str:

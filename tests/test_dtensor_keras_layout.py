@@ -125,7 +125,7 @@ module = tensorforge.parse_module(open(os.path.join(out_dir, "encoder.tfir")).re
 mesh = {"batch": 2, "model": 4}
 same = keras_layout_entries(module, mesh, weights=ref_model) == \
     {k: tuple(v) for k, v in entries.items()}
-layout_map = to_keras_layout_map(module, mesh, weights=ref_model)
+layout_map = to_keras_layout_map(module, mesh=mesh, weights=ref_model)
 keras.distribution.set_distribution(
     keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
 model = transformer_encoder(1, 32, 2, seq_len=8, vocab=50)

@@ -55,6 +55,28 @@ def test_small_cnn_savedmodel_and_tfjs(tmp_path):
     assert (result.paths["tfjs"] / "model.json").exists()
 
 
+def test_savedmodel_source_to_every_target(tmp_path):
+    """A SavedModel source (its module metadata names the signature it came from) converts
+    to every target and verifies, outputs keeping their signature names in TF.js too."""
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="features")])
+        def serve(self, features):
+            return {"scores": tf.nn.relu6(tf.matmul(features, self.w)),
+                    "total": tf.reduce_sum(features, axis=1)}
+
+    net = Net()
+    tf.saved_model.save(net, str(tmp_path / "sm"), signatures={"serving_default": net.serve})
+    result = tensorforge.convert(str(tmp_path / "sm"), target="all", output=tmp_path / "out",
+                                 verify=True)
+    assert {r.runtime for r in result.verification.rows} >= {"tflite", "savedmodel", "tfjs"}
+    assert result.verification.ok, result.verification.table()
+
+
 def test_mobilenetv2_all_targets(tmp_path):
     check_all_targets(application("MobileNetV2", (96, 96, 3)), tmp_path / "mnv2")
 

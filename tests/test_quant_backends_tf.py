@@ -1,6 +1,6 @@
 """Quantized (QDQ) IR through the SavedModel and TF.js backends.
 
-The QDQ form (passes/quantize/README.md, stage 3) is built by hand: integer weight constants
+The QDQ form (docs/design/quantization.md, stage 3) is built by hand: integer weight constants
 (int8 per-channel / per-tensor, int4) behind `dequantize`, int32 (int64 when the IR allows it)
 biases behind `dequantize`, `quantize`->`dequantize` pairs on activations (int8 and int16),
 and a float16 weight behind `cast`. Each graph is saved as a SavedModel (loaded and run in TF)

@@ -74,6 +74,8 @@ def passes_page() -> str:
            "`PassManager.parse`, `convert(passes=...)` and on the command line. Plugins add "
            "their own (see [Plugins](../plugins.md)).\n"]
     for name, cls in registered_passes().items():
+        if not cls.__module__.startswith("tensorforge.passes."):
+            continue  # a plugin loaded into this process is not a built-in pass
         doc = inspect.cleandoc(cls.__doc__ or "")
         out.append(f"\n## `{name}`\n\n{doc}\n")
         if cls.options:

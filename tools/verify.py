@@ -14,7 +14,7 @@ from ..ir.graph import Graph, Module
 from ..ir.interpreter import run_graph
 from ..ir.types import DType
 
-FLOAT_RTOL = 1e-4  # the float32 contract (DESIGN.md, "Numerics contract")
+FLOAT_RTOL = 1e-4  # the float32 contract (docs/guide/targets.md, "Tolerances")
 
 # Weight compression bounds the error it implies: float16 keeps ~3 decimal digits, uint16 and
 # uint8 affine codes keep 1/65535 and 1/255 of each tensor's range.

@@ -5,7 +5,7 @@
     report = plan.apply(ranges)                            # rewrites module.main in place
 
 Weights become integer constants (per-channel along the output-channel axis, see
-README.md; blockwise ones as rows of blocks, see `_quantize_blockwise`) read through
+docs/design/quantization.md; blockwise ones as rows of blocks, see `_quantize_blockwise`) read through
 `dequantize`; each quantized activation value gets one
 `quantize` -> `dequantize` pair, with one set of params per tensor as TFLite requires. Ops
 whose TFLite integer kernels need equal input and output params (pooling, reshape, concat,
@@ -35,7 +35,7 @@ SAME_PARAMS_OPS = frozenset({
 
 
 def weight_axis(node: Node, operand: int) -> int | None:
-    """The output-channel axis of a weight operand in the IR layout (README.md table), or None
+    """The output-channel axis of a weight operand in the IR layout (docs/design/quantization.md table), or None
     when the op has no per-channel form for it."""
     v = node.inputs[operand]
     rank = v.type.rank

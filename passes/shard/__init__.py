@@ -1,6 +1,6 @@
 """Sharding (DTensor-style global view): `Mesh`, `Layout`, `LayoutMap`,
 `create_layout_map`, and `shard`, which propagates layouts through a module and plans the
-collectives it needs. See README.md in this folder for the contract."""
+collectives it needs. The contract: docs/design/sharding.md."""
 
 from ...ir.types import Layout
 from .auto import auto_shard
