@@ -112,8 +112,9 @@ def _translate(axes: Axes, ir_shape, shape, mesh_axes) -> tuple[Axes | None, str
 
 def keras_layout_entries(module: Module, mesh_axes: Mapping[str, int],
                          weights: Any = None) -> dict[str, tuple]:
-    """{Keras variable path: axes} for every constant of `module.main` that carries a
-    `layout` (axes: per variable dim a mesh axis name or None). `weights`: the Keras model or
+    """{Keras variable path: axes} for every constant of `module.main` whose `layout` shards
+    it (axes: per variable dim a mesh axis name or None; replicated constants are Keras'
+    default and are left out). `weights`: the Keras model or
     {path: shape}; with it every path is verified and reshaped kernels are translated.
     Raises ConversionError listing every constant that cannot be mapped and every layout
     problem (unknown axis, indivisible dim, two constants of one variable disagreeing)."""
@@ -125,6 +126,10 @@ def keras_layout_entries(module: Module, mesh_axes: Mapping[str, int],
         if node.op != "constant" or node.outputs[0].layout is None:
             continue
         v = node.outputs[0]
+        if all(a is None for a in v.layout.axes):
+            # Replicated is Keras' default: nothing to say, and most such constants (a layer
+            # norm's epsilon, the scalars inside attention and gelu) are no Keras variable.
+            continue
         where = dict(node=node.describe(), scope=node.scope, loc=node.loc)
         label = f"%{v.name}" if v.name else constant_name(v)
         axes = tuple(v.layout.axes)

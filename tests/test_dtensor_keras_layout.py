@@ -242,3 +242,28 @@ def test_keras_entries_errors_and_translation():
     mod = _mlp(None, Layout((None, "model")), None, w1_name="dense/kernel", hidden=12)
     with pytest.raises(ConversionError, match=r"no variable dim among \[1, 2\]"):
         keras_layout_entries(mod, MESH, weights={"dense/kernel": (64, 6, 2)})
+
+
+def test_megatron_plan_of_a_keras_encoder_maps_to_its_variables():
+    """A whole Megatron plan of a lifted Keras encoder maps onto the model's own variables:
+    every sharded constant finds its Keras variable; replicated constants (layer-norm
+    epsilons, the scalars inside attention and gelu) are Keras' default and are left out."""
+    import tensorforge
+    from tensorforge import sharding as ts
+    from tensorforge.tools.bench.models import transformer_encoder
+    from tensorforge.tools.convert import optimize
+
+    model = transformer_encoder(1, 64, 4, seq_len=16, vocab=100)
+    module = optimize(tensorforge.from_keras(model), None)
+    mesh = ts.Mesh(MESH)
+    plan = ts.shard(module, ts.create_layout_map(module, mesh))
+    entries = keras_layout_entries(plan.module, MESH, weights=model)
+    assert entries == {
+        "embed/embeddings": ("model", None),
+        "encoder_0_mha/query/kernel": (None, "model", None),
+        "encoder_0_mha/key/kernel": (None, "model", None),
+        "encoder_0_mha/value/kernel": (None, "model", None),
+        "encoder_0_mha/attention_output/kernel": ("model", None, None),
+        "encoder_0_ff1/kernel": (None, "model"),
+        "encoder_0_ff2/kernel": ("model", None),
+    }
