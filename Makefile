@@ -38,7 +38,7 @@ bench: $(STAMP)
 # build/site; strict: a warning (broken link, undocumented public name) fails the build.
 docs: $(STAMP)
 	$(PY) -m tensorforge.tools.docgen docs
-	$(PY) -m mkdocs build --strict   # -m: the console script `tensorforge` in .venv/bin must not shadow the package
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict   # -m: .venv/bin/tensorforge must not shadow the package
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
