@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tensorforge.backends import tfjs
 from tensorforge.backends.savedmodel import write_savedmodel
 from tensorforge.backends.tf_lowering import lower_to_tf, lowering_problems
 from tensorforge.ir import ConversionError, DType, Graph, Module, TensorType
@@ -277,15 +278,9 @@ def test_no_opaque_ops_and_weights_are_variables(big):
     assert "embedding/table" in names and "conv_same/filter" in names, names
 
 
-# The ops the TF.js converter accepts (plus NoOp control edges and integer TruncateDiv, which
-# only the integer `div` emits).
-TFJS_OPS = set("""Conv2D DepthwiseConv2dNative Conv2DBackpropInput MatMul BatchMatMulV2 BiasAdd
-AddV2 Sub Mul RealDiv Maximum Minimum Relu Relu6 Elu Sigmoid Tanh Softmax LogSoftmax Erf Exp Log
-Sqrt Rsqrt Neg Abs Floor Ceil Round Sign Cast Reshape Transpose ConcatV2 Split SplitV Slice
-StridedSlice Pad PadV2 MirrorPad GatherV2 BroadcastTo Squeeze ExpandDims Tile Sum Mean Max Min
-Prod ArgMax ArgMin MaxPool AvgPool ResizeBilinear ResizeNearestNeighbor Select SelectV2 Equal
-NotEqual Less LessEqual Greater GreaterEqual LogicalAnd LogicalOr LogicalNot Pow Square
-SquaredDifference LeakyRelu Identity Const Placeholder NoOp TruncateDiv""".split())
+# The ops the TF.js converter accepts (the backend's copy of tfjs-converter's op list), plus
+# integer TruncateDiv, which only the integer `div` emits.
+TFJS_OPS = set(tfjs.TFJS_OPS) | {"TruncateDiv"}
 
 
 def test_frozen_graph_uses_tfjs_ops_only(big):
