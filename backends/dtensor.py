@@ -129,11 +129,7 @@ class DTensorProgram:
 
     def __init__(self, plan: "ShardingPlan | Module", *args,
                  mesh: "ShardMesh | Mapping[str, int] | None" = None, device_type: str = "CPU"):
-        if args:
-            positional_after_plan("DTensorProgram", args, None, "no other argument",
-                                  "DTensorProgram(plan)")
-            raise TypeError(f"DTensorProgram takes one positional argument (the plan), got "
-                            f"{1 + len(args)}")
+        positional_after_plan("DTensorProgram", args, None, None, "DTensorProgram(plan)")
         module, shard_mesh = module_and_mesh(plan, mesh, caller="DTensorProgram")
         self.module = module
         self.mesh_axes = dict(shard_mesh.axes)

@@ -200,11 +200,8 @@ def to_keras_layout_map(plan: "ShardingPlan | Module", *args,
     mesh (see `keras_layout_entries`; `weights` = the Keras model the module was lifted from,
     to verify and translate paths). `plan` may also be a layout-annotated Module carrying its
     mesh in metadata (the `shard-propagate` pass writes it), or given `mesh=`."""
-    if args:
-        positional_after_plan("to_keras_layout_map", args, None, "no other argument",
-                              "to_keras_layout_map(plan, weights=...)")
-        raise TypeError(f"to_keras_layout_map takes one positional argument (the plan), got "
-                        f"{1 + len(args)}")
+    positional_after_plan("to_keras_layout_map", args, None, None,
+                          "to_keras_layout_map(plan, weights=...)")
     module, shard_mesh = module_and_mesh(plan, mesh, caller="to_keras_layout_map")
     mesh_axes = dict(shard_mesh.axes)
     return layout_map_from_entries(keras_layout_entries(module, mesh_axes, weights),

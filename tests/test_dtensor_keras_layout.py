@@ -267,3 +267,21 @@ def test_megatron_plan_of_a_keras_encoder_maps_to_its_variables():
         "encoder_0_ff1/kernel": (None, "model"),
         "encoder_0_ff2/kernel": ("model", None),
     }
+
+
+def test_old_spelling_that_repeated_the_mesh_is_refused():
+    """DTensorProgram, run_dtensor and to_keras_layout_map take the plan (which carries its
+    mesh); the old second positional mesh names the new spelling."""
+    from tensorforge import sharding as ts
+    from tensorforge.backends.dtensor import DTensorProgram, run_dtensor
+    from tensorforge.backends.keras_layout_map import to_keras_layout_map
+
+    mod = _mlp(None, Layout((None, "model")), Layout(("model", None)))
+    with pytest.raises(ts.ShardingError, match=r"call DTensorProgram\(plan\)"):
+        DTensorProgram(mod, MESH)
+    with pytest.raises(ts.ShardingError, match=r"call run_dtensor\(plan, \[inputs"):
+        run_dtensor(mod, MESH, [np.zeros((6, 64), np.float32)])
+    with pytest.raises(ts.ShardingError, match=r"call to_keras_layout_map\(plan, weights"):
+        to_keras_layout_map(mod, MESH)
+    with pytest.raises(ts.ShardingError, match="carries no mesh"):
+        to_keras_layout_map(mod)

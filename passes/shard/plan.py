@@ -333,16 +333,21 @@ def module_and_mesh(source: "ShardingPlan | Module", mesh: "Mesh | Mapping[str, 
     return source, mesh
 
 
-def positional_after_plan(caller: str, args: tuple, keyword, name: str, new_spelling: str):
+def positional_after_plan(caller: str, args: tuple, keyword, name: str | None,
+                          new_spelling: str):
     """The one argument an execution entry point takes after the plan (`example_inputs` or
-    `inputs`), given positionally (`args`) or by keyword. The old spelling, which repeated the
-    mesh there (`caller(plan.module, {"batch": 2, ...}, ...)`), gets a clear error pointing to
+    `inputs`; `name=None` for an entry point that takes the plan alone), given positionally
+    (`args`) or by keyword. The old spelling, which repeated the mesh there
+    (`caller(plan.module, {"batch": 2, ...}, ...)`), gets a clear error pointing to
     `new_spelling`."""
     if args and isinstance(args[0], (Mapping, Mesh)):
         raise ShardingError(f"{caller} no longer takes the mesh as its second argument",
                             [Diagnostic(f"the plan carries its mesh: call {new_spelling} "
                                         f"(for a module annotated by other means, pass "
                                         f"mesh=... as a keyword)")])
+    if name is None and args:
+        raise TypeError(f"{caller} takes one positional argument (the plan), got "
+                        f"{1 + len(args)}")
     if len(args) > 1 or (args and keyword is not None):
         raise TypeError(f"{caller} takes the plan and {name}; got {1 + len(args)} positional "
                         f"arguments{' and ' + name + '=' if keyword is not None else ''}")
