@@ -292,7 +292,9 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     first = next(iter(modules.values()))
     inputs = _verification_inputs(first, calibration_data, batch)
     names = V.output_names(first)
-    result = V.Verification("IR interpreter of the quantized module", batch)
+    result = V.Verification("IR interpreter of the quantized module", batch,
+                            inputs="calibration samples" if calibration_data is not None
+                            else "random inputs")
     tolerances = [V.QUANT_RTOL] * len(names)
     if source.run_original is not None:
         want = source.run_original(inputs)

@@ -55,6 +55,7 @@ class Verification:
     reference: str
     batch: int
     rows: list[ErrorRow] = field(default_factory=list)
+    inputs: str = "random inputs"   # what the runtimes were fed, for the table's title
 
     @property
     def ok(self) -> bool:
@@ -69,7 +70,7 @@ class Verification:
         rows = [head] + [(r.runtime, r.output, f"{r.max_abs:.3e}", f"{r.max_rel:.3e}",
                           ("-" if r.tolerance == float("inf") else f"{r.tolerance:.0e}"), "yes" if r.ok else "NO") for r in self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = [f"verification against {self.reference} (batch {self.batch}, random inputs)"]
+        lines = [f"verification against {self.reference} (batch {self.batch}, {self.inputs})"]
         for i, row in enumerate(rows):
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
             if i == 0:
