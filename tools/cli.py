@@ -69,7 +69,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     result = convert(args.source, target=targets, output=args.output, verify=args.verify,
                      passes=args.passes, fp16=args.fp16, tfjs_quantize=args.tfjs_quantize,
                      tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
-                     pass_context=ctx, quantization=quantization, calibration_data=data)
+                     pass_context=ctx, quantization=quantization, calibration_data=data,
+                     verify_inputs=args.verify_inputs)
     for target, path in result.paths.items():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
             else path.stat().st_size
@@ -173,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", required=True, metavar="OUT",
                       help="output file (e.g. model.tflite) or directory")
     comp.add_argument("--verify", action="store_true",
-                      help="run source, IR interpreter and artifact on the same random inputs "
-                           "and print their errors")
+                      help="run source, IR interpreter and artifact on the same inputs (random "
+                           "values the model accepts) and print their errors")
+    comp.add_argument("--verify-inputs", metavar="FILE.npz",
+                      help="verify on these inputs instead (one array per model input, named "
+                           "after it); implies --verify")
     comp.add_argument("--fp16", action="store_true",
                       help="TFLite: store float weights as float16")
     comp.add_argument("--tfjs-quantize", choices=("uint8", "uint16", "float16"),

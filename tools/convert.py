@@ -182,7 +182,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             tfjs_quantize_globs: Sequence[str] | None = None, safe_mode: bool = True,
             input_signature=None, example_args=None, params=None,
             pass_context: PassContext | None = None, batch: int = 2,
-            quantization: Any = None, calibration_data=None,
+            quantization: Any = None, calibration_data=None, verify_inputs=None,
             progress: bool = True) -> ConversionResult:
     """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
@@ -191,8 +191,11 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     `passes` is a pipeline string (default "canonicalize"; "" runs none). `fp16` stores TFLite
     weights as float16; `tfjs_quantize` ("uint8", "uint16", "float16") compresses TF.js weights
     (optionally only those matching `tfjs_quantize_globs`). With `verify=True`, the source
-    model, the IR interpreter and each artifact run on the same random inputs and
-    `result.verification` holds the error table (float32 contract: 1e-4 relative).
+    model, the IR interpreter and each artifact run on the same inputs and
+    `result.verification` holds the error table (float32 contract: 1e-4 relative). The
+    inputs are random values the model accepts (ids below their table's size, 0/1 masks),
+    or `verify_inputs` (input name -> array, or an .npz path; implies `verify`), checked
+    against the model's signature before any work.
 
     `quantization` (a scheme name such as "int8", a Scheme, or a
     `tensorforge.quantization.QuantizationConfigurationMap`) quantizes the model; static
@@ -212,6 +215,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
                          example_args=example_args, params=params)
+    if verify_inputs is not None:
+        verify, verify_inputs = True, V.given_inputs(source.module, verify_inputs)
     if isinstance(calibration_data, (str, os.PathLike)):
         from ..passes.quantize.calibrate import load_npz_samples
 
@@ -244,10 +249,11 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             verification = None
         elif qresult is not None:
             verification = verify_quantized(source, modules, staged, calibration_data,
-                                            batch=batch)
+                                            batch=batch, inputs=verify_inputs)
         else:
             verification = verify_artifacts(source, module, staged, fp16=fp16,
-                                            tfjs_quantize=tfjs_quantize, batch=batch)
+                                            tfjs_quantize=tfjs_quantize, batch=batch,
+                                            inputs=verify_inputs)
         artifacts = {t: staged[t].read_bytes() for t in targets if not TARGETS[t].is_dir}
         for t in targets:
             _place(staged[t], paths[t])
@@ -280,7 +286,8 @@ def _verification_inputs(module: Module, calibration_data, batch: int) -> dict:
 
 
 def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict[str, Path],
-                     calibration_data, *, batch: int = 2) -> V.Verification:
+                     calibration_data, *, batch: int = 2,
+                     inputs: dict[str, np.ndarray] | None = None) -> V.Verification:
     """Each quantized artifact against the IR interpreter of the very module its backend got,
     plus the quantized IR against the float source (reported: that is the accuracy cost of
     quantizing). An artifact is held to V.QUANT_RTOL, or to twice the quantization error when
@@ -290,11 +297,13 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     artifact exactly as accurate as the quantized reference can differ from it by up to
     twice that error (triangle inequality), not more."""
     first = next(iter(modules.values()))
-    inputs = _verification_inputs(first, calibration_data, batch)
+    fed = "given inputs" if inputs is not None else \
+        "calibration samples" if calibration_data is not None else "random inputs"
+    if inputs is None:
+        inputs = _verification_inputs(first, calibration_data, batch)
     names = V.output_names(first)
-    result = V.Verification("IR interpreter of the quantized module", batch,
-                            inputs="calibration samples" if calibration_data is not None
-                            else "random inputs")
+    result = V.Verification("IR interpreter of the quantized module", _batch_of(inputs, batch),
+                            inputs=fed)
     tolerances = [V.QUANT_RTOL] * len(names)
     if source.run_original is not None:
         want = source.run_original(inputs)
@@ -309,19 +318,29 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     return result
 
 
+def _batch_of(inputs: dict[str, np.ndarray], default: int) -> int:
+    """The leading size of the given inputs (the table's `batch`)."""
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else default
+
+
 def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path], *,
                      fp16: bool = False, tfjs_quantize: str | None = None,
-                     batch: int = 2) -> V.Verification:
+                     batch: int = 2, inputs: dict[str, np.ndarray] | None = None
+                     ) -> V.Verification:
     """Runs the reference (source model, else the IR interpreter), the IR and every artifact on
-    the same inputs and tabulates their errors."""
-    inputs = V.sample_inputs(module, batch=batch)
+    the same inputs (`inputs`, else random ones the model accepts) and tabulates their
+    errors."""
+    fed = "given inputs" if inputs is not None else "random inputs"
+    if inputs is None:
+        inputs = V.sample_inputs(module, batch=batch)
     names = V.output_names(module)
     ir_out = V.run_ir(module, inputs)
     if source.run_original is not None:
         reference, want = source.kind, source.run_original(inputs)
     else:
         reference, want = "IR interpreter", ir_out
-    result = V.Verification(reference, batch)
+    result = V.Verification(reference, _batch_of(inputs, batch), inputs=fed)
     if source.run_original is not None:
         V.compare(result, "ir", ir_out, want, names, V.FLOAT_RTOL)
     for t, path in artifacts.items():

@@ -36,9 +36,17 @@ def _is_keras_model(obj: Any) -> bool:
 
 
 def _keras_runner(model, output_names: list[str]) -> Runner:
+    # A model built on a dict of inputs is called with that dict (its keys are the IR input
+    # names, frontends/keras), others with one array or a list in input order.
+    struct = getattr(model, "_inputs_struct", None)
+    keys = list(struct) if isinstance(struct, dict) else None
+
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        args = list(inputs.values())
-        out = model(args[0] if len(args) == 1 else args, training=False)
+        if keys is not None:
+            out = model({k: inputs[k] for k in keys}, training=False)
+        else:
+            args = list(inputs.values())
+            out = model(args[0] if len(args) == 1 else args, training=False)
         if isinstance(out, dict):
             return [np.asarray(out[k]) for k in output_names]
         if isinstance(out, (list, tuple)):

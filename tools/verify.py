@@ -6,10 +6,13 @@ reference elements do not blow it up)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
+from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module
 from ..ir.interpreter import run_graph
 from ..ir.types import DType
@@ -90,25 +93,54 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     return abs_err, abs_err / scale if scale > 0 else abs_err
 
 
+# Ops that pass an integer input's values through unchanged (to the table lookup they feed).
+_VALUE_PRESERVING = frozenset({"cast", "reshape", "expand_dims", "squeeze", "identity",
+                               "transpose", "broadcast_to", "slice", "strided_slice", "tile",
+                               "concat"})
+
+
 def _int_upper_bound(graph: Graph, value) -> int:
-    """A safe exclusive upper bound for an integer input: the size of any table it indexes
-    (token ids feeding a gather), else 10."""
-    bound = None
-    for user, i in value.uses:
-        if getattr(user, "op", None) == "gather" and i == 1:
-            axis = user.attrs["axis"] % user.inputs[0].type.rank
-            dim = user.inputs[0].type.shape[axis]
-            if isinstance(dim, int):
-                bound = dim if bound is None else min(bound, dim)
+    """A safe exclusive upper bound for an integer input: the size of the smallest table it
+    indexes (token ids, segment ids, positions feeding a gather, also through casts and
+    reshapes), else 10."""
+    bound, seen, todo = None, set(), [value]
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        for user, i in v.uses:
+            op = getattr(user, "op", None)
+            if op == "gather" and i == 1:
+                axis = user.attrs["axis"] % user.inputs[0].type.rank
+                dim = user.inputs[0].type.shape[axis]
+                if isinstance(dim, int):
+                    bound = dim if bound is None else min(bound, dim)
+            elif op in _VALUE_PRESERVING:
+                todo.extend(user.outputs)
     return bound or 10
+
+
+def _is_mask(name: str, v) -> bool:
+    """A padding/attention mask input (by name, as Keras and KerasHub call them, or a bool)."""
+    return v.type.dtype == DType.bool or "mask" in name.lower()
+
+
+def _mask(rng, shape) -> np.ndarray:
+    """0/1 rows like real padding masks: a random-length prefix of ones, never empty."""
+    if not shape:
+        return np.ones(shape, np.int64)
+    lengths = rng.integers(1, shape[-1] + 1, shape[:-1]) if shape[-1] else np.zeros(shape[:-1])
+    return (np.arange(shape[-1]) < lengths[..., None]).astype(np.int64)
 
 
 def sample_inputs(module: Module, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs fitting the entry graph's signature (symbolic dims set to `batch`),
-    keyed by the module's input names."""
+    keyed by the module's input names, with values the model accepts: floats from a standard
+    normal, integer ids below the size of the table they index, masks (bool inputs, or inputs
+    named `*mask*`) as rows of ones then zeros with at least one one."""
     graph = module.main
-    names = list(module.metadata.get("input_names", ())) or \
-        [v.name or f"input_{i}" for i, v in enumerate(graph.inputs)]
+    names = input_names(module)
     rng = np.random.default_rng(seed)
     out = {}
     for name, v in zip(names, graph.inputs):
@@ -116,11 +148,64 @@ def sample_inputs(module: Module, batch: int = 2, seed: int = 0) -> dict[str, np
         dt = v.type.dtype
         if dt.is_float:
             arr = rng.standard_normal(shape)
-        elif dt == DType.bool:
-            arr = rng.integers(0, 2, shape)
+        elif _is_mask(name, v):
+            arr = _mask(rng, shape)
         else:
             arr = rng.integers(0, _int_upper_bound(graph, v), shape)
         out[name] = np.asarray(arr).astype(dt.np)
+    return out
+
+
+def input_names(module: Module) -> list[str]:
+    """The entry graph's input names, as the artifacts' signatures name them."""
+    names = list(module.metadata.get("input_names", ()))
+    return names or [v.name or f"input_{i}" for i, v in enumerate(module.main.inputs)]
+
+
+def given_inputs(module: Module, data) -> dict[str, np.ndarray]:
+    """User-given verification inputs (a mapping of input name -> array, or an .npz path with
+    one array per input), checked against the entry graph's signature: every input given, no
+    unknown name, the same rank, dtype kind and static dims, one size per symbolic dim.
+    Raises ConversionError listing every problem."""
+    where = "verify_inputs"
+    if isinstance(data, (str, os.PathLike)):
+        where = str(data)
+        try:
+            with np.load(data, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as e:
+            raise ConversionError(f"cannot read verification inputs {where}: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConversionError(f"{where} must map input names to arrays (or be an .npz path)")
+    names = input_names(module)
+    problems = [Diagnostic(f"input {n!r} is missing") for n in names if n not in data]
+    problems += [Diagnostic(f"{k!r} is not an input of the model (inputs: {', '.join(names)})")
+                 for k in data if k not in names]
+    out, sizes = {}, {}
+    for name, v in zip(names, module.main.inputs):
+        if name not in data:
+            continue
+        arr, t = np.asarray(data[name]), v.type
+        kind = "float" if t.dtype.is_float else "bool" if t.dtype == DType.bool else "integer"
+        got = "float" if arr.dtype.kind == "f" else "bool" if arr.dtype.kind == "b" else \
+            "integer" if arr.dtype.kind in "iu" else arr.dtype.name
+        if got != kind:
+            problems.append(Diagnostic(f"input {name!r}: {arr.dtype} values for a {t.dtype} "
+                                       f"input"))
+        if arr.ndim != len(t.shape):
+            problems.append(Diagnostic(f"input {name!r}: shape {list(arr.shape)} for an input "
+                                       f"of type {t} (rank {len(t.shape)})"))
+            continue
+        for d, (n, want) in enumerate(zip(arr.shape, t.shape)):
+            if isinstance(want, int) and n != want:
+                problems.append(Diagnostic(f"input {name!r}: dim {d} is {n}, the model needs "
+                                           f"{want} (type {t})"))
+            elif isinstance(want, str) and sizes.setdefault(want, (n, name))[0] != n:
+                problems.append(Diagnostic(f"input {name!r}: dim {d} ({want}) is {n}, but "
+                                           f"{sizes[want][1]!r} gives {want} = {sizes[want][0]}"))
+        out[name] = arr.astype(t.dtype.np)
+    if problems:
+        raise ConversionError(f"{where} does not fit the model's inputs", problems)
     return out
 
 

@@ -1,0 +1,106 @@
+"""Verification inputs: random values the model accepts (ids below their table's size even
+through casts and reshapes, 0/1 padding masks), dict-input Keras models, and user-given
+inputs (`verify_inputs=`, `--verify-inputs FILE.npz`) checked against the signature."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensorforge
+from tensorforge.ir import ConversionError, DType, Graph, Module, TensorType
+from tensorforge.tools import verify as V
+from tensorforge.tools.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "examples" / "digits_cnn.keras"
+
+
+def _encoder_inputs_module() -> Module:
+    """token ids -> a 50-row table, segment ids (through a cast and a reshape) -> a 2-row
+    table, a padding mask multiplied in: the inputs of a BERT-style encoder."""
+    g = Graph()
+    tokens = g.add_input(TensorType(DType.i32, ("batch", 8)), "token_ids")
+    segments = g.add_input(TensorType(DType.i32, ("batch", 8)), "segment_ids")
+    mask = g.add_input(TensorType(DType.i32, ("batch", 8)), "padding_mask")
+    words = g.constant(np.zeros((50, 4), np.float32), "embed/words")
+    kinds = g.constant(np.zeros((2, 4), np.float32), "embed/segments")
+    seg = g.add("cast", [segments], {"to": DType.i64}).output
+    seg = g.add("reshape", [seg], {"shape": (-1, 8)}).output
+    x = g.add("add", [g.add("gather", [words, tokens], {"axis": 0}).output,
+                      g.add("gather", [kinds, seg], {"axis": 0}).output]).output
+    m = g.add("expand_dims", [g.add("cast", [mask], {"to": DType.f32}).output],
+              {"axis": -1}).output
+    g.set_outputs([g.add("mul", [x, m]).output])
+    return Module([g], {"input_names": ["token_ids", "segment_ids", "padding_mask"],
+                        "output_names": ["out"]})
+
+
+def test_random_inputs_are_values_the_model_accepts():
+    module = _encoder_inputs_module()
+    for seed in range(5):
+        x = V.sample_inputs(module, batch=3, seed=seed)
+        assert x["token_ids"].min() >= 0 and x["token_ids"].max() < 50
+        assert set(np.unique(x["segment_ids"])) <= {0, 1}        # through cast + reshape
+        mask = x["padding_mask"]
+        assert set(np.unique(mask)) <= {0, 1} and (mask[:, 0] == 1).all()
+        # ones then zeros, like padding
+        assert (np.diff(mask, axis=1) <= 0).all()
+    tensorforge.run_graph(module.main, list(x.values()))
+
+
+def test_given_inputs_are_checked_against_the_signature_all_at_once():
+    module = _encoder_inputs_module()
+    with pytest.raises(ConversionError) as err:
+        V.given_inputs(module, {"token_ids": np.zeros((2, 8), np.float32),
+                                "segment_ids": np.zeros((2, 7), np.int32),
+                                "padding_mask": np.zeros((3, 8), np.int32),
+                                "labels": np.zeros(2)})
+    text = str(err.value)
+    assert "'labels' is not an input" in text
+    assert "'token_ids': float32 values for a i32 input" in text
+    assert "'segment_ids': dim 1 is 7, the model needs 8" in text
+    assert "'padding_mask': dim 0 (batch) is 3, but 'token_ids' gives batch = 2" in text
+    with pytest.raises(ConversionError, match="input 'padding_mask' is missing"):
+        V.given_inputs(module, {"token_ids": np.zeros((2, 8), np.int32),
+                                "segment_ids": np.zeros((2, 8), np.int32)})
+
+
+def test_dict_input_keras_model_verifies_on_every_target(tmp_path):
+    import keras
+
+    ids = keras.Input((8,), dtype="int32", name="token_ids")
+    mask = keras.Input((8,), dtype="int32", name="padding_mask")
+    x = keras.layers.Embedding(50, 16, name="embed")(ids)
+    m = keras.ops.cast(keras.ops.expand_dims(mask, -1), "float32")
+    pooled = keras.ops.sum(x * m, axis=1) / keras.ops.sum(m, axis=1)
+    out = keras.layers.Dense(3, name="head")(pooled)
+    model = keras.Model({"token_ids": ids, "padding_mask": mask}, {"logits": out})
+    result = tensorforge.convert(model, target="all", output=tmp_path / "out", verify=True)
+    v = result.verification
+    assert {r.runtime for r in v.rows} == {"ir", "tflite", "savedmodel", "tfjs"}
+    assert v.ok, v.table()
+
+    given = {"token_ids": np.array([[3, 1, 4, 1, 5, 9, 2, 6]], np.int32),
+             "padding_mask": np.array([[1, 1, 1, 0, 0, 0, 0, 0]], np.int32)}
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 verify_inputs=given)
+    assert result.verification.ok and result.verification.batch == 1
+    assert "given inputs" in result.verification.table()
+
+
+def test_cli_verify_inputs(tmp_path, capsys):
+    digits = np.load(ROOT / "examples" / "digits_test.npz")["x"][:3]
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, image=digits)
+    np.savez(bad, pixels=digits)
+    assert cli_main(["compile", str(DIGITS), "-o", str(tmp_path / "d.tflite"),
+                     "--verify-inputs", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "(batch 3, given inputs)" in out and "tflite" in out
+    assert cli_main(["compile", str(DIGITS), "-o", str(tmp_path / "e.tflite"),
+                     "--verify-inputs", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit the model's inputs" in err and "'pixels' is not an input" in err
+    assert "input 'image' is missing" in err
+    assert not (tmp_path / "e.tflite").exists()
