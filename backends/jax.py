@@ -397,6 +397,18 @@ def _arg(fn):
     return lower
 
 
+def _cumsum(cx, node):
+    x, a = cx.x(node.inputs[0]), node.attrs
+    axis = a["axis"] % x.ndim
+    y = lax.cumsum(x, axis, reverse=a["reverse"])
+    if a["exclusive"]:   # shift by one along axis, a zero coming in
+        n = x.shape[axis]
+        zero = jnp.zeros_like(lax.slice_in_dim(y, 0, 1, axis=axis))
+        y = jnp.concatenate([lax.slice_in_dim(y, 1, n, axis=axis), zero] if a["reverse"] else
+                            [zero, lax.slice_in_dim(y, 0, n - 1, axis=axis)], axis=axis)
+    return [y]
+
+
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
 def _param(node: Node, key: str, rank: int, dtype):
@@ -568,7 +580,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_sum": _reduce(jnp.sum), "reduce_mean": _reduce_mean,
     "reduce_max": _reduce(jnp.max), "reduce_min": _reduce(jnp.min),
     "reduce_prod": _reduce(jnp.prod),
-    "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin),
+    "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
     # shape

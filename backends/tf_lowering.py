@@ -432,6 +432,13 @@ def _arg(fn):
     return lower
 
 
+def _cumsum(cx, node):
+    a, x = node.attrs, cx.x(node.inputs[0])
+    # A non-negative axis: TF.js's Cumsum kernel returns an empty tensor for axis -1.
+    return [tf.math.cumsum(x, axis=a["axis"] % node.inputs[0].type.rank,
+                           exclusive=a["exclusive"], reverse=a["reverse"])]
+
+
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
 def _param(node: Node, key: str, x_rank: int, dtype):
@@ -586,7 +593,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_sum": _reduce(tf.math.reduce_sum), "reduce_mean": _reduce(tf.math.reduce_mean),
     "reduce_max": _reduce(tf.math.reduce_max), "reduce_min": _reduce(tf.math.reduce_min),
     "reduce_prod": _reduce(tf.math.reduce_prod),
-    "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin),
+    "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin), "cumsum": _cumsum,
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
     # shape

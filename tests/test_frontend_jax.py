@@ -202,6 +202,24 @@ def test_symbolic_batch():
         _close(got, model.apply(variables, x))
 
 
+def test_cumsum_along_a_symbolic_dim():
+    """Positions from a padding mask along a run-time sequence length: one IR cumsum."""
+    def positions(mask, x):
+        return x * (jnp.cumsum(mask, axis=1) - 1.0)[..., None] + \
+            jax.lax.cumsum(x, axis=1, reverse=True)
+
+    b, s = jax.export.symbolic_shape("b, s")      # one scope: both inputs share b and s
+    specs = [jax.ShapeDtypeStruct((b, s), jnp.float32),
+             jax.ShapeDtypeStruct((b, s, 4), jnp.float32)]
+    m = from_jax(positions, specs)
+    verify_module(m)
+    assert [n.op for n in m.main].count("cumsum") == 2
+    for b, s in ((1, 5), (3, 2)):
+        mask = (np.arange(s) < s - 1).astype(np.float32)[None].repeat(b, 0)
+        x = _rand(b, s, 4)
+        _close(run_graph(m.main, [mask, x])[0], positions(mask, x))
+
+
 # -- (7) unsupported primitives --------------------------------------------------------------
 
 def test_unsupported_primitives_listed_at_once():

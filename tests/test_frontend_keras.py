@@ -243,6 +243,22 @@ def test_sin_cos_lift_to_ir_ops():
     check_model(model, batches=(2, 3))
 
 
+class Positions(L.Layer):
+    """Position ids from a padding mask, as Falcon's ALiBi computes them: cumsum(mask) - 1."""
+
+    def call(self, x):
+        mask = keras.ops.cast(keras.ops.greater(x, 0.0), "float32")
+        pos = keras.ops.cumsum(mask, axis=1) - 1.0
+        return x * pos + keras.ops.cumsum(x, axis=-1)
+
+
+def test_cumsum_lifts_to_the_ir_op():
+    model = seq((6, 3), Positions(name="positions"))
+    module = from_keras(model)
+    assert ops(module).count("cumsum") == 2
+    check_model(model, batches=(2, 3))
+
+
 def _norm_layer():
     n = L.Normalization()
     n.adapt(np.random.default_rng(0).normal(3, 2, (20, 4)).astype("float32"))

@@ -167,6 +167,8 @@ CASES = [
     ("resize", [IMG], {"size": (14, 4), "method": "nearest", "align_corners": True}),
     ("reduce_mean", [I32], {"axes": (1,)}), ("reduce_max", [X], {"axes": (0, 2), "keepdims": True}),
     ("argmax", [X], {"axis": 2, "output_type": DType.i32}),
+    ("cumsum", [X], {"axis": 1}), ("cumsum", [I32], {"axis": 0, "exclusive": True}),
+    ("cumsum", [X], {"axis": -1, "exclusive": True, "reverse": True}),
     ("quantize", [HALVES], {"scale": (1.0,), "zero_point": (3,), "dtype": DType.i8}),
     ("quantize", [X], {"scale": (0.02, 0.05, 0.1), "zero_point": (0, 1, -2), "axis": 1,
                        "dtype": DType.i8, "narrow_range": True}),

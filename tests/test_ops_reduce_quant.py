@@ -104,6 +104,27 @@ def test_arg_symbolic_and_errors():
     assert op.attr_problems(op.complete_attrs({"axis": 0, "output_type": DType.f32}))
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_cumsum_matches_tf(axis, exclusive, reverse, dtype):
+    x = (RNG.standard_normal((3, 5, 4)) * 4).astype(dtype)
+    (out,) = run("cumsum", [x], axis=axis, exclusive=exclusive, reverse=reverse)
+    want = tf.math.cumsum(x, axis=axis, exclusive=exclusive, reverse=reverse).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-5)
+
+
+def test_cumsum_symbolic_and_errors():
+    assert infer("cumsum", [f32("b", "seq")], axis=1)[0] == f32("b", "seq")
+    with pytest.raises(InferenceError, match="out of range"):
+        infer("cumsum", [f32(2, 3)], axis=2)
+    with pytest.raises(InferenceError, match="rank >= 1"):
+        infer("cumsum", [f32()])
+    with pytest.raises(InferenceError, match="bool"):
+        infer("cumsum", [TensorType(DType.bool, (2,))])
+
+
 # -- quantization ------------------------------------------------------------------------------
 
 def qrange(dtype: DType, narrow: bool = False):

@@ -113,6 +113,7 @@ CASES = {
     "reduce_min": ("reduce_min", [X], [], {"axes": (0,), "keepdims": True}),
     "reduce_prod": ("reduce_prod", [X], [], {"axes": (2,)}),
     "argmax": ("argmax", [X], [], {"axis": 1}),
+    "cumsum": ("cumsum", [X], [], {"axis": -1, "exclusive": True, "reverse": True}),
     "argmin_i32": ("argmin", [X], [], {"axis": -1, "output_type": DType.i32}),
     # quantization
     "quantize": ("quantize", [QX], [], {"scale": (0.05,), "zero_point": (3,)}),

@@ -398,29 +398,9 @@ def _iota(ctx, eqn, ins):
 
 @lowers("cumsum")
 def _cumsum(ctx, eqn, ins):
-    (x,) = ins
-    axis = int(eqn.params["axis"])
-    rev = bool(eqn.params.get("reverse", False))
-    shape = ctx.shape(x)
-    n = shape[axis]
-    if not isinstance(n, int):
-        raise LiftError("cumsum along a symbolic dim is not supported")
-    if not ctx.dtype(x).is_float:
-        raise LiftError(f"cumsum on {ctx.dtype(x)} is not supported (float only: it lowers to "
-                        f"a matmul)")
-    rank = len(shape)
-    perm = [i for i in range(rank) if i != axis] + [axis]
-    xt = ctx.transpose(x, perm)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    tri = (i >= j) if rev else (i <= j)  # out[j] = sum_i x[i] * tri[i, j]
-    m = Const(tri.astype(ctx.dtype(x).np))
-    if rank == 1:
-        xt = ctx.reshape(xt, [1, n])
-    y = ctx.emit("matmul", [xt, m])
-    if rank == 1:
-        y = ctx.reshape(y, [n])
-    inv = list(np.argsort(perm))
-    return ctx.transpose(y, inv)
+    """Running sum along an axis (also a symbolic one): the IR's cumsum."""
+    return ctx.emit("cumsum", ins, {"axis": int(eqn.params["axis"]),
+                                    "reverse": bool(eqn.params.get("reverse", False))})
 
 
 # -- gather ----------------------------------------------------------------------------------

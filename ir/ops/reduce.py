@@ -1,4 +1,5 @@
-"""Reductions: reduce_sum/mean/max/min/prod over a set of axes, and argmax/argmin.
+"""Reductions: reduce_sum/mean/max/min/prod over a set of axes, argmax/argmin, and the
+cumulative sum along an axis.
 
 Kernels accumulate in float64 (floats) or int64 (integers) and cast back to the operand dtype,
 so low-precision floats do not lose accuracy in the reference; integer sums wrap on the cast
@@ -132,3 +133,38 @@ def arg_reduction(name, fn, doc):
 
 arg_reduction("argmax", np.argmax, "Index of the largest value along axis (first on ties).")
 arg_reduction("argmin", np.argmin, "Index of the smallest value along axis (first on ties).")
+
+
+# -- cumulative sum ----------------------------------------------------------------------------
+
+def _cumsum_infer(types, attrs):
+    (x,) = types
+    check(x.dtype != DType.bool, "cumsum does not take bool operands (cast first)")
+    check(x.rank >= 1, f"cumsum needs an operand of rank >= 1, got {x}")
+    normalize_axis(attrs["axis"], x.rank, "cumsum axis")
+    return [x]
+
+
+def _cumsum(ins, attrs):
+    """TF's Cumsum: running sums along `axis`, from the end with `reverse`, each leaving out
+    its own element with `exclusive` (so the first is 0)."""
+    x = ins[0]
+    axis = attrs["axis"] % x.ndim
+    w = _widen(x)
+    if attrs["reverse"]:
+        w = np.flip(w, axis)
+    y = np.cumsum(w, axis=axis)
+    if attrs["exclusive"]:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
+                            np.take(y, range(y.shape[axis] - 1), axis=axis)], axis=axis)
+    if attrs["reverse"]:
+        y = np.flip(y, axis)
+    return [y.astype(x.dtype)]
+
+
+register_op(OpDef(
+    "cumsum", ("x",), _cumsum_infer, _cumsum,
+    attrs={"axis": Attr("int", 0, doc="the axis summed along (negative counts from the end)"),
+           "exclusive": Attr("bool", False, doc="each sum leaves out its own element"),
+           "reverse": Attr("bool", False, doc="sum from the last element backwards")},
+    traits=PURE, doc="Cumulative sum along axis (TF Cumsum, TFLite CUMSUM, jnp.cumsum)."))

@@ -1,8 +1,10 @@
-"""Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD) and of argmax / argmin."""
+"""Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD), argmax / argmin and cumsum."""
 
 from __future__ import annotations
 
 from ai_edge_litert import schema_py_generated as fb
+
+import numpy as np
 
 from .common import F32, NUM, TFL_TYPES, _need, _param, emit
 
@@ -29,9 +31,19 @@ def _arg(code, options_cls):
     return lower
 
 
+def _lower_cumsum(e, node):
+    x = node.inputs[0]
+    _need(node, x, NUM, "CUMSUM")
+    axis = e.const(np.asarray(node.attrs["axis"] % x.type.rank, np.int32), f"{e.prefix}/axis")
+    emit(e, "CUMSUM", [e.t(x), axis], out=e.out(node.output),
+         options=fb.CumsumOptionsT(exclusive=node.attrs["exclusive"],
+                                   reverse=node.attrs["reverse"]))
+
+
 LOWERINGS = {
     "reduce_sum": _reduce("SUM", NUM), "reduce_mean": _reduce("MEAN", F32),
     "reduce_max": _reduce("REDUCE_MAX", NUM), "reduce_min": _reduce("REDUCE_MIN", NUM),
     "reduce_prod": _reduce("REDUCE_PROD", NUM),
     "argmax": _arg("ARG_MAX", fb.ArgMaxOptionsT), "argmin": _arg("ARG_MIN", fb.ArgMinOptionsT),
+    "cumsum": _lower_cumsum,
 }

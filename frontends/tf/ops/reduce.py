@@ -1,4 +1,4 @@
-"""Reduction TF ops: Mean, Sum, Max, Min, Prod over constant axes, and ArgMax/ArgMin."""
+"""Reduction TF ops: Mean, Sum, Max, Min, Prod over constant axes, ArgMax/ArgMin, Cumsum."""
 
 from __future__ import annotations
 
@@ -28,8 +28,15 @@ def _arg(ir_op):
     return lower
 
 
+def _cumsum(ctx, node, ins):
+    return ctx.emit("cumsum", ins[:1], {
+        "axis": static_axis(ctx, ins[1], "Cumsum axis"),
+        "exclusive": bool(node_attr(node, "exclusive", False)),
+        "reverse": bool(node_attr(node, "reverse", False))})
+
+
 TABLE = {
     "Mean": _reduce("reduce_mean"), "Sum": _reduce("reduce_sum"), "Max": _reduce("reduce_max"),
     "Min": _reduce("reduce_min"), "Prod": _reduce("reduce_prod"),
-    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"),
+    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"), "Cumsum": _cumsum,
 }
