@@ -11,8 +11,6 @@ Framework-heavy entry points (TensorFlow, Keras) are imported on first use, so
 `import tensorforge` stays cheap for IR-only work.
 """
 
-__version__ = "0.1.0"
-
 from ._lazy import lazy_getattr
 from .ir import (ConversionError, DType, Graph, Layout, Module, Node, ParseError, QuantParams,
                  TensorforgeError, TensorType, Value, VerificationError)
@@ -20,6 +18,7 @@ from .ir.interpreter import run_graph, run_module
 from .ir.text import parse_module, print_module
 from .ir.verify import verify_module
 from .passes import Pass, PassContext, PassManager, register_pass
+from .version import __version__
 
 _LAZY = {
     "convert": ("tools.convert", "convert"),

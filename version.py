@@ -1,16 +1,18 @@
-"""The installed tensorforge version, for artifact metadata (`producer`), readable from any
-layer without importing the root package `tensorforge/__init__.py` (a leaf: standard library
-only)."""
+"""The tensorforge version, for artifact metadata (`producer`, TF.js `convertedBy`), readable
+from any layer without importing the root package `tensorforge/__init__.py` (a leaf: standard
+library only)."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+__version__ = "0.1.0"   # keep equal to pyproject.toml's [project] version
+
 
 def package_version() -> str:
-    """The version of the installed `tensorforge` distribution; "dev" when it is not
-    installed (a source checkout on sys.path)."""
+    """The version of the installed `tensorforge` distribution, else this source tree's
+    `__version__` (a checkout on sys.path that is not installed)."""
     try:
         return version("tensorforge")
     except PackageNotFoundError:
-        return "dev"
+        return __version__

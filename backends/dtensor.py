@@ -27,7 +27,6 @@ ConversionError before anything runs.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -128,14 +127,16 @@ class DTensorProgram:
     ConversionError listing every problem (devices, layouts, lowering) at construction."""
 
     def __init__(self, plan: "ShardingPlan | Module", *args,
-                 mesh: "ShardMesh | Mapping[str, int] | None" = None, device_type: str = "CPU"):
-        positional_after_plan("DTensorProgram", args, None, None, "DTensorProgram(plan)")
+                 mesh: "ShardMesh | Mapping[str, int] | None" = None, device_type: str = "CPU",
+                 mesh_axes=None):
+        positional_after_plan("DTensorProgram", args, None, None, "DTensorProgram(plan)",
+                              mesh_axes=mesh_axes)
         module, shard_mesh = module_and_mesh(plan, mesh, caller="DTensorProgram")
         self.module = module
         self.mesh_axes = dict(shard_mesh.axes)
         graph = module.main
         problems = layout_problems(module, self.mesh_axes)
-        ndev = math.prod(s for s in self.mesh_axes.values() if isinstance(s, int) and s > 0)
+        ndev = shard_mesh.size
         have = len(tf.config.list_logical_devices(device_type))
         if ndev > have:
             problems.insert(0, Diagnostic(
@@ -238,11 +239,11 @@ class DTensorProgram:
 
 def run_dtensor(plan: "ShardingPlan | Module", *args, inputs: Sequence | None = None,
                 mesh: "ShardMesh | Mapping[str, int] | None" = None,
-                device_type: str = "CPU") -> list[np.ndarray]:
+                device_type: str = "CPU", mesh_axes=None) -> list[np.ndarray]:
     """Runs the plan's module on a DTensor mesh (the plan's) with weights and inputs laid out
     per their `value.layout`; returns the outputs as NumPy arrays. `plan` may also be a
     layout-annotated Module carrying its mesh in metadata, or given `mesh=`. On CPU, call
     `ensure_cpu_devices(n)` first (before TensorFlow initialises), e.g. in a fresh process."""
     inputs = positional_after_plan("run_dtensor", args, inputs, "inputs",
-                                   "run_dtensor(plan, [inputs...])")
+                                   "run_dtensor(plan, [inputs...])", mesh_axes=mesh_axes)
     return DTensorProgram(plan, mesh=mesh, device_type=device_type)(*(inputs or ()))

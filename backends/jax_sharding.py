@@ -234,7 +234,7 @@ def _make_mesh(mesh_axes: Mapping[str, int]) -> Mesh:
 
 def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequence | None = None,
                     mesh: "ShardMesh | Mapping[str, int] | None" = None,
-                    _caller: str = "compile_sharded") -> ShardedProgram:
+                    mesh_axes=None) -> ShardedProgram:
     """Lowers the plan's module to JAX with every value's `.layout` turned into a NamedSharding
     on the plan's mesh and returns the jitted `ShardedProgram`.
 
@@ -244,10 +244,17 @@ def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequen
     when a graph input has a symbolic dim; otherwise zeros of the declared shapes are used).
     Raises ConversionError, before anything is compiled and listing every problem: a mesh
     needing more devices than `jax.device_count()`, an unknown or repeated mesh axis, a layout
-    of the wrong rank, or a dim its mesh axis does not divide."""
-    example_inputs = positional_after_plan(_caller, args, example_inputs, "example_inputs",
-                                           "compile_sharded(plan, example_inputs=[...])")
-    module, shard_mesh = module_and_mesh(plan, mesh, caller=_caller)
+    of the wrong rank, or a dim its mesh axis does not divide. (`*args` and `mesh_axes` only
+    catch the old spelling, which repeated the mesh, with an error naming this one.)"""
+    example_inputs = positional_after_plan("compile_sharded", args, example_inputs,
+                                           "example_inputs",
+                                           "compile_sharded(plan, example_inputs=[...])",
+                                           mesh_axes=mesh_axes)
+    return _compile(plan, example_inputs, mesh, "compile_sharded")
+
+
+def _compile(plan, example_inputs, mesh, caller: str) -> ShardedProgram:
+    module, shard_mesh = module_and_mesh(plan, mesh, caller=caller)
     graph = module.main
     mesh_axes = dict(shard_mesh.axes)
     problems: list[Diagnostic] = []
@@ -310,11 +317,17 @@ def compile_sharded(plan: "ShardingPlan | Module", *args, example_inputs: Sequen
                           example_inputs)
 
 
-def run_sharded(plan: "ShardingPlan | Module", inputs: Sequence, *,
-                mesh: "ShardMesh | Mapping[str, int] | None" = None) -> list[np.ndarray]:
+def run_sharded(plan: "ShardingPlan | Module", *args, inputs: Sequence | None = None,
+                mesh: "ShardMesh | Mapping[str, int] | None" = None,
+                mesh_axes=None) -> list[np.ndarray]:
     """Compiles the plan (`compile_sharded`) for `inputs`, runs it once on the plan's mesh and
-    returns the outputs as NumPy arrays (gathered from their shards)."""
-    program = compile_sharded(plan, example_inputs=list(inputs), mesh=mesh, _caller="run_sharded")
+    returns the outputs as NumPy arrays (gathered from their shards): `run_sharded(plan, [x])`.
+    """
+    inputs = positional_after_plan("run_sharded", args, inputs, "inputs",
+                                   "run_sharded(plan, [inputs...])", mesh_axes=mesh_axes)
+    if inputs is None:
+        raise TypeError("run_sharded(plan, inputs): the inputs are missing")
+    program = _compile(plan, list(inputs), mesh, "run_sharded")
     return [np.asarray(o) for o in program(*inputs)]
 
 

@@ -195,13 +195,13 @@ def layout_map_from_entries(entries: Mapping[str, Sequence], mesh_axes: Mapping[
 
 def to_keras_layout_map(plan: "ShardingPlan | Module", *args,
                         mesh: "Mesh | Mapping[str, int] | None" = None, weights: Any = None,
-                        devices: Sequence | None = None):
+                        devices: Sequence | None = None, mesh_axes=None):
     """`keras.distribution.LayoutMap` for the layouts on the plan's constants, on the plan's
     mesh (see `keras_layout_entries`; `weights` = the Keras model the module was lifted from,
     to verify and translate paths). `plan` may also be a layout-annotated Module carrying its
     mesh in metadata (the `shard-propagate` pass writes it), or given `mesh=`."""
     positional_after_plan("to_keras_layout_map", args, None, None,
-                          "to_keras_layout_map(plan, weights=...)")
+                          "to_keras_layout_map(plan, weights=...)", mesh_axes=mesh_axes)
     module, shard_mesh = module_and_mesh(plan, mesh, caller="to_keras_layout_map")
     mesh_axes = dict(shard_mesh.axes)
     return layout_map_from_entries(keras_layout_entries(module, mesh_axes, weights),

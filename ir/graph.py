@@ -381,11 +381,15 @@ def display_names(graph: Graph) -> dict[int, str | None]:
     return names
 
 
-def _shown_attrs(node: Node) -> dict[str, Any]:
-    """The attributes that differ from the op's declared defaults (what the text shows)."""
+def shown_attrs(node: Node) -> dict[str, Any]:
+    """The attributes that differ from the op's declared defaults, declared ones first in
+    declaration order, then unknown ones sorted: what the text format prints, and what
+    structural equality compares."""
     decls = get_op(node.op).attrs if has_op(node.op) else {}
-    return {k: v for k, v in node.attrs.items()
-            if not (k in decls and attr_equal(v, decls[k].default))}
+    attrs = node.attrs
+    keys = [k for k in decls if k in attrs] + sorted(k for k in attrs if k not in decls)
+    return {k: attrs[k] for k in keys
+            if not (k in decls and attr_equal(attrs[k], decls[k].default))}
 
 
 def graphs_equal(a: Graph, b: Graph) -> bool:
@@ -409,7 +413,7 @@ def graphs_equal(a: Graph, b: Graph) -> bool:
                 or len(m.inputs) != len(n.inputs) or len(m.outputs) != len(n.outputs)
                 or any(counterpart.get(id(x)) != id(y) for x, y in zip(m.inputs, n.inputs))):
             return False
-        shown_m, shown_n = _shown_attrs(m), _shown_attrs(n)
+        shown_m, shown_n = shown_attrs(m), shown_attrs(n)
         if shown_m.keys() != shown_n.keys() or \
                 not all(attr_equal(v, shown_n[k]) for k, v in shown_m.items()):
             return False

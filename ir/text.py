@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Diagnostic, ParseError
-from .attrs import attr_equal
-from .graph import Graph, Module, Node, Value, display_names
+from .graph import Graph, Module, Node, Value, display_names, shown_attrs
 from .ops import get_op, has_op
 from .types import DType, Layout, QuantParams, TensorType
 
@@ -166,13 +165,9 @@ def print_node(node: Node, name: _Namer, elide: bool = False) -> str:
     s = f"{results} = {node.op}"
     if node.inputs:
         s += "(" + ", ".join(name(v) for v in node.inputs) + ")"
-    attrs = node.attrs
-    if attrs:
-        decls = get_op(node.op).attrs if has_op(node.op) else {}
-        keys = [k for k in decls if k in attrs] + sorted(k for k in attrs if k not in decls)
-        shown = [k for k in keys if not (k in decls and attr_equal(attrs[k], decls[k].default))]
-        if shown:
-            s += " {" + ", ".join(f"{k}={format_attr(attrs[k], elide)}" for k in shown) + "}"
+    shown = shown_attrs(node)
+    if shown:
+        s += " {" + ", ".join(f"{k}={format_attr(v, elide)}" for k, v in shown.items()) + "}"
     s += " : " + ", ".join(format_value_type(o) for o in node.outputs)
     if node.scope:
         s += f"  scope={json.dumps(node.scope)}"

@@ -33,14 +33,21 @@ reference of the nudge is `passes.quantize.fake_quant.nudge`.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jax._src import source_info_util
+
 from ..ir.types import code_range
 from ..passes.quantize.fake_quant import marker_name
+
+# This file's frames are library frames: JAX leaves them out of user frames (tracebacks and
+# source locations), so a lifted fake_quant's loc is the user's line, not a line of ours.
+source_info_util.register_exclusion(os.path.dirname(__file__))
 
 _MAX_BITS = 16  # TF's FakeQuant ops accept 2..16 bits
 

@@ -354,6 +354,13 @@ def test_the_plan_carries_its_mesh():
         compile_sharded(module, example_inputs=[x])
     with pytest.raises(ts.ShardingError, match="differs from the plan"):
         compile_sharded(plan, example_inputs=[x], mesh={"batch": 1})
+    with pytest.raises(ts.ShardingError, match="no longer takes mesh_axes="):
+        compile_sharded(plan.module, mesh_axes={"batch": 1, "model": 1}, example_inputs=[x])
+    with pytest.raises(ts.ShardingError, match=r"call run_sharded\(plan, \[inputs"):
+        run_sharded(plan.module, {"batch": 1, "model": 1}, [x])
+    # NumPy integer sizes are sizes too
+    (got,) = run_sharded(plan.module, [x], mesh={"batch": np.int64(1), "model": np.int32(1)})
+    assert _rel(got, want) < RTOL
 
 if __name__ == "__main__":
     print(json.dumps(_script(sys.argv[1])))

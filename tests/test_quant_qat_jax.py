@@ -373,6 +373,7 @@ def test_lift_errors_name_equation_and_module():
     assert "tensorforge_fake_quant" in diags[0].node or "jit" in diags[0].node
     assert "not a constant" in diags[1].message and diags[1].scope == "Bad"
     assert "jax:jit" in diags[1].loc
+    assert all(__file__ in d.loc for d in diags), [d.loc for d in diags]   # the user's lines
 
 
 def test_gradient_jaxpr_is_not_mistaken_for_the_marker():

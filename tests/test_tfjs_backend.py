@@ -62,8 +62,8 @@ def assert_matches(got, ref: list[np.ndarray], names: list[str], rtol=RTOL, atol
 
 # -- graphs --------------------------------------------------------------------------------------
 
-from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X, rand, small_cnn_graph,  # noqa: E402,F401
-                        ttype)
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X,  # noqa: E402,F401
+                        rand, small_cnn_graph, ttype)
 
 
 def op_graph(op, *arrays, consts=(), **attrs):

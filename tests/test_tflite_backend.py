@@ -18,8 +18,8 @@ from tensorforge.ir.ops import OpDef, has_op, register_op
 RTOL = ATOL = 1e-5
 
 
-from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X, rand, small_cnn_graph,  # noqa: E402,F401
-                        ttype)
+from op_helpers import (BOOLS, HALVES, I32, IMG, POS, UNARY_OPS, X,  # noqa: E402,F401
+                        rand, small_cnn_graph, ttype)
 
 
 def run_tflite(data: bytes, inputs) -> list[np.ndarray]:

@@ -146,7 +146,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog="tensorforge", description="A compiler for trained models.")

@@ -17,6 +17,7 @@ from ai_edge_litert import schema_py_generated as fb
 from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
+from ...version import package_version
 from ..common import signature_names
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
 
@@ -44,18 +45,6 @@ class _AlignedBufferT(fb.BufferT):
         if data is not None:
             fb.BufferAddData(builder, data)
         return fb.BufferEnd(builder)
-
-
-def _producer() -> str:
-    # Read from the installed distribution rather than importing the top-level package, which
-    # sits above the backends in the layering.
-    from importlib import metadata
-
-    try:
-        version = metadata.version("tensorforge")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"tensorforge {version}"
 
 
 class Emitter:
@@ -298,7 +287,8 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
 
     buffers = [_AlignedBufferT() if data is None else _AlignedBufferT(data=data)
                for data in e.buffers]
-    buffers.append(_AlignedBufferT(data=_producer().encode()))
+    producer = f"tensorforge {package_version()}"
+    buffers.append(_AlignedBufferT(data=producer.encode()))
     codes = [fb.OperatorCodeT(
         # Codes past 126 live in builtin_code; the deprecated byte says "look there".
         deprecatedBuiltinCode=min(builtin, fb.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES),
@@ -308,7 +298,7 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
         outputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(out_names, outputs)],
         signatureKey=SIGNATURE_KEY, subgraphIndex=0)
     model = fb.ModelT(
-        version=SCHEMA_VERSION, operatorCodes=codes, description=_producer(),
+        version=SCHEMA_VERSION, operatorCodes=codes, description=producer,
         subgraphs=[fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
                                 operators=e.operators, name=graph.name)],
         buffers=buffers,

@@ -216,10 +216,9 @@ class Lifter:
         return self.lift_jaxpr(jaxpr, consts, ins, self.scope, self.fl)
 
 
-# Frames in these directories are tensorforge's own (this frontend, the QAT wrappers), not the
+# Frames in this directory are tensorforge's own (this frontend), not the
 # user's line that `_frame` looks for.
 _FRONTEND_DIR = os.path.dirname(os.path.abspath(__file__))
-_QAT_DIR = os.path.join(os.path.dirname(os.path.dirname(_FRONTEND_DIR)), "qat")
 
 
 def _in_dir(path: str, directory: str) -> bool:
@@ -227,9 +226,9 @@ def _in_dir(path: str, directory: str) -> bool:
 
 
 def _frame(source_info):
-    """(file, line) of the most useful user frame: the first outside site-packages, this
-    frontend and the QAT wrappers (`qat/`, so that a fake_quant points to the user's line),
-    else the first frame JAX considers user code."""
+    """(file, line) of the most useful user frame: the first outside site-packages and this
+    frontend, else the first frame JAX considers user code (JAX itself leaves out the frames
+    of registered libraries, `qat/jax.py` among them)."""
     from jax._src import source_info_util as siu
     tb = getattr(source_info, "traceback", None)
     if tb is None:
@@ -239,8 +238,7 @@ def _frame(source_info):
     except Exception:
         return None
     for f in frames:
-        if "site-packages" not in f.file_name and not _in_dir(f.file_name, _FRONTEND_DIR) \
-                and not _in_dir(f.file_name, _QAT_DIR):
+        if "site-packages" not in f.file_name and not _in_dir(f.file_name, _FRONTEND_DIR):
             return f.file_name, f.start_line
     return (frames[0].file_name, frames[0].start_line) if frames else None
 

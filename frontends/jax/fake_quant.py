@@ -11,13 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.types import DType, QuantParams
-from ...passes.quantize.fake_quant import MARKER, parse_marker, signed_nudge
+from ...passes.quantize.fake_quant import MARKER, STORAGE_DTYPES, parse_marker, signed_nudge
 from .context import Const, LiftError
 
 KEY = f"jit:{MARKER}"  # the op-table key (`context._marker`)
-
-_STORAGE = {8: DType.i8, 16: DType.i16}  # bits -> IR storage dtype; codes shifted by -2^(bits-1)
-
 
 def matches_marker(eqn) -> bool:
     """True for the forward marker equation itself: `(x, min, max) -> y` with a marker name
@@ -39,7 +36,7 @@ def lower_fake_quant(ctx, eqn, ins):
     bits, narrow, axis = parse_marker(eqn.params["name"])
     x, lo, hi = ins
     problems = []
-    if bits not in _STORAGE:
+    if bits not in STORAGE_DTYPES:
         problems.append(f"{bits}-bit fake_quant has no IR storage type (supported: 8 -> i8, "
                         f"16 -> i16)")
     for what, v in (("min", lo), ("max", hi)):
@@ -57,7 +54,7 @@ def lower_fake_quant(ctx, eqn, ins):
         raise LiftError(f"fake_quant range is empty or invalid (min must be < max): min="
                         f"{np.ravel(lo.array)[bad].tolist()}, max="
                         f"{np.ravel(hi.array)[bad].tolist()}")
-    dtype = _STORAGE[bits]
+    dtype = STORAGE_DTYPES[bits]
     params = {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zp],
               "axis": axis}
     qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)

@@ -63,8 +63,8 @@ for _n, _op in _BINARY.items():
     TABLE[_n] = _binary(_op)
 
 _UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log",
-          "tanh": "tanh", "sin": "sin", "cos": "cos", "logistic": "sigmoid", "erf": "erf", "sqrt": "sqrt", "rsqrt": "rsqrt",
-          "floor": "floor", "ceil": "ceil"}
+          "tanh": "tanh", "sin": "sin", "cos": "cos", "logistic": "sigmoid", "erf": "erf",
+          "sqrt": "sqrt", "rsqrt": "rsqrt", "floor": "floor", "ceil": "ceil"}
 
 
 def _unary(ir_op):

@@ -47,7 +47,8 @@ def load_keras_file(path, *, safe_mode: bool = True):
         if "safe_mode" in text or "unsafe" in text.lower():
             raise ConversionError(
                 f"{p} needs unsafe deserialization (it contains a Lambda layer or other "
-                f"Python code); if you trust the file, pass safe_mode=False (on the command line: --unsafe)") from None
+                f"Python code); if you trust the file, pass safe_mode=False (on the command "
+                f"line: --unsafe)") from None
         raise ConversionError(f"cannot load Keras model {p}: {_one_line(e)}") from None
 
 

@@ -24,9 +24,12 @@ import re
 
 import numpy as np
 
-from ...ir.types import code_range
+from ...ir.types import DType, code_range
 
 MARKER = "tensorforge_fake_quant"
+# The IR storage dtype of a fake-quant's codes, by bit width (TF's FakeQuant ops and JAX's
+# fake_quant take 2..16 bits; the IR stores 8 and 16).
+STORAGE_DTYPES = {8: DType.i8, 16: DType.i16}
 _MARKER_RE = re.compile(rf"^{MARKER}__bits(\d+)__narrow([01])__axis(none|\d+)$")
 
 

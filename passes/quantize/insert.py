@@ -5,13 +5,13 @@
     report = plan.apply(ranges)                            # rewrites module.main in place
 
 Weights become integer constants (per-channel along the output-channel axis, see
-docs/design/quantization.md; blockwise ones as rows of blocks, see `_quantize_blockwise`) read through
-`dequantize`; each quantized activation value gets one
-`quantize` -> `dequantize` pair, with one set of params per tensor as TFLite requires. Ops
-whose TFLite integer kernels need equal input and output params (pooling, reshape, concat,
-...) have their values merged into one group with the union of their ranges; softmax,
-sigmoid and tanh outputs get the fixed params of the int8 spec. Biases stay float here;
-`lower-quantized` turns them into int32 with scale = input scale x weight scale.
+docs/design/quantization.md; blockwise ones as rows of blocks, see `_quantize_blockwise`) read
+through `dequantize`; each quantized activation value gets one `quantize` -> `dequantize` pair,
+with one set of params per tensor as TFLite requires. Ops whose TFLite integer kernels need
+equal input and output params (pooling, reshape, concat, ...) have their values merged into one
+group with the union of their ranges; softmax, sigmoid and tanh outputs get the fixed params of
+the int8 spec. Biases stay float here; `lower-quantized` turns them into int32 with scale =
+input scale x weight scale.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ SAME_PARAMS_OPS = frozenset({
 
 
 def weight_axis(node: Node, operand: int) -> int | None:
-    """The output-channel axis of a weight operand in the IR layout (docs/design/quantization.md table), or None
-    when the op has no per-channel form for it."""
+    """The output-channel axis of a weight operand in the IR layout (the table in
+    docs/design/quantization.md), or None when the op has no per-channel form for it."""
     v = node.inputs[operand]
     rank = v.type.rank
     if node.op == "conv2d" and operand == 1:

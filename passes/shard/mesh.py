@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Iterable, Mapping
 
@@ -30,14 +31,14 @@ class Mesh:
             elif name in seen:
                 problems.append(Diagnostic(f"mesh axis '{name}' is given twice"))
             seen.add(name)
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
                 problems.append(Diagnostic(f"mesh axis {name!r} has size {size!r}; sizes must "
                                            "be positive integers"))
         if not items:
             problems.append(Diagnostic("a mesh needs at least one axis"))
         if problems:
             raise ShardingError("invalid mesh", problems)
-        self.axes: dict[str, int] = dict(items)
+        self.axes: dict[str, int] = {name: int(size) for name, size in items}
 
     @property
     def axis_names(self) -> tuple[str, ...]:

@@ -334,12 +334,16 @@ def module_and_mesh(source: "ShardingPlan | Module", mesh: "Mesh | Mapping[str, 
 
 
 def positional_after_plan(caller: str, args: tuple, keyword, name: str | None,
-                          new_spelling: str):
+                          new_spelling: str, *, mesh_axes=None):
     """The one argument an execution entry point takes after the plan (`example_inputs` or
     `inputs`; `name=None` for an entry point that takes the plan alone), given positionally
     (`args`) or by keyword. The old spelling, which repeated the mesh there
     (`caller(plan.module, {"batch": 2, ...}, ...)`), gets a clear error pointing to
-    `new_spelling`."""
+    `new_spelling`; so does the old keyword `mesh_axes=`."""
+    if mesh_axes is not None:
+        raise ShardingError(f"{caller} no longer takes mesh_axes=", [Diagnostic(
+            f"the plan carries its mesh: call {new_spelling} (for a module annotated by other "
+            f"means, pass mesh=...)")])
     if args and isinstance(args[0], (Mapping, Mesh)):
         raise ShardingError(f"{caller} no longer takes the mesh as its second argument",
                             [Diagnostic(f"the plan carries its mesh: call {new_spelling} "

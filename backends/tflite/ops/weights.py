@@ -21,7 +21,8 @@ from .common import QACT, Unsupported, _param, _static, emit
 #   hybrid:  float activations and result, int8 quantized constant weight, float bias
 #            (TFLite's dynamic-range kernels quantize the input on the fly).
 # TFLite's per-channel axis is the output channel of its own filter layout, so the IR axis
-# (the output channel of the IR layout) moves with the re-layout (table in docs/design/quantization.md).
+# (the output channel of the IR layout) moves with the re-layout (the table in
+# docs/design/quantization.md).
 
 def _weight_mode(node, what: str, out_axis: int) -> str:
     """'float', 'integer' or 'hybrid' for a conv/depthwise/matmul node, or Unsupported naming

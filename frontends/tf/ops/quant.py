@@ -8,7 +8,7 @@ import numpy as np
 
 from ....ir.ops import get_op
 from ....ir.types import DType, QuantParams, TensorType
-from ....passes.quantize.fake_quant import signed_nudge
+from ....passes.quantize.fake_quant import STORAGE_DTYPES, signed_nudge
 from ..context import Const, Lazy, LiftError
 from .common import node_attr
 
@@ -17,17 +17,14 @@ from .common import node_attr
 # representable; each becomes an IR quantize -> dequantize pair with the nudged params on
 # signed codes (`passes/quantize/fake_quant.signed_nudge`, shared with the JAX frontend).
 
-_FAKE_QUANT_DTYPES = {8: DType.i8, 16: DType.i16}
-
-
 def _fake_quant(ctx, node, ins):
     x = ins[0]
     bits = int(node_attr(node, "num_bits", 8))
     narrow = bool(node_attr(node, "narrow_range", False))
-    dtype = _FAKE_QUANT_DTYPES.get(bits)
+    dtype = STORAGE_DTYPES.get(bits)
     if dtype is None:
         raise LiftError(f"{node.op} with num_bits={bits} is not supported (supported: "
-                        f"{', '.join(map(str, _FAKE_QUANT_DTYPES))})")
+                        f"{', '.join(map(str, STORAGE_DTYPES))})")
     if node.op == "FakeQuantWithMinMaxArgs":
         lo, hi = np.float32(node_attr(node, "min", -6.0)), np.float32(node_attr(node, "max", 6.0))
     else:
