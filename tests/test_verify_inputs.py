@@ -104,3 +104,49 @@ def test_cli_verify_inputs(tmp_path, capsys):
     assert "does not fit the model's inputs" in err and "'pixels' is not an input" in err
     assert "input 'image' is missing" in err
     assert not (tmp_path / "e.tflite").exists()
+
+
+# -- fixing input shapes -------------------------------------------------------------------------
+
+def _two_input_model():
+    import keras
+
+    ids = keras.Input((None,), dtype="int32", name="token_ids")      # dynamic sequence
+    feats = keras.Input((4,), name="features")
+    x = keras.ops.mean(keras.layers.Embedding(30, 4, name="embed")(ids), axis=1)
+    return keras.Model([ids, feats], keras.layers.Dense(2, name="head")(x + feats))
+
+
+def test_input_shapes_make_a_static_artifact(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _two_input_model()
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "s.tflite",
+                                 input_shapes={"token_ids": (1, 16), "features": (1, None)},
+                                 verify=True)
+    assert result.verification.ok, result.verification.table()
+    shapes = {d["name"]: d["shape_signature"].tolist()
+              for d in Interpreter(model_path=str(result.paths["tflite"])).get_input_details()}
+    assert sorted(shapes.values()) == [[1, 4], [1, 16]]
+    types = {v.name: v.type.shape for v in result.module.main.inputs}
+    assert types == {"token_ids": (1, 16), "features": (1, 4)}
+
+
+def test_input_shapes_problems_are_listed_together(tmp_path, capsys):
+    model = _two_input_model()
+    with pytest.raises(ConversionError) as err:
+        tensorforge.from_keras(model, input_shapes={"tokens": (1, 8), "features": (1, 8),
+                                                    "token_ids": (1, 0, 3)})
+    text = str(err.value)
+    assert "'tokens', which is not an input (inputs: token_ids, features)" in text
+    assert "input 'features': dim 1 is 4 in the model, not 8" in text
+    assert "input 'token_ids': 3 dims given, the model's input has 2" in text
+    # CLI: a malformed entry is one clear error; a non-Keras source says what applies.
+    assert cli_main(["compile", str(DIGITS), "-o", str(tmp_path / "d.tflite"),
+                     "--input-shape", "image=1,8,8,1"]) == 1
+    assert "expected NAME:D0,D1,..." in capsys.readouterr().err
+    assert cli_main(["compile", str(DIGITS), "-o", str(tmp_path / "d.tflite"),
+                     "--input-shape", "image:3,8,8,1"]) == 0
+    with pytest.raises(ConversionError, match="applies to Keras models"):
+        tensorforge.convert(ROOT / "examples" / "small_cnn.tfir", output=tmp_path / "x.tflite",
+                            input_shapes={"image": (1, 8, 8, 1)})

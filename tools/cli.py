@@ -70,7 +70,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                      passes=args.passes, fp16=args.fp16, tfjs_quantize=args.tfjs_quantize,
                      tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
                      pass_context=ctx, quantization=quantization, calibration_data=data,
-                     verify_inputs=args.verify_inputs)
+                     verify_inputs=args.verify_inputs,
+                     input_shapes=parse_input_shapes(args.input_shape))
     for target, path in result.paths.items():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
             else path.stat().st_size
@@ -85,6 +86,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_USER_ERROR
     return 0
+
+
+def parse_input_shapes(texts: Sequence[str]) -> dict[str, list[int | None]] | None:
+    """`["token_ids:1,128", "mask:1,?"]` -> {name: dims} (`?` or -1: None, the model's own size);
+    every malformed entry is reported at once."""
+    shapes, problems = {}, []
+    for text in texts:
+        name, sep, dims = text.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [None if d.strip() in ("?", "-1") else int(d) for d in dims.split(",")]
+        except ValueError:
+            problems.append(f"  --input-shape {text!r}: expected NAME:D0,D1,... (e.g. "
+                            f"token_ids:1,128; '?' leaves a dim as the model has it)")
+    if problems:
+        raise TensorforgeError("bad --input-shape\n" + "\n".join(problems))
+    return shapes or None
 
 
 def _quantization_args(args: argparse.Namespace):
@@ -189,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pass pipeline (default: canonicalize)")
     comp.add_argument("--unsafe", action="store_true",
                       help="load .keras files with safe_mode=False (runs code in the file)")
+    comp.add_argument("--input-shape", metavar="NAME:D0,D1,...", action="append", default=[],
+                      help="fix a Keras input's shape for a static artifact, e.g. "
+                           "token_ids:1,128 ('?' leaves a dim as the model has it; repeatable)")
     _add_quant_flags(comp)
     _add_pass_flags(comp)
     comp.set_defaults(func=cmd_compile)

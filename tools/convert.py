@@ -180,7 +180,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             output: str | Path = "model.tflite", *, verify: bool = False,
             passes: str | None = None, fp16: bool = False, tfjs_quantize: str | None = None,
             tfjs_quantize_globs: Sequence[str] | None = None, safe_mode: bool = True,
-            input_signature=None, example_args=None, params=None,
+            input_signature=None, input_shapes=None, example_args=None, params=None,
             pass_context: PassContext | None = None, batch: int = 2,
             quantization: Any = None, calibration_data=None, verify_inputs=None,
             progress: bool = True) -> ConversionResult:
@@ -188,7 +188,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
     to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
 
-    `passes` is a pipeline string (default "canonicalize"; "" runs none). `fp16` stores TFLite
+    `input_shapes` ({input name: shape}; None or -1 leaves a dim as it is) fixes a Keras
+    model's input shapes for a static artifact. `passes` is a pipeline string (default
+    "canonicalize"; "" runs none). `fp16` stores TFLite
     weights as float16; `tfjs_quantize` ("uint8", "uint16", "float16") compresses TF.js weights
     (optionally only those matching `tfjs_quantize_globs`). With `verify=True`, the source
     model, the IR interpreter and each artifact run on the same inputs and
@@ -214,7 +216,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     paths = output_paths(output, targets)
     _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
-                         example_args=example_args, params=params)
+                         example_args=example_args, params=params, input_shapes=input_shapes)
     if verify_inputs is not None:
         verify, verify_inputs = True, V.given_inputs(source.module, verify_inputs)
     if isinstance(calibration_data, (str, os.PathLike)):

@@ -129,12 +129,26 @@ def _load_factory(spec: str, **options) -> Source:
 
 
 def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
-                signature: str = "serving_default", example_args=None, params=None) -> Source:
+                signature: str = "serving_default", example_args=None, params=None,
+                input_shapes=None) -> Source:
     """Lifts `src` into IR. Raises ConversionError for anything that is not a model.
 
     `src` may be a Module, a Keras model, a JaxModel, a JAX function (with `example_args`
     and optional `params`), a `.keras` file, a SavedModel directory, a `.tfir` file or
-    `file.py:factory`."""
+    `file.py:factory`. `input_shapes` ({input name: shape}; None or -1: the model's own size)
+    fixes input shapes of a Keras model."""
+    source = _load(src, safe_mode=safe_mode, input_signature=input_signature,
+                   signature=signature, example_args=example_args, params=params,
+                   input_shapes=input_shapes)
+    if input_shapes and source.kind != "keras":
+        raise ConversionError(f"input_shapes (--input-shape) applies to Keras models; "
+                              f"{source.description} takes its shapes from "
+                              f"{'example_args' if source.kind == 'jax' else 'itself'}")
+    return source
+
+
+def _load(src: Any, *, safe_mode: bool, input_signature, signature: str, example_args, params,
+          input_shapes) -> Source:
     if isinstance(src, Module):
         return Source(src, "module", None, "IR module")
     if isinstance(src, JaxModel):
@@ -143,11 +157,12 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
         return _load_jax(JaxModel(src, example_args, params))
     if isinstance(src, str) and ":" in src and src.rpartition(":")[0].endswith(".py"):
         return _load_factory(src, safe_mode=safe_mode, input_signature=input_signature,
+                             input_shapes=input_shapes,
                              signature=signature)
     if _is_keras_model(src):
         from ..frontends.keras import from_keras
 
-        module = from_keras(src, input_signature)
+        module = from_keras(src, input_signature, input_shapes=input_shapes)
         return Source(module, "keras", _keras_runner(src, list(module.metadata["output_names"])),
                       f"Keras model '{src.name}'")
     if not isinstance(src, (str, Path)):
@@ -173,7 +188,7 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
         from ..frontends.keras import from_keras, load_keras_file
 
         model = load_keras_file(path, safe_mode=safe_mode)
-        module = from_keras(model, input_signature)
+        module = from_keras(model, input_signature, input_shapes=input_shapes)
         return Source(module, "keras", _keras_runner(model, list(module.metadata["output_names"])),
                       f"Keras file {path}")
     if suffix == ".tfir":

@@ -15,9 +15,9 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-from ...ir.errors import ConversionError
+from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..tf import lift_concrete_function
 
@@ -103,6 +103,40 @@ def _signature(model, input_signature):
     return specs, names, keys
 
 
+def with_input_shapes(specs: list, names: list[str], shapes: Mapping[str, Sequence]) -> list:
+    """`specs` with the shapes of the inputs named in `shapes` replaced (a dim of None or -1
+    keeps the model's own size, dynamic or not; the batch too may be fixed). Raises ConversionError listing every problem:
+    an unknown input name, a wrong rank, a size that is not positive, a size the model fixes
+    differently."""
+    import tensorflow as tf
+
+    problems = [Diagnostic(f"input_shapes names {k!r}, which is not an input (inputs: "
+                           f"{', '.join(names)})") for k in shapes if k not in names]
+    out = list(specs)
+    for i, (spec, name) in enumerate(zip(specs, names)):
+        if name not in shapes:
+            continue
+        dims = [None if d is None or d == -1 else d for d in shapes[name]]
+        model_dims = spec.shape.as_list()
+        if len(dims) != len(model_dims):
+            problems.append(Diagnostic(f"input {name!r}: {len(dims)} dims given, the model's "
+                                       f"input has {len(model_dims)} ({model_dims})"))
+            continue
+        for d, (want, have) in enumerate(zip(dims, model_dims)):
+            if want is not None and (not isinstance(want, int) or want < 1):
+                problems.append(Diagnostic(f"input {name!r}: dim {d} must be a positive size "
+                                           f"or None, got {want!r}"))
+            elif want is not None and have is not None and want != have and d > 0:
+                problems.append(Diagnostic(f"input {name!r}: dim {d} is {have} in the model, "
+                                           f"not {want}"))
+        # An unfixed dim keeps the model's own size (static, or dynamic where the model is).
+        dims = [have if want is None else want for want, have in zip(dims, model_dims)]
+        out[i] = tf.TensorSpec(dims, spec.dtype, name=spec.name)
+    if problems:
+        raise ConversionError("input_shapes does not fit the model's inputs", problems)
+    return out
+
+
 def _output_names(model, structured, n: int) -> list[str]:
     if isinstance(structured, dict):
         return sorted(structured)       # tf.nest flattens dicts in sorted key order
@@ -176,11 +210,14 @@ def _is_keras_model(obj) -> bool:
 
 
 def from_keras(model_or_path, input_signature: Sequence | None = None, *,
+               input_shapes: Mapping[str, Sequence] | None = None,
                safe_mode: bool = True) -> Module:
     """Lifts a Keras model (Sequential, Functional or subclassed) or a `.keras` file into a
     Module. The batch dim is the symbol `batch`. A subclassed model without built input
-    shapes needs `input_signature` (a list of tf.TensorSpec). Raises ConversionError for
-    unreadable files, untraceable models and unsupported ops (all of them at once)."""
+    shapes needs `input_signature` (a list of tf.TensorSpec). `input_shapes` fixes the shapes
+    of named inputs (`{"token_ids": (1, 128)}`; None or -1 leaves a dim as the model has it), for a static
+    artifact. Raises ConversionError for unreadable files, untraceable models and unsupported
+    ops (all of them at once)."""
     if isinstance(model_or_path, (str, os.PathLike)):
         model = load_keras_file(model_or_path, safe_mode=safe_mode)
     else:
@@ -191,6 +228,8 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     import tensorflow as tf
 
     specs, input_names, keys = _signature(model, input_signature)
+    if input_shapes:
+        specs = with_input_shapes(specs, input_names, input_shapes)
     functional = hasattr(model, "_inputs_struct") or type(model).__name__ == "Sequential"
 
     def call(*args):
