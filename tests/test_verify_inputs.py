@@ -150,3 +150,21 @@ def test_input_shapes_problems_are_listed_together(tmp_path, capsys):
     with pytest.raises(ConversionError, match="applies to Keras models"):
         tensorforge.convert(ROOT / "examples" / "small_cnn.tfir", output=tmp_path / "x.tflite",
                             input_shapes={"image": (1, 8, 8, 1)})
+
+
+def test_run_time_dims_an_op_needs_fixed_are_named_with_the_fix(tmp_path):
+    """Dense on [batch, ?, d] reshapes with two run-time dims: the error names the input and
+    how to fix it, and the fix converts."""
+    import keras
+
+    tokens = keras.Input((None, 8), name="tokens")
+    model = keras.Model(tokens, keras.layers.Dense(4, name="proj")(tokens))
+    with pytest.raises(ConversionError) as err:
+        tensorforge.from_keras(model)
+    text = str(err.value)
+    assert "run-time dims" in text                                  # the op that needs it
+    assert "inputs leave to run time: tokens [batch, ?" in text     # the input and its dims
+    assert "input_shapes={'tokens': (1, N, 8)}" in text and "--input-shape tokens:1,N,8" in text
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "p.tflite",
+                                 input_shapes={"tokens": (1, 16, 8)}, verify=True)
+    assert result.verification.ok

@@ -270,7 +270,8 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
     if lifter.diagnostics:
         summary = ("unsupported TensorFlow ops" if lifter.unsupported
                    else "cannot lift the TensorFlow graph")
-        raise ConversionError(summary, lifter.diagnostics)
+        raise ConversionError(summary, lifter.diagnostics + _static_dims_hint(
+            lifter.diagnostics, graph, input_names, source))
 
     for v, out_name in zip(results, output_names):
         if v.producer is not None and v.producer.op != "constant":
@@ -299,6 +300,28 @@ def _make_read_variable(captures):
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _static_dims_hint(diagnostics, graph, input_names, source: str) -> list[Diagnostic]:
+    """When an op needs a size the inputs leave to run time, one more diagnostic naming those
+    inputs and how to fix their dims (a Keras model: `input_shapes=` / `--input-shape`)."""
+    if not any("run-time" in d.message for d in diagnostics):
+        return []
+    dynamic = [(n, v.type.shape) for n, v in zip(input_names, graph.inputs)
+               if not v.type.is_static]
+    if not dynamic:
+        return []
+    listed = ", ".join(f"{n} [{', '.join(map(str, shape))}]" for n, shape in dynamic)
+    name, shape = dynamic[0]
+    example = [1 if d == BATCH else ("N" if isinstance(d, str) else d) for d in shape]
+    if source == "keras":
+        how = (f"fix them for a static artifact: input_shapes={{{name!r}: "
+               f"({', '.join(map(str, example))})}} in Python, --input-shape "
+               f"{name}:{','.join(map(str, example))} on the command line")
+    else:
+        how = "fix them in the tf.function's input signature and save the model again"
+    return [Diagnostic(f"the ops above need sizes that the inputs leave to run time: {listed}; "
+                       f"{how}")]
 
 
 def from_saved_model(path, signature: str = "serving_default") -> Module:
