@@ -1,6 +1,7 @@
 """Keras 3 -> IR: loads `.keras` files, traces the model and lifts the traced graph.
 
-The model is traced once, `model(inputs, training=False)` inside a `tf.function` whose inputs
+On the JAX backend the model's stateless call is lifted by the JAX frontend (`_lift_on_jax`).
+On the TensorFlow backend the model is traced once, `model(inputs, training=False)` inside a `tf.function` whose inputs
 have a `None` batch, and the traced graph is lifted by the TF frontend (`frontends/tf/lift.py`;
 no freezing, no TFLite converter: see its docstring for why that is fast). Scopes are the
 Keras layer paths: Keras 3 opens each layer's TF name scope twice per call, so a layer
@@ -19,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 
 from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
+from ..jax import from_jax
 from ..tf import lift_concrete_function
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
@@ -230,6 +232,15 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     specs, input_names, keys = _signature(model, input_signature)
     if input_shapes:
         specs = with_input_shapes(specs, input_names, input_shapes)
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _lift_on_jax(model, specs, input_names, keys)
+    if backend != "tensorflow":
+        raise ConversionError(f"Keras runs on the {backend!r} backend; tensorforge lifts Keras "
+                              f"models on the 'tensorflow' and 'jax' backends (set "
+                              f"KERAS_BACKEND before importing keras)")
     functional = hasattr(model, "_inputs_struct") or type(model).__name__ == "Sequential"
 
     def call(*args):
@@ -253,3 +264,47 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
                                     scope_fn=keras_scope_fn(model), source="keras")
     return module
+
+
+def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
+    """Keras on the JAX backend: the model's stateless call, `fn(variables, *inputs)`, lifted
+    by the JAX frontend. Variables become constants named by their Keras paths
+    (`dense/kernel`), scopes come from the layers' JAX name scopes (the layer paths), dim 0 of
+    every input is the symbol `batch` and any other run-time dim k the symbol `dim{k}`, shared
+    by the inputs (token ids and their padding mask have one sequence length)."""
+    import jax
+
+    variables = list(model.variables)
+    paths = [v.path for v in variables]
+    if len(set(paths)) != len(paths):
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        raise ConversionError(f"model '{model.name}' has several variables at one path "
+                              f"({', '.join(twice)}); they cannot be named apart")
+    params = {v.path: v.value for v in variables}
+    trainable = [v.path for v in model.trainable_variables]
+    non_trainable = [v.path for v in model.non_trainable_variables]
+
+    def call(params, *xs):
+        x = dict(zip(keys, xs)) if keys is not None else (xs[0] if len(xs) == 1 else list(xs))
+        out, _ = model.stateless_call([params[p] for p in trainable],
+                                      [params[p] for p in non_trainable], x, training=False)
+        return out
+
+    ranks = [len(s.shape) for s in specs]
+    names = ["batch"] + [f"dim{k}" for k in range(1, max(ranks, default=1))]
+    symbols = dict(zip(names, jax.export.symbolic_shape(", ".join(names))))
+    args = [jax.ShapeDtypeStruct(
+        tuple(symbols["batch" if k == 0 else f"dim{k}"] if d is None else d
+              for k, d in enumerate(s.shape.as_list())), s.dtype.as_numpy_dtype)
+        for s in specs]
+    try:
+        structured = jax.eval_shape(call, params, *args)
+    except Exception as e:
+        raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
+                              f"{type(e).__name__}: {_one_line(e)}") from None
+    n = len(jax.tree_util.tree_leaves(structured))
+    module = from_jax(call, args, params=params, names=input_names,
+                      output_names=_output_names(model, structured, n))
+    module.metadata["source"] = "keras"
+    return module
+
