@@ -280,8 +280,7 @@ def _verification_inputs(module: Module, calibration_data, batch: int) -> dict:
     if calibration_data is None:
         return V.sample_inputs(module, batch=batch)
     samples = Q.check_calibration_data(module, calibration_data)[:batch]
-    names = list(module.metadata.get("input_names", ())) or \
-        [v.name or f"input_{i}" for i, v in enumerate(module.main.inputs)]
+    names = V.input_names(module)
     return {n: np.concatenate([s[i] for s in samples]) if module.main.inputs[i].type.shape
             and isinstance(module.main.inputs[i].type.shape[0], str) else samples[0][i]
             for i, n in enumerate(names)}

@@ -128,6 +128,11 @@ def _load_factory(spec: str, **options) -> Source:
                           f"a tensorforge.JaxModel or a Module")
 
 
+def _refuse_input_shapes(input_shapes, why: str) -> None:
+    if input_shapes:
+        raise ConversionError(f"input_shapes (--input-shape) applies to Keras models; {why}")
+
+
 def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
                 signature: str = "serving_default", example_args=None, params=None,
                 input_shapes=None) -> Source:
@@ -136,24 +141,15 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
     `src` may be a Module, a Keras model, a JaxModel, a JAX function (with `example_args`
     and optional `params`), a `.keras` file, a SavedModel directory, a `.tfir` file or
     `file.py:factory`. `input_shapes` ({input name: shape}; None or -1: the model's own size)
-    fixes input shapes of a Keras model."""
-    source = _load(src, safe_mode=safe_mode, input_signature=input_signature,
-                   signature=signature, example_args=example_args, params=params,
-                   input_shapes=input_shapes)
-    if input_shapes and source.kind != "keras":
-        raise ConversionError(f"input_shapes (--input-shape) applies to Keras models; "
-                              f"{source.description} takes its shapes from "
-                              f"{'example_args' if source.kind == 'jax' else 'itself'}")
-    return source
-
-
-def _load(src: Any, *, safe_mode: bool, input_signature, signature: str, example_args, params,
-          input_shapes) -> Source:
+    fixes input shapes of a Keras model (any other source refuses it before lifting)."""
     if isinstance(src, Module):
+        _refuse_input_shapes(input_shapes, "an IR module has its own shapes")
         return Source(src, "module", None, "IR module")
     if isinstance(src, JaxModel):
+        _refuse_input_shapes(input_shapes, "a JAX function takes its shapes from example_args")
         return _load_jax(src)
     if callable(src) and example_args is not None and not _is_keras_model(src):
+        _refuse_input_shapes(input_shapes, "a JAX function takes its shapes from example_args")
         return _load_jax(JaxModel(src, example_args, params))
     if isinstance(src, str) and ":" in src and src.rpartition(":")[0].endswith(".py"):
         return _load_factory(src, safe_mode=safe_mode, input_signature=input_signature,
@@ -177,6 +173,7 @@ def _load(src: Any, *, safe_mode: bool, input_signature, signature: str, example
         if not (path / "saved_model.pb").exists():
             raise ConversionError(f"{path} is a directory but not a SavedModel "
                                   f"(no saved_model.pb)")
+        _refuse_input_shapes(input_shapes, "a SavedModel takes its shapes from its signature")
         from ..frontends.tf import from_saved_model
 
         module = from_saved_model(str(path), signature=signature)
@@ -192,6 +189,7 @@ def _load(src: Any, *, safe_mode: bool, input_signature, signature: str, example
         return Source(module, "keras", _keras_runner(model, list(module.metadata["output_names"])),
                       f"Keras file {path}")
     if suffix == ".tfir":
+        _refuse_input_shapes(input_shapes, "an IR file has its own shapes")
         from ..ir.text import parse_module
         from .files import read_text
 

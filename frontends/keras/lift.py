@@ -297,11 +297,15 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
         tuple(symbols["batch" if k == 0 else f"dim{k}"] if d is None else d
               for k, d in enumerate(s.shape.as_list())), s.dtype.as_numpy_dtype)
         for s in specs]
-    try:
-        structured = jax.eval_shape(call, params, *args)
-    except Exception as e:
-        raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
-                              f"{type(e).__name__}: {_one_line(e)}") from None
+    # The output structure names the outputs: a Functional model knows it; any other model is
+    # traced once for it (from_jax traces again for the jaxpr).
+    structured = getattr(model, "_outputs_struct", None)
+    if structured is None:
+        try:
+            structured = jax.eval_shape(call, params, *args)
+        except Exception as e:
+            raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
+                                  f"{type(e).__name__}: {_one_line(e)}") from None
     n = len(jax.tree_util.tree_leaves(structured))
     module = from_jax(call, args, params=params, names=input_names,
                       output_names=_output_names(model, structured, n))
