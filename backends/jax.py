@@ -548,6 +548,18 @@ def _squeeze(cx, node):
     return [jnp.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
 
 
+def _dynamic_slice(cx, node):
+    x = cx.x(node.inputs[0])
+    begin, size = _sizes(cx, node.inputs[1]), _sizes(cx, node.inputs[2])
+    size = [d - b if n == -1 else n for d, b, n in zip(x.shape, begin, size)]
+    return [lax.slice(x, begin, [b + n for b, n in zip(begin, size)])]
+
+
+def _range(cx, node):
+    start, limit, delta = (_host(cx, v, "a range bound").item() for v in node.inputs)
+    return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
+
+
 LOWERINGS: dict[str, Callable] = {
     # elementwise
     "identity": _unary(lambda x: x),
@@ -580,6 +592,15 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_sum": _reduce(jnp.sum), "reduce_mean": _reduce_mean,
     "reduce_max": _reduce(jnp.max), "reduce_min": _reduce(jnp.min),
     "reduce_prod": _reduce(jnp.prod),
+    "reduce_all": _reduce(jnp.all), "reduce_any": _reduce(jnp.any),
+    # run-time shapes (sizes computed on the host, see _on_host)
+    "dynamic_reshape": lambda cx, n: [jnp.reshape(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
+    "dynamic_broadcast_to": lambda cx, n: [jnp.broadcast_to(cx.x(n.inputs[0]),
+                                                            _sizes(cx, n.inputs[1]))],
+    "dynamic_tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
+    "dynamic_slice": _dynamic_slice, "range": _range,
+    "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,
+                                           _jnp_dtype(n.attrs["dtype"]))],
     "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
@@ -613,6 +634,51 @@ def _stand_in(v: Value, size: int = 2):
     return jnp.zeros([d if isinstance(d, int) else size for d in v.type.shape], dtype)
 
 
+# Shapes are concrete while JAX traces, so shape arithmetic (`shape_of`, then integer ops on
+# its result) runs in NumPy with the IR's own kernels: the dynamic_* ops then see Python ints,
+# as jnp.reshape & co. need, and one traced function still serves every size.
+_HOST_CONST_MAX = 64    # constants up to this many elements may join host arithmetic
+
+
+def _on_host(cx: "_Ctx", node: Node) -> list | None:
+    """The results of `node` computed in NumPy when its operands are all known at trace time
+    (shapes, and small constants), else None (lowered to JAX as usual)."""
+    if node.op == "shape_of":
+        x = cx.x(node.inputs[0])
+        return [np.asarray(x.shape, node.attrs["dtype"].np).reshape(len(x.shape))]
+    if not node.inputs:
+        return None
+    args = []
+    for v in node.inputs:
+        a = cx.env.get(id(v))
+        if isinstance(a, np.ndarray):
+            args.append(a)
+        elif a is None and v.const is not None and v.const.size <= _HOST_CONST_MAX:
+            args.append(np.asarray(v.const))
+        else:
+            return None
+    if not any(isinstance(cx.env.get(id(v)), np.ndarray) for v in node.inputs):
+        return None     # constants only: canonicalization folds those, leave them to JAX
+    with np.errstate(all="ignore"):
+        return [np.asarray(r) for r in get_op(node.op).kernel(args, node.attrs)]
+
+
+def _host(cx: "_Ctx", value: Value, what: str) -> np.ndarray:
+    """The NumPy array of an operand known at trace time (see _on_host)."""
+    a = cx.env.get(id(value))
+    if a is None and value.const is not None:
+        a = value.const
+    if not isinstance(a, np.ndarray):
+        raise Unsupported(f"{what} computed from tensor data (not from shapes) needs static "
+                          f"shapes in JAX")
+    return a
+
+
+def _sizes(cx: "_Ctx", value: Value) -> list[int]:
+    """The Python ints of a size operand of a dynamic_* op."""
+    return [int(d) for d in np.ravel(_host(cx, value, "a size"))]
+
+
 def _emit(graph: Graph, cx: _Ctx, inputs, problems: list[Diagnostic] | None) -> list:
     """Lowers `graph` node by node; returns the output arrays. With `problems` given, a node
     that fails is recorded and replaced by a stand-in so the rest is still checked (dry run);
@@ -628,7 +694,9 @@ def _emit(graph: Graph, cx: _Ctx, inputs, problems: list[Diagnostic] | None) -> 
                 raise Unsupported(f"op '{node.op}' has no JAX lowering")
             for v in [*node.inputs, *node.outputs]:
                 _jnp_dtype(v.type.dtype)
-            results = lower(cx, node)
+            results = _on_host(cx, node)
+            if results is None:
+                results = lower(cx, node)
             if len(results) != len(node.outputs):
                 raise Unsupported(f"lowering gave {len(results)} results for "
                                   f"{len(node.outputs)} outputs")

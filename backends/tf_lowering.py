@@ -557,6 +557,11 @@ def _pad(cx, node):
     return [tf.pad(x, pads, mode=a["mode"].upper())]
 
 
+def _with_sizes(fn):
+    """A run-time shape op: the data operand and its size tensors, passed as they are."""
+    return lambda cx, node: [fn(*(cx.x(v) for v in node.inputs))]
+
+
 def _squeeze(cx, node):
     axes = list(node.attrs["axes"])
     if not axes:
@@ -593,6 +598,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_sum": _reduce(tf.math.reduce_sum), "reduce_mean": _reduce(tf.math.reduce_mean),
     "reduce_max": _reduce(tf.math.reduce_max), "reduce_min": _reduce(tf.math.reduce_min),
     "reduce_prod": _reduce(tf.math.reduce_prod),
+    "reduce_all": _reduce(tf.math.reduce_all), "reduce_any": _reduce(tf.math.reduce_any),
     "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin), "cumsum": _cumsum,
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
@@ -610,6 +616,11 @@ LOWERINGS: dict[str, Callable] = {
     "squeeze": _squeeze,
     "expand_dims": lambda cx, n: [tf.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
     "tile": lambda cx, n: [tf.tile(cx.x(n.inputs[0]), list(n.attrs["multiples"]))],
+    # run-time shapes
+    "shape_of": lambda cx, n: [tf.shape(cx.x(n.inputs[0]), out_type=_tf_dtype(n.attrs["dtype"]))],
+    "dynamic_reshape": _with_sizes(tf.reshape), "dynamic_broadcast_to": _with_sizes(tf.broadcast_to),
+    "dynamic_tile": _with_sizes(tf.tile), "dynamic_slice": _with_sizes(tf.slice),
+    "range": lambda cx, n: [tf.range(*(cx.x(v) for v in n.inputs))],
 }
 
 

@@ -96,7 +96,7 @@ _BITS = {DType.f32: 32, DType.f16: 16, DType.bf16: 16, DType.f64: 64, DType.i4: 
 # identifier (`batch`, `b`) is a named symbol: two dims with the same name are equal at run time.
 Dim = Union[int, str]
 UNKNOWN = "?"
-_SYMBOL_RE = re.compile(r"^(\?|[A-Za-z_][A-Za-z0-9_]*)$")
+SYMBOL_RE = re.compile(r"^(\?|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def is_static(dim: Dim) -> bool:
@@ -119,7 +119,7 @@ class TensorType:
                 raise TypeError(f"dim must be int or symbol, got {d!r}")
             if isinstance(d, int) and d < 0:
                 raise ValueError(f"static dim must be >= 0, got {d}")
-            if isinstance(d, str) and not _SYMBOL_RE.match(d):
+            if isinstance(d, str) and not SYMBOL_RE.match(d):
                 raise ValueError(f"invalid symbolic dim {d!r}")
         object.__setattr__(self, "shape", shape)
 

@@ -153,18 +153,33 @@ def test_input_shapes_problems_are_listed_together(tmp_path, capsys):
 
 
 def test_run_time_dims_an_op_needs_fixed_are_named_with_the_fix(tmp_path):
-    """Dense on [batch, ?, d] reshapes with two run-time dims: the error names the input and
-    how to fix it, and the fix converts."""
+    """Splitting a run-time dim into equal pieces needs its size: the error names the op, the
+    input and how to fix it, and the fix converts."""
     import keras
 
     tokens = keras.Input((None, 8), name="tokens")
-    model = keras.Model(tokens, keras.layers.Dense(4, name="proj")(tokens))
+    half = keras.layers.Lambda(lambda t: keras.ops.split(t, 2, axis=1)[0], name="halve")(tokens)
+    model = keras.Model(tokens, half)
     with pytest.raises(ConversionError) as err:
         tensorforge.from_keras(model)
     text = str(err.value)
-    assert "run-time dims" in text                                  # the op that needs it
+    assert "scope 'halve'" in text and "Split of the run-time dim" in text   # the op
     assert "inputs leave to run time: tokens [batch, ?" in text     # the input and its dims
     assert "input_shapes={'tokens': (1, N, 8)}" in text and "--input-shape tokens:1,N,8" in text
     result = tensorforge.convert(model, target="tflite", output=tmp_path / "p.tflite",
                                  input_shapes={"tokens": (1, 16, 8)}, verify=True)
     assert result.verification.ok
+
+
+def test_dense_on_a_run_time_sequence_stays_dynamic(tmp_path):
+    """Dense on [batch, ?, d] (Tensordot's reshapes with two run-time dims) keeps both dims
+    dynamic: one artifact per target, verified at two (batch, sequence) sizes."""
+    import keras
+
+    tokens = keras.Input((None, 8), name="tokens")
+    model = keras.Model(tokens, keras.layers.Dense(4, name="proj")(tokens))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "p", verify=True)
+    v = result.verification
+    assert v.ok, v.table()
+    assert {r.sizes for r in v.rows} == {"batch=2, dim=2", "batch=3, dim=5"}
+    assert {r.runtime for r in v.rows} == {"keras", "ir", "tflite", "savedmodel", "tfjs"} - {"keras"}

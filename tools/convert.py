@@ -333,18 +333,24 @@ def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path],
     the same inputs (`inputs`, else random ones the model accepts) and tabulates their
     errors."""
     fed = "given inputs" if inputs is not None else "random inputs"
-    if inputs is None:
-        inputs = V.sample_inputs(module, batch=batch)
-    names = V.output_names(module)
-    ir_out = V.run_ir(module, inputs)
-    if source.run_original is not None:
-        reference, want = source.kind, source.run_original(inputs)
+    if inputs is not None:
+        runs = [inputs]
     else:
-        reference, want = "IR interpreter", ir_out
-    result = V.Verification(reference, _batch_of(inputs, batch), inputs=fed)
-    if source.run_original is not None:
-        V.compare(result, "ir", ir_out, want, names, V.FLOAT_RTOL)
-    for t, path in artifacts.items():
-        V.compare(result, t, TARGETS[t].run(path, inputs, names), want, names,
-                  V.tolerance(t, fp16=fp16, tfjs_quantize=tfjs_quantize))
+        runs = [V.sample_inputs(module, batch=batch)]
+        if V.has_runtime_dims(module):
+            # The same artifacts at other run-time sizes: one file must serve them all.
+            runs.append(V.sample_inputs(module, batch=batch + 1, dim=batch + 3, seed=1))
+            fed += f" at {len(runs)} sizes"
+    names = V.output_names(module)
+    reference = source.kind if source.run_original is not None else "IR interpreter"
+    result = V.Verification(reference, _batch_of(runs[0], batch), inputs=fed)
+    for feed in runs:
+        sizes = V.sizes_label(module, feed) if len(runs) > 1 else ""
+        ir_out = V.run_ir(module, feed)
+        want = source.run_original(feed) if source.run_original is not None else ir_out
+        if source.run_original is not None:
+            V.compare(result, "ir", ir_out, want, names, V.FLOAT_RTOL, sizes)
+        for t, path in artifacts.items():
+            V.compare(result, t, TARGETS[t].run(path, feed, names), want, names,
+                      V.tolerance(t, fp16=fp16, tfjs_quantize=tfjs_quantize), sizes)
     return result

@@ -15,7 +15,7 @@ import numpy as np
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module
 from ..ir.interpreter import run_graph
-from ..ir.types import DType
+from ..ir.types import UNKNOWN, DType
 
 FLOAT_RTOL = 1e-4  # the float32 contract (docs/guide/targets.md, "Tolerances")
 
@@ -45,6 +45,7 @@ class ErrorRow:
     max_abs: float
     max_rel: float
     tolerance: float
+    sizes: str = ""    # the run-time sizes of this run ("batch=3, seq=5"), when several
 
     @property
     def ok(self) -> bool:
@@ -69,9 +70,13 @@ class Verification:
 
     def table(self) -> str:
         """A plain-text table (the CLI prints it)."""
-        head = ("runtime", "output", "max abs err", "max rel err", "tolerance", "ok")
-        rows = [head] + [(r.runtime, r.output, f"{r.max_abs:.3e}", f"{r.max_rel:.3e}",
-                          ("-" if r.tolerance == float("inf") else f"{r.tolerance:.0e}"), "yes" if r.ok else "NO") for r in self.rows]
+        sized = any(r.sizes for r in self.rows)
+        head = ("runtime", "output") + (("sizes",) if sized else ()) + (
+            "max abs err", "max rel err", "tolerance", "ok")
+        rows = [head] + [(r.runtime, r.output) + ((r.sizes,) if sized else ()) + (
+            f"{r.max_abs:.3e}", f"{r.max_rel:.3e}",
+            "-" if r.tolerance == float("inf") else f"{r.tolerance:.0e}",
+            "yes" if r.ok else "NO") for r in self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines = [f"verification against {self.reference} (batch {self.batch}, {self.inputs})"]
         for i, row in enumerate(rows):
@@ -96,7 +101,8 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 # Ops that pass an integer input's values through unchanged (to the table lookup they feed).
 _VALUE_PRESERVING = frozenset({"cast", "reshape", "expand_dims", "squeeze", "identity",
                                "transpose", "broadcast_to", "slice", "strided_slice", "tile",
-                               "concat"})
+                               "concat", "dynamic_reshape", "dynamic_broadcast_to",
+                               "dynamic_tile", "dynamic_slice"})
 
 
 def _int_upper_bound(graph: Graph, value) -> int:
@@ -116,7 +122,8 @@ def _int_upper_bound(graph: Graph, value) -> int:
                 dim = user.inputs[0].type.shape[axis]
                 if isinstance(dim, int):
                     bound = dim if bound is None else min(bound, dim)
-            elif op in _VALUE_PRESERVING:
+            elif op in _VALUE_PRESERVING or (op == "where" and i > 0):
+                # where(ids < 0, ids + n, ids): Keras' negative-index wrap before a lookup.
                 todo.extend(user.outputs)
     return bound or 10
 
@@ -134,17 +141,21 @@ def _mask(rng, shape) -> np.ndarray:
     return (np.arange(shape[-1]) < lengths[..., None]).astype(np.int64)
 
 
-def sample_inputs(module: Module, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs fitting the entry graph's signature (symbolic dims set to `batch`),
-    keyed by the module's input names, with values the model accepts: floats from a standard
-    normal, integer ids below the size of the table they index, masks (bool inputs, or inputs
-    named `*mask*`) as rows of ones then zeros with at least one one."""
+def sample_inputs(module: Module, batch: int = 2, seed: int = 0,
+                  dim: int | None = None) -> dict[str, np.ndarray]:
+    """Random inputs fitting the entry graph's signature (the symbol `batch` set to `batch`,
+    other run-time dims to `dim`, default `batch`), keyed by the module's input names, with
+    values the model accepts: floats from a standard normal, integer ids below the size of
+    the table they index, masks (bool inputs, or inputs named `*mask*`) as rows of ones then
+    zeros with at least one one."""
     graph = module.main
     names = input_names(module)
     rng = np.random.default_rng(seed)
+    dim = batch if dim is None else dim
     out = {}
     for name, v in zip(names, graph.inputs):
-        shape = [batch if isinstance(d, str) else d for d in v.type.shape]
+        shape = [d if isinstance(d, int) else batch if d == "batch" else dim
+                 for d in v.type.shape]
         dt = v.type.dtype
         if dt.is_float:
             arr = rng.standard_normal(shape)
@@ -200,7 +211,8 @@ def given_inputs(module: Module, data) -> dict[str, np.ndarray]:
             if isinstance(want, int) and n != want:
                 problems.append(Diagnostic(f"input {name!r}: dim {d} is {n}, the model needs "
                                            f"{want} (type {t})"))
-            elif isinstance(want, str) and sizes.setdefault(want, (n, name))[0] != n:
+            elif isinstance(want, str) and want != UNKNOWN and \
+                    sizes.setdefault(want, (n, name))[0] != n:
                 problems.append(Diagnostic(f"input {name!r}: dim {d} ({want}) is {n}, but "
                                            f"{sizes[want][1]!r} gives {want} = {sizes[want][0]}"))
         out[name] = arr.astype(t.dtype.np)
@@ -215,10 +227,26 @@ def output_names(module: Module) -> list[str]:
 
 
 def compare(verification: Verification, runtime: str, got: list[np.ndarray],
-            want: list[np.ndarray], names: list[str], tolerance: float) -> None:
+            want: list[np.ndarray], names: list[str], tolerance: float,
+            sizes: str = "") -> None:
     for name, g, w in zip(names, got, want, strict=True):
         a, r = errors(g, w)
-        verification.rows.append(ErrorRow(runtime, name, a, r, tolerance))
+        verification.rows.append(ErrorRow(runtime, name, a, r, tolerance, sizes))
+
+
+def has_runtime_dims(module: Module) -> bool:
+    """True when some input of the entry graph has a run-time (symbolic) dim."""
+    return any(isinstance(d, str) for v in module.main.inputs for d in v.type.shape)
+
+
+def sizes_label(module: Module, inputs: dict[str, np.ndarray]) -> str:
+    """`batch=3, dim=5`: the sizes the run-time dims of the inputs took."""
+    seen = {}
+    for v, arr in zip(module.main.inputs, inputs.values()):
+        for d, n in zip(v.type.shape, np.shape(arr)):
+            if isinstance(d, str):
+                seen.setdefault("dim" if d == UNKNOWN else d, n)
+    return ", ".join(f"{k}={n}" for k, n in seen.items())
 
 
 def run_ir(module: Module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -134,7 +134,8 @@ class Emitter:
         """A constant tensor. With fp16, float32 weights are stored as float16 and expanded by
         a DEQUANTIZE (TFLiteConverter's float16 quantization); parameters (shapes, axes,
         decomposition scalars) stay exact."""
-        arr = np.ascontiguousarray(array)
+        # (ascontiguousarray alone would turn a scalar into shape [1].)
+        arr = np.ascontiguousarray(array).reshape(np.shape(array))
         dtype = DType.from_numpy(arr.dtype)
         if self.fp16 and weight and dtype == DType.f32 and quant is None:
             half = self.const(arr.astype(np.float16), f"{name}/fp16")
@@ -200,7 +201,7 @@ class Emitter:
         k = (id(value), key)
         if k not in self._derived:
             self._pinned.append(value)
-            arr = np.ascontiguousarray(fn(np.asarray(value.const)))
+            arr = np.asarray(fn(np.asarray(value.const)))
             self._derived[k] = self.const(arr, f"{self.value_name(value)}/{key}", weight=True,
                                           quant=quant)
         return self._derived[k]

@@ -210,6 +210,21 @@ for _n, _op in {"reduce_sum": "reduce_sum", "reduce_max": "reduce_max",
     TABLE[_n] = _reduce(_op)
 
 
+def _logical_reduce(ir_op):
+    plain = _reduce(ir_op)
+
+    def lower(ctx, eqn, ins):
+        if ctx.dtype(ins[0]) != DType.bool:
+            raise LiftError(f"bitwise {eqn.primitive.name} on {ctx.dtype(ins[0])} is not "
+                            f"supported (only bool)")
+        return plain(ctx, eqn, ins)
+    return lower
+
+
+TABLE["reduce_and"] = _logical_reduce("reduce_all")
+TABLE["reduce_or"] = _logical_reduce("reduce_any")
+
+
 def _arg(ir_op):
     def lower(ctx, eqn, ins):
         (axis,) = eqn.params["axes"]
@@ -293,6 +308,14 @@ def _concat(ctx, eqn, ins):
     if len(ins) == 1:
         return ins[0]
     return ctx.emit("concat", ins, {"axis": int(eqn.params["dimension"])})
+
+
+@lowers("stack")
+def _stack(ctx, eqn, ins):
+    """jnp.stack: each operand gains the new axis, then one concat."""
+    axis = int(eqn.params["axis"])
+    parts = [ctx.emit("expand_dims", [x], {"axis": axis}) for x in ins]
+    return parts[0] if len(parts) == 1 else ctx.emit("concat", parts, {"axis": axis})
 
 
 @lowers("split")

@@ -16,7 +16,7 @@ from ...ir.errors import Diagnostic, InferenceError
 from ...ir.graph import Graph, Value
 from ...ir.ops import get_op
 from ...ir.types import UNKNOWN, DType, TensorType
-from .shapes import SymbolicError, SymDim, is_symbolic
+from .shapes import SymbolicError, SymDim, is_symbolic, to_ir_dim
 
 FOLD_LIMIT = 1 << 24  # elements: larger results of constant subgraphs stay IR nodes
 
@@ -36,11 +36,12 @@ class Const:
 
     `full`, when set, makes it a *splat*: the constant stands for `array` broadcast to the
     shape `full`, some of whose dims are run-time sizes (where `array` has 1). Keras fills such
-    tensors (`ones_like(scores)` in attention masks); since the IR has no run-time broadcast,
-    a splat may only meet elementwise ops whose other operands carry those run-time dims.
+    tensors (`ones_like(scores)` in attention masks). Elementwise ops whose other operands
+    carry those run-time dims use the small array and broadcast it; any other use builds the
+    full tensor with `dynamic_broadcast_to` (`Lifter.value`).
     """
 
-    __slots__ = ("array", "origin", "name", "value", "full")
+    __slots__ = ("array", "origin", "name", "value", "full", "broadcast")
 
     def __init__(self, array: np.ndarray, origin: "TFNode | None", name: str | None = None,
                  full: list | None = None):
@@ -49,16 +50,23 @@ class Const:
         self.name = name
         self.value: Value | None = None
         self.full = full
+        self.broadcast: Value | None = None   # a splat built to its full run-time shape
 
 
 class Sym:
-    """An integer tensor (a shape or a piece of one) whose entries may be run-time sizes."""
+    """An integer tensor (a shape or a piece of one) whose entries may be run-time sizes.
 
-    __slots__ = ("array", "dtype")
+    Import-time arithmetic on it stays symbolic while it can (products, exact quotients,
+    slicing, concatenation); where a TF op needs it as a tensor, or computes something a
+    monomial cannot hold (`seq + 1`), it is built in the IR from `shape_of` the tensors its
+    symbols come from (`Lifter.value`), and `value` caches that."""
+
+    __slots__ = ("array", "dtype", "value")
 
     def __init__(self, array: np.ndarray, dtype: np.dtype):
         self.array = array      # object array of ints and SymDims
         self.dtype = np.dtype(dtype)
+        self.value: Value | None = None
 
 
 class Resource:
@@ -150,6 +158,11 @@ class Lifter:
         self.loc = ""
         self._sym_shapes: dict[int, list] = {}
         self._fresh = 0
+        # Where each run-time size can be read: symbol -> (value, axis), and the cached
+        # shape_of / per-dim values built from them.
+        self._sym_origin: dict[str, tuple[Value, int]] = {}
+        self._shape_values: dict[int, Value] = {}
+        self._dim_values: dict[str, Value] = {}
 
     # -- locations ---------------------------------------------------------------------------
     def scope_of(self, node: TFNode) -> str:
@@ -213,21 +226,108 @@ class Lifter:
         known = self._sym_shapes.get(id(e))
         if known is None:
             known = []
-            for d in e.type.shape:
+            for axis, d in enumerate(e.type.shape):
                 if isinstance(d, int):
                     known.append(d)
-                elif d == UNKNOWN:
-                    self._fresh += 1
-                    known.append(SymDim.of(f"?{self._fresh}"))
-                else:
-                    known.append(SymDim.of(d))
+                    continue
+                if d == UNKNOWN:
+                    d = self.fresh_symbol()
+                self._sym_origin.setdefault(d, (e, axis))
+                known.append(SymDim.of(d))
             self._sym_shapes[id(e)] = known
         return list(known)
+
+    def fresh_symbol(self) -> str:
+        """A new name for a run-time size nothing else is known to equal (`?7`)."""
+        self._fresh += 1
+        return f"?{self._fresh}"
 
     def set_sym_shape(self, v: Entry, dims: Sequence) -> None:
         """Records what a value's `?` dims are (e.g. `batch*8` after a reshape to [-1, 32])."""
         if isinstance(v, Value):
             self._sym_shapes[id(v)] = list(dims)
+            for axis, d in enumerate(dims):
+                if isinstance(d, SymDim) and d.coef == 1 and len(d.syms) == 1:
+                    self._sym_origin.setdefault(d.syms[0], (v, axis))
+
+    # -- run-time shape values ---------------------------------------------------------------
+    def _dim_value(self, name: str) -> Value:
+        """The run-time size `name` as an i32[1] tensor: a slice of `shape_of` the first
+        value seen with that dim."""
+        v = self._dim_values.get(name)
+        if v is None:
+            src, axis = self._sym_origin[name]
+            shape = self._shape_values.get(id(src))
+            if shape is None:
+                shape = self._shape_values[id(src)] = self.graph.add(
+                    "shape_of", [src], {"dtype": DType.i32}, scope=self.scope,
+                    loc=self.loc).output
+            v = self._dim_values[name] = self.graph.add(
+                "slice", [shape], {"begin": [axis], "size": [1]}, scope=self.scope,
+                loc=self.loc).output
+        return v
+
+    def _entry_value(self, d) -> Value:
+        """One entry of a Sym (int or SymDim monomial) as an i32[1] tensor."""
+        if not isinstance(d, SymDim):
+            return self.graph.constant(np.asarray([int(d)], np.int32), scope=self.scope,
+                                       loc=self.loc)
+        out = None
+        for name in d.syms:
+            dv = self._dim_value(name)
+            out = dv if out is None else self.graph.add(
+                "mul", [out, dv], scope=self.scope, loc=self.loc).output
+        if d.coef != 1:
+            coef = self.graph.constant(np.asarray([d.coef], np.int32), scope=self.scope,
+                                       loc=self.loc)
+            out = self.graph.add("mul", [out, coef], scope=self.scope, loc=self.loc).output
+        return out
+
+    def materialize(self, sym: Sym) -> Value:
+        """A Sym as an IR integer tensor computed at run time from `shape_of`."""
+        if sym.value is not None:
+            return sym.value
+        flat = [self._entry_value(d) for d in sym.array.ravel()]
+        if not flat:
+            v = self.graph.constant(np.zeros(sym.array.shape, sym.dtype), scope=self.scope,
+                                    loc=self.loc)
+        else:
+            v = flat[0] if len(flat) == 1 else self.graph.add(
+                "concat", flat, {"axis": 0}, scope=self.scope, loc=self.loc).output
+            if sym.array.shape != (len(flat),):
+                v = self.graph.add("reshape", [v], {"shape": list(sym.array.shape)},
+                                   scope=self.scope, loc=self.loc).output
+            if sym.dtype != np.int32:
+                v = self.graph.add("cast", [v], {"to": DType.from_numpy(sym.dtype)},
+                                   scope=self.scope, loc=self.loc).output
+        sym.value = v
+        return v
+
+    def shape_value(self, dims: Sequence, dtype=np.int32) -> Value:
+        """A shape (ints and SymDims) as an IR integer tensor, constant when all static."""
+        arr = np.empty(len(dims), dtype=object)
+        arr[:] = list(dims)
+        if not any(isinstance(d, SymDim) for d in dims):
+            return self.graph.constant(np.asarray([int(d) for d in dims], dtype).reshape(
+                len(dims)), scope=self.scope, loc=self.loc)
+        return self.materialize(Sym(arr, dtype))
+
+    def dynamic(self, op: str, inputs: Sequence[Entry], dims: Sequence, attrs=None) -> Value:
+        """Emits dynamic shape op `op` whose result has the shape `dims` (ints and SymDims):
+        the IR type names what it can (`dims` attribute), the lifter keeps the rest."""
+        attrs = dict(attrs or {}, dims=[to_ir_dim(d) for d in dims])
+        v = self.emit1(op, inputs, attrs)
+        if isinstance(v, Value):
+            self.set_sym_shape(v, dims)
+        return v
+
+    def _broadcast_splat(self, e: Const) -> Value:
+        """A splat built to its full run-time shape."""
+        if e.broadcast is None:
+            small = self.value(e, splat_ok=True)
+            shape = self.shape_value(e.full)
+            e.broadcast = self.dynamic("dynamic_broadcast_to", [small, shape], e.full)
+        return e.broadcast
 
     def value(self, e: Entry, *, splat_ok: bool = False) -> Value:
         """`e` as an IR Value; constants are added to the graph on first use."""
@@ -235,17 +335,14 @@ class Lifter:
             return e
         if isinstance(e, Const):
             if e.full is not None and not splat_ok:
-                raise LiftError(f"a tensor filled to the run-time shape {fmt_dims(e.full)} "
-                                f"is used where its full shape is needed; the IR has no "
-                                f"run-time broadcast")
+                return self._broadcast_splat(e)
             if e.value is None:
                 scope = self.scope_of(e.origin) if e.origin is not None else self.scope
                 loc = f"tf:{e.origin.op}:{e.origin.name}" if e.origin is not None else self.loc
                 e.value = self.graph.constant(e.array, name=e.name, scope=scope, loc=loc)
             return e.value
         if isinstance(e, Sym):
-            raise LiftError(f"the run-time shape value {fmt_dims(e.array.ravel())} is used as "
-                            f"a tensor; the IR keeps shapes static (one -1 in a reshape)")
+            return self.materialize(e)
         if isinstance(e, Dead):
             raise LiftError(e.reason or "an input could not be lifted")
         if isinstance(e, Pending):
@@ -269,12 +366,21 @@ class Lifter:
         opdef = get_op(op)
         attrs = opdef.complete_attrs(attrs or {})
         if any(isinstance(e, Sym) for e in inputs):
-            return self._emit_symbolic(opdef, inputs, attrs)
+            done = self._emit_symbolic(opdef, inputs, attrs)
+            if done is not None:
+                return done     # else: computed at run time from shape_of (value())
         consts = [self.const(e) for e in inputs]
         all_const = bool(inputs) and all(c is not None for c in consts)
         full = None
         if any(isinstance(e, Const) and e.full is not None for e in inputs):
-            full = self._splat_result(opdef, inputs, check_covered=not all_const)
+            try:
+                full = self._splat_result(opdef, inputs, check_covered=not all_const)
+            except LiftError:
+                # Not a broadcasting elementwise use: build the filled tensors in full.
+                inputs = [self._broadcast_splat(e) if isinstance(e, Const) and e.full
+                          is not None else e for e in inputs]
+                consts = [self.const(e) for e in inputs]
+                all_const = all(c is not None for c in consts)
         if all_const:
             folded = self._fold(opdef, consts, attrs)
             if folded is not None:
@@ -338,11 +444,13 @@ class Lifter:
             results = opdef.kernel(arrays, attrs)
         return [Const(np.asarray(r), self.node) for r in results]
 
-    def _emit_symbolic(self, opdef, inputs, attrs) -> list[Entry]:
+    def _emit_symbolic(self, opdef, inputs, attrs) -> list[Entry] | None:
+        """Evaluates `opdef` on Sym operands at import time, or returns None when it cannot
+        (no symbolic kernel, a computed operand, arithmetic a monomial cannot hold): the
+        caller then builds the op in the IR on run-time shape values."""
         kernel = _SYMBOLIC_KERNELS.get(opdef.name)
         if kernel is None:
-            raise LiftError(f"{opdef.name} of a run-time shape value cannot be evaluated at "
-                            f"import time")
+            return None
         arrays, types = [], []
         for i, e in enumerate(inputs):
             if isinstance(e, Sym):
@@ -350,16 +458,15 @@ class Lifter:
             else:
                 c = self.const(e)
                 if c is None:
-                    raise LiftError(f"{opdef.name} mixes a run-time shape value with a "
-                                    f"computed tensor")
+                    return None
                 keep_int = i in kernel[1]
                 arrays.append(c if keep_int else np.asarray(c).astype(object))
             types.append(self.type(e))
         out_types = opdef.infer(types, attrs)
         try:
             results = kernel[0](opdef, arrays, attrs)
-        except SymbolicError as e:
-            raise LiftError(str(e)) from None
+        except SymbolicError:
+            return None
         out = []
         for r, t in zip(results, out_types):
             r = np.asarray(r)
@@ -434,6 +541,8 @@ _SYMBOLIC_KERNELS = {
     "tile": (_ir_kernel, ()),
     "gather": (_ir_kernel, (1,)),
     "mul": (_ir_kernel, ()),
+    "add": (_ir_kernel, ()),          # x + 0 and the like; `seq + 1` falls back to run time
+    "sub": (_ir_kernel, ()),
     "cast": (lambda opdef, arrays, attrs: [arrays[0]], ()),
     "reduce_prod": (_reduce_obj(np.prod), ()),
 }

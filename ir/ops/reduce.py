@@ -29,10 +29,13 @@ def _reduced_axes(x, axes, name):
     return norm
 
 
-def _reduce_infer(name):
+def _reduce_infer(name, logical=False):
     def infer(types, attrs):
         (x,) = types
-        check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
+        if logical:
+            check(x.dtype == DType.bool, f"{name} takes bool operands, got {x.dtype}")
+        else:
+            check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
         axes = _reduced_axes(x, attrs["axes"], name)
         if attrs["keepdims"]:
             shape = [1 if i in axes else d for i, d in enumerate(x.shape)]
@@ -81,19 +84,19 @@ def _extreme(fn, lowest):
     return run
 
 
-def _reduce_kernel(fn):
+def _reduce_kernel(fn, logical=False):
     def kernel(ins, attrs):
         x = ins[0]
         axes = tuple(range(x.ndim)) if not attrs["axes"] else \
             tuple(a % x.ndim for a in attrs["axes"])
-        out = fn(_widen(x), axes, attrs["keepdims"], x.dtype)
+        out = fn(x if logical else _widen(x), axes, attrs["keepdims"], x.dtype)
         return [np.asarray(out).astype(x.dtype)]
     return kernel
 
 
-def reduction(name, fn, doc):
+def reduction(name, fn, doc, logical=False):
     return register_op(OpDef(
-        name, ("x",), _reduce_infer(name), _reduce_kernel(fn),
+        name, ("x",), _reduce_infer(name, logical), _reduce_kernel(fn, logical),
         attrs={"axes": Attr("ints", (), doc="axes to reduce; empty = all"),
                "keepdims": Attr("bool", False, doc="keep reduced dims as size 1")},
         traits=PURE, doc=doc))
@@ -104,6 +107,10 @@ reduction("reduce_mean", _mean, "Mean over axes (integer operands truncate towar
 reduction("reduce_max", _extreme(np.max, lowest=True), "Maximum over axes.")
 reduction("reduce_min", _extreme(np.min, lowest=False), "Minimum over axes.")
 reduction("reduce_prod", _prod, "Product over axes.")
+reduction("reduce_all", lambda x, axis, keepdims, dtype: np.all(x, axis=axis, keepdims=keepdims),
+          "Logical and over axes (bool; an empty reduction is true).", logical=True)
+reduction("reduce_any", lambda x, axis, keepdims, dtype: np.any(x, axis=axis, keepdims=keepdims),
+          "Logical or over axes (bool; an empty reduction is false).", logical=True)
 
 
 # -- argmax / argmin ---------------------------------------------------------------------------

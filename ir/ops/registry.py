@@ -13,9 +13,15 @@ import numpy as np
 
 from ..attrs import normalize_attr
 from ..errors import InferenceError
-from ..types import DType, TensorType
+from ..types import SYMBOL_RE, DType, TensorType
 
 REQUIRED = object()
+
+def _is_dim(x) -> bool:
+    if isinstance(x, str):
+        return SYMBOL_RE.match(x) is not None
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
 
 # Attribute kinds and the Python values they accept (after attrs.normalize_attr).
 _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
@@ -30,6 +36,8 @@ _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
     "tensor": lambda v: isinstance(v, np.ndarray),
     # nested int lists, e.g. explicit padding [[top, bottom], [left, right]]
     "intss": lambda v: isinstance(v, tuple) and all(_ATTR_CHECKS["ints"](x) for x in v),
+    # a shape of static sizes and symbols, e.g. (batch, 16) or (?, 3)
+    "dims": lambda v: isinstance(v, tuple) and all(_is_dim(x) for x in v),
     "any": lambda v: True,
 }
 

@@ -1,10 +1,14 @@
-"""Shape canonicalizations: reshape chains, transpose chains, no-op shape ops, and folding of
-explicit broadcasts into ops that broadcast implicitly."""
+"""Shape canonicalizations: reshape chains, transpose chains, no-op shape ops, folding of
+explicit broadcasts into ops that broadcast implicitly, and run-time shape values that are
+static after all (`shape_of` of static dims, dynamic ops with constant sizes)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...ir.errors import InferenceError
 from ...ir.ops import get_op
+from ...ir.types import UNKNOWN
 from ..rewrite import RewritePattern, Rewriter
 from .algebra import forward
 
@@ -98,8 +102,8 @@ IMPLICIT_BROADCAST = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "
 
 
 class FoldBroadcast(RewritePattern):
-    """op(broadcast_to(y), z) -> op(y, z) for implicitly broadcasting ops, when the result
-    type is unchanged."""
+    """op(broadcast_to(y), z) -> op(y, z) for implicitly broadcasting ops (also with a
+    run-time dynamic_broadcast_to), when the result type is unchanged."""
 
     def __init__(self, op: str):
         self.root = op
@@ -108,7 +112,11 @@ class FoldBroadcast(RewritePattern):
         opdef = get_op(node.op)
         for i, v in enumerate(node.inputs):
             p = v.producer
-            if p is None or p.op != "broadcast_to":
+            if p is None or p.op not in ("broadcast_to", "dynamic_broadcast_to"):
+                continue
+            if p.op == "dynamic_broadcast_to" and UNKNOWN in node.outputs[0].type.shape:
+                # `?` may hide a 1 in the other operand that only the broadcast stretches;
+                # named symbols and static sizes are exact.
                 continue
             types = [x.type for x in node.inputs]
             types[i] = p.inputs[0].type
@@ -122,8 +130,71 @@ class FoldBroadcast(RewritePattern):
         return False
 
 
+class StaticShapeOf(RewritePattern):
+    """shape_of(x) -> a constant when x's shape is static; slice(shape_of(x)) -> a constant
+    when the dims it reads are (a model's fixed hidden size next to a run-time batch)."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def match_and_rewrite(self, node, rw):
+        if node.op == "shape_of":
+            x = node.inputs[0]
+            if not x.type.is_static:
+                return False
+            dims = list(x.type.shape)
+        else:
+            inner = node.inputs[0].producer
+            if inner is None or inner.op != "shape_of":
+                return False
+            shape = inner.inputs[0].type.shape
+            (b,), (n,) = node.attrs["begin"], node.attrs["size"]
+            dims = list(shape[b:] if n == -1 else shape[b:b + n])
+            if not all(isinstance(d, int) for d in dims):
+                return False
+        dtype = node.outputs[0].type.dtype.np
+        rw.replace(node, [rw.constant(np.asarray(dims, dtype).reshape(len(dims)), like=node)])
+        return True
+
+
+# dynamic op -> (static op, its size attributes in operand order)
+_STATIC_FORM = {"dynamic_reshape": ("reshape", ("shape",)),
+                "dynamic_broadcast_to": ("broadcast_to", ("shape",)),
+                "dynamic_tile": ("tile", ("multiples",)),
+                "dynamic_slice": ("slice", ("begin", "size"))}
+
+
+class StaticSizes(RewritePattern):
+    """dynamic_reshape / dynamic_broadcast_to / dynamic_tile / dynamic_slice whose size
+    operands are constants -> the static op, when its type agrees with the declared one
+    (it may be more precise: `?` becomes the size)."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def match_and_rewrite(self, node, rw):
+        consts = [v.const for v in node.inputs[1:]]
+        if any(c is None for c in consts):
+            return False
+        op, keys = _STATIC_FORM[node.op]
+        attrs = {k: [int(d) for d in np.ravel(c)] for k, c in zip(keys, consts)}
+        src, out = node.inputs[0], node.outputs[0]
+        try:
+            [new_type] = get_op(op).infer([src.type], get_op(op).complete_attrs(attrs))
+        except InferenceError:
+            return False
+        if new_type.dtype != out.type.dtype or new_type.rank != out.type.rank or not all(
+                o == n or o == UNKNOWN for o, n in zip(out.type.shape, new_type.shape)):
+            return False
+        new = rw.create(op, [src], attrs, like=node).outputs[0]
+        new.name, new.quant, new.layout = out.name, out.quant, out.layout
+        rw.replace(node, [new])
+        return True
+
+
 def shape_patterns() -> list[RewritePattern]:
-    return [ReshapeChain(), TransposeChain(),
+    return [ReshapeChain(), TransposeChain(), StaticShapeOf("shape_of"), StaticShapeOf("slice"),
+            *(StaticSizes(op) for op in _STATIC_FORM),
             *(NoopShapeOp(op) for op in ("transpose", "reshape", "squeeze", "expand_dims",
                                          "broadcast_to", "slice", "pad", "tile", "concat")),
             *(FoldBroadcast(op) for op in IMPLICIT_BROADCAST)]

@@ -31,6 +31,7 @@ SAME_PARAMS_OPS = frozenset({
     "max_pool2d", "avg_pool2d", "reshape", "squeeze", "expand_dims", "transpose", "concat",
     "slice", "strided_slice", "pad", "resize", "split", "identity", "gather",
     "maximum", "minimum", "reduce_max", "reduce_min", "broadcast_to", "tile",
+    "dynamic_reshape", "dynamic_broadcast_to", "dynamic_tile", "dynamic_slice",
 })
 
 

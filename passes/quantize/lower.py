@@ -35,7 +35,8 @@ INTEGER_OPS = frozenset({
     "max_pool2d", "avg_pool2d", "concat", "reshape", "transpose", "squeeze", "expand_dims",
     "slice", "strided_slice", "pad", "softmax", "sigmoid", "tanh", "relu", "relu6",
     "hard_swish", "leaky_relu", "reduce_mean", "resize", "split", "gather", "maximum",
-    "minimum", "identity",
+    "minimum", "identity", "dynamic_reshape", "dynamic_broadcast_to", "dynamic_tile",
+    "dynamic_slice",
 })
 HYBRID_OPS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
 # Ops whose result lies within their input's range, so it can take the input's params with

@@ -26,6 +26,7 @@ The lowerings live by op family, like `ir/ops/`; each family module exports its 
     nn.py               pooling, softmax, batch/layer norm, resize
     reduce.py           reductions, argmax/argmin
     shape.py            data movement (reshape, transpose, concat, slice, pad, gather, ...)
+    dynamic.py          run-time shapes (shape_of, dynamic reshape/broadcast/tile/slice, range)
     quant.py            quantize, dequantize, fake_quant
     integer_kernels.py  which integer kernel runs each op and what it needs of the params
     versions.py         op versions (`op_version`)
@@ -42,12 +43,12 @@ kernel supports the features (dtypes, ranks, options) the operator uses, see `op
 
 from __future__ import annotations
 
-from . import conv, elementwise, nn, quant, reduce, shape
+from . import conv, dynamic, elementwise, nn, quant, reduce, shape
 from .common import TFL_TYPES, Unsupported, copy_into
 from .integer_kernels import _guarded
 from .versions import op_version
 
-_FAMILIES = (elementwise, conv, nn, reduce, shape, quant)
+_FAMILIES = (elementwise, conv, nn, reduce, shape, dynamic, quant)
 
 
 def _merge(families) -> dict:

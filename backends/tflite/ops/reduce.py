@@ -6,7 +6,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 import numpy as np
 
-from .common import F32, NUM, TFL_TYPES, _need, _param, emit
+from .common import BOOL, F32, NUM, TFL_TYPES, _need, _param, emit
 
 
 def _reduce(code, allowed):
@@ -44,6 +44,7 @@ LOWERINGS = {
     "reduce_sum": _reduce("SUM", NUM), "reduce_mean": _reduce("MEAN", F32),
     "reduce_max": _reduce("REDUCE_MAX", NUM), "reduce_min": _reduce("REDUCE_MIN", NUM),
     "reduce_prod": _reduce("REDUCE_PROD", NUM),
+    "reduce_all": _reduce("REDUCE_ALL", BOOL), "reduce_any": _reduce("REDUCE_ANY", BOOL),
     "argmax": _arg("ARG_MAX", fb.ArgMaxOptionsT), "argmin": _arg("ARG_MIN", fb.ArgMinOptionsT),
     "cumsum": _lower_cumsum,
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir.types import TensorType
-from ..context import LiftError, TFNode, fmt_dims
+from ..context import LiftError, TFNode
 from ..shapes import SymbolicError, SymDim, product, to_ir_dim
 
 _REQUIRED = object()
@@ -38,7 +38,8 @@ def static_axis(ctx, e, what="axis") -> int:
 
 def reshape_to(ctx, x, dims):
     """Reshapes x to `dims` (ints, at most one -1, SymDims). A single run-time dim becomes the
-    IR reshape's -1; the result type keeps its symbol (`batch`) where it is known."""
+    IR reshape's -1; the result type keeps its symbol (`batch`) where it is known. More
+    run-time dims make a `dynamic_reshape` to a shape computed from `shape_of`."""
     dims = list(dims)
     syms = [i for i, d in enumerate(dims) if isinstance(d, SymDim)]
     if -1 in dims and syms:
@@ -47,14 +48,16 @@ def reshape_to(ctx, x, dims):
         known = product(d for i, d in enumerate(dims) if i != fill_at)
         try:
             dims[fill_at] = product(ctx.sym_shape(x)) // known
-        except SymbolicError as e:
-            raise LiftError(f"cannot infer the -1 of reshape {fmt_dims(dims)}: {e}") from None
+        except SymbolicError:
+            pass        # left to the run-time reshape below
         syms = [i for i, d in enumerate(dims) if isinstance(d, SymDim)]
     if not syms:
         return ctx.emit1("reshape", [x], {"shape": [int(d) for d in dims]})
-    if len(syms) > 1:
-        raise LiftError(f"reshape to {fmt_dims(dims)} has {len(syms)} run-time dims; the IR "
-                        f"reshape allows one (as its -1)")
+    if len(syms) > 1 or -1 in dims:
+        # Two run-time dims (or a -1 the import-time arithmetic cannot solve): the target
+        # shape is computed at run time.
+        out_dims = [d if d != -1 else SymDim.of(ctx.fresh_symbol()) for d in dims]
+        return ctx.dynamic("dynamic_reshape", [x, ctx.shape_value(dims)], out_dims)
     shape = [-1 if i == syms[0] else int(d) for i, d in enumerate(dims)]
     out_type = TensorType(ctx.type(x).dtype, [to_ir_dim(d) for d in dims])
     v = ctx.emit1("reshape", [x], {"shape": shape}, types=[out_type])

@@ -38,5 +38,6 @@ def _cumsum(ctx, node, ins):
 TABLE = {
     "Mean": _reduce("reduce_mean"), "Sum": _reduce("reduce_sum"), "Max": _reduce("reduce_max"),
     "Min": _reduce("reduce_min"), "Prod": _reduce("reduce_prod"),
+    "All": _reduce("reduce_all"), "Any": _reduce("reduce_any"),
     "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"), "Cumsum": _cumsum,
 }

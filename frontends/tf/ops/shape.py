@@ -8,8 +8,8 @@ import numpy as np
 
 from ....ir.graph import Value
 from ....ir.types import DType
-from ..context import Const, Lazy, LiftError, Sym, fmt_dims, ir_dtype
-from ..shapes import SymDim, product
+from ..context import Const, Lazy, LiftError, Sym, ir_dtype
+from ..shapes import SymbolicError, SymDim, product
 from .common import flat_type, node_attr, reshape_to, static_axis
 from .quant import reshape_dequantized
 
@@ -48,6 +48,10 @@ def _rank(ctx, node, ins):
 
 def _reshape(ctx, node, ins):
     x, shape = ins
+    if isinstance(shape, Value) and shape.const is None:
+        # A target computed at run time beyond import-time arithmetic (`seq + 1`).
+        dims = [SymDim.of(ctx.fresh_symbol()) for _ in _entries(ctx, shape)]
+        return [ctx.dynamic("dynamic_reshape", [x, shape], dims)]
     dims = ctx.dims(shape, "Reshape's target shape")
     if isinstance(x, Lazy) and x.info is not None and x.info[0] == "dequantized_const":
         moved = reshape_dequantized(ctx, x, dims)
@@ -139,9 +143,37 @@ def _split_v(ctx, node, ins):
 
 def _slice(ctx, node, ins):
     x, begin, size = ins
-    return ctx.emit("slice", [x], {
-        "begin": [int(v) for v in ctx.static(begin, "Slice begin").ravel()],
-        "size": [int(v) for v in ctx.static(size, "Slice size").ravel()]})
+    b, n = ctx.const(begin), ctx.const(size)
+    if b is not None and n is not None:
+        return ctx.emit("slice", [x], {"begin": [int(v) for v in np.ravel(b)],
+                                       "size": [int(v) for v in np.ravel(n)]})
+    # Sizes known only at run time (a position-embedding slice of `seq` rows).
+    out = []
+    for d, b0, n0 in zip(ctx.sym_shape(x), _entries(ctx, begin), _entries(ctx, size)):
+        if n0 is not None and n0 != -1:
+            out.append(n0)
+        elif n0 == -1 and b0 == 0:
+            out.append(d)
+        elif n0 == -1 and isinstance(d, int) and isinstance(b0, int):
+            out.append(d - b0)
+        else:
+            out.append(SymDim.of(ctx.fresh_symbol()))
+    return [ctx.dynamic("dynamic_slice", [x, ctx.value(begin), ctx.value(size)], out)]
+
+
+def _entries(ctx, e) -> list:
+    """The entries of a 1-D integer operand as ints and SymDims, None where only the run
+    time knows them (a computed tensor)."""
+    if isinstance(e, Sym):
+        return list(e.array.ravel())
+    c = ctx.const(e)
+    if c is not None:
+        return [int(v) for v in np.ravel(c)]
+    n = ctx.type(e).shape[0] if ctx.type(e).rank == 1 else None
+    if not isinstance(n, int):
+        raise LiftError(f"a size operand of type {ctx.type(e)} must be 1-D with a static "
+                        f"length")
+    return [None] * n
 
 
 def _strided_slice(ctx, node, ins):
@@ -161,15 +193,34 @@ def _gather(ctx, node, ins):
 
 
 def _tile(ctx, node, ins):
-    mult = [int(m) for m in ctx.static(ins[1], "Tile multiples").ravel()]
-    return ctx.emit("tile", ins[:1], {"multiples": mult})
+    mult = ctx.const(ins[1])
+    if mult is not None:
+        return ctx.emit("tile", ins[:1], {"multiples": [int(m) for m in np.ravel(mult)]})
+    # Multiples known only at run time (ViT's class token tiled to the batch).
+    out = [_times(ctx, d, m) for d, m in zip(ctx.sym_shape(ins[0]), _entries(ctx, ins[1]))]
+    return [ctx.dynamic("dynamic_tile", [ins[0], ctx.value(ins[1])], out)]
+
+
+def _times(ctx, d, m):
+    """d * m for sizes that may be run-time; a fresh symbol where that is not a monomial."""
+    if m is not None:
+        if d == 1:
+            return m
+        if m == 1:
+            return d
+        try:
+            return product([d, m])
+        except SymbolicError:
+            pass
+    return SymDim.of(ctx.fresh_symbol())
 
 
 def _broadcast_to(ctx, node, ins):
-    dims = ctx.dims(ins[1], "BroadcastTo shape")
-    if any(isinstance(d, SymDim) for d in dims):
-        raise LiftError(f"BroadcastTo the run-time shape {fmt_dims(dims)} is not supported")
-    return ctx.emit("broadcast_to", ins[:1], {"shape": dims})
+    dims = _entries(ctx, ins[1])
+    if all(isinstance(d, int) for d in dims):
+        return ctx.emit("broadcast_to", ins[:1], {"shape": dims})
+    dims = [SymDim.of(ctx.fresh_symbol()) if d is None else d for d in dims]
+    return [ctx.dynamic("dynamic_broadcast_to", [ins[0], ctx.value(ins[1])], dims)]
 
 
 def _filled(node, dims, value, dtype):
@@ -192,9 +243,29 @@ def _like(fill):
 
 
 def _range(ctx, node, ins):
-    start, limit, delta = (ctx.static(e, "Range operand") for e in ins)
-    dt = ir_dtype(node.attr["Tidx"].type).np if "Tidx" in node.attr else start.dtype
-    return [Const(np.arange(start, limit, delta).astype(dt), node)]
+    consts = [ctx.const(e) for e in ins]
+    dt = ir_dtype(node.attr["Tidx"].type).np if "Tidx" in node.attr else None
+    if all(c is not None for c in consts):
+        start, limit, delta = consts
+        return [Const(np.arange(start, limit, delta).astype(dt or start.dtype), node)]
+    # A run-time bound (`range(seq)` for positions): the IR's range op. Its length is the
+    # bound itself when counting 0, 1, ... up to it.
+    start, limit, delta = consts
+    length = None
+    if start is not None and delta is not None and int(start) == 0 and int(delta) == 1 \
+            and isinstance(ins[1], Sym) and ins[1].array.size == 1:
+        length = ins[1].array.ravel()[0]
+    dtype = DType.from_numpy(dt) if dt is not None else ctx.type(ins[0]).dtype
+    scalars = []
+    for e in ins:
+        v = ctx.value(e)
+        if v.type.rank:
+            v = ctx.emit1("reshape", [v], {"shape": []})
+        if v.type.dtype != dtype:
+            v = ctx.emit1("cast", [v], {"to": dtype})
+        scalars.append(v)
+    dims = [length if length is not None else SymDim.of(ctx.fresh_symbol())]
+    return [ctx.dynamic("range", scalars, dims)]
 
 
 def _pad(ctx, node, ins):
