@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+KERAS_HUB := 0.32.0
 # The TF.js harness: Node.js + @tensorflow/tfjs, pinned by tests/js/package-lock.json.
 JS_STAMP := tests/js/node_modules/.package-lock.json
 
@@ -12,10 +13,12 @@ JS_STAMP := tests/js/node_modules/.package-lock.json
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	# KerasHub for the model sweep and its tests, without tensorflow-text (see pyproject.toml).
+	$(PY) -m pip install --quiet --no-deps keras-hub==$(KERAS_HUB)
 	touch $(STAMP)
 
 demo: $(STAMP) $(JS_STAMP)

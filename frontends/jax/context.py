@@ -74,6 +74,57 @@ def ir_dtype(dt) -> DType:
         raise LiftError(f"dtype {dt} has no IR dtype") from None
 
 
+# -- run-time sizes --------------------------------------------------------------------------
+
+class _RunTimeDim:
+    """A size known at run time as an IR i32[1] entry. JAX evaluates a dim expression
+    (`2*seq + 1`, `seq // 2`) with these in place of its variables; the arithmetic it does
+    becomes IR nodes (sizes are non-negative, so truncating division is floor division)."""
+
+    def __init__(self, ctx: "Lifter", value):
+        self.ctx, self.value = ctx, value
+
+    def _entry(self, other):
+        if isinstance(other, _RunTimeDim):
+            return other.value
+        return Const(np.asarray([int(other)], np.int32))
+
+    def _op(self, op, a, b) -> "_RunTimeDim":
+        return _RunTimeDim(self.ctx, self.ctx.emit(op, [a, b]))
+
+    def __add__(self, other):
+        return self._op("add", self.value, self._entry(other))
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        return self._op("mul", self.value, self._entry(other))
+
+    __rmul__ = __mul__
+
+    def __divmod__(self, other):
+        q = self._op("div", self.value, self._entry(other))
+        return q, self._op("sub", self.value, (q * other).value)
+
+    def __rdivmod__(self, other):
+        q = self._op("div", self._entry(other), self.value)
+        return q, _RunTimeDim(self.ctx, self._entry(other)) + (q * self) * -1
+
+
+class _RunTimeEnv(dict):
+    """JAX's dim-variable environment, filled on first use with run-time sizes."""
+
+    def __init__(self, ctx: "Lifter"):
+        super().__init__()
+        self.ctx = ctx
+
+    def __missing__(self, name):
+        if name not in self.ctx._dim_origin:
+            raise KeyError(name)
+        v = self[name] = _RunTimeDim(self.ctx, self.ctx._var_value(name))
+        return v
+
+
 # -- the lifter ------------------------------------------------------------------------------
 
 class Lifter:
@@ -90,6 +141,11 @@ class Lifter:
         self.prim = ""
         self.fl: tuple | None = None  # (file, line) of the current equation's user frame
         self._names: set[str] = set()
+        # Run-time sizes: dimension variable -> (graph input, axis) it can be read from, and
+        # the i32[1] values read so far.
+        self._dim_origin: dict[str, tuple[Value, int]] = {}
+        self._dim_values: dict[str, Value] = {}
+        self._shape_of: dict[int, Value] = {}
 
     # entries are Value | Const
     def shape(self, e) -> tuple:
@@ -145,16 +201,62 @@ class Lifter:
             res = list(node.outputs)
         return res[0] if n_out == 1 else res
 
+    # -- run-time sizes
+    def note_input_dims(self, value: Value) -> None:
+        """Records where each dimension variable of a graph input's shape can be read."""
+        for axis, d in enumerate(value.type.shape):
+            if isinstance(d, str) and d != UNKNOWN:
+                self._dim_origin.setdefault(d, (value, axis))
+
+    def _var_value(self, name: str) -> Value:
+        v = self._dim_values.get(name)
+        if v is None:
+            if name not in self._dim_origin:
+                raise LiftError(f"the run-time size {name} is not a dim of any input")
+            src, axis = self._dim_origin[name]
+            shape = self._shape_of.get(id(src))
+            if shape is None:
+                shape = self._shape_of[id(src)] = self.emit("shape_of", [src])
+            v = self._dim_values[name] = self.emit("slice", [shape], {"begin": [axis],
+                                                                      "size": [1]})
+        return v
+
+    def dim_value(self, d) -> Any:
+        """A dim as an i32[1] entry: a constant for a static size, else computed at run time
+        from `shape_of` the inputs (a JAX dim expression such as `2*seq + 1` is evaluated on
+        IR values; an IR symbol name is read directly)."""
+        if isinstance(d, (int, np.integer)):
+            return Const(np.asarray([int(d)], np.int32))
+        if isinstance(d, str):
+            return self._var_value(d)
+        out = d._evaluate(_RunTimeEnv(self))
+        return out.value if isinstance(out, _RunTimeDim) else Const(np.asarray([int(out)],
+                                                                                np.int32))
+
+    def shape_value(self, dims) -> Any:
+        """A shape (ints, IR symbol names, JAX dim expressions; `?` as -1) as an i32 entry."""
+        parts = [Const(np.asarray([-1], np.int32)) if isinstance(d, str) and d == UNKNOWN
+                 else self.dim_value(d) for d in dims]
+        if all(isinstance(p, Const) for p in parts):
+            return Const(np.concatenate([p.array for p in parts]) if parts
+                         else np.zeros(0, np.int32))
+        return parts[0] if len(parts) == 1 else self.emit("concat", parts, {"axis": 0})
+
     # -- shape helpers used by the op table
     def reshape(self, e, dims):
-        """`e` reshaped to `dims` (IR dims; at most one symbolic), or `e` if already so."""
-        dims = list(dims)
-        if tuple(dims) == tuple(self.shape(e)):
+        """`e` reshaped to `dims` (ints, IR symbol names, or JAX dim expressions), or `e` if
+        already so. One run-time dim is the static reshape's -1; more make a
+        `dynamic_reshape` whose target is computed from the inputs' shapes at run time."""
+        ir_dims = [ir_dim(d) for d in dims]
+        if tuple(ir_dims) == tuple(self.shape(e)):
             return e
-        shape = [d if isinstance(d, int) else -1 for d in dims]
-        if shape.count(-1) > 1:
-            raise LiftError(f"reshape to {dims}: more than one symbolic dim")
-        return self.emit("reshape", [e], {"shape": shape})
+        shape = [d if isinstance(d, int) else -1 for d in ir_dims]
+        if shape.count(-1) <= 1:
+            return self.emit("reshape", [e], {"shape": shape})
+        if sum(isinstance(d, str) and d == UNKNOWN for d in dims) > 1:
+            raise LiftError(f"reshape to {ir_dims}: more than one size that is not a named "
+                            f"input dim")
+        return self.emit("dynamic_reshape", [e, self.shape_value(dims)], {"dims": ir_dims})
 
     def transpose(self, e, perm):
         """`e` transposed by `perm`, or `e` for the identity permutation."""

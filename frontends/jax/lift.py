@@ -117,6 +117,7 @@ def from_jax(fn, example_args: Sequence, *, params=None, names: Sequence[str] | 
             problems.append(Diagnostic(str(e), node=nm))
             continue
         args.append(graph.add_input(t, nm))
+        ctx.note_input_dims(args[-1])
     if problems:
         raise ConversionError("cannot lift the function's inputs", problems)
 

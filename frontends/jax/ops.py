@@ -388,35 +388,61 @@ def _slice(ctx, eqn, ins):
 
 @lowers("dynamic_slice")
 def _dynamic_slice(ctx, eqn, ins):
+    """lax.dynamic_slice: JAX clamps each start into [0, dim - size]. Static starts and sizes
+    give the IR's slice; a run-time size (a position table sliced to `seq` rows) or a start
+    computed at run time gives dynamic_slice, with the clamp computed at run time."""
     x, *idx = ins
-    sizes = _static_ints(eqn.params["slice_sizes"], "dynamic_slice sizes")
-    shape = ctx.shape(x)
+    sizes = list(eqn.params["slice_sizes"])
+    dims = list(eqn.invars[0].aval.shape)
     begin = []
-    for i, (e, s, d) in enumerate(zip(idx, sizes, shape)):
+    for e, size, d in zip(idx, sizes, dims):
         c = ctx.const(e)
-        if c is None:
-            raise LiftError(f"dynamic_slice with a non-constant start index (dim {i}) is not "
-                            f"supported")
-        b = int(c)
-        if not isinstance(d, int):
-            if b != 0:
-                raise LiftError("dynamic_slice of a symbolic dim at a non-zero start")
+        if c is not None and int(c) == 0:
             begin.append(0)
-            continue
-        if b < 0:
-            b += d
-        begin.append(min(max(b, 0), d - s))  # JAX clamps the start into range
-    return ctx.emit("slice", [x], {"begin": begin, "size": sizes})
+        elif c is not None and isinstance(ir_dim(d), int) and isinstance(ir_dim(size), int):
+            b, n, s_ = int(c), int(d), int(size)
+            begin.append(min(max(b + n if b < 0 else b, 0), n - s_))
+        else:
+            if c is not None and int(c) < 0:
+                raise LiftError("dynamic_slice with a negative start on a run-time dim")
+            b = ctx.emit("reshape", [ctx.cast(e, DType.i32)], {"shape": [1]})
+            b = ctx.emit("maximum", [b, Const(np.asarray([0], np.int32))])
+            begin.append(ctx.emit("minimum", [b, ctx.dim_value(d - size)]))
+    static_sizes = all(isinstance(ir_dim(n), int) for n in sizes)
+    if static_sizes and all(isinstance(b, int) for b in begin):
+        return ctx.emit("slice", [x], {"begin": begin, "size": [int(n) for n in sizes]})
+    begin_v = ctx.shape_value(begin) if all(isinstance(b, int) for b in begin) else \
+        ctx.emit("concat", [Const(np.asarray([b], np.int32)) if isinstance(b, int) else b
+                            for b in begin], {"axis": 0})
+    return ctx.emit("dynamic_slice", [x, begin_v, ctx.shape_value(sizes)],
+                    {"dims": [ir_dim(n) for n in sizes]})
 
 
 @lowers("iota")
 def _iota(ctx, eqn, ins):
     p = eqn.params
-    shape = _static_ints(p["shape"], "iota shape")
     dim = int(p["dimension"])
     dt = np.dtype(p["dtype"])
+    if not all(isinstance(ir_dim(d), int) for d in p["shape"]):
+        return _run_time_iota(ctx, p["shape"], dim, dt)
+    shape = _static_ints(p["shape"], "iota shape")
     r = np.arange(shape[dim], dtype=dt).reshape([-1 if i == dim else 1 for i in range(len(shape))])
     return Const(np.broadcast_to(r, shape).copy())
+
+
+def _run_time_iota(ctx, shape, dim, dt):
+    """iota over a run-time size (positions 0..seq): the IR's range, shaped and broadcast
+    to `shape` at run time."""
+    dims = [ir_dim(d) for d in shape]
+    n = ctx.emit("reshape", [ctx.dim_value(shape[dim])], {"shape": []})
+    zero, one = Const(np.asarray(0, np.int32)), Const(np.asarray(1, np.int32))
+    r = ctx.cast(ctx.emit("range", [zero, n, one], {"dims": [dims[dim]]}), ir_dtype(dt))
+    if len(shape) == 1:
+        return r
+    r = ctx.emit("reshape", [r], {"shape": [-1 if i == dim else 1 for i in range(len(shape))]})
+    if all(d == 1 for i, d in enumerate(dims) if i != dim):
+        return r
+    return ctx.emit("dynamic_broadcast_to", [r, ctx.shape_value(list(shape))], {"dims": dims})
 
 
 @lowers("cumsum")
@@ -482,15 +508,13 @@ def _gather(ctx, eqn, ins):
 # -- dot_general -----------------------------------------------------------------------------
 
 def _prod(dims):
+    """The product of JAX dims (ints or dim expressions such as `2*seq`)."""
     out = 1
     for d in dims:
-        if not isinstance(d, int):
-            return UNK
-        out *= d
+        out = out * d
     return out
 
 
-UNK = "?"
 
 
 @lowers("dot_general")
@@ -502,7 +526,9 @@ def _dot_general(ctx, eqn, ins):
     out_dt = ir_dtype(pet) if pet is not None else ctx.dtype(a)
     if ctx.dtype(b) != ctx.dtype(a):
         b = ctx.cast(b, ctx.dtype(a))
-    sa, sb = list(ctx.shape(a)), list(ctx.shape(b))
+    # JAX's own dims (expressions such as `2*seq` where the IR only has `?`), so reshapes
+    # with several run-time dims can compute their target at run time.
+    sa, sb = list(eqn.invars[0].aval.shape), list(eqn.invars[1].aval.shape)
     ra, rb_ = len(sa), len(sb)
     lf = [i for i in range(ra) if i not in lc and i not in lb]
     rf = [i for i in range(rb_) if i not in rc and i not in rb]

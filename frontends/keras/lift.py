@@ -42,6 +42,7 @@ def load_keras_file(path, *, safe_mode: bool = True):
         raise ConversionError(f"{p} is not a valid .keras file (not a zip archive)")
     import keras
 
+    _register_packages_of(p)
     try:
         return keras.saving.load_model(str(p), safe_mode=safe_mode)
     except Exception as e:
@@ -52,6 +53,25 @@ def load_keras_file(path, *, safe_mode: bool = True):
                 f"Python code); if you trust the file, pass safe_mode=False (on the command "
                 f"line: --unsafe)") from None
         raise ConversionError(f"cannot load Keras model {p}: {_one_line(e)}") from None
+
+
+# Packages whose Keras classes register themselves on import (`keras_hub>LlamaBackbone` in
+# a saved config): imported, when installed, before a file that names them is loaded.
+_REGISTERING_PACKAGES = ("keras_hub",)
+
+
+def _register_packages_of(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = z.read("config.json").decode("utf-8", "replace")
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return      # load_model reports what is wrong with the archive
+    for package in _REGISTERING_PACKAGES:
+        if f'"{package}' in config or f"{package}>" in config:
+            try:
+                __import__(package)
+            except ImportError:
+                pass    # load_model then names the class it cannot find
 
 
 # -- signatures ------------------------------------------------------------------------------
@@ -292,23 +312,86 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
 
     ranks = [len(s.shape) for s in specs]
     names = ["batch"] + [f"dim{k}" for k in range(1, max(ranks, default=1))]
-    symbols = dict(zip(names, jax.export.symbolic_shape(", ".join(names))))
-    args = [jax.ShapeDtypeStruct(
-        tuple(symbols["batch" if k == 0 else f"dim{k}"] if d is None else d
-              for k, d in enumerate(s.shape.as_list())), s.dtype.as_numpy_dtype)
-        for s in specs]
+    # JAX traces with symbolic sizes and refuses comparisons it cannot decide (`dim1 <= 32`
+    # before slicing a position table of 32 rows). Such a comparison is a limit of the model
+    # itself, so it becomes a constraint of the trace (reported in the module's metadata).
+    constraints: list[str] = []
+    for _ in range(_MAX_CONSTRAINTS + 1):
+        symbols = dict(zip(names, jax.export.symbolic_shape(", ".join(names),
+                                                            constraints=constraints)))
+        args = [jax.ShapeDtypeStruct(
+            tuple(symbols["batch" if k == 0 else f"dim{k}"] if d is None else d
+                  for k, d in enumerate(s.shape.as_list())), s.dtype.as_numpy_dtype)
+            for s in specs]
+        try:
+            module = _trace_on_jax(model, call, params, args, input_names)
+            break
+        except _Inconclusive as e:
+            if e.constraint is None or e.constraint in constraints or \
+                    len(constraints) == _MAX_CONSTRAINTS:
+                raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
+                                      f"{e.message}") from None
+            constraints.append(e.constraint)
+    if constraints:
+        module.metadata["assumptions"] = constraints
+    module.metadata["source"] = "keras"
+    return module
+
+
+_MAX_CONSTRAINTS = 8
+_COMPARISON = re.compile(r"comparison '([^']+)' (<=|>=|<|>) '([^']+)' is inconclusive")
+
+
+class _Inconclusive(Exception):
+    """JAX could not decide a comparison of symbolic sizes; `constraint` is the assumption
+    that decides it the way the model needs (None when it cannot be expressed)."""
+
+    def __init__(self, message: str, constraint: str | None):
+        super().__init__(message)
+        self.message, self.constraint = message, constraint
+
+
+def _inconclusive(e: BaseException) -> _Inconclusive | None:
+    """The comparison in a JAX InconclusiveDimensionOperation (also wrapped by Keras or by
+    from_jax's ConversionError, whose cause it is)."""
+    while e is not None and "is inconclusive" not in str(e):
+        e = e.__cause__
+    if e is None:
+        return None
+    text = str(e)
+    m = _COMPARISON.search(text)
+    message = _one_line(e)
+    if m is None:
+        return _Inconclusive(message, None)
+    a, op, b = m.groups()
+    # The model compares to proceed when the comparison holds: assume it does.
+    constraint = {"<=": f"{a} <= {b}", ">=": f"{a} >= {b}", "<": f"{a} <= {b} - 1",
+                  ">": f"{a} >= {b} + 1"}[op]
+    return _Inconclusive(message, constraint)
+
+
+def _trace_on_jax(model, call, params, args, input_names):
+    """from_jax on the stateless call; an inconclusive size comparison raises _Inconclusive."""
+    import jax
+
     # The output structure names the outputs: a Functional model knows it; any other model is
     # traced once for it (from_jax traces again for the jaxpr).
     structured = getattr(model, "_outputs_struct", None)
-    if structured is None:
-        try:
+    try:
+        if structured is None:
             structured = jax.eval_shape(call, params, *args)
-        except Exception as e:
-            raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
-                                  f"{type(e).__name__}: {_one_line(e)}") from None
-    n = len(jax.tree_util.tree_leaves(structured))
-    module = from_jax(call, args, params=params, names=input_names,
-                      output_names=_output_names(model, structured, n))
-    module.metadata["source"] = "keras"
-    return module
+        n = len(jax.tree_util.tree_leaves(structured))
+        return from_jax(call, args, params=params, names=input_names,
+                        output_names=_output_names(model, structured, n))
+    except ConversionError as e:
+        found = _inconclusive(e)
+        if found is not None:
+            raise found from None
+        raise
+    except Exception as e:
+        found = _inconclusive(e)
+        if found is not None:
+            raise found from None
+        raise ConversionError(f"tracing Keras model '{model.name}' on JAX failed: "
+                              f"{type(e).__name__}: {_one_line(e)}") from None
 

@@ -1,0 +1,1 @@
+"""Conformance sweeps: generated tables of what converts."""

@@ -1,0 +1,245 @@
+"""The KerasHub conformance sweep: every backbone class of the installed keras-hub (plus the
+task models' logits paths), in a tiny random-weight configuration, converted once with
+dynamic batch and sequence to TFLite, SavedModel and TF.js and verified against Keras in
+LiteRT, TensorFlow and Node.js at two (batch, sequence) sizes from the same artifacts.
+
+    python -m tensorforge.tools.sweeps.kerashub                 # all; writes the docs table
+    python -m tensorforge.tools.sweeps.kerashub --only BertBackbone,GPT2CausalLM
+    python -m tensorforge.tools.sweeps.kerashub --out docs/conformance/kerashub.md
+
+Each model runs in its own process (a crash or a hang is one failed row, not a lost sweep),
+with the Keras backend given by `--backend`. Per model the table says: the targets that
+verify, the run-time dims of the inputs, the largest relative error over every runtime,
+output and size, TFLite conversion seconds next to TFLiteConverter's
+`from_concrete_functions` path (the only anchor path that takes KerasHub models) and their
+ratio, and the reason when it does not pass. The configurations are `kerashub_configs.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TIMEOUT_S = 600
+DEFAULT_OUT = Path("docs/conformance/kerashub.md")
+TARGETS = ("tflite", "savedmodel", "tfjs")
+
+# Task models whose call produces logits, on a tiny backbone of the sweep (no preprocessor).
+TASKS = {
+    "GPT2CausalLM": ("GPT2Backbone", {}),
+    "LlamaCausalLM": ("LlamaBackbone", {}),
+    "GemmaCausalLM": ("GemmaBackbone", {}),
+    "BertTextClassifier": ("BertBackbone", {"num_classes": 3}),
+    "ViTImageClassifier": ("ViTBackbone", {"num_classes": 3}),
+    "ResNetImageClassifier": ("ResNetBackbone", {"num_classes": 3}),
+}
+
+
+def model_names() -> list[str]:
+    """Every backbone class of the installed keras-hub, then the task models."""
+    import keras_hub
+
+    backbones = sorted(n for n, c in vars(keras_hub.models).items()
+                       if isinstance(c, type) and issubclass(c, keras_hub.models.Backbone)
+                       and c is not keras_hub.models.Backbone)
+    return backbones + list(TASKS)
+
+
+def build(name: str):
+    """The tiny model `name` (a backbone class, or a task of TASKS on its tiny backbone)."""
+    import keras_hub
+
+    from .kerashub_configs import CONFIGS
+
+    if name in TASKS:
+        backbone_name, kwargs = TASKS[name]
+        return getattr(keras_hub.models, name)(backbone=build(backbone_name),
+                                               preprocessor=None, **kwargs)
+    config = CONFIGS[name]
+    config = config() if callable(config) else dict(config)
+    return getattr(keras_hub.models, name)(**config)
+
+
+def _anchor_seconds(model) -> float | None:
+    """TFLiteConverter through a concrete function (what works for KerasHub models), timed;
+    None when the anchor fails."""
+    import tensorflow as tf
+
+    specs = {t.name: tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs}
+    dict_inputs = isinstance(model.input, dict)
+    start = time.perf_counter()
+    try:
+        if dict_inputs:
+            fn = tf.function(lambda d: model(d, training=False))
+            concrete = fn.get_concrete_function(specs)
+        else:
+            (spec,) = specs.values()
+            fn = tf.function(lambda x: model(x, training=False))
+            concrete = fn.get_concrete_function(spec)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        converter.convert()
+    except Exception:
+        return None
+    return time.perf_counter() - start
+
+
+def run_one(name: str) -> dict:
+    """Builds, converts and verifies one model; the row of the table as a dict."""
+    import tensorforge
+    from tensorforge.ir.errors import TensorforgeError
+
+    row = {"model": name, "targets": [], "dims": "", "max_rel": None, "seconds": None,
+           "anchor_seconds": None, "reason": ""}
+    try:
+        model = build(name)
+    except Exception as e:
+        row["reason"] = f"cannot build the tiny model: {type(e).__name__}: {_first_line(e)}"
+        return row
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            start = time.perf_counter()
+            tensorforge.convert(model, "tflite", Path(tmp) / "timed.tflite", progress=False)
+            row["seconds"] = time.perf_counter() - start
+            result = tensorforge.convert(model, "all", Path(tmp) / "out", verify=True,
+                                         progress=False)
+        except TensorforgeError as e:
+            row["reason"] = _first_problem(e)
+            return row
+        except Exception as e:
+            row["reason"] = f"{type(e).__name__}: {_first_line(e)}"
+            return row
+    v = result.verification
+    row["dims"] = ", ".join(f"{inp.name}: [{', '.join(map(str, inp.type.shape))}]"
+                            for inp in result.module.main.inputs)
+    row["max_rel"] = max(r.max_rel for r in v.rows)
+    row["sizes"] = sorted({r.sizes for r in v.rows})
+    row["targets"] = [t for t in TARGETS if all(r.ok for r in v.rows if r.runtime == t)]
+    bad = [r for r in v.rows if not r.ok]
+    if bad:
+        worst = max(bad, key=lambda r: r.max_rel)
+        row["reason"] = (f"{worst.runtime} output {worst.output} ({worst.sizes}): rel error "
+                         f"{worst.max_rel:.2e}")
+    assumptions = result.module.metadata.get("assumptions")
+    if assumptions and not row["reason"]:
+        row["reason"] = "traced assuming " + ", ".join(assumptions)
+    row["anchor_seconds"] = _anchor_seconds(model)
+    return row
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def _first_problem(e) -> str:
+    """The summary and first diagnostic of a tensorforge error, on one line."""
+    diags = getattr(e, "diagnostics", None) or []
+    head = getattr(e, "summary", None) or _first_line(e)
+    if diags:
+        d = diags[0]
+        where = f" [{d.scope}]" if getattr(d, "scope", "") else ""
+        more = f" (+{len(diags) - 1} more)" if len(diags) > 1 else ""
+        return f"{head}: {str(d.message)[:240]}{where}{more}"
+    return str(head)[:300]
+
+
+def _run_isolated(name: str, backend: str) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tensorforge.tools.sweeps.kerashub",
+                               "--one", name], capture_output=True, text=True,
+                              timeout=TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "targets": [], "reason": f"timed out after {TIMEOUT_S} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"model": name, "targets": [], "reason": f"process failed: {tail}"}
+    return json.loads(lines[-1])
+
+
+def passes(row: dict) -> bool:
+    """Every target verified at both sizes within the float32 contract."""
+    return len(row.get("targets", ())) == len(TARGETS) and not row.get("reason", "").startswith(
+        ("cannot", "process", "timed")) and row.get("max_rel") is not None \
+        and row["max_rel"] <= 1e-4
+
+
+def table(rows: list[dict], backend: str, version: str) -> str:
+    """The markdown page."""
+    n_ok = sum(passes(r) for r in rows)
+    lines = [
+        "<!-- Generated by `python -m tensorforge.tools.sweeps.kerashub`; do not edit by "
+        "hand. -->", "",
+        "# KerasHub conformance", "",
+        f"Every backbone class of keras-hub {version} (and the logits path of some task "
+        f"models) in a tiny random-weight configuration (`tools/sweeps/kerashub_configs.py`), "
+        f"Keras on the {backend} backend, converted once with dynamic batch and sequence to "
+        f"TFLite, SavedModel and TF.js, then verified against Keras in LiteRT, TensorFlow and "
+        f"Node.js `@tensorflow/tfjs` at two sizes from the same artifacts (batch 2 with every "
+        f"other run-time dim 2, then batch 3 with 5). A model passes when every target is "
+        f"within 1e-4 relative error at both sizes.", "",
+        f"**{n_ok} of {len(rows)} pass.**", "",
+        "Convert seconds are tensorforge to TFLite next to TFLiteConverter's "
+        "`from_concrete_functions` path (`from_keras_model` fails on KerasHub models); "
+        "the ratio is ours over the anchor's.", "",
+        "| model | passes | targets | input dims | max rel err | convert s | anchor s | ratio "
+        "| why not / notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sec, anc = r.get("seconds"), r.get("anchor_seconds")
+        ratio = f"{sec / anc:.2f}" if sec and anc else "-"
+        err = f"{r['max_rel']:.1e}" if r.get("max_rel") is not None else "-"
+        reason = str(r.get("reason", "")).replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {r['model']} | {'yes' if passes(r) else 'no'} | "
+            f"{', '.join(r.get('targets', [])) or '-'} | {r.get('dims', '') or '-'} | {err} | "
+            f"{f'{sec:.2f}' if sec else '-'} | {f'{anc:.2f}' if anc else '-'} | {ratio} | "
+            f"{reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tensorforge.tools.sweeps.kerashub",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="comma-separated model names (default: all)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown table to write")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"),
+                        help="the Keras backend the models run on")
+    parser.add_argument("--one", help=argparse.SUPPRESS)   # the per-model worker
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args.one)))
+        return 0
+    import keras_hub
+
+    names = args.only.split(",") if args.only else model_names()
+    from .kerashub_configs import SKIPPED
+
+    rows = []
+    for i, name in enumerate(names, 1):
+        if name in SKIPPED:
+            row = {"model": name, "targets": [], "reason": f"not swept: {SKIPPED[name]}"}
+        else:
+            row = _run_isolated(name, args.backend)
+        rows.append(row)
+        print(f"[{i}/{len(names)}] {name}: {'pass' if passes(row) else 'FAIL'} "
+              f"{row.get('reason', '')}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table(rows, args.backend, keras_hub.__version__))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"{sum(passes(r) for r in rows)} of {len(rows)} pass; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
