@@ -555,6 +555,15 @@ def _dynamic_slice(cx, node):
     return [lax.slice(x, begin, [b + n for b, n in zip(begin, size)])]
 
 
+def _dynamic_strided_slice(cx, node):
+    x = cx.x(node.inputs[0])
+    attrs = {k: v for k, v in node.attrs.items() if k != "dims"}
+    for key, v in zip(("begin", "end", "strides"), node.inputs[1:]):
+        attrs[key] = _sizes(cx, v)
+    idx, final = strided_slice_index(x.shape, attrs)
+    return [jnp.reshape(x[idx], final)]
+
+
 def _range(cx, node):
     start, limit, delta = (_host(cx, v, "a range bound").item() for v in node.inputs)
     return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
@@ -577,6 +586,9 @@ LOWERINGS: dict[str, Callable] = {
     "logical_not": _unary(jnp.logical_not), "clip": _clip, "cast": _cast,
     "add": _binary(jnp.add), "sub": _binary(jnp.subtract), "mul": _binary(jnp.multiply),
     "div": _binary(_div), "pow": _binary(_pow),
+    "floor_div": _binary(lambda a, b: jnp.floor(a / b).astype(a.dtype) if _is_float(a)
+                         else jnp.floor_divide(a, b)),
+    "floor_mod": _binary(jnp.mod),
     "maximum": _binary(jnp.maximum), "minimum": _binary(jnp.minimum),
     "equal": _binary(jnp.equal), "not_equal": _binary(jnp.not_equal),
     "less": _binary(jnp.less), "less_equal": _binary(jnp.less_equal),
@@ -593,12 +605,15 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_max": _reduce(jnp.max), "reduce_min": _reduce(jnp.min),
     "reduce_prod": _reduce(jnp.prod),
     "reduce_all": _reduce(jnp.all), "reduce_any": _reduce(jnp.any),
+    "top_k": lambda cx, n: [r.astype(jnp.int32) if i else r for i, r in
+                            enumerate(lax.top_k(cx.x(n.inputs[0]), n.attrs["k"]))],
     # run-time shapes (sizes computed on the host, see _on_host)
     "dynamic_reshape": lambda cx, n: [jnp.reshape(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
     "dynamic_broadcast_to": lambda cx, n: [jnp.broadcast_to(cx.x(n.inputs[0]),
                                                             _sizes(cx, n.inputs[1]))],
     "dynamic_tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
     "dynamic_slice": _dynamic_slice, "range": _range,
+    "dynamic_strided_slice": _dynamic_strided_slice,
     "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,
                                            _jnp_dtype(n.attrs["dtype"]))],
     "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,

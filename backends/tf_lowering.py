@@ -326,8 +326,17 @@ def _conv2d_transpose(cx, node):
 
 def _matmul(cx, node):
     a = node.attrs
-    y = tf.linalg.matmul(cx.x(node.inputs[0]), cx.x(node.inputs[1]),
-                         transpose_a=a["transpose_a"], transpose_b=a["transpose_b"])
+    x, w = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    ta, tb = node.inputs[0].type, node.inputs[1].type
+    if max(ta.rank, tb.rank) >= 4 and min(ta.rank, tb.rank) >= 3 and \
+            (ta.rank != tb.rank or any(d != e or d == "?" for d, e in
+                                       zip(ta.shape[:-2], tb.shape[:-2]))):
+        # TF.js's BatchMatMul broadcasts wrongly over more than one batch dim (rank >= 4):
+        # broadcast the batch dims explicitly, for every TF target alike.
+        batch = tf.broadcast_dynamic_shape(tf.shape(x)[:-2], tf.shape(w)[:-2])
+        x = tf.broadcast_to(x, tf.concat([batch, tf.shape(x)[-2:]], 0))
+        w = tf.broadcast_to(w, tf.concat([batch, tf.shape(w)[-2:]], 0))
+    y = tf.linalg.matmul(x, w, transpose_a=a["transpose_a"], transpose_b=a["transpose_b"])
     return [_bias_act(cx, node, y)]
 
 
@@ -557,6 +566,10 @@ def _pad(cx, node):
     return [tf.pad(x, pads, mode=a["mode"].upper())]
 
 
+_STRIDED_MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                  "shrink_axis_mask")
+
+
 def _with_sizes(fn):
     """A run-time shape op: the data operand and its size tensors, passed as they are."""
     return lambda cx, node: [fn(*(cx.x(v) for v in node.inputs))]
@@ -583,6 +596,7 @@ LOWERINGS: dict[str, Callable] = {
     "logical_not": _unary(tf.math.logical_not), "clip": _clip, "cast": _cast,
     "add": _binary(tf.math.add), "sub": _binary(tf.math.subtract),
     "mul": _binary(tf.math.multiply), "div": _div, "pow": _binary(tf.math.pow),
+    "floor_div": _binary(tf.math.floordiv), "floor_mod": _binary(tf.math.floormod),
     "maximum": _binary(tf.math.maximum), "minimum": _binary(tf.math.minimum),
     "equal": _binary(tf.math.equal), "not_equal": _binary(tf.math.not_equal),
     "less": _binary(tf.math.less), "less_equal": _binary(tf.math.less_equal),
@@ -600,6 +614,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_prod": _reduce(tf.math.reduce_prod),
     "reduce_all": _reduce(tf.math.reduce_all), "reduce_any": _reduce(tf.math.reduce_any),
     "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin), "cumsum": _cumsum,
+    "top_k": lambda cx, n: list(tf.math.top_k(cx.x(n.inputs[0]), k=n.attrs["k"])),
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
     # shape
@@ -621,6 +636,8 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_reshape": _with_sizes(tf.reshape), "dynamic_broadcast_to": _with_sizes(tf.broadcast_to),
     "dynamic_tile": _with_sizes(tf.tile), "dynamic_slice": _with_sizes(tf.slice),
     "range": lambda cx, n: [tf.range(*(cx.x(v) for v in n.inputs))],
+    "dynamic_strided_slice": lambda cx, n: [tf.strided_slice(
+        *(cx.x(v) for v in n.inputs), **{k: n.attrs[k] for k in _STRIDED_MASKS})],
 }
 
 

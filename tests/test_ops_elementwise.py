@@ -42,7 +42,8 @@ def test_unary_matches_tf(op, x, attrs, ref):
 
 BINARY = [("add", tf.add), ("sub", tf.subtract), ("mul", tf.multiply), ("div", tf.divide),
           ("maximum", tf.maximum), ("minimum", tf.minimum), ("equal", tf.equal),
-          ("less", tf.less), ("greater", tf.greater)]
+          ("less", tf.less), ("greater", tf.greater), ("floor_div", tf.math.floordiv),
+          ("floor_mod", tf.math.floormod)]
 
 
 @pytest.mark.parametrize("op, ref", BINARY)

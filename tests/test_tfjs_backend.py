@@ -100,6 +100,11 @@ CASES = {
     "div": ("div", [X, rand(1, 3, 1, seed=3) + 3], {}, {}),
     "pow": ("pow", [POS, rand(3, 4, seed=4)], {}, {}),
     "add-i32": ("add", [I32, I32[:1]], {}, {}),
+    "top_k": ("top_k", [X], {}, {"k": 2}),
+    # TF.js broadcasts wrongly over several batch dims unless told explicitly (Gemma 4).
+    "matmul-bcast-rank5": ("matmul", [rand(2, 1, 2, 3, 4), rand(2, 1, 1, 4, 3, seed=1)], {}, {}),
+    "floor_div-i32": ("floor_div", [I32, np.array([2, -3, 4, 3], np.int32)], {}, {}),
+    "floor_mod-i32": ("floor_mod", [I32, np.array([2, -3, 4, 3], np.int32)], {}, {}),
     "logical_and": ("logical_and", [BOOLS, BOOLS[::-1]], {}, {}),
     "logical_or": ("logical_or", [BOOLS, BOOLS[::-1]], {}, {}),
     "where": ("where", [X > 0, X, rand(3, 4, seed=5)], {}, {}),

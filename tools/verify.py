@@ -102,7 +102,7 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 _VALUE_PRESERVING = frozenset({"cast", "reshape", "expand_dims", "squeeze", "identity",
                                "transpose", "broadcast_to", "slice", "strided_slice", "tile",
                                "concat", "dynamic_reshape", "dynamic_broadcast_to",
-                               "dynamic_tile", "dynamic_slice"})
+                               "dynamic_tile", "dynamic_slice", "dynamic_strided_slice"})
 
 
 def _int_upper_bound(graph: Graph, value) -> int:

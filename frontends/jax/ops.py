@@ -233,6 +233,18 @@ def _arg(ir_op):
     return lower
 
 
+@lowers("top_k")
+def _top_k(ctx, eqn, ins):
+    x = ins[0]
+    rank = len(ctx.shape(x))
+    axis = int(eqn.params.get("axis", -1)) % rank
+    if axis != rank - 1:
+        raise LiftError(f"top_k along axis {axis} (only the last axis is supported)")
+    values, indices = ctx.emit("top_k", [x], {"k": int(eqn.params["k"])}, n_out=2)
+    want = ir_dtype(eqn.outvars[1].aval.dtype)
+    return [values, ctx.cast(indices, want)]
+
+
 TABLE["argmax"] = _arg("argmax")
 TABLE["argmin"] = _arg("argmin")
 

@@ -161,7 +161,11 @@ def with_input_shapes(specs: list, names: list[str], shapes: Mapping[str, Sequen
 
 def _output_names(model, structured, n: int) -> list[str]:
     if isinstance(structured, dict):
-        return sorted(structured)       # tf.nest flattens dicts in sorted key order
+        # tf.nest and JAX flatten dicts in sorted key order; a nested list or tuple under a
+        # key (DETR-style hidden states per layer) gives `key_0`, `key_1`, ...
+        names = _leaf_names(structured, "")
+        if len(names) == n and len(set(names)) == n:
+            return names
     names = getattr(model, "output_names", None)
     if not names and getattr(model, "_functional", None) is not None:
         names = getattr(model._functional, "output_names", None)   # Sequential
@@ -169,6 +173,16 @@ def _output_names(model, structured, n: int) -> list[str]:
     if len(names) == n and len(set(names)) == n:
         return names
     return [f"output_{i}" for i in range(n)]
+
+
+def _leaf_names(tree, prefix: str) -> list[str]:
+    if isinstance(tree, dict):
+        return [name for k in sorted(tree)
+                for name in _leaf_names(tree[k], f"{prefix}_{k}" if prefix else str(k))]
+    if isinstance(tree, (list, tuple)):
+        return [name for i, x in enumerate(tree)
+                for name in _leaf_names(x, f"{prefix}_{i}" if prefix else f"output_{i}")]
+    return [prefix or "output_0"]
 
 
 # -- scopes ----------------------------------------------------------------------------------

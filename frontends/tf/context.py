@@ -208,7 +208,9 @@ class Lifter:
         if isinstance(e, Value):
             return e.type
         if isinstance(e, Const):
-            return TensorType(DType.from_numpy(e.array.dtype), e.array.shape)
+            # A splat has its full (run-time) shape, not the shape of the array it repeats.
+            shape = e.array.shape if e.full is None else [to_ir_dim(d) for d in e.full]
+            return TensorType(DType.from_numpy(e.array.dtype), shape)
         if isinstance(e, Sym):
             return TensorType(DType.from_numpy(e.dtype), e.array.shape)
         if isinstance(e, Lazy):
@@ -543,6 +545,8 @@ _SYMBOLIC_KERNELS = {
     "mul": (_ir_kernel, ()),
     "add": (_ir_kernel, ()),          # x + 0 and the like; `seq + 1` falls back to run time
     "sub": (_ir_kernel, ()),
+    # exact quotients stay symbolic (SymDim // int); others fall back to run time
+    "floor_div": (lambda opdef, arrays, attrs: [np.floor_divide(arrays[0], arrays[1])], ()),
     "cast": (lambda opdef, arrays, attrs: [arrays[0]], ()),
     "reduce_prod": (_reduce_obj(np.prod), ()),
 }

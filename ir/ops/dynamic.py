@@ -1,5 +1,5 @@
 """Run-time shape ops: `shape_of` reads a tensor's shape as an integer tensor, and the
-`dynamic_*` forms of reshape, broadcast_to, tile and slice, plus `range`, take their sizes as
+`dynamic_*` forms of reshape, broadcast_to, tile, slice and strided_slice, plus `range`, take their sizes as
 integer operands computed at run time instead of as attributes.
 
 They exist for sizes the IR cannot name statically: a model's sequence length `seq` used as
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..types import UNKNOWN, DType
 from .registry import Attr, OpDef, check, register_op
+from .shape import _strided_slice_plan, strided_slice_index
 
 PURE = frozenset({"pure"})
 _DIMS_DOC = "result shape as far as known at compile time (ints, symbols, ?); default all ?"
@@ -185,4 +186,46 @@ register_op(OpDef(
     "range", ("start", "limit", "delta"), _infer_range, _range_kernel,
     attrs={"dims": _dims_attr()},
     traits=PURE, doc="[start, start+delta, ...) below limit, from run-time scalars (tf.range).",
+))
+
+
+# -- dynamic_strided_slice ---------------------------------------------------------------------
+
+_MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
+
+
+def _static_attrs(attrs, begin, end, strides) -> dict:
+    return {"begin": tuple(begin), "end": tuple(end), "strides": tuple(strides),
+            **{k: attrs[k] for k in _MASKS}}
+
+
+def _infer_dynamic_strided_slice(types, attrs):
+    x, begin, end, strides = types
+    n = _size_operand(begin, "dynamic_strided_slice begin")
+    _size_operand(end, "dynamic_strided_slice end", n)
+    _size_operand(strides, "dynamic_strided_slice strides", n)
+    # The result's rank and which of its dims are x's own (full ranges) follow from the
+    # masks alone: plan with every dim and every index unknown.
+    placeholder = [f"d{i}" for i in range(x.rank)]
+    _, final = _strided_slice_plan(placeholder, _static_attrs(attrs, [0] * n, [0] * n,
+                                                             [1] * n))
+    default = [x.shape[placeholder.index(d)] if isinstance(d, str) and d in placeholder
+               else d if isinstance(d, int) else UNKNOWN for d in final]
+    return [x.with_shape(_result_dims(attrs, default))]
+
+
+def _dynamic_strided_slice_kernel(ins, attrs):
+    x, begin, end, strides = ins
+    idx, final = strided_slice_index(x.shape, _static_attrs(
+        attrs, [int(v) for v in begin], [int(v) for v in end], [int(v) for v in strides]))
+    return [np.reshape(x[idx], final)]
+
+
+_MASK_DOC = "bit i applies to spec entry i"
+register_op(OpDef(
+    "dynamic_strided_slice", ("x", "begin", "end", "strides"), _infer_dynamic_strided_slice,
+    _dynamic_strided_slice_kernel,
+    attrs={**{k: Attr("int", 0, doc=_MASK_DOC) for k in _MASKS}, "dims": _dims_attr()},
+    traits=PURE,
+    doc="strided_slice with begin, end and strides computed at run time (tf.strided_slice).",
 ))

@@ -186,10 +186,26 @@ def _div(a, b):
     return np.true_divide(a, b)
 
 
+def _floor_div(a, b):
+    if a.dtype.kind in "iu":
+        if np.any(b == 0):
+            raise ZeroDivisionError("integer division by zero")
+        return np.floor_divide(a, b)
+    return np.floor(np.true_divide(a, b))   # TF's float FloorDiv: floor(a / b)
+
+
+def _floor_mod(a, b):
+    if a.dtype.kind in "iu" and np.any(b == 0):
+        raise ZeroDivisionError("integer modulo by zero")
+    return np.mod(a, b)     # the sign of the divisor, like TF's FloorMod
+
+
 binary("add", np.add, traits=("commutative",), doc="a + b")
 binary("sub", np.subtract, doc="a - b")
 binary("mul", np.multiply, traits=("commutative",), doc="a * b")
 binary("div", _div, doc="a / b (integers truncate toward zero)")
+binary("floor_div", _floor_div, doc="floor(a / b) (tf.math.floordiv, Python's //)")
+binary("floor_mod", _floor_mod, doc="a - floor(a / b) * b: the divisor's sign (Python's %)")
 binary("pow", lambda a, b: np.power(a.astype(np.float64), b) if a.dtype.kind == "f"
        else np.power(a, b), doc="a ** b")
 binary("maximum", np.maximum, traits=("commutative",), doc="max(a, b)")

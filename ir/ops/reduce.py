@@ -175,3 +175,37 @@ register_op(OpDef(
            "exclusive": Attr("bool", False, doc="each sum leaves out its own element"),
            "reverse": Attr("bool", False, doc="sum from the last element backwards")},
     traits=PURE, doc="Cumulative sum along axis (TF Cumsum, TFLite CUMSUM, jnp.cumsum)."))
+
+
+# -- top_k -------------------------------------------------------------------------------------
+
+def _top_k_infer(types, attrs):
+    (x,) = types
+    k = attrs["k"]
+    check(x.rank >= 1, f"top_k needs an operand of rank >= 1, got {x}")
+    check(x.dtype != DType.bool, "top_k does not take bool operands")
+    check(k >= 0, f"top_k: k must be >= 0, got {k}")
+    last = x.shape[-1]
+    check(not isinstance(last, int) or k <= last,
+          f"top_k: k = {k} is more than the last dim of {x}")
+    shape = list(x.shape[:-1]) + [k]
+    return [x.with_shape(shape), x.with_shape(shape).with_dtype(DType.i32)]
+
+
+def _top_k(ins, attrs):
+    """The k largest along the last axis, largest first; ties keep the lower index first
+    (tf.math.top_k with sorted=True)."""
+    x, k = ins[0], attrs["k"]
+    if k > x.shape[-1]:
+        raise ValueError(f"top_k: k = {k} is more than the last dim {x.shape[-1]}")
+    # A stable sort of the negated values keeps equal values in index order.
+    order = np.argsort(-_widen(x), axis=-1, kind="stable")[..., :k]
+    return [np.take_along_axis(x, order, axis=-1), order.astype(np.int32)]
+
+
+register_op(OpDef(
+    "top_k", ("x",), _top_k_infer, _top_k,
+    attrs={"k": Attr("int", doc="how many of the largest values along the last axis")},
+    traits=PURE, doc="The k largest values along the last axis and their indices "
+                     "(tf.math.top_k, sorted).",
+))

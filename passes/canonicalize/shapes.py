@@ -161,12 +161,13 @@ class StaticShapeOf(RewritePattern):
 _STATIC_FORM = {"dynamic_reshape": ("reshape", ("shape",)),
                 "dynamic_broadcast_to": ("broadcast_to", ("shape",)),
                 "dynamic_tile": ("tile", ("multiples",)),
-                "dynamic_slice": ("slice", ("begin", "size"))}
+                "dynamic_slice": ("slice", ("begin", "size")),
+                "dynamic_strided_slice": ("strided_slice", ("begin", "end", "strides"))}
 
 
 class StaticSizes(RewritePattern):
-    """dynamic_reshape / dynamic_broadcast_to / dynamic_tile / dynamic_slice whose size
-    operands are constants -> the static op, when its type agrees with the declared one
+    """dynamic_reshape / broadcast_to / tile / slice / strided_slice whose size operands
+    are constants -> the static op, when its type agrees with the declared one
     (it may be more precise: `?` becomes the size)."""
 
     def __init__(self, op: str):
@@ -177,7 +178,8 @@ class StaticSizes(RewritePattern):
         if any(c is None for c in consts):
             return False
         op, keys = _STATIC_FORM[node.op]
-        attrs = {k: [int(d) for d in np.ravel(c)] for k, c in zip(keys, consts)}
+        attrs = {k: v for k, v in node.attrs.items() if k != "dims"}    # strided masks
+        attrs.update({k: [int(d) for d in np.ravel(c)] for k, c in zip(keys, consts)})
         src, out = node.inputs[0], node.outputs[0]
         try:
             [new_type] = get_op(op).infer([src.type], get_op(op).complete_attrs(attrs))

@@ -32,6 +32,7 @@ SAME_PARAMS_OPS = frozenset({
     "slice", "strided_slice", "pad", "resize", "split", "identity", "gather",
     "maximum", "minimum", "reduce_max", "reduce_min", "broadcast_to", "tile",
     "dynamic_reshape", "dynamic_broadcast_to", "dynamic_tile", "dynamic_slice",
+    "dynamic_strided_slice",
 })
 
 

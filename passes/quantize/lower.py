@@ -36,7 +36,7 @@ INTEGER_OPS = frozenset({
     "slice", "strided_slice", "pad", "softmax", "sigmoid", "tanh", "relu", "relu6",
     "hard_swish", "leaky_relu", "reduce_mean", "resize", "split", "gather", "maximum",
     "minimum", "identity", "dynamic_reshape", "dynamic_broadcast_to", "dynamic_tile",
-    "dynamic_slice",
+    "dynamic_slice", "dynamic_strided_slice",
 })
 HYBRID_OPS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
 # Ops whose result lies within their input's range, so it can take the input's params with

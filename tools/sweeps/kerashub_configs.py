@@ -21,7 +21,7 @@ def _mobilenetv5():
     from keras_hub.src.models.mobilenetv5.mobilenetv5_builder import (
         convert_arch_def_to_stackwise)
     return dict(convert_arch_def_to_stackwise([["er_r1_k3_s1_e1_c8"], ["er_r1_k3_s2_e2_c16"]]),
-                stem_size=8, num_features=16, use_msfa=False, image_shape=(None, None, 3))
+                stem_size=8, num_features=16, use_msfa=False, image_shape=(32, 32, 3))
 
 
 def _build(name, **overrides):
@@ -46,18 +46,18 @@ def _resnet_pyramid():
 
 def _basnet():
     return dict(image_encoder=_resnet_pyramid(), num_classes=1, projection_filters=8,
-                image_shape=(None, None, 3))
+                image_shape=(32, 32, 3))
 
 
 def _deeplab_v3():
     return dict(image_encoder=_resnet_pyramid(), spatial_pyramid_pooling_key="P4",
                 upsampling_size=4, dilation_rates=[2, 4], low_level_feature_key="P2",
-                projection_filters=8, image_shape=(None, None, 3))
+                projection_filters=8, image_shape=(32, 32, 3))
 
 
 def _retinanet():
     return dict(image_encoder=_resnet_pyramid(), min_level=3, max_level=5, use_p5=False,
-                image_shape=(None, None, 3))
+                image_shape=(32, 32, 3))
 
 
 def _segformer():
@@ -164,7 +164,7 @@ def _d_fine():
         hidden_act="relu", use_learnable_affine_block=False,
         stackwise_stage_filters=[(8, 8, 16, 1, 1, 3), (16, 8, 32, 1, 1, 3)],
         apply_downsample=[False, True], use_lightweight_conv_block=[False, False],
-        image_shape=(None, None, 3), out_features=["stage1", "stage2"])
+        image_shape=(32, 32, 3), out_features=["stage1", "stage2"])
     return dict(backbone=hgnetv2, decoder_in_channels=[_D, _D], encoder_hidden_dim=_D,
                 num_labels=4, num_denoising=0, learn_initial_query=False, num_queries=8,
                 anchor_image_size=(32, 32), feat_strides=[4, 8], num_feature_levels=2,
@@ -307,17 +307,17 @@ CONFIGS: dict[str, dict | Callable[[], dict]] = {
     "ResNetBackbone": dict(input_conv_filters=[64], input_conv_kernel_sizes=[3],
                            stackwise_num_filters=[64, 16], stackwise_num_blocks=[1, 1],
                            stackwise_num_strides=[1, 2], block_type="basic_block",
-                           image_shape=(None, None, 3)),
+                           image_shape=(32, 32, 3)),
     "VGGBackbone": dict(stackwise_num_repeats=[1, 1], stackwise_num_filters=[8, 16],
-                        image_shape=(None, None, 3)),
+                        image_shape=(32, 32, 3)),
     "DenseNetBackbone": dict(stackwise_num_repeats=[1, 1], growth_rate=8,
-                             image_shape=(None, None, 3)),
+                             image_shape=(32, 32, 3)),
     "CSPNetBackbone": dict(stem_filters=8, stem_kernel_size=3, stem_strides=1,
                            stackwise_depth=[1, 1], stackwise_strides=[1, 2],
                            stackwise_num_filters=[8, 16], block_type="dark_block",
                            stage_type="csp",
                            bottle_ratio=[0.5], block_ratio=[0.5],
-                           image_shape=(None, None, 3)),
+                           image_shape=(32, 32, 3)),
     "EfficientNetBackbone": dict(stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1],
                                  stackwise_input_filters=[8, 8],
                                  stackwise_output_filters=[8, 16],
@@ -327,7 +327,7 @@ CONFIGS: dict[str, dict | Callable[[], dict]] = {
                                  stackwise_block_types=["fused", "unfused"],
                                  stackwise_width_coefficients=[1.0, 1.0],
                                  stackwise_depth_coefficients=[1.0, 1.0],
-                                 num_features=16, dropout=0.0, input_shape=(None, None, 3)),
+                                 num_features=16, dropout=0.0, input_shape=(32, 32, 3)),
     "MobileNetBackbone": dict(stackwise_expansion=[[16], [32]], stackwise_num_blocks=[1, 1],
                               stackwise_num_filters=[[8], [16]],
                               stackwise_kernel_size=[[3], [3]],
@@ -337,7 +337,7 @@ CONFIGS: dict[str, dict | Callable[[], dict]] = {
                               stackwise_padding=[[1], [1]], output_num_filters=16,
                               depthwise_filters=8, depthwise_stride=1,
                               depthwise_residual=False, last_layer_filter=16,
-                              input_num_filters=8, image_shape=(None, None, 3)),
+                              input_num_filters=8, image_shape=(32, 32, 3)),
     "MobileNetV5Backbone": _mobilenetv5,
     "HGNetV2Backbone": dict(depths=[1, 1], embedding_size=8, hidden_sizes=[16, 16],
                             stem_channels=[3, 8, 8], hidden_act="relu",
@@ -346,9 +346,9 @@ CONFIGS: dict[str, dict | Callable[[], dict]] = {
                                                      (16, 8, 16, 1, 1, 3)],
                             apply_downsample=[False, True],
                             use_lightweight_conv_block=[False, False],
-                            image_shape=(None, None, 3)),
+                            image_shape=(32, 32, 3)),
     "XceptionBackbone": dict(stackwise_conv_filters=[[8, 8], [16, 16]],
-                             stackwise_pooling=[True, False], image_shape=(None, None, 3)),
+                             stackwise_pooling=[True, False], image_shape=(32, 32, 3)),
     # --- Image backbones (transformers) -------------------------------------------------
     "MiTBackbone": dict(layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2],
                         layerwise_sr_ratios=[2, 1], max_drop_path_rate=0.0,

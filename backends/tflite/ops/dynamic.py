@@ -45,11 +45,22 @@ def _lower_range(e, node):
     emit(e, "RANGE", [e.t(v) for v in node.inputs], out=e.out(node.output))
 
 
+def _lower_dynamic_strided_slice(e, node):
+    for v in node.inputs[1:]:
+        _need(node, v, _SIZES, "STRIDED_SLICE indices")
+    a = node.attrs
+    emit(e, "STRIDED_SLICE", [e.t(v) for v in node.inputs], out=e.out(node.output),
+         options=fb.StridedSliceOptionsT(
+             beginMask=a["begin_mask"], endMask=a["end_mask"], ellipsisMask=a["ellipsis_mask"],
+             newAxisMask=a["new_axis_mask"], shrinkAxisMask=a["shrink_axis_mask"]))
+
+
 LOWERINGS = {
     "shape_of": _lower_shape_of,
     "dynamic_reshape": _lower_dynamic_reshape,
     "dynamic_broadcast_to": _sized("BROADCAST_TO"),
     "dynamic_tile": _sized("TILE"),
     "dynamic_slice": _sized("SLICE"),
+    "dynamic_strided_slice": _lower_dynamic_strided_slice,
     "range": _lower_range,
 }

@@ -25,6 +25,29 @@ def _unary(code, allowed, options=None):
     return lower
 
 
+def _lower_abs_sign(code):
+    """ABS / SIGN; their kernels stop at int32, so int64 (DeBERTa's relative positions) is
+    composed from comparisons: abs = x < 0 ? -x : x, sign = (x > 0) - (x < 0)."""
+    plain = _unary(code, {DType.f32, DType.i32})
+
+    def lower(e, node):
+        x = node.inputs[0]
+        if x.type.dtype != DType.i64:
+            return plain(e, node)
+        zero = _scalar(e, 0, DType.i64, "zero")
+        neg = emit(e, "LESS", [e.t(x), zero], dtype=DType.bool)
+        if code == "ABS":
+            minus = emit(e, "NEG", [e.t(x)])
+            emit(e, "SELECT_V2", [neg, minus, e.t(x)], out=e.out(node.output))
+            return
+        pos = emit(e, "GREATER", [e.t(x), zero], dtype=DType.bool)
+        as_int = lambda b: emit(e, "CAST", [b], dtype=DType.i64, options=fb.CastOptionsT(  # noqa: E731
+            inDataType=TFL_TYPES[DType.bool], outDataType=TFL_TYPES[DType.i64]))
+        emit(e, "SUB", [as_int(pos), as_int(neg)], out=e.out(node.output),
+             options=fb.SubOptionsT())
+    return lower
+
+
 def _binary(code, allowed, options=None):
     def lower(e, node):
         a, b = node.inputs
@@ -180,7 +203,7 @@ def _lower_erf(e, node):
 
 
 UNARY = {
-    "neg": _unary("NEG", NUM), "abs": _unary("ABS", {DType.f32, DType.i32}),
+    "neg": _unary("NEG", NUM), "abs": _lower_abs_sign("ABS"),
     "exp": _unary("EXP", F32), "log": _unary("LOG", F32), "sqrt": _unary("SQRT", F32),
     "rsqrt": _unary("RSQRT", F32), "tanh": _unary("TANH", F32),
     "sin": _unary("SIN", F32), "cos": _unary("COS", F32),
@@ -188,7 +211,7 @@ UNARY = {
     "relu6": _unary("RELU6", F32), "hard_swish": _unary("HARD_SWISH", F32),
     "floor": _unary("FLOOR", F32), "ceil": _unary("CEIL", F32),
     "round": _unary("ROUND", F32),  # both round half to even
-    "sign": _unary("SIGN", {DType.f32, DType.i32}),
+    "sign": _lower_abs_sign("SIGN"),
     "logical_not": _unary("LOGICAL_NOT", BOOL),
     "leaky_relu": _unary("LEAKY_RELU", F32, lambda a: fb.LeakyReluOptionsT(alpha=a["alpha"])),
     "gelu": _unary("GELU", F32, lambda a: fb.GeluOptionsT(approximate=a["approximate"])),
@@ -199,6 +222,8 @@ BINARY = {
     # int32 DIV truncates toward zero and rejects a zero divisor, like the IR.
     "div": _binary("DIV", {DType.f32, DType.i32}, fb.DivOptionsT),
     "pow": _binary("POW", {DType.f32, DType.i32}),
+    "floor_div": _binary("FLOOR_DIV", {DType.f32, DType.i32}),
+    "floor_mod": _binary("FLOOR_MOD", NUM),
     "maximum": _binary("MAXIMUM", NUM), "minimum": _binary("MINIMUM", NUM),
     "equal": _binary("EQUAL", NUM | BOOL), "not_equal": _binary("NOT_EQUAL", NUM | BOOL),
     "less": _binary("LESS", NUM), "less_equal": _binary("LESS_EQUAL", NUM),

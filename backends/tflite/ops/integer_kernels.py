@@ -26,7 +26,7 @@ SAME = frozenset({"identity", "reshape", "transpose", "concat", "split", "slice"
                   "strided_slice", "pad", "gather", "broadcast_to", "squeeze", "expand_dims",
                   "tile", "max_pool2d", "avg_pool2d", "resize", "reduce_max", "reduce_min",
                   "maximum", "minimum", "dynamic_reshape", "dynamic_broadcast_to",
-                  "dynamic_tile", "dynamic_slice"})
+                  "dynamic_tile", "dynamic_slice", "dynamic_strided_slice"})
 RESCALE = frozenset({"add", "sub", "mul", "relu", "relu6", "hard_swish", "leaky_relu",
                      "reduce_mean", "reduce_sum"})
 # (scale, zero point) of the result, per activation dtype (softmax/logistic: [0, 1) in

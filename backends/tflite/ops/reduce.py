@@ -1,4 +1,5 @@
-"""Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD), argmax / argmin and cumsum."""
+"""Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD/ALL/ANY), argmax / argmin,
+cumsum and top_k."""
 
 from __future__ import annotations
 
@@ -40,11 +41,18 @@ def _lower_cumsum(e, node):
                                    reverse=node.attrs["reverse"]))
 
 
+def _lower_top_k(e, node):
+    x = node.inputs[0]
+    _need(node, x, NUM, "TOPK_V2")
+    k = e.const(np.asarray(node.attrs["k"], np.int32), f"{e.prefix}/k")
+    e.op("TOPK_V2", [e.t(x), k], [e.out(v) for v in node.outputs])
+
+
 LOWERINGS = {
     "reduce_sum": _reduce("SUM", NUM), "reduce_mean": _reduce("MEAN", F32),
     "reduce_max": _reduce("REDUCE_MAX", NUM), "reduce_min": _reduce("REDUCE_MIN", NUM),
     "reduce_prod": _reduce("REDUCE_PROD", NUM),
     "reduce_all": _reduce("REDUCE_ALL", BOOL), "reduce_any": _reduce("REDUCE_ANY", BOOL),
     "argmax": _arg("ARG_MAX", fb.ArgMaxOptionsT), "argmin": _arg("ARG_MIN", fb.ArgMinOptionsT),
-    "cumsum": _lower_cumsum,
+    "cumsum": _lower_cumsum, "top_k": _lower_top_k,
 }

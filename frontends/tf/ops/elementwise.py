@@ -62,10 +62,7 @@ def _softsign(ctx, node, ins):
 
 def _floor_div(ctx, node, ins):
     if not ctx.type(ins[0]).dtype.is_float:
-        a, b = (ctx.const(e) for e in ins)
-        if a is None or b is None:
-            raise LiftError("integer FloorDiv of run-time tensors is not supported")
-        return [Const(np.floor_divide(a, b), node)]
+        return ctx.emit("floor_div", ins)
     return ctx.emit("floor", [ctx.emit1("div", ins)])
 
 
@@ -121,6 +118,7 @@ TABLE = {
     "Equal": _binary("equal"), "NotEqual": _binary("not_equal"),
     "LogicalAnd": _binary("logical_and"), "LogicalOr": _binary("logical_or"),
     "SquaredDifference": _squared_difference, "FloorDiv": _floor_div, "AddN": _add_n,
+    "FloorMod": lambda ctx, node, ins: ctx.emit("floor_mod", ins),
     "BiasAdd": _bias_add, "BiasAddV1": _bias_add, "Select": _select, "SelectV2": _select,
     "ClipByValue": _clip, "Cast": _cast,
 }

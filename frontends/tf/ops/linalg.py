@@ -7,26 +7,65 @@ import string
 
 import numpy as np
 
+from ....ir.types import DType
 from ..context import Const, Lazy, LiftError
 from ..shapes import product
 from .common import flat_type, node_attr, reshape_to, static_axis
 
 
 def _matrix_band_part(ctx, node, ins):
-    x, lo, hi = ins
-    lo, hi = (static_axis(ctx, e, "MatrixBandPart band") for e in (lo, hi))
-    m, n = ctx.type(x).shape[-2:]
-    if not (isinstance(m, int) and isinstance(n, int)):
-        raise LiftError("MatrixBandPart needs static matrix dims")
-    i, j = np.arange(m)[:, None], np.arange(n)[None, :]
-    band = np.ones((m, n), dtype=bool)
-    if lo >= 0:
-        band &= (i - j) <= lo
-    if hi >= 0:
-        band &= (j - i) <= hi
-    # A band is x where the mask holds, else 0: one elementwise where with a constant mask.
+    x, lo_e, hi_e = ins
+    m, n = ctx.sym_shape(x)[-2:]
     zero = Const(np.zeros((), dtype=ctx.type(x).dtype.np), node)
-    return ctx.emit("where", [Const(band, node), x, zero])
+    if ctx.const(lo_e) is None or ctx.const(hi_e) is None:
+        return _run_time_band(ctx, node, x, m, n, lo_e, hi_e, zero)
+    lo, hi = (static_axis(ctx, e, "MatrixBandPart band") for e in (lo_e, hi_e))
+    if isinstance(m, int) and isinstance(n, int):
+        i, j = np.arange(m)[:, None], np.arange(n)[None, :]
+        band = np.ones((m, n), dtype=bool)
+        if lo >= 0:
+            band &= (i - j) <= lo
+        if hi >= 0:
+            band &= (j - i) <= hi
+        # A band is x where the mask holds, else 0: one elementwise where with a constant
+        # mask.
+        return ctx.emit("where", [Const(band, node), x, zero])
+    # Run-time matrix dims (a causal mask over the sequence): the same mask from row and
+    # column indices computed at run time.
+    i = ctx.emit1("reshape", [_positions(ctx, m)], {"shape": [-1, 1]})
+    j = ctx.emit1("reshape", [_positions(ctx, n)], {"shape": [1, -1]})
+    band = None
+    for d, limit in ((ctx.emit1("sub", [i, j]), lo), (ctx.emit1("sub", [j, i]), hi)):
+        if limit >= 0:
+            ok = ctx.emit1("less_equal", [d, Const(np.asarray(limit, np.int32), node)])
+            band = ok if band is None else ctx.emit1("logical_and", [band, ok])
+    if band is None:
+        return [x]
+    return ctx.emit("where", [band, x, zero])
+
+
+def _run_time_band(ctx, node, x, m, n, lo, hi, zero):
+    """A band whose widths are computed at run time (Gemma's sliding window): a negative
+    width keeps that whole side, as in TF."""
+    i = ctx.emit1("reshape", [_positions(ctx, m)], {"shape": [-1, 1]})
+    j = ctx.emit1("reshape", [_positions(ctx, n)], {"shape": [1, -1]})
+    band = None
+    for d, limit in ((ctx.emit1("sub", [i, j]), lo), (ctx.emit1("sub", [j, i]), hi)):
+        limit = ctx.emit1("cast", [limit], {"to": DType.i32}) \
+            if ctx.type(limit).dtype != DType.i32 else limit
+        whole = ctx.emit1("less", [limit, Const(np.asarray(0, np.int32), node)])
+        ok = ctx.emit1("logical_or", [whole, ctx.emit1("less_equal", [d, limit])])
+        band = ok if band is None else ctx.emit1("logical_and", [band, ok])
+    return ctx.emit("where", [band, x, zero])
+
+
+def _positions(ctx, size):
+    """0, 1, ..., size - 1 for a size that may be known only at run time."""
+    if isinstance(size, int):
+        return Const(np.arange(size, dtype=np.int32), ctx.node)
+    n = ctx.emit1("reshape", [ctx.shape_value([size])], {"shape": []})
+    return ctx.dynamic("range", [Const(np.asarray(0, np.int32), ctx.node), n,
+                                 Const(np.asarray(1, np.int32), ctx.node)], [size])
 
 
 def _matmul(ctx, node, ins):
@@ -53,12 +92,12 @@ def _batch_matmul(ctx, node, ins):
 
 def _einsum(ctx, node, ins):
     eq = node_attr(node, "equation").replace(" ", "")
-    if "..." in eq:
-        raise LiftError(f"Einsum with an ellipsis ({eq}) is not supported")
     lhs, _, out = eq.partition("->")
     specs = lhs.split(",")
     if len(specs) != len(ins) or len(specs) not in (1, 2):
         raise LiftError(f"Einsum {eq} with {len(ins)} operands is not supported")
+    if "..." in eq:
+        specs, out = _expand_ellipsis(eq, specs, out, [ctx.type(x).rank for x in ins])
     for s in specs + [out]:
         if len(set(s)) != len(s) or not set(s) <= set(string.ascii_letters):
             raise LiftError(f"Einsum {eq}: repeated labels (diagonals) are not supported")
@@ -68,6 +107,22 @@ def _einsum(ctx, node, ins):
     a, sa = _sum_out(ctx, ins[0], specs[0], set(out) | set(specs[1]))
     b, sb = _sum_out(ctx, ins[1], specs[1], set(out) | set(sa))
     return [_einsum2(ctx, a, sa, b, sb, out)]
+
+
+def _expand_ellipsis(eq, specs, out, ranks):
+    """Names the dims an ellipsis stands for with unused labels, right-aligned across the
+    operands as NumPy broadcasting aligns them (`...a,b->...ab` on rank 3 is `xya,b->xyab`)."""
+    spare = [c for c in string.ascii_letters if c not in eq]
+    counts = [rank - (len(spec) - 3) if "..." in spec else 0
+              for spec, rank in zip(specs, ranks)]
+    if any(c < 0 for c in counts):
+        raise LiftError(f"Einsum {eq}: an operand has fewer dims than its labels")
+    n = max(counts, default=0)
+    if n > len(spare):
+        raise LiftError(f"Einsum {eq}: too many dims under the ellipsis")
+    letters = "".join(spare[:n])
+    specs = [spec.replace("...", letters[n - c:]) for spec, c in zip(specs, counts)]
+    return specs, out.replace("...", letters)
 
 
 def _sum_out(ctx, x, spec, keep):

@@ -35,9 +35,17 @@ def _cumsum(ctx, node, ins):
         "reverse": bool(node_attr(node, "reverse", False))})
 
 
+def _top_k(ctx, node, ins):
+    k = static_axis(ctx, ins[1], "TopKV2 k")
+    values, indices = ctx.emit("top_k", ins[:1], {"k": k})
+    out = ir_dtype(node.attr["index_type"].type) if "index_type" in node.attr else DType.i32
+    return [values, indices if out == DType.i32 else ctx.emit1("cast", [indices], {"to": out})]
+
+
 TABLE = {
     "Mean": _reduce("reduce_mean"), "Sum": _reduce("reduce_sum"), "Max": _reduce("reduce_max"),
     "Min": _reduce("reduce_min"), "Prod": _reduce("reduce_prod"),
     "All": _reduce("reduce_all"), "Any": _reduce("reduce_any"),
     "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"), "Cumsum": _cumsum,
+    "TopKV2": _top_k,
 }

@@ -180,9 +180,21 @@ def _strided_slice(ctx, node, ins):
     x, begin, end, strides = ins
     attrs = {k: int(node_attr(node, k, 0)) for k in
              ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
-    for name, e in (("begin", begin), ("end", end), ("strides", strides)):
-        attrs[name] = [int(v) for v in ctx.static(e, f"StridedSlice {name}").ravel()]
-    return ctx.emit("strided_slice", [x], attrs)
+    if all(ctx.const(e) is not None for e in (begin, end, strides)):
+        for name, e in (("begin", begin), ("end", end), ("strides", strides)):
+            attrs[name] = [int(v) for v in np.ravel(ctx.const(e))]
+        return ctx.emit("strided_slice", [x], attrs)
+    # Indices known only at run time (x[:, :seq - 1], x[-seq:]): the dims the masks keep
+    # whole stay x's own, the rest are new run-time sizes.
+    v = ctx.emit1("dynamic_strided_slice", [x, begin, end, strides], attrs)
+    if isinstance(v, Value):
+        src = ctx.sym_shape(x)
+        names = {d: i for i, d in enumerate(ctx.type(x).shape) if isinstance(d, str)}
+        dims = [src[names[d]] if isinstance(d, str) and d != "?" and d in names
+                else d if isinstance(d, int) else SymDim.of(ctx.fresh_symbol())
+                for d in v.type.shape]
+        ctx.set_sym_shape(v, dims)
+    return [v]
 
 
 def _gather(ctx, node, ins):
