@@ -564,6 +564,15 @@ def _dynamic_strided_slice(cx, node):
     return [jnp.reshape(x[idx], final)]
 
 
+def _dynamic_pad(cx, node):
+    x, a = cx.x(node.inputs[0]), node.attrs
+    flat = _sizes(cx, node.inputs[1])
+    pads = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(flat) // 2)]
+    if a["mode"] != "constant":
+        return [jnp.pad(x, pads, mode=a["mode"])]
+    return [jnp.pad(x, pads, constant_values=np.asarray(a["value"]).astype(np.dtype(x.dtype)))]
+
+
 def _range(cx, node):
     start, limit, delta = (_host(cx, v, "a range bound").item() for v in node.inputs)
     return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
@@ -613,7 +622,7 @@ LOWERINGS: dict[str, Callable] = {
                                                             _sizes(cx, n.inputs[1]))],
     "dynamic_tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
     "dynamic_slice": _dynamic_slice, "range": _range,
-    "dynamic_strided_slice": _dynamic_strided_slice,
+    "dynamic_strided_slice": _dynamic_strided_slice, "dynamic_pad": _dynamic_pad,
     "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,
                                            _jnp_dtype(n.attrs["dtype"]))],
     "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,

@@ -570,6 +570,13 @@ _STRIDED_MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                   "shrink_axis_mask")
 
 
+def _dynamic_pad(cx, node):
+    x, pads, a = cx.x(node.inputs[0]), cx.x(node.inputs[1]), node.attrs
+    if a["mode"] != "constant":
+        return [tf.pad(x, pads, mode=a["mode"].upper())]
+    return [tf.pad(x, pads, constant_values=tf.cast(a["value"], x.dtype))]
+
+
 def _with_sizes(fn):
     """A run-time shape op: the data operand and its size tensors, passed as they are."""
     return lambda cx, node: [fn(*(cx.x(v) for v in node.inputs))]
@@ -636,6 +643,7 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_reshape": _with_sizes(tf.reshape), "dynamic_broadcast_to": _with_sizes(tf.broadcast_to),
     "dynamic_tile": _with_sizes(tf.tile), "dynamic_slice": _with_sizes(tf.slice),
     "range": lambda cx, n: [tf.range(*(cx.x(v) for v in n.inputs))],
+    "dynamic_pad": _dynamic_pad,
     "dynamic_strided_slice": lambda cx, n: [tf.strided_slice(
         *(cx.x(v) for v in n.inputs), **{k: n.attrs[k] for k in _STRIDED_MASKS})],
 }

@@ -85,7 +85,7 @@ def test_dynamic_slice_out_of_range_is_an_error_not_a_clip():
 def dynamic_graph() -> Module:
     """Shape arithmetic on a [batch, seq, 4] input: positions 0..seq, a flatten and an
     unflatten with two run-time dims, a tile and a broadcast to the input's shape, a slice of
-    seq - 1 rows, and a logical reduction."""
+    seq - 1 rows, a logical reduction, and a pad by seq rows."""
     g = Graph()
     x = g.add_input(TensorType(DType.f32, ("batch", "seq", 4)), "x")
     c = lambda *v: g.constant(_i32(*v))  # noqa: E731
@@ -116,7 +116,11 @@ def dynamic_graph() -> Module:
                  {"axes": [2]}).output
     flags = g.add("cast", [anyp], {"to": DType.f32}, names=["flags"]).output
     pos_out = g.add("identity", [posf], names=["positions"]).output
-    g.set_outputs([y, tail, flags, pos_out])
+    pads = g.add("reshape", [g.add("concat", [c(0, 0, 0), n, c(0, 0)], {"axis": 0}).output],
+                 {"shape": [3, 2]}).output
+    padded = g.add("dynamic_pad", [x, pads], {"value": 1.5, "dims": ["batch", "?", 4]},
+                   names=["padded"]).output                              # [batch, 2 seq, 4]
+    g.set_outputs([y, tail, flags, pos_out, padded])
     return Module([g])
 
 
@@ -133,12 +137,13 @@ def test_dynamic_graph_text_round_trip_and_interpreter():
     again = parse_module(print_module(m))
     assert again == m
     for batch, seq in SIZES:
-        y, tail, flags, pos = run_graph(m.main, _feed(batch, seq))
+        y, tail, flags, pos, padded = run_graph(m.main, _feed(batch, seq))
         x = _feed(batch, seq)["x"]
         assert pos.tolist() == list(range(seq + 1))
         assert tail.shape == (batch, seq - 1, 4) and np.array_equal(tail, x[:, 1:])
         np.testing.assert_allclose(y, x + rand(1, 1, 4, seed=3) + pos[1:, None], rtol=1e-6)
         assert flags.shape == (batch, seq)
+        assert padded.shape == (batch, 2 * seq, 4) and np.all(padded[:, seq:] == 1.5)
 
 
 def test_every_target_runs_one_artifact_at_several_sizes(tmp_path):
@@ -152,7 +157,7 @@ def test_every_target_runs_one_artifact_at_several_sizes(tmp_path):
     runner = Interpreter(model_path=str(result.paths["tflite"])).get_signature_runner()
     want = run_graph(m.main, _feed(4, 9, seed=5))
     got = runner(**_feed(4, 9, seed=5))
-    for name, w in zip(["y", "tail", "flags", "positions"], want):
+    for name, w in zip(["y", "tail", "flags", "positions", "padded"], want):
         np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6)
 
 

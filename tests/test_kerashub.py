@@ -3,7 +3,8 @@ tensorforge.tools.sweeps.kerashub` runs every backbone): a decoder with rotary e
 grouped-query attention (Llama), an encoder with segment ids and two outputs (BERT) and a
 vision transformer (ViT), each converted once with dynamic batch and sequence to every target
 and verified against Keras at two sizes from the same artifacts; a KerasHub model saved with
-`model.save` through the CLI; and `--input-shape` for a static artifact."""
+`model.save` through the CLI; and `--input-shape` for a static artifact. A Mixtral
+mixture-of-experts decoder covers the router (top-k, one-hot)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ def _llama():
     lambda: keras_hub.models.BertBackbone(num_heads=2, max_sequence_length=32, **TEXT),
     lambda: keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2,
                                          num_heads=2, hidden_dim=16, mlp_dim=32),
-], ids=["llama", "bert", "vit"])
+    # Mixture of experts: a top-k router one-hot encodes its experts.
+    lambda: keras_hub.models.MixtralBackbone(num_query_heads=2, num_key_value_heads=1,
+                                             num_experts=4, top_k=2, **TEXT),
+], ids=["llama", "bert", "vit", "mixtral-moe"])
 def test_backbone_converts_dynamic_to_every_target(build, tmp_path):
     model = build()
     result = tensorforge.convert(model, target="all", output=tmp_path / "out", verify=True)

@@ -493,3 +493,18 @@ def test_unsupported_dtype_is_reported():
     g, _ = op_graph("exp", np.zeros((2,), np.float64))
     (p,) = lower_problems(Module([g]))
     assert "f64" in p.message and p.node == "%? = exp"
+
+
+def test_one_weight_used_with_and_without_transpose_b():
+    """A constant feeding both x @ W and x @ W^T (XLNet's relative attention) is re-laid out
+    once per layout, not once for both."""
+    g = Graph()
+    x = g.add_input(TensorType(DType.f32, ("batch", 6)), "x")
+    w = g.constant(rand(6, 6, seed=7))
+    y1 = g.add("matmul", [x, w]).output
+    y2 = g.add("matmul", [x, w], {"transpose_b": True}).output
+    g.set_outputs([g.add("add", [y1, g.add("mul", [y2, g.constant(np.float32(2))]).output],
+                         names=["y"]).output])
+    feeds = [rand(3, 6, seed=8)]
+    (got,) = run_tflite(write_tflite(Module([g])), feeds)
+    np.testing.assert_allclose(got, run_graph(g, feeds)[0], rtol=RTOL, atol=ATOL)

@@ -183,3 +183,22 @@ def test_dense_on_a_run_time_sequence_stays_dynamic(tmp_path):
     assert v.ok, v.table()
     assert {r.sizes for r in v.rows} == {"batch=2, dim=2", "batch=3, dim=5"}
     assert {r.runtime for r in v.rows} == {"keras", "ir", "tflite", "savedmodel", "tfjs"} - {"keras"}
+
+
+def test_several_given_input_sets_check_one_artifact_at_each_size(tmp_path):
+    """A list of input sets: every runtime runs each (a model whose valid inputs the random
+    generator cannot guess, checked at two sequence lengths)."""
+    model = _two_input_model()
+    rng = np.random.default_rng(0)
+    sets = [{"token_ids": rng.integers(0, 30, (b, s)).astype(np.int32),
+             "features": rng.standard_normal((b, 4)).astype(np.float32)}
+            for b, s in ((1, 3), (4, 9))]
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify_inputs=sets)
+    v = result.verification
+    assert v.ok, v.table()
+    assert "given inputs at 2 sizes" in v.table()
+    assert {r.sizes for r in v.rows} == {"batch=1, dim=3", "batch=4, dim=9"}
+    bad = dict(sets[1], token_ids=sets[1]["token_ids"].astype(np.float32))
+    with pytest.raises(ConversionError, match="float32 values for a i32 input"):
+        tensorforge.convert(model, target="tflite", output=tmp_path / "x.tflite",
+                            verify_inputs=[sets[0], bad])

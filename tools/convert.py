@@ -196,8 +196,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     model, the IR interpreter and each artifact run on the same inputs and
     `result.verification` holds the error table (float32 contract: 1e-4 relative). The
     inputs are random values the model accepts (ids below their table's size, 0/1 masks),
-    or `verify_inputs` (input name -> array, or an .npz path; implies `verify`), checked
-    against the model's signature before any work.
+    or `verify_inputs` (input name -> array, or an .npz path, or a list of these to check
+    several sizes; implies `verify`), checked against the model's signature before any work.
 
     `quantization` (a scheme name such as "int8", a Scheme, or a
     `tensorforge.quantization.QuantizationConfigurationMap`) quantizes the model; static
@@ -218,7 +218,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
                          example_args=example_args, params=params, input_shapes=input_shapes)
     if verify_inputs is not None:
-        verify, verify_inputs = True, V.given_inputs(source.module, verify_inputs)
+        # One set of inputs, or several (the same artifacts checked at several sizes).
+        sets = verify_inputs if isinstance(verify_inputs, (list, tuple)) else [verify_inputs]
+        verify, verify_inputs = True, [V.given_inputs(source.module, x) for x in sets]
     if isinstance(calibration_data, (str, os.PathLike)):
         from ..passes.quantize.calibrate import load_npz_samples
 
@@ -251,7 +253,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             verification = None
         elif qresult is not None:
             verification = verify_quantized(source, modules, staged, calibration_data,
-                                            batch=batch, inputs=verify_inputs)
+                                            batch=batch, inputs=verify_inputs and
+                                            verify_inputs[0])
         else:
             verification = verify_artifacts(source, module, staged, fp16=fp16,
                                             tfjs_quantize=tfjs_quantize, batch=batch,
@@ -327,14 +330,15 @@ def _batch_of(inputs: dict[str, np.ndarray], default: int) -> int:
 
 def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path], *,
                      fp16: bool = False, tfjs_quantize: str | None = None,
-                     batch: int = 2, inputs: dict[str, np.ndarray] | None = None
-                     ) -> V.Verification:
+                     batch: int = 2, inputs=None) -> V.Verification:
     """Runs the reference (source model, else the IR interpreter), the IR and every artifact on
-    the same inputs (`inputs`, else random ones the model accepts) and tabulates their
-    errors."""
+    the same inputs (`inputs`: one dict or a list of dicts, else random ones the model accepts
+    at two sizes when it has run-time dims) and tabulates their errors."""
     fed = "given inputs" if inputs is not None else "random inputs"
     if inputs is not None:
-        runs = [inputs]
+        runs = list(inputs) if isinstance(inputs, list) else [inputs]
+        if len(runs) > 1:
+            fed += f" at {len(runs)} sizes"
     else:
         runs = [V.sample_inputs(module, batch=batch)]
         if V.has_runtime_dims(module):

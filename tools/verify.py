@@ -241,11 +241,15 @@ def has_runtime_dims(module: Module) -> bool:
 
 def sizes_label(module: Module, inputs: dict[str, np.ndarray]) -> str:
     """`batch=3, dim=5`: the sizes the run-time dims of the inputs took."""
-    seen = {}
+    seen, unnamed = {}, []
     for v, arr in zip(module.main.inputs, inputs.values()):
         for d, n in zip(v.type.shape, np.shape(arr)):
-            if isinstance(d, str):
-                seen.setdefault("dim" if d == UNKNOWN else d, n)
+            if d == UNKNOWN:
+                unnamed.append(int(n)) if int(n) not in unnamed else None
+            elif isinstance(d, str):
+                seen.setdefault(d, int(n))
+    if unnamed:     # anonymous run-time dims: their distinct sizes
+        seen["dim"] = "/".join(map(str, unnamed))
     return ", ".join(f"{k}={n}" for k, n in seen.items())
 
 

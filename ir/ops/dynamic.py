@@ -1,5 +1,5 @@
 """Run-time shape ops: `shape_of` reads a tensor's shape as an integer tensor, and the
-`dynamic_*` forms of reshape, broadcast_to, tile, slice and strided_slice, plus `range`, take their sizes as
+`dynamic_*` forms of reshape, broadcast_to, tile, slice, strided_slice and pad, plus `range`, take their sizes as
 integer operands computed at run time instead of as attributes.
 
 They exist for sizes the IR cannot name statically: a model's sequence length `seq` used as
@@ -228,4 +228,35 @@ register_op(OpDef(
     attrs={**{k: Attr("int", 0, doc=_MASK_DOC) for k in _MASKS}, "dims": _dims_attr()},
     traits=PURE,
     doc="strided_slice with begin, end and strides computed at run time (tf.strided_slice).",
+))
+
+
+# -- dynamic_pad -------------------------------------------------------------------------------
+
+def _infer_dynamic_pad(types, attrs):
+    x, pads = types
+    check(pads.dtype.is_int, f"dynamic_pad paddings must be integers, got {pads}")
+    check(pads.rank == 2 and pads.shape[0] == x.rank and pads.shape[1] == 2,
+          f"dynamic_pad paddings must be [{x.rank}, 2] for {x}, got {pads}")
+    return [x.with_shape(_result_dims(attrs, [UNKNOWN] * x.rank))]
+
+
+def _dynamic_pad_kernel(ins, attrs):
+    x, pads = ins
+    pads = [[int(a), int(b)] for a, b in pads.tolist()]
+    if min((min(p) for p in pads), default=0) < 0:
+        raise ValueError(f"dynamic_pad: negative paddings {pads}")
+    if x.ndim == 0:
+        return [x.copy()]
+    if attrs["mode"] == "constant":
+        return [np.pad(x, pads, constant_values=np.asarray(attrs["value"]).astype(x.dtype))]
+    return [np.pad(x, pads, mode=attrs["mode"])]
+
+
+register_op(OpDef(
+    "dynamic_pad", ("x", "paddings"), _infer_dynamic_pad, _dynamic_pad_kernel,
+    attrs={"mode": Attr("str", "constant", choices=("constant", "reflect", "symmetric")),
+           "value": Attr("float", 0.0, doc="fill value for constant mode"),
+           "dims": _dims_attr()},
+    traits=PURE, doc="pad with paddings ([rank, 2]: before, after) computed at run time.",
 ))

@@ -1,5 +1,6 @@
 """`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
-conversion side by side with TFLiteConverter, then int8 post-training quantization side by side
+conversion side by side with TFLiteConverter, JAX and TF.js conversion, KerasHub models side
+by side with TFLiteConverter's concrete-function path, then int8 post-training quantization side by side
 with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset)."""
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def main() -> None:
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")
     tfjs_table(console)
+    from .kerashub import bench_kerashub
+
+    conversion_table(console, bench_kerashub(),
+                     "KerasHub -> TFLite: tensorforge (dynamic batch and sequence) vs "
+                     "TFLiteConverter.from_concrete_functions (static [1, 64]); latency at "
+                     "[1, 64]; ratio = tensorforge / anchor; goals: seconds <= 0.2, "
+                     "latency <= 1.0", "Keras")
     from .quant import quantization_table
 
     quantization_table(console)

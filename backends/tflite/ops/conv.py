@@ -182,9 +182,12 @@ def _lower_matmul(e, node):
         raise Unsupported("a quantized matmul lowers to FULLY_CONNECTED only: it needs a "
                           "rank-2 constant weight and transpose_a=False")
     relayout = (lambda arr: arr) if tb else (lambda arr: arr.T)
+    # One constant may feed matmuls with and without transpose_b (XLNet's relative
+    # attention): each layout is its own derived weight.
+    key = "fc_nk" if tb else "fc_nk_from_kn"
     stored = None
     if b.const is None and b.type.rank == 2 and not ta and mode == "float":
-        stored = _stored_weight(e, b, "fc_nk", relayout, lambda q: _moved(q, 0))
+        stored = _stored_weight(e, b, key, relayout, lambda q: _moved(q, 0))
         if stored is None and tb and _blockwise_weight(b):
             # Already in FULLY_CONNECTED's [N, K] order: the RESHAPE of the DEQUANTIZE
             # that expands the blockwise codes feeds FC as a (prepare-time) weight.
@@ -193,7 +196,7 @@ def _lower_matmul(e, node):
         # FULLY_CONNECTED computes x @ W^T with W [N, K] (per-channel axis: N, 0). Inputs of
         # rank > 2 keep their leading dims with keep_num_dims (version 5) instead of a
         # reshape round trip. A weight stored compressed is expanded by one DEQUANTIZE.
-        w = stored if stored is not None else e.derived(b, "fc_nk", relayout,
+        w = stored if stored is not None else e.derived(b, key, relayout,
                                                         quant=_moved(b.quant, 0))
         ins = [e.t(a), w, e.t(node.inputs[2]) if has_bias else -1]
 

@@ -6,6 +6,7 @@ what keeps one `.tflite` usable at every batch and sequence length."""
 
 from __future__ import annotations
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from ....ir.types import DType
@@ -55,6 +56,22 @@ def _lower_dynamic_strided_slice(e, node):
              newAxisMask=a["new_axis_mask"], shrinkAxisMask=a["shrink_axis_mask"]))
 
 
+def _lower_dynamic_pad(e, node):
+    x, pads = node.inputs
+    _need(node, pads, _SIZES, "PAD paddings")
+    a = node.attrs
+    out = e.out(node.output)
+    if a["mode"] != "constant":
+        mode = fb.MirrorPadMode.REFLECT if a["mode"] == "reflect" else fb.MirrorPadMode.SYMMETRIC
+        emit(e, "MIRROR_PAD", [e.t(x), e.t(pads)], out=out,
+             options=fb.MirrorPadOptionsT(mode=mode))
+    elif a["value"] == 0:
+        emit(e, "PAD", [e.t(x), e.t(pads)], out=out)
+    else:
+        fill = e.const(np.asarray(a["value"]).astype(x.type.dtype.np), f"{e.prefix}/pad_value")
+        emit(e, "PADV2", [e.t(x), e.t(pads), fill], out=out)
+
+
 LOWERINGS = {
     "shape_of": _lower_shape_of,
     "dynamic_reshape": _lower_dynamic_reshape,
@@ -62,5 +79,6 @@ LOWERINGS = {
     "dynamic_tile": _sized("TILE"),
     "dynamic_slice": _sized("SLICE"),
     "dynamic_strided_slice": _lower_dynamic_strided_slice,
+    "dynamic_pad": _lower_dynamic_pad,
     "range": _lower_range,
 }

@@ -73,6 +73,20 @@ def _add_n(ctx, node, ins):
     return [acc]
 
 
+def _one_hot(ctx, node, ins):
+    """OneHot(indices, depth, on, off): indices == position along the new axis, then a
+    where between on and off (MoE routers one-hot their top-k experts)."""
+    indices, depth_e, on, off = ins
+    depth = int(np.asarray(ctx.static(depth_e, "OneHot depth")).ravel()[0])
+    rank = ctx.type(indices).rank
+    axis = int(node_attr(node, "axis", -1))
+    axis = rank if axis == -1 else axis
+    dt = ctx.type(indices).dtype.np
+    positions = Const(np.arange(depth, dtype=dt).reshape([depth] + [1] * (rank - axis)), node)
+    hit = ctx.emit1("equal", [ctx.emit1("expand_dims", [indices], {"axis": axis}), positions])
+    return ctx.emit("where", [hit, on, off])
+
+
 def _select(ctx, node, ins):
     return ctx.emit("where", ins)
 
@@ -119,6 +133,7 @@ TABLE = {
     "LogicalAnd": _binary("logical_and"), "LogicalOr": _binary("logical_or"),
     "SquaredDifference": _squared_difference, "FloorDiv": _floor_div, "AddN": _add_n,
     "FloorMod": lambda ctx, node, ins: ctx.emit("floor_mod", ins),
+    "OneHot": _one_hot,
     "BiasAdd": _bias_add, "BiasAddV1": _bias_add, "Select": _select, "SelectV2": _select,
     "ClipByValue": _clip, "Cast": _cast,
 }

@@ -281,13 +281,21 @@ def _range(ctx, node, ins):
 
 
 def _pad(ctx, node, ins):
-    x, pads = ins[0], ctx.static(ins[1], "paddings")
-    attrs = {"pads": [[int(a), int(b)] for a, b in np.asarray(pads).reshape(-1, 2)]}
+    x, pads = ins[0], ctx.const(ins[1])
+    attrs = {}
     if node.op == "MirrorPad":
         attrs["mode"] = node_attr(node, "mode").lower()
     elif len(ins) > 2:
         attrs["value"] = float(np.asarray(ctx.static(ins[2], "PadV2 value")).ravel()[0])
-    return ctx.emit("pad", [x], attrs)
+    if pads is not None:
+        attrs["pads"] = [[int(a), int(b)] for a, b in np.asarray(pads).reshape(-1, 2)]
+        return ctx.emit("pad", [x], attrs)
+    # Paddings computed at run time (a prefix padded up to a run-time length): a dim padded
+    # by known zeros keeps its size.
+    flat = _entries(ctx, ctx.emit1("reshape", [ins[1]], {"shape": [-1]}))
+    dims = [d if flat[2 * i] == 0 and flat[2 * i + 1] == 0 else SymDim.of(ctx.fresh_symbol())
+            for i, d in enumerate(ctx.sym_shape(x))]
+    return [ctx.dynamic("dynamic_pad", [x, ins[1]], dims, attrs)]
 
 
 TABLE = {
