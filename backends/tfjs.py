@@ -490,7 +490,24 @@ def _signature(graph_def, inputs, outputs) -> dict:
             info.name = tensor_name
             info.dtype = t.dtype.as_datatype_enum
             info.tensor_shape.CopyFrom(t.shape.as_proto())
-    return MessageToDict(sig)
+    return _spell_out_dims(MessageToDict(sig))
+
+
+def _spell_out_dims(tree):
+    """proto3 JSON drops fields equal to their default, so a TensorShapeProto dim of size 0
+    ("no masks") comes out as `{}`, which TF.js reads as NaN: give every dim its size."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == "dim" and isinstance(v, list):
+                for d in v:
+                    if isinstance(d, dict):
+                        d.setdefault("size", "0")
+            else:
+                _spell_out_dims(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            _spell_out_dims(v)
+    return tree
 
 
 def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict):
@@ -527,7 +544,7 @@ def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict)
         "format": "graph-model",
         "generatedBy": tf.__version__,
         "convertedBy": f"tensorforge {package_version()}",
-        "modelTopology": MessageToDict(graph_def),
+        "modelTopology": _spell_out_dims(MessageToDict(graph_def)),
         "signature": _signature(graph_def, inputs, outputs),
         "userDefinedMetadata": _jsonable(metadata),
         "weightsManifest": [{"paths": [f"group1-shard{i}of{n}.bin" for i in range(1, n + 1)],

@@ -262,3 +262,33 @@ def test_keras_run_time_shape_arithmetic_converts_dynamic(tmp_path):
     runner = Interpreter(model_path=str(result.paths["tflite"])).get_signature_runner()
     (got,) = runner(token_ids=ids).values()
     np.testing.assert_allclose(got, np.asarray(model(ids)), rtol=1e-5, atol=1e-5)
+
+
+def _cond_on_shape_model():
+    import keras
+    from keras import ops
+
+    class MaybeMasks(keras.layers.Layer):
+        """SAM's prompt encoder pattern: a branch on how many masks were given."""
+
+        def call(self, x, masks):
+            return ops.cond(ops.equal(ops.shape(masks)[1], 0), lambda: x * 2.0,
+                            lambda: x + ops.sum(masks, axis=1))
+
+    x = keras.Input((4,), name="x")
+    masks = keras.Input((None, 4), name="masks")
+    return keras.Model([x, masks], MaybeMasks(name="maybe")(x, masks))
+
+
+def test_a_branch_on_a_shape_is_decided_once_the_shape_is_fixed(tmp_path):
+    model = _cond_on_shape_model()
+    with pytest.raises(tensorforge.ConversionError) as err:
+        tensorforge.from_keras(model)
+    assert "If on a condition computed at run time" in str(err.value)
+    assert "scope 'maybe'" in str(err.value)
+    for n_masks in (0, 2):
+        result = tensorforge.convert(model, target="all", output=tmp_path / f"m{n_masks}",
+                                     input_shapes={"masks": (-1, n_masks, 4)}, verify=True)
+        assert result.verification.ok, result.verification.table()
+        ops = {node.op for node in result.module.main}
+        assert ("reduce_sum" in ops) == (n_masks > 0)        # only the taken branch

@@ -78,3 +78,17 @@ def test_saved_kerashub_model_through_the_cli(tmp_path, capsys):
                      "padding_mask:1,8"]) == 0
     details = Interpreter(model_path=str(tmp_path / "s.tflite")).get_input_details()
     assert sorted(d["shape_signature"].tolist() for d in details) == [[1, 8], [1, 8]]
+
+
+def test_unsupported_ops_are_listed_together_and_nothing_is_written(tmp_path):
+    """FNet mixes tokens with a complex FFT, which the IR has no dtype for: one error lists
+    every unsupported op with its layer scope, before any artifact exists."""
+    model = keras_hub.models.FNetBackbone(vocabulary_size=50, num_layers=2, hidden_dim=16,
+                                          intermediate_dim=32, max_sequence_length=32)
+    with pytest.raises(tensorforge.ConversionError) as err:
+        tensorforge.convert(model, target="all", output=tmp_path / "fnet")
+    diags = err.value.diagnostics
+    assert len(diags) > 2
+    assert {d.scope for d in diags} >= {"f_net_layer_0", "f_net_layer_1"}
+    assert "Complex" in str(err.value)
+    assert list(tmp_path.iterdir()) == []

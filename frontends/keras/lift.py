@@ -145,8 +145,9 @@ def with_input_shapes(specs: list, names: list[str], shapes: Mapping[str, Sequen
                                        f"input has {len(model_dims)} ({model_dims})"))
             continue
         for d, (want, have) in enumerate(zip(dims, model_dims)):
-            if want is not None and (not isinstance(want, int) or want < 1):
-                problems.append(Diagnostic(f"input {name!r}: dim {d} must be a positive size "
+            if want is not None and (not isinstance(want, int) or want < 0):
+                # 0 is a size: "no masks" decides a branch on the mask count (SAM).
+                problems.append(Diagnostic(f"input {name!r}: dim {d} must be a size >= 0 "
                                            f"or None, got {want!r}"))
             elif want is not None and have is not None and want != have and d > 0:
                 problems.append(Diagnostic(f"input {name!r}: dim {d} is {have} in the model, "

@@ -42,6 +42,7 @@ from .context import (DT_RESOURCE, Const, Entry, Lifter, LiftError, Resource, TF
 
 BATCH = "batch"
 _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
+_IF_OPS = ("If", "StatelessIf")
 
 
 # -- reading the graph -----------------------------------------------------------------------
@@ -80,6 +81,9 @@ class _GraphReader:
 
     def _add(self, name, op, inputs, attr, path):
         fn = None
+        if op in _IF_OPS and inputs:
+            self._add_if(name, inputs, attr, path)
+            return
         if op in _CALL_OPS and "f" in attr:
             fn = self.library.get(attr["f"].func.name)
         elif op in self.library:          # a function called directly by name
@@ -88,6 +92,21 @@ class _GraphReader:
             self.nodes[name] = TFNode(name, op, inputs, attr, path)
         else:
             self._inline(name, path, inputs, fn)
+
+    def _add_if(self, name, inputs, attr, path):
+        """If / StatelessIf: both branches are inlined (as `name/then`, `name/else`) but not
+        wired in; the `_If` node lifts only the branch its condition selects, once the
+        condition is known at import time (see `_make_if`)."""
+        branches = []
+        for key, suffix in (("then_branch", "then"), ("else_branch", "else")):
+            fdef = self.library.get(attr[key].func.name)
+            if fdef is None:
+                self.nodes[name] = TFNode(name, "If", inputs, attr, path)
+                return
+            call = f"{name}/{suffix}"
+            self._inline(call, path, inputs[1:], fdef)
+            branches.append(call)
+        self.nodes[name] = TFNode(name, "_If", inputs[:1], {"_branches": tuple(branches)}, path)
 
     def _inline(self, call: str, call_path: str, call_inputs, fdef):
         from tensorflow.python.framework import op_def_registry
@@ -187,6 +206,32 @@ def _capture_entries(concrete_fn) -> dict[str, Entry]:
     return out
 
 
+def _make_if(reader: "_GraphReader", table: dict):
+    """The lowering of `_If`: a condition known at import time (a shape test such as
+    `masks.shape[1] == 0` once the shapes are fixed) selects one branch, which is lifted
+    then and there; the other is never lifted. A condition computed at run time needs real
+    control flow, which the IR does not have yet."""
+    def lower(ctx, node, ins):
+        cond = ctx.const(ins[0])
+        if cond is None:
+            raise LiftError("If on a condition computed at run time is not supported (the "
+                            "IR has no control flow yet); if the condition tests a shape, "
+                            "fixing that shape (input_shapes= / --input-shape) decides it")
+        branch = node.attr["_branches"][0 if bool(np.asarray(cond).ravel()[0]) else 1]
+        saved = ctx.node, ctx.scope, ctx.loc
+        try:
+            for inner in reader.topo_order([branch]):
+                if inner.name not in ctx.env:
+                    ctx.lift_node(inner, table)
+        finally:
+            ctx.node, ctx.scope, ctx.loc = saved
+        outs = ctx.env.get(branch)
+        if outs is None:
+            raise LiftError("the branch this If takes could not be lifted (see above)")
+        return outs
+    return lower
+
+
 def _read_resource(res: Resource, dtype_enum: int) -> np.ndarray:
     import tensorflow as tf
 
@@ -252,6 +297,7 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
 
     table = dict(ops.TABLE)
     table["ReadVariableOp"] = _make_read_variable(captures)
+    table["_If"] = _make_if(reader, table)
     out_refs = [(t.op.name, t.value_index) for t in outputs]
     for node in reader.topo_order(name for name, _ in out_refs):
         if node.name in lifter.env:

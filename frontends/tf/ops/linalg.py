@@ -178,7 +178,31 @@ def _einsum2(ctx, a, sa, b, sb, out):
     return _permute(ctx, y, "".join(batch + afree + bfree), out)
 
 
+def _matrix_diag(ctx, node, ins):
+    """MatrixDiag[V2/V3] of the main diagonal into a square matrix (ops.eye, ops.diag):
+    x[..., n] -> x[..., n, 1] * eye(n), for a static n."""
+    x = ins[0]
+    if len(ins) > 1:
+        k = np.asarray(ctx.static(ins[1], f"{node.op} k")).ravel()
+        rows, cols = (int(np.asarray(ctx.static(e, f"{node.op} size")).ravel()[0])
+                      for e in ins[2:4])
+        pad = np.asarray(ctx.static(ins[4], f"{node.op} padding_value")).ravel()[0]
+        if k.tolist() not in ([0], [0, 0]) or pad != 0:
+            raise LiftError(f"{node.op} off the main diagonal (k={k.tolist()}) or with a "
+                            f"non-zero padding value is not supported")
+        n_static = ctx.type(x).shape[-1]
+        if (rows, cols) not in ((-1, -1), (n_static, n_static)):
+            raise LiftError(f"{node.op} to a {rows}x{cols} (non-square) matrix is not "
+                            f"supported")
+    n = ctx.type(x).shape[-1]
+    if not isinstance(n, int):
+        raise LiftError(f"{node.op} of a run-time size {n} is not supported")
+    eye = Const(np.eye(n, dtype=ctx.type(x).dtype.np), node)
+    return ctx.emit("mul", [ctx.emit1("expand_dims", [x], {"axis": -1}), eye])
+
+
 TABLE = {
     "MatMul": _matmul, "BatchMatMul": _batch_matmul, "BatchMatMulV2": _batch_matmul,
     "BatchMatMulV3": _batch_matmul, "Einsum": _einsum, "MatrixBandPart": _matrix_band_part,
+    "MatrixDiag": _matrix_diag, "MatrixDiagV2": _matrix_diag, "MatrixDiagV3": _matrix_diag,
 }

@@ -1,0 +1,58 @@
+"""The KerasHub sweep command: the fast run checks the command itself on one backbone; the
+slow one reruns the whole sweep and checks that every model the docs table marks as passing
+still passes (the table is regenerated with `python -m tensorforge.tools.sweeps.kerashub`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("keras_hub")
+
+from tensorforge.tools.sweeps import kerashub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "docs" / "conformance" / "kerashub.md"
+
+
+def _table_rows(text: str) -> dict[str, str]:
+    """model -> its 'passes' cell, from the markdown table."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[2] in ("yes", "no", "n/a"):
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+def test_sweep_command_writes_the_table(tmp_path):
+    out = tmp_path / "kerashub.md"
+    assert kerashub.main(["--only", "BertBackbone,FeaturePyramidBackbone", "--out", str(out),
+                          "--json", str(tmp_path / "rows.json")]) == 0
+    text = out.read_text()
+    assert "**1 of 1 pass**" in text
+    assert _table_rows(text) == {"BertBackbone": "yes", "FeaturePyramidBackbone": "n/a"}
+    (row, _) = json.loads((tmp_path / "rows.json").read_text())
+    assert row["targets"] == ["tflite", "savedmodel", "tfjs"]
+    assert row["dims"].startswith("padding_mask: [batch, ?]")
+
+
+def test_docs_table_lists_every_backbone():
+    import keras_hub
+
+    rows = _table_rows(TABLE.read_text())
+    backbones = {n for n, c in vars(keras_hub.models).items() if isinstance(c, type)
+                 and issubclass(c, keras_hub.models.Backbone)
+                 and c is not keras_hub.models.Backbone}
+    assert backbones <= set(rows), sorted(backbones - set(rows))
+
+
+@pytest.mark.slow
+def test_full_sweep_keeps_every_passing_model(tmp_path):
+    before = {m for m, ok in _table_rows(TABLE.read_text()).items() if ok == "yes"}
+    out = tmp_path / "kerashub.md"
+    assert kerashub.main(["--out", str(out)]) == 0
+    now = {m for m, ok in _table_rows(out.read_text()).items() if ok == "yes"}
+    assert before <= now, sorted(before - now)
