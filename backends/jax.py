@@ -573,6 +573,12 @@ def _dynamic_pad(cx, node):
     return [jnp.pad(x, pads, constant_values=np.asarray(a["value"]).astype(np.dtype(x.dtype)))]
 
 
+def _nd_index(cx, node):
+    """(the indexed operand, its advanced-indexing tuple) of gather_nd / scatter_nd_update."""
+    x, idx = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    return x, tuple(idx[..., j] for j in range(node.inputs[1].type.shape[-1]))
+
+
 def _range(cx, node):
     start, limit, delta = (_host(cx, v, "a range bound").item() for v in node.inputs)
     return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
@@ -623,6 +629,9 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
     "dynamic_slice": _dynamic_slice, "range": _range,
     "dynamic_strided_slice": _dynamic_strided_slice, "dynamic_pad": _dynamic_pad,
+    "gather_nd": lambda cx, n: [(lambda x, idx: x[idx])(*_nd_index(cx, n))],
+    "scatter_nd_update": lambda cx, n: [cx.x(n.inputs[0]).at[_nd_index(cx, n)[1]].set(
+        cx.x(n.inputs[2]))],
     "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,
                                            _jnp_dtype(n.attrs["dtype"]))],
     "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,

@@ -636,6 +636,9 @@ LOWERINGS: dict[str, Callable] = {
                                        axis=n.attrs["axis"], batch_dims=n.attrs["batch_dims"])],
     "broadcast_to": lambda cx, n: [tf.broadcast_to(cx.x(n.inputs[0]), list(n.attrs["shape"]))],
     "squeeze": _squeeze,
+    "gather_nd": lambda cx, n: [tf.gather_nd(cx.x(n.inputs[0]), cx.x(n.inputs[1]))],
+    "scatter_nd_update": lambda cx, n: [tf.tensor_scatter_nd_update(
+        *(cx.x(v) for v in n.inputs))],
     "expand_dims": lambda cx, n: [tf.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
     "tile": lambda cx, n: [tf.tile(cx.x(n.inputs[0]), list(n.attrs["multiples"]))],
     # run-time shapes

@@ -292,3 +292,23 @@ def test_a_branch_on_a_shape_is_decided_once_the_shape_is_fixed(tmp_path):
         assert result.verification.ok, result.verification.table()
         ops = {node.op for node in result.module.main}
         assert ("reduce_sum" in ops) == (n_masks > 0)        # only the taken branch
+
+
+def test_fft_token_mixing_over_a_run_time_sequence(tmp_path):
+    """FNet's mixing, real(fft2(x)), plus a 1-D FFT and an inverse: complex values as pairs
+    of real tensors, DFT matrices built for the run-time sequence length."""
+    import keras
+    from keras import ops
+
+    class Mix(keras.layers.Layer):
+        def call(self, x):
+            re, im = ops.fft2((x, ops.zeros_like(x)))
+            f_re, f_im = ops.fft((x, x * 0.5))
+            back, _ = ops.ifft2((re, im))          # the round trip gives x back
+            return re + f_re - f_im + back
+
+    x = keras.Input((None, 6), name="x")
+    model = keras.Model(x, Mix(name="mix")(x))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "fft", verify=True)
+    assert result.verification.ok, result.verification.table()
+    assert result.module.main.inputs[0].type.shape == ("batch", "?", 6)

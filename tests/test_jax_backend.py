@@ -143,6 +143,8 @@ CASES = [
     ("div", [I32, np.full_like(I32, 3)], {}), ("pow", [np.abs(X), X], {}),
     ("floor_div", [I32, np.array([2, -3, 4, 3], np.int32)], {}),
     ("top_k", [X], {"k": 2}),
+    ("gather_nd", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32)], {}),
+    ("scatter_nd_update", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32), rand(3, 4, seed=9)], {}),
     ("floor_mod", [I32, np.array([2, -3, 4, 3], np.int32)], {}),
     ("where", [X > 0, X, -X], {}), ("greater_equal", [X, X[:, :1]], {}),
     ("conv2d", [IMG, F, rand(6, seed=3)],

@@ -56,6 +56,8 @@ CASES = {
     "pow": ("pow", [POS, rand(3, 4, seed=4)], [], {}),
     "div_i32": ("div", [I32, np.array([2, -3, 4, 3], np.int32)], [], {}),
     "top_k": ("top_k", [X], [], {"k": 2}),
+    "gather_nd": ("gather_nd", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32)], [], {}),
+    "scatter_nd_update": ("scatter_nd_update", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32), rand(3, 4, seed=9)], [], {}),
     "floor_div_i32": ("floor_div", [I32, np.array([2, -3, 4, 3], np.int32)], [], {}),
     "floor_mod_i32": ("floor_mod", [I32, np.array([2, -3, 4, 3], np.int32)], [], {}),
     "logical_and": ("logical_and", [BOOLS, BOOLS[::-1]], [], {}),

@@ -101,6 +101,8 @@ CASES = {
     "pow": ("pow", [POS, rand(3, 4, seed=4)], {}, {}),
     "add-i32": ("add", [I32, I32[:1]], {}, {}),
     "top_k": ("top_k", [X], {}, {"k": 2}),
+    "gather_nd": ("gather_nd", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32)], {}, {}),
+    "scatter_nd_update": ("scatter_nd_update", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32), rand(3, 4, seed=9)], {}, {}),
     # TF.js broadcasts wrongly over several batch dims unless told explicitly (Gemma 4).
     "matmul-bcast-rank5": ("matmul", [rand(2, 1, 2, 3, 4), rand(2, 1, 1, 4, 3, seed=1)], {}, {}),
     "floor_div-i32": ("floor_div", [I32, np.array([2, -3, 4, 3], np.int32)], {}, {}),

@@ -103,6 +103,8 @@ CASES = {
     "div-i32-trunc": ("div", [I32, np.array([2, -3, 4, 3], np.int32)], {}),
     "abs-i64": ("abs", [I32.astype(np.int64)], {}),
     "top_k": ("top_k", [X], {"k": 2}),
+    "gather_nd": ("gather_nd", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32)], {}),
+    "scatter_nd_update": ("scatter_nd_update", [X, np.array([[0, 1], [1, 2], [0, 0]], np.int32), rand(3, 4, seed=9)], {}),
     "sign-i64": ("sign", [I32.astype(np.int64)], {}),
     "floor_div-i32": ("floor_div", [I32, np.array([2, -3, 4, 3], np.int32)], {}),
     "floor_mod-i32": ("floor_mod", [I32, np.array([2, -3, 4, 3], np.int32)], {}),

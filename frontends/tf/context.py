@@ -69,6 +69,17 @@ class Sym:
         self.value: Value | None = None
 
 
+class Complex:
+    """A complex tensor as its real and imaginary parts (entries of a float dtype). The IR has
+    no complex dtype: complex values exist only between tf.complex and real/imag, through
+    the FFTs (`ops/spectral.py`), which compute on the parts."""
+
+    __slots__ = ("real", "imag")
+
+    def __init__(self, real, imag):
+        self.real, self.imag = real, imag
+
+
 class Resource:
     """A captured variable handle; `ReadVariableOp` turns it into a Const."""
 
@@ -109,7 +120,7 @@ class Lazy:
         self.info = info
 
 
-Entry = Any  # Value | Const | Sym | Resource | Dead | Pending | Lazy
+Entry = Any  # Value | Const | Sym | Complex | Resource | Dead | Pending | Lazy
 
 
 class LiftError(Exception):
@@ -204,7 +215,10 @@ class Lifter:
         return [int(d) for d in np.asarray(self.static(e, what)).ravel()]
 
     def type(self, e: Entry) -> TensorType:
-        """The IR type `e` has (or will have once it is a Value)."""
+        """The IR type `e` has (or will have once it is a Value); a Complex has the type of
+        its parts."""
+        if isinstance(e, Complex):
+            return self.type(e.real)
         if isinstance(e, Value):
             return e.type
         if isinstance(e, Const):
@@ -345,6 +359,9 @@ class Lifter:
             return e.value
         if isinstance(e, Sym):
             return self.materialize(e)
+        if isinstance(e, Complex):
+            raise LiftError("a complex tensor is used by an op other than the FFTs and "
+                            "real/imag (the IR has no complex dtype)")
         if isinstance(e, Dead):
             raise LiftError(e.reason or "an input could not be lifted")
         if isinstance(e, Pending):
@@ -467,7 +484,7 @@ class Lifter:
         out_types = opdef.infer(types, attrs)
         try:
             results = kernel[0](opdef, arrays, attrs)
-        except SymbolicError:
+        except (SymbolicError, TypeError):   # TypeError: a size times a float, and the like
             return None
         out = []
         for r, t in zip(results, out_types):
@@ -531,6 +548,14 @@ def _reduce_obj(fn):
     return run
 
 
+def _cast_sizes(array, attrs):
+    """Sizes stay sizes under an integer cast; a float cast (ifft2's 1 / (h * w)) is
+    computed at run time."""
+    if not attrs["to"].is_int:
+        raise SymbolicError(f"a run-time size cast to {attrs['to']}")
+    return array
+
+
 _SYMBOLIC_KERNELS = {
     "identity": (_ir_kernel, ()),
     "strided_slice": (_ir_kernel, ()),
@@ -547,6 +572,6 @@ _SYMBOLIC_KERNELS = {
     "sub": (_ir_kernel, ()),
     # exact quotients stay symbolic (SymDim // int); others fall back to run time
     "floor_div": (lambda opdef, arrays, attrs: [np.floor_divide(arrays[0], arrays[1])], ()),
-    "cast": (lambda opdef, arrays, attrs: [arrays[0]], ()),
+    "cast": (lambda opdef, arrays, attrs: [_cast_sizes(arrays[0], attrs)], ()),
     "reduce_prod": (_reduce_obj(np.prod), ()),
 }

@@ -124,9 +124,46 @@ def _lower_tile(e, node):
          out=e.out(node.output))
 
 
+def _lower_gather_nd(e, node):
+    params, indices = node.inputs
+    _need(node, indices, {DType.i32, DType.i64}, "GATHER_ND indices")
+    emit(e, "GATHER_ND", [e.t(params), e.t(indices)], out=e.out(node.output))
+
+
+def _lower_scatter_nd_update(e, node):
+    """TFLite's SCATTER_ND writes into zeros, so the update is x * (1 - hit) + scattered,
+    hit being 1 where an index lands (min(count, 1))."""
+    x, indices, updates = node.inputs
+    _need(node, x, {DType.f32, DType.i32, DType.i64}, "SCATTER_ND")
+    _need(node, indices, {DType.i32, DType.i64}, "SCATTER_ND indices")
+    dt = x.type.dtype
+    if x.type.is_static:
+        shape = _param(e, list(x.type.shape), "shape")
+    else:
+        shape = emit(e, "SHAPE", [e.t(x)], dtype=DType.i32, shape=(x.type.rank,),
+                     options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="shape")
+    one = e.const(np.ones((), dt.np), f"{e.prefix}/one")
+    if updates.type.is_static:
+        ones = e.const(np.ones(updates.type.shape, dt.np), f"{e.prefix}/ones")
+    else:
+        ushape = emit(e, "SHAPE", [e.t(updates)], dtype=DType.i32, shape=(updates.type.rank,),
+                      options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="ushape")
+        ones = emit(e, "FILL", [ushape, one], dtype=dt, shape=updates.type.shape, name="ones")
+    out_shape = list(x.type.shape)
+    scattered = emit(e, "SCATTER_ND", [e.t(indices), e.t(updates), shape], dtype=dt,
+                     shape=out_shape, name="scattered")
+    hit = emit(e, "SCATTER_ND", [e.t(indices), ones, shape], dtype=dt, shape=out_shape,
+               name="hit")
+    hit = emit(e, "MINIMUM", [hit, one], name="hit1")
+    keep = emit(e, "SUB", [one, hit], options=fb.SubOptionsT(), name="keep")
+    kept = emit(e, "MUL", [e.t(x), keep], options=fb.MulOptionsT(), name="kept")
+    emit(e, "ADD", [kept, scattered], out=e.out(node.output), options=fb.AddOptionsT())
+
+
 LOWERINGS = {
     "reshape": _lower_reshape, "transpose": _lower_transpose, "concat": _lower_concat,
     "split": _lower_split, "slice": _lower_slice, "strided_slice": _lower_strided_slice,
     "pad": _lower_pad, "gather": _lower_gather, "broadcast_to": _lower_broadcast_to,
     "squeeze": _lower_squeeze, "expand_dims": _lower_expand_dims, "tile": _lower_tile,
+    "gather_nd": _lower_gather_nd, "scatter_nd_update": _lower_scatter_nd_update,
 }

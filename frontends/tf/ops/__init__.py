@@ -10,13 +10,14 @@ FusedBatchNormV3 -> batch_norm); Keras' decomposed arithmetic (batch-norm as mul
 erfc math) stays decomposed for the canonicalize and fusion passes.
 
 Families: `structural` (Const, Placeholder, Identity, ...), `elementwise`, `shape`, `reduce`,
-`nn` (conv, pool, batch norm, softmax, resize), `linalg` (MatMul, Einsum, ...) and `quant`
-(FakeQuant*); their shared helpers are in `common`.
+`nn` (conv, pool, batch norm, softmax, resize), `linalg` (MatMul, Einsum, ...), `quant`
+(FakeQuant*) and `spectral` (complex values as pairs of real tensors, FFTs); their shared
+helpers are in `common`.
 """
 
 from __future__ import annotations
 
-from . import elementwise, linalg, nn, quant, reduce, shape, structural
+from . import elementwise, linalg, nn, quant, reduce, shape, spectral, structural
 
 
 def _merge(*tables: dict) -> dict:
@@ -31,4 +32,4 @@ def _merge(*tables: dict) -> dict:
 
 
 TABLE = _merge(structural.TABLE, elementwise.TABLE, shape.TABLE, reduce.TABLE, nn.TABLE,
-               linalg.TABLE, quant.TABLE)
+               linalg.TABLE, quant.TABLE, spectral.TABLE)

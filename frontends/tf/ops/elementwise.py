@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..context import Const, LiftError, ir_dtype
+from . import spectral
 from .common import node_attr
 
 
@@ -100,7 +101,12 @@ def _clip(ctx, node, ins):
     return ctx.emit("minimum", [ctx.emit1("maximum", [x, lo]), hi])
 
 
+_COMPLEX_DTYPES = (8, 18)      # TF's complex64, complex128
+
+
 def _cast(ctx, node, ins):
+    if node.attr["DstT"].type in _COMPLEX_DTYPES:
+        return [spectral.to_complex(ctx, node, ins[0])]
     to = ir_dtype(node.attr["DstT"].type, "Cast target")
     if ctx.type(ins[0]).dtype == to:
         return ins[:1]

@@ -204,6 +204,12 @@ def _gather(ctx, node, ins):
                     {"axis": axis, "batch_dims": int(node_attr(node, "batch_dims", 0))})
 
 
+def _gather_nd(ctx, node, ins):
+    if int(node_attr(node, "batch_dims", 0)):
+        raise LiftError("GatherNd with batch_dims is not supported")
+    return ctx.emit("gather_nd", ins[:2])
+
+
 def _tile(ctx, node, ins):
     mult = ctx.const(ins[1])
     if mult is not None:
@@ -303,6 +309,8 @@ TABLE = {
     "Squeeze": _squeeze, "ExpandDims": _expand_dims, "Transpose": _transpose,
     "ConcatV2": _concat, "Concat": _concat, "Pack": _pack, "Unpack": _unpack, "Split": _split,
     "SplitV": _split_v, "Slice": _slice, "StridedSlice": _strided_slice, "GatherV2": _gather,
+    "GatherNd": _gather_nd,
+    "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
     "Tile": _tile, "BroadcastTo": _broadcast_to, "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
 }
