@@ -533,3 +533,18 @@ def test_random_affine_chains_canonicalize_to_one_fused_op(g, seed):
     fused = h.outputs[0].producer
     assert fused.op == op and fused.attrs["activation"] == "relu6"
     assert fused.scope == "layer" and fused.output.name == "out"
+
+
+@pytest.mark.parametrize("exponent, want", [(2.0, "mul"), (0.5, "sqrt"), (3.0, "pow")])
+def test_square_and_square_root_by_cheaper_ops(exponent, want):
+    """RMS norms square with pow(x, 2): canonicalize multiplies instead; other exponents,
+    and an exponent that broadcasts the result, keep pow."""
+    g = Graph()
+    x = g.add_input(f32("batch", 8), "x")
+    y = g.add("pow", [x, g.constant(np.float32(exponent))], names=["y"]).output
+    wide = g.add("pow", [x, g.constant(np.full((3, 1, 8), 2.0, np.float32))],
+                 names=["wide"]).output
+    g.set_outputs([y, wide])
+    out = run_pipeline(g, "canonicalize")        # also checks the results are unchanged
+    assert ops(out).count("pow") == (2 if want == "pow" else 1), ops(out)
+    assert want in ops(out)

@@ -51,8 +51,11 @@ else:
     bert = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
                                          hidden_dim=16, intermediate_dim=32,
                                          max_sequence_length=32)
+    # An encoder-decoder: two sequence lengths, and relative-bias variables sharing a path.
+    t5 = keras_hub.models.T5Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
+                                     hidden_dim=16, intermediate_dim=32, key_value_dim=8)
     hub = {}
-    for name, m in (("llama", llama), ("bert", bert)):
+    for name, m in (("llama", llama), ("bert", bert), ("t5", t5)):
         r = tensorforge.convert(m, target="all", output=out + "_" + name, verify=True)
         hub[name] = {"ok": r.verification.ok, "table": r.verification.table(),
                      "sizes": sorted({row.sizes for row in r.verification.rows}),
@@ -107,6 +110,10 @@ def test_kerashub_models_on_jax_convert_and_verify(jax_backend_run):
         pytest.skip("keras_hub is not installed")
     for name, r in hub.items():
         assert r["ok"], r["table"]
-        assert r["sizes"] == ["batch=2, dim1=2", "batch=3, dim1=5"], name
+    for name in ("llama", "bert"):
+        assert hub[name]["sizes"] == ["batch=2, dim1=2", "batch=3, dim1=5"], name
+    # The encoder and the decoder run at lengths of their own.
+    assert hub["t5"]["sizes"] == ["batch=2, encoder_dim1=3, decoder_dim1=2",
+                                  "batch=3, encoder_dim1=6, decoder_dim1=5"]
     # BERT's position table bounds the sequence: the trace assumes it, and says so.
     assert hub["bert"]["assumptions"] == ["dim1 <= 32"]

@@ -144,7 +144,8 @@ def _mask(rng, shape) -> np.ndarray:
 def sample_inputs(module: Module, batch: int = 2, seed: int = 0,
                   dim: int | None = None) -> dict[str, np.ndarray]:
     """Random inputs fitting the entry graph's signature (the symbol `batch` set to `batch`,
-    other run-time dims to `dim`, default `batch`), keyed by the module's input names, with
+    other run-time dims to `dim`, default `batch`, distinct named ones to `dim`, `dim + 1`,
+    ...), keyed by the module's input names, with
     values the model accepts: floats from a standard normal, integer ids below the size of
     the table they index, masks (bool inputs, or inputs named `*mask*`) as rows of ones then
     zeros with at least one one."""
@@ -152,9 +153,13 @@ def sample_inputs(module: Module, batch: int = 2, seed: int = 0,
     names = input_names(module)
     rng = np.random.default_rng(seed)
     dim = batch if dim is None else dim
+    # Distinct named run-time dims (an encoder's and a decoder's lengths) get distinct sizes.
+    named = sorted({d for v in graph.inputs for d in v.type.shape
+                    if isinstance(d, str) and d not in ("batch", UNKNOWN)})
+    size_of = {d: dim + j for j, d in enumerate(named)}
     out = {}
     for name, v in zip(names, graph.inputs):
-        shape = [d if isinstance(d, int) else batch if d == "batch" else dim
+        shape = [d if isinstance(d, int) else batch if d == "batch" else size_of.get(d, dim)
                  for d in v.type.shape]
         dt = v.type.dtype
         if dt.is_float:

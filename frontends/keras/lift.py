@@ -306,18 +306,24 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
     by the JAX frontend. Variables become constants named by their Keras paths
     (`dense/kernel`), scopes come from the layers' JAX name scopes (the layer paths), dim 0 of
     every input is the symbol `batch` and any other run-time dim k the symbol `dim{k}`, shared
-    by the inputs (token ids and their padding mask have one sequence length)."""
+    by the inputs (token ids and their padding mask have one sequence length); inputs named
+    `encoder_*` / `decoder_*` get `encoder_dim{k}` / `decoder_dim{k}`."""
     import jax
 
-    variables = list(model.variables)
-    paths = [v.path for v in variables]
-    if len(set(paths)) != len(paths):
-        twice = sorted({p for p in paths if paths.count(p) > 1})
-        raise ConversionError(f"model '{model.name}' has several variables at one path "
-                              f"({', '.join(twice)}); they cannot be named apart")
-    params = {v.path: v.value for v in variables}
-    trainable = [v.path for v in model.trainable_variables]
-    non_trainable = [v.path for v in model.non_trainable_variables]
+    # Constants are named by variable path; distinct variables sharing a path (T5's
+    # per-layer relative attention biases) get `_1`, `_2`, ... suffixes.
+    keys_of: dict[int, str] = {}
+    taken: set[str] = set()
+    for v in model.variables:
+        key, n = v.path, 0
+        while key in taken:
+            n += 1
+            key = f"{v.path}_{n}"
+        taken.add(key)
+        keys_of[id(v)] = key
+    params = {keys_of[id(v)]: v.value for v in model.variables}
+    trainable = [keys_of[id(v)] for v in model.trainable_variables]
+    non_trainable = [keys_of[id(v)] for v in model.non_trainable_variables]
 
     def call(params, *xs):
         x = dict(zip(keys, xs)) if keys is not None else (xs[0] if len(xs) == 1 else list(xs))
@@ -325,8 +331,13 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
                                       [params[p] for p in non_trainable], x, training=False)
         return out
 
-    ranks = [len(s.shape) for s in specs]
-    names = ["batch"] + [f"dim{k}" for k in range(1, max(ranks, default=1))]
+    # Run-time dim k of an input is `dim{k}`, shared by the inputs of one sequence; an
+    # encoder-decoder's encoder_* and decoder_* inputs have lengths of their own.
+    dim_names = [[None if d is not None else "batch" if k == 0 else
+                  f"{_sequence_group(name)}dim{k}" for k, d in enumerate(s.shape.as_list())]
+                 for s, name in zip(specs, input_names)]
+    names = ["batch"] + sorted({n for dims in dim_names for n in dims
+                                if n is not None and n != "batch"})
     # JAX traces with symbolic sizes and refuses comparisons it cannot decide (`dim1 <= 32`
     # before slicing a position table of 32 rows). Such a comparison is a limit of the model
     # itself, so it becomes a constraint of the trace (reported in the module's metadata).
@@ -335,9 +346,9 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
         symbols = dict(zip(names, jax.export.symbolic_shape(", ".join(names),
                                                             constraints=constraints)))
         args = [jax.ShapeDtypeStruct(
-            tuple(symbols["batch" if k == 0 else f"dim{k}"] if d is None else d
-                  for k, d in enumerate(s.shape.as_list())), s.dtype.as_numpy_dtype)
-            for s in specs]
+            tuple(symbols[n] if n is not None else d
+                  for n, d in zip(dims, s.shape.as_list())), s.dtype.as_numpy_dtype)
+            for s, dims in zip(specs, dim_names)]
         try:
             module = _trace_on_jax(model, call, params, args, input_names)
             break
@@ -351,6 +362,14 @@ def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:
         module.metadata["assumptions"] = constraints
     module.metadata["source"] = "keras"
     return module
+
+
+def _sequence_group(input_name: str) -> str:
+    """`encoder_` / `decoder_` for KerasHub's encoder-decoder inputs, else ""."""
+    for prefix in ("encoder_", "decoder_"):
+        if input_name.startswith(prefix):
+            return prefix
+    return ""
 
 
 _MAX_CONSTRAINTS = 8

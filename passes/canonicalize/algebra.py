@@ -1,5 +1,5 @@
 """Algebraic identities: x+0, x-0, x*1, x/1, x**1, f(f(x)) for involutions and idempotent ops,
-identity and same-dtype cast removal."""
+identity and same-dtype cast removal, and x**2 / x**0.5 as a multiply / sqrt."""
 
 from __future__ import annotations
 
@@ -95,8 +95,32 @@ def _ops_with(trait: str) -> list[str]:
     return sorted(name for name, d in all_ops().items() if trait in d.traits)
 
 
+class SquareByMultiply(RewritePattern):
+    """x ** 2 -> x * x, x ** 0.5 -> sqrt(x) for floats (RMS norms square their input; a
+    runtime's POW is a general power function, several times slower than MUL), when the
+    exponent does not broadcast the result to a bigger shape."""
+
+    root = "pow"
+
+    def match_and_rewrite(self, node, rw):
+        x, e = node.inputs
+        out = node.outputs[0]
+        if not x.type.dtype.is_float or x.type != out.type:
+            return False
+        exponent = splat_value(e)
+        if exponent == 2:
+            new = rw.create("mul", [x, x], like=node).outputs[0]
+        elif exponent == 0.5:
+            new = rw.create("sqrt", [x], like=node).outputs[0]
+        else:
+            return False
+        new.name, new.quant, new.layout = out.name, out.quant, out.layout
+        rw.replace(node, [new])
+        return True
+
+
 def algebra_patterns() -> list[RewritePattern]:
-    return [RemoveIdentity(), RemoveNoopCast(),
+    return [RemoveIdentity(), RemoveNoopCast(), SquareByMultiply(),
             *(Involution(op) for op in _ops_with("involution")),
             *(Idempotent(op) for op in _ops_with("idempotent")),
             *(BinaryIdentity(op) for op in BinaryIdentity.NEUTRAL)]
