@@ -176,6 +176,32 @@ def _output_names(model, structured, n: int) -> list[str]:
     return [f"output_{i}" for i in range(n)]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _keras_error_summary(e: BaseException) -> str:
+    """Keras' "Exception encountered when calling X.call()." plus the message it wraps."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Exception encountered") and len(lines) > 1:
+        inner = lines[1].split(". ")[0].rstrip(".")      # its first sentence
+        return f"{lines[0]} {inner[:200]}."
+    return lines[0]
+
+
+def _python_control_flow(e: BaseException) -> bool:
+    """True for the errors of Python `if` / `for` on a symbolic tensor under tracing."""
+    import tensorflow as tf
+
+    while e is not None:
+        if isinstance(e, tf.errors.OperatorNotAllowedInGraphError) or (
+                isinstance(e, TypeError) and "Tensor" in str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _leaf_names(tree, prefix: str) -> list[str]:
     if isinstance(tree, dict):
         return [name for k in sorted(tree)
@@ -293,8 +319,13 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     except ConversionError:
         raise
     except Exception as e:
+        hint = ""
+        if _python_control_flow(e):
+            hint = (" (a layer loops or branches in Python on a value only known when the "
+                    "model runs, such as a run-time size; fixing the input dims with "
+                    "input_shapes= / --input-shape gives it a value)")
         raise ConversionError(f"tracing Keras model '{model.name}' failed: "
-                              f"{type(e).__name__}: {_one_line(e)}") from None
+                              f"{type(e).__name__}: {_keras_error_summary(e)}{hint}") from None
     output_names = _output_names(model, concrete.structured_outputs, len(concrete.outputs))
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
                                     scope_fn=keras_scope_fn(model), source="keras")
