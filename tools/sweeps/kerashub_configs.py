@@ -13,6 +13,12 @@ from collections.abc import Callable
 # Shared sizes: vocabulary 50, width 16, 2 heads, FFN 32, 2 layers (or fewer).
 _V, _D, _F, _H, _L = 50, 16, 32, 2, 2
 _TEXT = dict(vocabulary_size=_V, num_layers=_L, num_heads=_H, hidden_dim=_D, intermediate_dim=_F)
+# SmolLM and SmolLM3 take the same constructor arguments.
+_SMOLLM = dict(vocabulary_size=_V, hidden_dim=_D, intermediate_dim=_F, num_layers=_L,
+               num_attention_heads=_H, num_key_value_heads=1, attention_bias=False,
+               attention_dropout=0.0, rope_layer_enabled_list=[True, False],
+               layer_types=["attention"] * _L, mlp_bias=False, layer_norm_epsilon=1e-5,
+               max_position_embeddings=32, rope_theta=10000.0, partial_rotary_factor=1.0)
 _DECODER = dict(vocabulary_size=_V, num_layers=_L, num_query_heads=_H, num_key_value_heads=1,
                 hidden_dim=_D, intermediate_dim=_F)
 
@@ -246,20 +252,8 @@ CONFIGS: dict[str, dict | Callable[[], dict]] = {
                                layer_types=["linear_attention", "full_attention"],
                                linear_num_key_heads=2, linear_num_value_heads=2,
                                linear_key_head_dim=8, linear_value_head_dim=8),
-    "SmolLMBackbone": dict(vocabulary_size=_V, hidden_dim=_D, intermediate_dim=_F,
-                           num_layers=_L, num_attention_heads=_H, num_key_value_heads=1,
-                           attention_bias=False, attention_dropout=0.0,
-                           rope_layer_enabled_list=[True, False],
-                           layer_types=["attention"] * _L, mlp_bias=False,
-                           layer_norm_epsilon=1e-5, max_position_embeddings=32,
-                           rope_theta=10000.0, partial_rotary_factor=1.0),
-    "SmolLM3Backbone": dict(vocabulary_size=_V, hidden_dim=_D, intermediate_dim=_F,
-                            num_layers=_L, num_attention_heads=_H, num_key_value_heads=1,
-                            attention_bias=False, attention_dropout=0.0,
-                            rope_layer_enabled_list=[True, False],
-                            layer_types=["attention"] * _L, mlp_bias=False,
-                            layer_norm_epsilon=1e-5, max_position_embeddings=32,
-                            rope_theta=10000.0, partial_rotary_factor=1.0),
+    "SmolLMBackbone": _SMOLLM,
+    "SmolLM3Backbone": _SMOLLM,
     "RWKV7Backbone": dict(hidden_size=_D, head_size=8, num_layers=_L, vocabulary_size=_V,
                           intermediate_dim=_F, gate_lora=8, mv_lora=8, aaa_lora=8,
                           decay_lora=8),
