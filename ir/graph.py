@@ -17,6 +17,7 @@ import numpy as np
 
 from .attrs import attr_equal, normalize_attr
 from .ops import get_op, has_op
+from .ops.registry import infer_types
 from .quantized import operand_types
 from .types import DType, Layout, QuantParams, TensorType
 
@@ -85,10 +86,12 @@ class Node:
     frontend's location (framework op name, user source line) used in diagnostics.
     """
 
-    __slots__ = ("op", "inputs", "outputs", "attrs", "scope", "loc", "graph", "prev", "next")
+    __slots__ = ("op", "inputs", "outputs", "attrs", "scope", "loc", "graph", "prev", "next",
+                 "regions")
 
     def __init__(self, op: str, inputs: Sequence[Value], outputs: Sequence[Value],
-                 attrs: dict[str, Any] | None = None, scope: str = "", loc: str = ""):
+                 attrs: dict[str, Any] | None = None, scope: str = "", loc: str = "",
+                 regions: Sequence["Graph"] = ()):
         self.op = op
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -101,6 +104,13 @@ class Node:
         for i, out in enumerate(self.outputs):
             out.producer = self
             out.index = i
+        # Regions (`while` cond/body, `if` branches, `scan` body): graphs this node owns.
+        # They are isolated from above, as TFLite subgraphs and TF functions are: a region
+        # reads only its own inputs (block arguments) and the constants inside it, so every
+        # pass that rewrites the enclosing graph stays correct without looking inside.
+        self.regions: list[Graph] = list(regions)
+        for r in self.regions:
+            r.owner = self
 
     @property
     def output(self) -> Value:
@@ -130,6 +140,7 @@ class Graph:
 
     def __init__(self, name: str = "main"):
         self.name = name
+        self.owner: Node | None = None  # the node owning this graph as a region, if any
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self._first: Node | None = None
@@ -144,6 +155,21 @@ class Graph:
             nxt = node.next
             yield node
             node = nxt
+
+    def walk(self) -> Iterator[Node]:
+        """Every node, the nodes of regions included (each region right after the node that
+        owns it, so operands are seen before uses within each graph)."""
+        for node in self:
+            yield node
+            for region in node.regions:
+                yield from region.walk()
+
+    def region_graphs(self) -> Iterator["Graph"]:
+        """The regions of this graph's nodes, nested ones included (outermost first)."""
+        for node in self:
+            for region in node.regions:
+                yield region
+                yield from region.region_graphs()
 
     @property
     def nodes(self) -> list[Node]:
@@ -181,18 +207,20 @@ class Graph:
 
     def add(self, op: str, inputs: Sequence[Value] = (), attrs: dict[str, Any] | None = None, *,
             types: Sequence[TensorType] | None = None, names: Sequence[str | None] | None = None,
-            scope: str = "", loc: str = "", before: Node | None = None) -> Node:
+            scope: str = "", loc: str = "", before: Node | None = None,
+            regions: Sequence["Graph"] = ()) -> Node:
         """Creates a node (result types inferred from the op registry unless given) and inserts it
-        at the end of the graph, or just before `before`. Returns the node."""
+        at the end of the graph, or just before `before`. `regions` are the graphs a control
+        flow op owns (see `ir/ops/control.py`). Returns the node."""
         opdef = get_op(op)
         attrs = opdef.complete_attrs(attrs or {})
         if types is None:
             # Quantized operands read as f32 (ir/quantized.py); results come out float and a
             # pass that quantizes them sets their type and params afterwards.
-            types = opdef.infer(operand_types(op, inputs), attrs)
+            types = infer_types(opdef, operand_types(op, inputs), attrs, regions)
         names = list(names) if names is not None else [None] * len(types)
         outputs = [Value(t, n) for t, n in zip(types, names)]
-        node = Node(op, inputs, outputs, attrs, scope=scope, loc=loc)
+        node = Node(op, inputs, outputs, attrs, scope=scope, loc=loc, regions=regions)
         if before is None:
             self.append(node)
         else:
@@ -287,9 +315,28 @@ class Graph:
             for o, new in zip(n.outputs, outs):
                 vmap[id(o)] = new
             g.append(Node(n.op, [vmap[id(v)] for v in n.inputs], outs, dict(n.attrs),
-                          scope=n.scope, loc=n.loc))
+                          scope=n.scope, loc=n.loc, regions=[r.clone() for r in n.regions]))
         g.set_outputs([vmap[id(v)] for v in self.outputs])
         return g
+
+    def inline(self, region: "Graph", args: Sequence[Value], *, before: Node | None = None,
+               scope: str | None = None) -> list[Value]:
+        """Copies the nodes of `region` into this graph (at the end, or before `before`), its
+        inputs bound to `args`; returns the copies of its outputs. `scope` given replaces
+        the copies' empty scopes (a loop body unrolled into a layer)."""
+        vmap: dict[int, Value] = {id(v): a for v, a in zip(region.inputs, args, strict=True)}
+        for n in region:
+            outs = [Value(o.type, o.name, quant=o.quant, layout=o.layout) for o in n.outputs]
+            for o, new in zip(n.outputs, outs):
+                vmap[id(o)] = new
+            copy = Node(n.op, [vmap[id(v)] for v in n.inputs], outs, dict(n.attrs),
+                        scope=n.scope or (scope or ""), loc=n.loc,
+                        regions=[r.clone() for r in n.regions])
+            if before is None:
+                self.append(copy)
+            else:
+                self.insert_before(copy, before)
+        return [vmap[id(v)] for v in region.outputs]
 
     def to_networkx(self):
         """A `networkx.MultiDiGraph` view for analyses: nodes are `Node` objects plus one node
@@ -328,6 +375,13 @@ class Module:
             raise ValueError(f"module already has a graph @{graph.name}")
         self.graphs[graph.name] = graph
         return graph
+
+    def all_graphs(self) -> Iterator[Graph]:
+        """Every graph: the module's own and, after each, the regions nested in it. Passes
+        that rewrite graph by graph (canonicalization, CSE, DCE) walk these."""
+        for g in self.graphs.values():
+            yield g
+            yield from g.region_graphs()
 
     @property
     def main(self) -> Graph:
@@ -418,6 +472,9 @@ def graphs_equal(a: Graph, b: Graph) -> bool:
                 not all(attr_equal(v, shown_n[k]) for k, v in shown_m.items()):
             return False
         if not all(same_value(x, y) for x, y in zip(m.outputs, n.outputs)):
+            return False
+        if len(m.regions) != len(n.regions) or \
+                not all(graphs_equal(r, s) for r, s in zip(m.regions, n.regions)):
             return False
     return all(counterpart.get(id(x)) == id(y) for x, y in zip(a.outputs, b.outputs))
 

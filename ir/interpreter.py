@@ -14,6 +14,7 @@ import numpy as np
 from .errors import ConversionError, Diagnostic, TensorforgeError
 from .graph import Graph, Module, Node, Value
 from .ops import get_op
+from .ops.registry import run_kernel
 from .quantized import (BOUNDARY_OPS, dequantize_array, hybrid_input, is_hybrid,
                         is_quantized, quantize_array)
 
@@ -89,7 +90,7 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
             if is_hybrid(node):
                 args[0] = hybrid_input(node, args[0])
         try:
-            results = opdef.kernel(args, node.attrs)
+            results = run_kernel(opdef, args, node.attrs, region_runner(node, check_types))
             if quantized_op:
                 results = [quantize_array(np.asarray(r), v.quant, v.type.dtype)
                            if is_quantized(v) else r for r, v in zip(results, node.outputs)]
@@ -117,6 +118,18 @@ def run_graph(graph: Graph, inputs: Sequence | Mapping, *, check_types: bool = T
     if capture is None:
         return outputs
     return outputs, [env[id(v)] for v in capture]
+
+
+def region_runner(node: Node, check_types: bool = True):
+    """`run(k, arrays)` for a region op's kernel: runs region k of `node` on `arrays`, or
+    None for a node without regions."""
+    if not node.regions:
+        return None
+
+    def run(k: int, arrays):
+        return run_graph(node.regions[k], list(arrays), check_types=check_types)
+
+    return run
 
 
 def run_module(module: Module, inputs, *, check_types: bool = True) -> list[np.ndarray]:

@@ -177,11 +177,21 @@ def print_node(node: Node, name: _Namer, elide: bool = False) -> str:
 
 
 def print_graph(graph: Graph, elide: bool = False) -> str:
+    """The text of one graph; the regions of a control-flow node follow it in braces, each
+    a graph of its own (its names are its own: regions are isolated from above)."""
     name = _Namer(graph)
     args = ", ".join(f"{name(v)}: {format_value_type(v)}" for v in graph.inputs)
     rets = ", ".join(format_value_type(v) for v in graph.outputs)
     lines = [f"graph @{_format_name(graph.name)}({args}) -> ({rets}) {{"]
-    lines += ["  " + print_node(n, name, elide) for n in graph]
+    for n in graph:
+        head = "  " + print_node(n, name, elide)
+        if not n.regions:
+            lines.append(head)
+            continue
+        lines.append(head + " {")
+        for region in n.regions:
+            lines += ["    " + line for line in print_graph(region, elide).split("\n")]
+        lines.append("  }")
     lines.append("  return" + ("" if not graph.outputs else
                                " " + ", ".join(name(v) for v in graph.outputs)))
     lines.append("}")
@@ -267,6 +277,7 @@ class _Stmt:
     scope: str
     loc: str
     tok: Token
+    regions: list = field(default_factory=list)
 
 
 @dataclass
@@ -536,7 +547,12 @@ class _Parser:
                 scope = val
             else:
                 loc = val
-        return _Stmt(results, op_tok.text, operands, attrs, types, scope, loc, first)
+        regions = []
+        if self.accept("{"):  # the regions of a control-flow op, one graph each
+            while self.at("graph"):
+                regions.append(self.parse_graph())
+            self.expect("}", "to close the regions")
+        return _Stmt(results, op_tok.text, operands, attrs, types, scope, loc, first, regions)
 
     def parse_graph(self) -> Graph | None:
         self.expect("graph", "to start a graph")
@@ -647,7 +663,7 @@ class _Parser:
                     for (name, _), (t, q, l) in zip(s.results, s.types)]
             opdef = get_op(s.op)
             graph.append(Node(s.op, operands, outs, opdef.complete_attrs(s.attrs),
-                              scope=s.scope, loc=s.loc))
+                              scope=s.scope, loc=s.loc, regions=s.regions))
             for (name, tok), v in zip(s.results, outs):
                 env[name], defined_at[name] = v, tok
 

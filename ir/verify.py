@@ -11,6 +11,7 @@ from __future__ import annotations
 from .errors import Diagnostic, InferenceError, VerificationError
 from .graph import Graph, Module, Node, Value
 from .ops import get_op, has_op
+from .ops.registry import infer_types
 from .quantized import BOUNDARY_OPS, is_quantized, operand_types
 from .types import TensorType
 
@@ -26,8 +27,9 @@ def types_compatible(declared: TensorType, inferred: TensorType) -> bool:
 
 
 class _Reporter:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, prefix: str = ""):
         self.graph = graph
+        self.prefix = prefix  # the enclosing graphs of a region, e.g. `@main/%3 = while/`
         self.diags: list[Diagnostic] = []
         self._namer = None
 
@@ -40,16 +42,21 @@ class _Reporter:
 
     def at(self, node: Node, message: str) -> None:
         head = (f"{self.name(node.outputs[0])} = {node.op}" if node.outputs else node.op)
-        self.diags.append(Diagnostic(f"@{self.graph.name}: {message}", node=head,
+        self.diags.append(Diagnostic(f"{self.where}: {message}", node=head,
                                      scope=node.scope, loc=node.loc))
 
+    @property
+    def where(self) -> str:
+        return f"{self.prefix}@{self.graph.name}"
+
     def graph_level(self, message: str) -> None:
-        self.diags.append(Diagnostic(f"@{self.graph.name}: {message}"))
+        self.diags.append(Diagnostic(f"{self.where}: {message}"))
 
 
-def graph_problems(graph: Graph) -> list[Diagnostic]:
-    """Every invariant violation in `graph` (empty list when it is valid)."""
-    r = _Reporter(graph)
+def graph_problems(graph: Graph, prefix: str = "") -> list[Diagnostic]:
+    """Every invariant violation in `graph` and the regions nested in it (empty list when it
+    is valid). `prefix` names the enclosing graphs of a region in messages."""
+    r = _Reporter(graph, prefix)
     defined: set[int] = set()
     for i, v in enumerate(graph.inputs):
         if id(v) in defined:
@@ -111,12 +118,23 @@ def _check_node(r: _Reporter, node: Node, defined: set[int]) -> None:
     if arity:
         problems.append(arity)
     problems += opdef.attr_problems(node.attrs)
+    regions = opdef.region_count_problem(len(node.regions))
+    if regions:
+        problems.append(regions)
+    for region in node.regions:
+        if region.owner is not node:
+            problems.append(f"region @{region.name} records a different owner")
+        # Each region is a graph of its own (isolated from above): its problems are listed
+        # with the path of graphs that leads to it.
+        owner = r.name(node.outputs[0]) if node.outputs else node.op
+        r.diags += graph_problems(region, f"{r.where} {owner} ")
     for p in problems:
         r.at(node, p)
     if problems:
         return
     try:
-        inferred = opdef.infer(operand_types(node.op, node.inputs), node.attrs)
+        inferred = infer_types(opdef, operand_types(node.op, node.inputs), node.attrs,
+                               node.regions)
     except InferenceError as e:
         r.at(node, str(e))
         return

@@ -10,7 +10,8 @@
   lowering inlines a sub-jaxpr with `ctx.inline(eqn, ins)`, without importing the driver.
 - Node scope = the equation's name stack (Flax module path, e.g. `MLP/fc1`), loc =
   `jax:{primitive}:{file}:{line}` of the user frame (`_frame`).
-- `_collect_unsupported` lists every primitive the table cannot lower, before lifting starts.
+- A primitive the table cannot lower is evaluated by JAX when its inputs are all constants
+  (`_fold_with_jax`), else reported; lifting goes on, so every problem is listed at once.
 
 Imports the IR only (and JAX lazily): op tables import this module, never the reverse.
 """
@@ -48,7 +49,7 @@ class Const:
     __slots__ = ("array", "name", "value")
 
     def __init__(self, array, name: str | None = None):
-        self.array = np.asarray(array)
+        self.array = np.asanyarray(array)  # (a PRNG key stays a _KeyArray)
         self.name = name
         self.value: Value | None = None  # the graph constant, once materialized
 
@@ -290,6 +291,8 @@ class Lifter:
             ins = [_read(self, a) for a in eqn.invars]
             lower = _marker(eqn, self.table) or self.table.get(name)
             if any(x is DEAD for x in ins):
+                if lower is None and name not in _CALL_PRIMS:  # still worth reporting
+                    self._no_lowering(eqn, scope, fl)
                 outs = [DEAD] * len(eqn.outvars)
             elif lower is not None:
                 self.scope, self.prim, self.fl = scope, name, fl
@@ -303,6 +306,9 @@ class Lifter:
                         str(e), node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
                         scope=scope, loc=self.loc))
                     outs = [DEAD] * len(eqn.outvars)
+            elif name not in _CALL_PRIMS:
+                self.scope, self.prim, self.fl, self.loc = scope, name, fl, _loc(name, fl)
+                outs = self._fold_with_jax(eqn, ins)
             else:
                 sub = _sub_jaxpr(eqn)
                 sub_consts = sub[1] if sub else []
@@ -310,6 +316,62 @@ class Lifter:
             for v, o in zip(eqn.outvars, outs):
                 self.env[v] = o
         return [_read(self, v) for v in jaxpr.outvars]
+
+    def region(self, name: str, entries: Sequence, build) -> tuple[Graph, list] | None:
+        """A region graph (for `while`, `if`, `scan`) named `name`.
+
+        Regions are isolated from above: each Value entry of `entries` becomes a region input
+        (the caller passes the same Values as the node's operands, in order); a Const entry is
+        copied in as a constant of the region. `build(sub, args)` lifts the body with the
+        sub-lifter `sub` and returns its output entries. Returns (graph, the Value entries in
+        input order), or None when lifting the body failed (already reported)."""
+        graph = Graph(name)
+        sub = Lifter(graph, self.table)
+        sub.diagnostics = self.diagnostics  # one list: every problem is reported at once
+        sub.scope, sub.loc, sub.prim, sub.fl = self.scope, self.loc, self.prim, self.fl
+        args, operands = [], []
+        for e in entries:
+            if isinstance(e, Const):
+                args.append(Const(e.array, e.name))
+            else:
+                v = graph.add_input(e.type, e.name)
+                sub.note_input_dims(v)
+                args.append(v)
+                operands.append(e)
+        before = len(self.diagnostics)
+        outs = build(sub, args)
+        if len(self.diagnostics) > before or any(o is DEAD for o in outs):
+            return None
+        sub.scope, sub.loc = self.scope, self.loc
+        graph.set_outputs([sub.value(o) for o in outs])
+        return graph, operands
+
+    def lift_closed(self, closed, args) -> list:
+        """Lifts a ClosedJaxpr (a control-flow body) on `args` under the current scope."""
+        return self.lift_jaxpr(closed.jaxpr, list(closed.consts), args, self.scope, self.fl)
+
+    def _fold_with_jax(self, eqn, ins) -> list:
+        """An equation the table cannot lower whose inputs are all import-time constants
+        (a PRNG key split, a random dropout mask from a fixed key, a table built with a
+        primitive we lack) is evaluated by JAX itself; otherwise it is reported."""
+        if not all(isinstance(e, Const) for e in ins):
+            self._no_lowering(eqn, self.scope, self.fl)
+            return [DEAD] * len(eqn.outvars)
+        try:
+            outs = eqn.primitive.bind(*[_jax_operand(e.array) for e in ins], **eqn.params)
+        except Exception as ex:
+            self.diagnostics.append(Diagnostic(
+                f"primitive {eqn.primitive.name} has no IR lowering, and evaluating it on its "
+                f"constant inputs failed: {type(ex).__name__}: {ex}",
+                node=_eqn_text(eqn), scope=self.scope, loc=self.loc))
+            return [DEAD] * len(eqn.outvars)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+        return [Const(_host_array(o)) for o in outs]
+
+    def _no_lowering(self, eqn, scope, fl) -> None:
+        name = eqn.primitive.name
+        self.diagnostics.append(Diagnostic(f"primitive {name} has no IR lowering",
+                                           node=_eqn_text(eqn), scope=scope, loc=_loc(name, fl)))
 
     def inline(self, eqn, ins) -> list:
         """Lifts the sub-jaxpr of the call-like equation being lowered (`eqn`, inputs `ins`)
@@ -391,23 +453,37 @@ def _where(eqn, outer_scope, outer_fl):
     return scope, fl
 
 
-def _collect_unsupported(jaxpr, table, out, outer_scope="", outer_fl=None):
-    """Appends to `out` a Diagnostic for every equation of `jaxpr` (inlined calls included)
-    that `table` cannot lower."""
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        scope, fl = _where(eqn, outer_scope, outer_fl)
-        if _marker(eqn, table) is not None:
-            continue
-        sub = _sub_jaxpr(eqn) if name in _CALL_PRIMS else None
-        if sub is not None:
-            _collect_unsupported(sub[0], table, out, scope, fl)
-            continue
-        if name in table:
-            continue
-        out.append(Diagnostic(f"primitive {name} has no IR lowering",
-                              node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
-                              scope=scope, loc=_loc(name, fl)))
+def _eqn_text(eqn) -> str:
+    return f"{eqn.primitive.name} -> {', '.join(str(v.aval) for v in eqn.outvars)}"
+
+
+def _host_array(x) -> np.ndarray:
+    """A JAX result as a NumPy array; a typed PRNG key array as its raw key data."""
+    import jax
+
+    if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+        return _KeyArray(x)
+    return np.asarray(x)
+
+
+class _KeyArray(np.ndarray):
+    """A typed PRNG key held as an import-time constant: its key data, remembering the key
+    array itself so that JAX can go on evaluating random primitives on it."""
+
+    def __new__(cls, key):
+        import jax
+
+        obj = np.asarray(jax.random.key_data(key)).view(cls)
+        obj.key = key
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.key = None  # arithmetic on key data is not a key
+
+
+def _jax_operand(a: np.ndarray):
+    key = getattr(a, "key", None)
+    return key if key is not None else np.asarray(a)
 
 
 def _read(ctx: Lifter, atom):

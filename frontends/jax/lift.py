@@ -24,7 +24,8 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Graph, Module
 from ...ir.types import TensorType
 from ...version import package_version
-from .context import Const, Lifter, LiftError, _collect_unsupported, ir_dim, ir_dtype
+from . import control  # noqa: F401  (registers the control-flow lowerings)
+from .context import Const, Lifter, LiftError, ir_dim, ir_dtype
 from .ops import TABLE
 
 
@@ -99,11 +100,6 @@ def from_jax(fn, example_args: Sequence, *, params=None, names: Sequence[str] | 
         raise ConversionError(f"traced function takes {len(jaxpr.invars)} leaves, expected "
                               f"{n_params} parameters + {len(leaf_names)} inputs")
 
-    unsupported: list[Diagnostic] = []
-    _collect_unsupported(jaxpr, TABLE, unsupported)
-    if unsupported:
-        raise ConversionError("unsupported JAX primitives", unsupported)
-
     graph = Graph("main")
     ctx = Lifter(graph, TABLE)
     args, problems = [], []
@@ -123,7 +119,9 @@ def from_jax(fn, example_args: Sequence, *, params=None, names: Sequence[str] | 
 
     outs = ctx.lift_jaxpr(jaxpr, closed.consts, args)
     if ctx.diagnostics:
-        raise ConversionError("cannot lift the JAX function", ctx.diagnostics)
+        unsupported = all("has no IR lowering" in d.message for d in ctx.diagnostics)
+        raise ConversionError("unsupported JAX primitives" if unsupported
+                              else "cannot lift the JAX function", ctx.diagnostics)
     out_names = list(output_names) if output_names is not None else \
         [f"output_{i}" for i in range(len(outs))]
     ctx.scope, ctx.loc = "", "jax:output"

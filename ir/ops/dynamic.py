@@ -260,3 +260,39 @@ register_op(OpDef(
            "dims": _dims_attr()},
     traits=PURE, doc="pad with paddings ([rank, 2]: before, after) computed at run time.",
 ))
+
+
+# -- dynamic_update_slice ----------------------------------------------------------------------
+
+def _infer_dynamic_update_slice(types, attrs):
+    x, update, start = types
+    check(update.dtype == x.dtype, f"dynamic_update_slice: update {update} differs in dtype "
+                                   f"from {x}")
+    check(update.rank == x.rank, f"dynamic_update_slice: update {update} and operand {x} "
+                                 f"differ in rank")
+    _size_operand(start, "dynamic_update_slice start", x.rank)
+    for i, (u, d) in enumerate(zip(update.shape, x.shape)):
+        check(not (isinstance(u, int) and isinstance(d, int) and u > d),
+              f"dynamic_update_slice: update dim {i} ({u}) is larger than the operand's ({d})")
+    return [x]
+
+
+def clamped_starts(start, x_shape, update_shape) -> list[int]:
+    """Start indices clamped so the update fits (XLA's, JAX's and TFLite's rule)."""
+    return [min(max(int(s), 0), d - u) for s, d, u in zip(start, x_shape, update_shape)]
+
+
+def _dynamic_update_slice_kernel(ins, attrs):
+    x, update, start = ins
+    out = np.array(x, copy=True)
+    begin = clamped_starts(start.tolist(), x.shape, update.shape)
+    out[tuple(slice(b, b + u) for b, u in zip(begin, update.shape))] = update
+    return [out]
+
+
+register_op(OpDef(
+    "dynamic_update_slice", ("x", "update", "start"), _infer_dynamic_update_slice,
+    _dynamic_update_slice_kernel, traits=PURE,
+    doc="x with update written at run-time start indices, clamped so it fits "
+        "(lax.dynamic_update_slice, TFLite DYNAMIC_UPDATE_SLICE): a KV-cache write.",
+))

@@ -79,6 +79,11 @@ class OpDef:
     traits:  `elementwise`, `commutative`, `involution` (f(f(x)) = x), `idempotent`
              (f(f(x)) = f(x)), `pure` (no side effects; everything is pure today),
              `no_fold` (never constant-fold, e.g. `constant` itself).
+    regions: names of the regions (nested graphs) each node owns, for control flow
+             (`("cond", "body")`); a trailing `*` makes the last one variadic (`"branch*"`).
+             Such an op's `infer` takes a third argument, the region graphs, and its `kernel`
+             a third one, `run(k, arrays) -> arrays`, which runs region k (see
+             `infer_types` / `run_kernel`).
     """
 
     name: str
@@ -88,6 +93,16 @@ class OpDef:
     attrs: dict[str, Attr] = field(default_factory=dict)
     traits: frozenset[str] = frozenset()
     doc: str = ""
+    regions: tuple[str, ...] = ()
+
+    def region_count_problem(self, n: int) -> str | None:
+        """Why a node of this op cannot own `n` regions, or None."""
+        variadic = bool(self.regions) and self.regions[-1].endswith("*")
+        lo = len(self.regions) - (1 if variadic else 0)
+        if n == lo or (variadic and n > lo):
+            return None
+        names = ", ".join(self.regions) or "none"
+        return f"{self.name} owns {lo}{'+' if variadic else ''} regions ({names}), got {n}"
 
     @property
     def min_inputs(self) -> int:
@@ -131,6 +146,26 @@ class OpDef:
             want = f"{lo}" if lo == hi else f"{lo}..{'' if hi is None else hi}"
             return f"{self.name} takes {want} operands ({', '.join(self.inputs)}), got {n}"
         return None
+
+
+def infer_types(opdef: OpDef, types: Sequence[TensorType], attrs: dict,
+                regions: Sequence = ()) -> list[TensorType]:
+    """The result types of `opdef` on operands of `types`; a region op also sees its region
+    graphs (their argument and result types fix its own)."""
+    if opdef.regions:
+        return opdef.infer(types, attrs, list(regions))
+    check(not regions, f"{opdef.name} owns no regions, got {len(regions)}")
+    return opdef.infer(types, attrs)
+
+
+def run_kernel(opdef: OpDef, arrays: Sequence[np.ndarray], attrs: dict,
+               run_region: Callable | None = None) -> list[np.ndarray]:
+    """Runs the reference kernel of `opdef`; a region op gets `run_region(k, arrays)`."""
+    if opdef.regions:
+        if run_region is None:
+            raise InferenceError(f"{opdef.name} needs its regions to run")
+        return opdef.kernel(arrays, attrs, run_region)
+    return opdef.kernel(arrays, attrs)
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -16,7 +16,7 @@ from .shapes import shape_patterns
 
 def _run_patterns(module: Module, patterns, ctx) -> bool:
     changed = False
-    for g in module.graphs.values():
+    for g in list(module.all_graphs()):
         changed |= apply_patterns_greedily(g, patterns, stats=ctx.stats)
     return changed
 
@@ -41,7 +41,7 @@ class Canonicalize(Pass):
         if self.option("fold"):
             patterns.insert(0, FoldConstants(self.option("fold-limit")))
         changed = False
-        for g in module.graphs.values():
+        for g in list(module.all_graphs()):
             for _ in range(max(1, self.option("max-iterations"))):
                 round_changed = apply_patterns_greedily(g, patterns, stats=ctx.stats)
                 if self.option("cse"):
@@ -111,7 +111,7 @@ class CSE(Pass):
         # A merged node has the same operands as the node it merges into, so nothing is
         # orphaned and no DCE is needed afterwards.
         changed = False
-        for g in module.graphs.values():
+        for g in list(module.all_graphs()):
             changed |= eliminate_common_subexpressions(g)
         return changed
 
@@ -122,6 +122,6 @@ class DCE(Pass):
 
     def run(self, module, ctx):
         changed = False
-        for g in module.graphs.values():
+        for g in list(module.all_graphs()):
             changed |= eliminate_dead_code(g)
         return changed

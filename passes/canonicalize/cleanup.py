@@ -40,6 +40,9 @@ def _cse_key(node: Node):
     # Constants merge across layers (shared weights are harmless); computations only within
     # one scope, so per-layer configuration (quantization, layouts) still sees every layer.
     scope = None if node.op == "constant" else node.scope
+    if node.regions:
+        # Two loops with equal operands may still differ in their bodies: never merged.
+        return (node.op, id(node))
     return (node.op, tuple(id(v) for v in node.inputs), attrs, outs, scope)
 
 

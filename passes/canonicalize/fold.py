@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.graph import Node
+from ...ir.interpreter import region_runner
 from ...ir.ops import get_op
+from ...ir.ops.registry import run_kernel
 from ...ir.quantized import is_quantized
 from ...ir.types import DType
 from ..rewrite import RewritePattern, Rewriter
@@ -43,7 +45,8 @@ class FoldConstants(RewritePattern):
             return False  # integer-form semantics are not the raw kernel's (ir/quantized.py)
         try:
             with np.errstate(all="ignore"):
-                results = [np.asarray(r) for r in opdef.kernel(arrays, node.attrs)]
+                results = [np.asarray(r) for r in
+                           run_kernel(opdef, arrays, node.attrs, region_runner(node))]
         except Exception:
             return False
         biggest_in = max((a.size for a in arrays), default=0)
