@@ -584,7 +584,49 @@ def _range(cx, node):
     return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
 
 
+def _region_fn(cx: "_Ctx", region: Graph):
+    """A JAX function running `region` (a loop body, a branch) on traced arrays."""
+    def fn(*args):
+        sub = _Ctx(cx.params, cx.param_keys, cx.record)
+        outs = _emit(region, sub, list(args), None)
+        # Region results must be arrays of the declared dtype (a host-computed size is NumPy).
+        return [jnp.asarray(o, _jnp_dtype(v.type.dtype)) for o, v in zip(outs, region.outputs)]
+    return fn
+
+
+def _while(cx, node):
+    cond, body = (_region_fn(cx, r) for r in node.regions)
+    init = [jnp.asarray(cx.x(v), _jnp_dtype(v.type.dtype)) for v in node.inputs]
+    return list(jax.lax.while_loop(lambda s: cond(*s)[0], lambda s: body(*s), init))
+
+
+def _if(cx, node):
+    then, else_ = (_region_fn(cx, r) for r in node.regions)
+    args = [jnp.asarray(cx.x(v), _jnp_dtype(v.type.dtype)) for v in node.inputs[1:]]
+    return list(jax.lax.cond(cx.x(node.inputs[0]), then, else_, *args))
+
+
+def _scan(cx, node):
+    body = _region_fn(cx, node.regions[0])
+    n, a = node.attrs["num_carry"], node.attrs
+    ins = [jnp.asarray(cx.x(v), _jnp_dtype(v.type.dtype)) for v in node.inputs]
+
+    def step(carry, xs):
+        outs = body(*carry, *xs)
+        return outs[:n], outs[n:]
+
+    carry, ys = jax.lax.scan(step, ins[:n], ins[n:], length=a["length"], reverse=a["reverse"])
+    return list(carry) + list(ys)
+
+
+def _dynamic_update_slice(cx, node):
+    x, update, start = (cx.x(v) for v in node.inputs)
+    return [jax.lax.dynamic_update_slice(x, update, [start[i] for i in range(x.ndim)])]
+
+
 LOWERINGS: dict[str, Callable] = {
+    # control flow, in-place updates
+    "while": _while, "if": _if, "scan": _scan, "dynamic_update_slice": _dynamic_update_slice,
     # elementwise
     "identity": _unary(lambda x: x),
     "neg": _unary(jnp.negative), "abs": _unary(jnp.abs), "exp": _unary(jnp.exp),
@@ -679,7 +721,7 @@ def _on_host(cx: "_Ctx", node: Node) -> list | None:
     if node.op == "shape_of":
         x = cx.x(node.inputs[0])
         return [np.asarray(x.shape, node.attrs["dtype"].np).reshape(len(x.shape))]
-    if not node.inputs:
+    if not node.inputs or node.regions:
         return None
     args = []
     for v in node.inputs:

@@ -39,6 +39,8 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.types import DType, code_range
+from ..passes.control import without_scans
+from . import tf_control
 from .common import constant_name, signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
@@ -100,6 +102,13 @@ class _Ctx:
         self.variables = variables      # id(const value) -> tf.Variable (None: inline all)
         self.record = record            # ids of constants requested as tensors (dry run)
         self.float_codes = float_codes
+        self.problems: list[Diagnostic] | None = None   # the dry run's list (see _emit)
+
+    def run_region(self, region: Graph, args: list) -> list:
+        """Lowers a region (a while body, an if branch) on `args` into the TF graph being
+        traced (a tf.while_loop / tf.cond function); returns its output tensors."""
+        sub = _Ctx(self.variables, self.record, self.float_codes)
+        return _emit(region, sub, list(args), self.problems)
 
     def x(self, value: Value) -> tf.Tensor:
         key = id(value)
@@ -649,6 +658,8 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_pad": _dynamic_pad,
     "dynamic_strided_slice": lambda cx, n: [tf.strided_slice(
         *(cx.x(v) for v in n.inputs), **{k: n.attrs[k] for k in _STRIDED_MASKS})],
+    # control flow, in-place updates
+    **tf_control.LOWERINGS,
 }
 
 
@@ -662,6 +673,7 @@ def _emit(graph: Graph, cx: _Ctx, inputs: list, problems: list[Diagnostic] | Non
     """Lowers `graph` node by node into the current TF graph; returns the output tensors.
     With `problems` given, a node that fails is recorded and stands in as a placeholder so the
     rest of the graph is still checked (dry run); otherwise failures propagate."""
+    cx.problems = problems
     for v, t in zip(graph.inputs, inputs):
         cx.env[id(v)] = t
     for node in graph:
@@ -745,7 +757,7 @@ def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diag
     """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
     unsupported node with its node, scope and loc, plus signature-name problems. `float_codes`
     as for `lower_to_tf`."""
-    return _dry_run(module, float_codes)[0]
+    return _dry_run(without_scans(module), float_codes)[0]
 
 
 # -- the tf.Module -----------------------------------------------------------------------------
@@ -831,6 +843,7 @@ def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
     integer graph outputs computed as float codes are cast to int32. Integer weight constants
     keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
+    module = without_scans(module)
     problems, used = _dry_run(module, float_codes)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)

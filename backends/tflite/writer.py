@@ -17,6 +17,7 @@ from ai_edge_litert import schema_py_generated as fb
 from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
+from ...passes.control import without_scans
 from ...version import package_version
 from ..common import signature_names
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
@@ -50,16 +51,25 @@ class _AlignedBufferT(fb.BufferT):
 class Emitter:
     """Collects tensors, buffers and operators while the lowerings run (API in ops/__init__.py)."""
 
-    def __init__(self, fp16: bool = False):
+    def __init__(self, fp16: bool = False, parent: "Emitter | None" = None):
         self.fp16 = fp16
         self.prefix = "tf"                      # name stem for intermediates of the node
-        self.tensors: list[fb.TensorT] = []
+        self.tensors: list[fb.TensorT] = []     # (per subgraph)
         self.info: list[tuple[DType, tuple]] = []   # IR dtype and (symbolic) shape per tensor
         self.quants: list[QuantParams | None] = []
-        self.buffers: list[bytes | None] = [None]   # buffer 0: the empty sentinel
         self.operators: list[fb.OperatorT] = []
-        self.opcodes: dict[tuple[int, int], int] = {}   # (builtin, version) -> index
-        self._buffer_ids: dict[bytes, int] = {}
+        if parent is None:
+            # Model-wide: buffers, operator codes, and the subgraphs (0 is the entry graph,
+            # filled in last; regions are appended as their ops are lowered).
+            self.buffers: list[bytes | None] = [None]   # buffer 0: the empty sentinel
+            self.opcodes: dict[tuple[int, int], int] = {}   # (builtin, version) -> index
+            self._buffer_ids: dict[bytes, int] = {}
+            self.subgraphs: list[fb.SubGraphT | None] = [None]
+            self.problems: list[Diagnostic] = []
+        else:
+            self.buffers, self.opcodes = parent.buffers, parent.opcodes
+            self._buffer_ids, self.subgraphs = parent._buffer_ids, parent.subgraphs
+            self.problems = parent.problems
         self._values: dict[int, int] = {}           # id(Value) -> tensor index
         self._derived: dict[tuple[int, str], int] = {}
         self._names: set[str] = set()
@@ -206,6 +216,19 @@ class Emitter:
                                           quant=quant)
         return self._derived[k]
 
+    # -- subgraphs -----------------------------------------------------------------------------
+    def subgraph(self, graph, name: str) -> int:
+        """Lowers a region into a subgraph of its own (for WHILE and IF) and returns its
+        index. Its problems join the model's, so every offender is still listed at once."""
+        sub = Emitter(self.fp16, parent=self)
+        index = len(self.subgraphs)
+        self.subgraphs.append(None)
+        inputs, outputs = _lower_graph(sub, graph, self.problems)
+        self.subgraphs[index] = fb.SubGraphT(tensors=sub.tensors, inputs=inputs,
+                                             outputs=outputs, operators=sub.operators,
+                                             name=name)
+        return index
+
     # -- operators -----------------------------------------------------------------------------
     def op(self, code: str, inputs, outputs, options=None) -> None:
         """Appends builtin `code` at the lowest version supporting this use of it."""
@@ -241,11 +264,8 @@ def _diag(node: Node, message: str) -> Diagnostic:
     return Diagnostic(message, node=node.describe(), scope=node.scope, loc=node.loc)
 
 
-def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
-    """Lowers `module.main` and returns (the model object tree, every problem found)."""
-    graph = module.main
-    e = Emitter(fp16)
-    problems: list[Diagnostic] = []
+def _lower_graph(e: Emitter, graph, problems: list[Diagnostic]) -> tuple[list, list]:
+    """Lowers `graph`'s nodes into `e`; returns its input and output tensor indices."""
     inputs = []
     for v in graph.inputs:
         try:
@@ -280,6 +300,17 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
             outputs.append(index)
         except Unsupported as err:
             problems.append(Diagnostic(f"graph output %{v.name or '?'}: {err}"))
+    return inputs, outputs
+
+
+def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
+    """Lowers `module.main` (its `scan`s rewritten into `while`s first) and returns (the model
+    object tree, every problem found). Regions become subgraphs 1, 2, ..."""
+    module = without_scans(module)
+    graph = module.main
+    e = Emitter(fp16)
+    problems = e.problems
+    inputs, outputs = _lower_graph(e, graph, problems)
 
     in_names = signature_names(module, "input_names", graph.inputs, "input", problems)
     out_names = signature_names(module, "output_names", graph.outputs, "output", problems)
@@ -298,10 +329,11 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
         inputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(in_names, inputs)],
         outputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(out_names, outputs)],
         signatureKey=SIGNATURE_KEY, subgraphIndex=0)
+    e.subgraphs[0] = fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
+                                  operators=e.operators, name=graph.name)
     model = fb.ModelT(
         version=SCHEMA_VERSION, operatorCodes=codes, description=producer,
-        subgraphs=[fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
-                                operators=e.operators, name=graph.name)],
+        subgraphs=list(e.subgraphs),
         buffers=buffers,
         metadata=[fb.MetadataT(name="producer", buffer=len(buffers) - 1)],
         signatureDefs=[signature])

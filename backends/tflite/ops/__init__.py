@@ -43,12 +43,12 @@ kernel supports the features (dtypes, ranks, options) the operator uses, see `op
 
 from __future__ import annotations
 
-from . import conv, dynamic, elementwise, nn, quant, reduce, shape
+from . import control, conv, dynamic, elementwise, nn, quant, reduce, shape
 from .common import TFL_TYPES, Unsupported, copy_into
 from .integer_kernels import _guarded
 from .versions import op_version
 
-_FAMILIES = (elementwise, conv, nn, reduce, shape, dynamic, quant)
+_FAMILIES = (elementwise, conv, nn, reduce, shape, dynamic, quant, control)
 
 
 def _merge(families) -> dict:
