@@ -672,6 +672,8 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_slice": _dynamic_slice, "range": _range,
     "dynamic_strided_slice": _dynamic_strided_slice, "dynamic_pad": _dynamic_pad,
     "gather_nd": lambda cx, n: [(lambda x, idx: x[idx])(*_nd_index(cx, n))],
+    "scatter_nd_add": lambda cx, n: [cx.x(n.inputs[0]).at[_nd_index(cx, n)[1]].add(
+        cx.x(n.inputs[2]))],
     "scatter_nd_update": lambda cx, n: [cx.x(n.inputs[0]).at[_nd_index(cx, n)[1]].set(
         cx.x(n.inputs[2]))],
     "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,

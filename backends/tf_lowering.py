@@ -648,6 +648,10 @@ LOWERINGS: dict[str, Callable] = {
     "gather_nd": lambda cx, n: [tf.gather_nd(cx.x(n.inputs[0]), cx.x(n.inputs[1]))],
     "scatter_nd_update": lambda cx, n: [tf.tensor_scatter_nd_update(
         *(cx.x(v) for v in n.inputs))],
+    # (ScatterNd, not TensorScatterAdd: TF.js runs only the former)
+    "scatter_nd_add": lambda cx, n: [cx.x(n.inputs[0]) + tf.scatter_nd(
+        cx.x(n.inputs[1]), cx.x(n.inputs[2]), tf.shape(cx.x(n.inputs[0]),
+                                                        out_type=cx.x(n.inputs[1]).dtype))],
     "expand_dims": lambda cx, n: [tf.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
     "tile": lambda cx, n: [tf.tile(cx.x(n.inputs[0]), list(n.attrs["multiples"]))],
     # run-time shapes

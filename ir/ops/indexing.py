@@ -58,15 +58,20 @@ register_op(OpDef(
 
 # -- scatter_nd_update -------------------------------------------------------------------------
 
-def _infer_scatter_nd_update(types, attrs):
-    x, indices, updates = types
-    k = _index_depth(x, indices, "scatter_nd_update")
-    check(updates.dtype == x.dtype, f"scatter_nd_update: updates are {updates.dtype}, the "
-                                    f"tensor is {x.dtype}")
-    want = list(indices.shape[:-1]) + list(x.shape[k:])
-    check(updates.rank == len(want), f"scatter_nd_update: updates {updates} should have "
-                                     f"shape {want}")
-    return [x]
+def _scatter_infer(name):
+    def infer(types, attrs):
+        x, indices, updates = types
+        k = _index_depth(x, indices, name)
+        check(updates.dtype == x.dtype, f"{name}: updates are {updates.dtype}, the "
+                                        f"tensor is {x.dtype}")
+        want = list(indices.shape[:-1]) + list(x.shape[k:])
+        check(updates.rank == len(want), f"{name}: updates {updates} should have "
+                                         f"shape {want}")
+        return [x]
+    return infer
+
+
+_infer_scatter_nd_update = _scatter_infer("scatter_nd_update")
 
 
 def _scatter_nd_update(ins, attrs):
@@ -81,4 +86,21 @@ register_op(OpDef(
     _scatter_nd_update, traits=PURE,
     doc="x with the slices at index tuples replaced by updates (tf.tensor_scatter_nd_update; "
         "a repeated index keeps one of its updates).",
+))
+
+
+# -- scatter_nd_add ----------------------------------------------------------------------------
+
+def _scatter_nd_add(ins, attrs):
+    x, indices, updates = ins
+    out = x.copy()
+    np.add.at(out, _tuples(indices, x.shape, "scatter_nd_add"), updates)
+    return [out]
+
+
+register_op(OpDef(
+    "scatter_nd_add", ("x", "indices", "updates"), _scatter_infer("scatter_nd_add"),
+    _scatter_nd_add, traits=PURE,
+    doc="x with updates added at index tuples, repeated indices summing "
+        "(tf.tensor_scatter_nd_add, x.at[i].add).",
 ))

@@ -130,6 +130,24 @@ def _lower_gather_nd(e, node):
     emit(e, "GATHER_ND", [e.t(params), e.t(indices)], out=e.out(node.output))
 
 
+def _lower_scatter_nd_add(e, node):
+    """x + SCATTER_ND(indices, updates) (TFLite's SCATTER_ND sums repeated indices)."""
+    x, indices, updates = node.inputs
+    _need(node, x, {DType.f32, DType.i32, DType.i64}, "SCATTER_ND")
+    _need(node, indices, {DType.i32, DType.i64}, "SCATTER_ND indices")
+    scattered = emit(e, "SCATTER_ND", [e.t(indices), e.t(updates), _shape_tensor(e, x)],
+                     dtype=x.type.dtype, shape=list(x.type.shape), name="scattered")
+    emit(e, "ADD", [e.t(x), scattered], out=e.out(node.output), options=fb.AddOptionsT())
+
+
+def _shape_tensor(e, x) -> int:
+    """x's shape as an int32 tensor: a constant when static, else read with SHAPE."""
+    if x.type.is_static:
+        return _param(e, list(x.type.shape), "shape")
+    return emit(e, "SHAPE", [e.t(x)], dtype=DType.i32, shape=(x.type.rank,),
+                options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="shape")
+
+
 def _lower_scatter_nd_update(e, node):
     """TFLite's SCATTER_ND writes into zeros, so the update is x * (1 - hit) + scattered,
     hit being 1 where an index lands (min(count, 1))."""
@@ -137,11 +155,7 @@ def _lower_scatter_nd_update(e, node):
     _need(node, x, {DType.f32, DType.i32, DType.i64}, "SCATTER_ND")
     _need(node, indices, {DType.i32, DType.i64}, "SCATTER_ND indices")
     dt = x.type.dtype
-    if x.type.is_static:
-        shape = _param(e, list(x.type.shape), "shape")
-    else:
-        shape = emit(e, "SHAPE", [e.t(x)], dtype=DType.i32, shape=(x.type.rank,),
-                     options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="shape")
+    shape = _shape_tensor(e, x)
     one = e.const(np.ones((), dt.np), f"{e.prefix}/one")
     if updates.type.is_static:
         ones = e.const(np.ones(updates.type.shape, dt.np), f"{e.prefix}/ones")
@@ -166,4 +180,5 @@ LOWERINGS = {
     "pad": _lower_pad, "gather": _lower_gather, "broadcast_to": _lower_broadcast_to,
     "squeeze": _lower_squeeze, "expand_dims": _lower_expand_dims, "tile": _lower_tile,
     "gather_nd": _lower_gather_nd, "scatter_nd_update": _lower_scatter_nd_update,
+    "scatter_nd_add": _lower_scatter_nd_add,
 }
