@@ -40,6 +40,7 @@ from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.types import DType, code_range
 from ..passes.control import without_scans
+from ..passes.dtypes import widened
 from . import tf_control
 from .common import constant_name, signature_names
 
@@ -761,7 +762,7 @@ def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diag
     """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
     unsupported node with its node, scope and loc, plus signature-name problems. `float_codes`
     as for `lower_to_tf`."""
-    return _dry_run(without_scans(module), float_codes)[0]
+    return _dry_run(widened(without_scans(module)), float_codes)[0]
 
 
 # -- the tf.Module -----------------------------------------------------------------------------
@@ -847,7 +848,7 @@ def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
     integer graph outputs computed as float codes are cast to int32. Integer weight constants
     keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
-    module = without_scans(module)
+    module = widened(without_scans(module))
     problems, used = _dry_run(module, float_codes)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)

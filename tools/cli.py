@@ -78,6 +78,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"wrote {target}: {path} ({size:,} bytes)")
     if args.time_passes:
         sys.stderr.write(ctx.timing_report() + "\n")
+    for note in result.notes:
+        print(f"note: {note}")
     if result.verification is not None:
         print(result.verification.table())
         if not result.verification.ok:

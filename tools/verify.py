@@ -29,6 +29,18 @@ COMPRESSED_RTOL = {"float16": 1e-2, "uint16": 1e-2, "uint8": 1e-1}
 QUANT_RTOL = 5e-2
 
 
+# bf16/f16 programs run in f32 in the artifacts (passes/dtypes.py) but in their own dtype in
+# the source: they differ by the narrow dtype's rounding, a few units of its epsilon.
+NARROW_FLOAT_RTOL = {DType.bf16: 5e-2, DType.f16: 5e-3}
+
+
+def narrow_float_tolerance(module: Module) -> float:
+    """The error floor of a module computing in bf16/f16 somewhere (0 when it does not)."""
+    seen = {o.type.dtype for g in module.all_graphs() for n in g for o in n.outputs}
+    seen |= {v.type.dtype for v in module.main.inputs}
+    return max((NARROW_FLOAT_RTOL[d] for d in seen if d in NARROW_FLOAT_RTOL), default=0.0)
+
+
 def tolerance(target: str, *, fp16: bool = False, tfjs_quantize: str | None = None) -> float:
     """The relative error a target's artifact is held to."""
     if target == "tflite" and fp16:

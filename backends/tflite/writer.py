@@ -18,6 +18,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
 from ...passes.control import without_scans
+from ...passes.dtypes import widened
 from ...version import package_version
 from ..common import signature_names
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
@@ -304,9 +305,10 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic]) -> tuple[list, l
 
 
 def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
-    """Lowers `module.main` (its `scan`s rewritten into `while`s first) and returns (the model
-    object tree, every problem found). Regions become subgraphs 1, 2, ..."""
-    module = without_scans(module)
+    """Lowers `module.main` (its `scan`s rewritten into `while`s, bf16/f16 computed in f32
+    first: passes/control.py, passes/dtypes.py) and returns (the model object tree, every
+    problem found). Regions become subgraphs 1, 2, ..."""
+    module = widened(without_scans(module))
     graph = module.main
     e = Emitter(fp16)
     problems = e.problems

@@ -302,6 +302,13 @@ class Lifter:
                     if not isinstance(outs, list):
                         outs = [outs]
                 except LiftError as e:
+                    if all(isinstance(x, Const) for x in ins):
+                        # Constant inputs (a PRNG chain on uint32 key bits, a table in a
+                        # dtype the IR lacks): JAX evaluates it at import time.
+                        outs = self._fold_with_jax(eqn, ins)
+                        for v, o in zip(eqn.outvars, outs):
+                            self.env[v] = o
+                        continue
                     self.diagnostics.append(Diagnostic(
                         str(e), node=f"{name} -> {', '.join(str(v.aval) for v in eqn.outvars)}",
                         scope=scope, loc=self.loc))
