@@ -53,6 +53,18 @@ class Rewriter:
         self.changed = True
         return v
 
+    def inline(self, region: Graph, args: Sequence[Value], *, like: Node) -> list[Value]:
+        """Copies `region`'s nodes before the node being rewritten (its inputs bound to
+        `args`, empty scopes taking `like`'s); returns the copies of its outputs."""
+        before = self.anchor.prev if self.anchor is not None else self.graph.last
+        outs = self.graph.inline(region, args, before=self.anchor, scope=like.scope)
+        node = before.next if before is not None else self.graph.first
+        while node is not None and node is not self.anchor:
+            self.worklist.push(node)
+            node = node.next
+        self.changed = True
+        return outs
+
     def replace(self, node: Node, new_values: Sequence[Value]) -> None:
         """Replaces every use of `node`'s results with `new_values` and erases `node`."""
         for old, new in zip(node.outputs, new_values, strict=True):

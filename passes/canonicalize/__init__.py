@@ -9,6 +9,7 @@ from ..base import Option, Pass, register_pass
 from ..rewrite import apply_patterns_greedily
 from .algebra import algebra_patterns
 from .cleanup import eliminate_common_subexpressions, eliminate_dead_code
+from .control import DEFAULT_UNROLL_LIMIT, control_patterns
 from .fold import DEFAULT_FOLD_LIMIT, FoldConstants
 from .fusion import activation_patterns, batchnorm_patterns, bias_patterns, fusion_patterns
 from .shapes import shape_patterns
@@ -23,7 +24,8 @@ def _run_patterns(module: Module, patterns, ctx) -> bool:
 
 @register_pass("canonicalize")
 class Canonicalize(Pass):
-    """Folds constants, simplifies algebra and shapes, fuses conv/matmul epilogues, CSE, DCE."""
+    """Folds constants, simplifies algebra, shapes and control flow, fuses conv/matmul
+    epilogues, CSE, DCE."""
 
     options = {
         "fold": Option(bool, True, "fold nodes whose operands are all constants"),
@@ -31,10 +33,13 @@ class Canonicalize(Pass):
         "fold-limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)"),
         "cse": Option(bool, True, "merge identical computations"),
         "max-iterations": Option(int, 8, "pattern/CSE rounds before giving up on a fixed point"),
+        "unroll-limit": Option(int, DEFAULT_UNROLL_LIMIT,
+                               "unroll scans of at most this many steps (0: never)"),
     }
 
     def run(self, module, ctx):
-        patterns = [*algebra_patterns(), *shape_patterns()]
+        patterns = [*algebra_patterns(), *shape_patterns(),
+                    *control_patterns(self.option("unroll-limit"))]
         if self.option("fuse"):
             # After the identities, so x*1 or x+0 after a conv vanish instead of being folded.
             patterns += fusion_patterns()
