@@ -404,6 +404,12 @@ class _Builder:
             self.const(n.attrs["value"])
             return
         scope = n.scope if not self.chance(4) else self.draw(st.sampled_from(SCOPES))
+        if n.regions:  # a second loop / branch with the same body: CSE must keep both
+            dup = self.g.add(n.op, list(n.inputs), dict(n.attrs), scope=scope,
+                             regions=[r.clone() for r in n.regions])
+            for out in dup.outputs:
+                self.track(out)
+            return
         if len(n.outputs) == 1:
             self.add(n.op, list(n.inputs), dict(n.attrs), scope=scope)
             return
@@ -522,10 +528,88 @@ class _Builder:
                  if op == "clip" else {})
         return self.add(op, [y], attrs)
 
+    # -- control flow: regions ----------------------------------------------------------
+    def region_chain(self, region: Graph, x, extra=None):
+        """A few shape-preserving ops on region input `x` (maybe mixing in `extra`, another
+        input of the same shape): a region body."""
+        y = x
+        for _ in range(self.draw(st.integers(1, 3))):
+            kind = self.pick(["unary", "scale", "mix", "const"])
+            if kind == "unary":
+                op = self.pick(["neg", "tanh", "relu", "abs", "sigmoid", "identity"])
+                y = region.add(op, [y]).output
+            elif kind == "scale":
+                c = region.constant(np.float32(self.pick([0.5, 2.0, -1.0])))
+                y = region.add(self.pick(["mul", "add"]), [y, c]).output
+            elif kind == "mix" and extra is not None:
+                y = region.add(self.pick(["add", "maximum", "sub"]), [y, extra]).output
+            else:  # a duplicated subexpression and a dead value: CSE / DCE inside regions
+                region.add("tanh", [y])
+                y = region.add("abs", [y]).output
+        return y
+
+    def act_if_region(self):
+        x = self.pick(self.floats)
+        total = self.add("reduce_sum", [x], {"axes": tuple(range(x.type.rank))})
+        if self.chance(3):
+            pred = self.g.constant(np.asarray(self.chance(2)))  # folds to a branch
+        else:
+            pred = self.add(self.pick(COMPARE), [total, self.const(np.float32(0.5))])
+        branches = []
+        for name in ("then", "else"):
+            r = Graph(name)
+            a = r.add_input(x.type, self.draw(st.sampled_from(NAMES)))
+            r.set_outputs([self.region_chain(r, a)])
+            branches.append(r)
+        name, sc, loc = self.meta()
+        node = self.g.add("if", [pred, x], regions=branches, names=[name], scope=sc, loc=loc)
+        self.track(node.output)
+
+    def act_while_region(self):
+        x = self.pick(self.floats)
+        limit = self.pick([0, 1, 3])
+        i0 = self.g.constant(np.int32(self.pick([0, 1])))
+        types = [i0.type, x.type, x.type]
+        cond, body = Graph("cond"), Graph("body")
+        ci, cx, cw = (cond.add_input(t) for t in types)
+        cond.set_outputs([cond.add("less", [ci, cond.constant(np.int32(limit))]).output])
+        bi, bx, bw = (body.add_input(t, n) for t, n in zip(types, ["i", "s", "w"]))
+        inv = body.add("tanh", [bw]).output if self.chance(2) else bw  # hoistable
+        nxt = body.add("add", [bi, body.constant(np.int32(1))]).output
+        body.set_outputs([nxt, self.region_chain(body, bx, inv), bw])
+        name, sc, loc = self.meta()
+        node = self.g.add("while", [i0, x, self.partner_same(x)], regions=[cond, body],
+                          scope=sc, loc=loc)
+        self.track(node.outputs[1])
+
+    def partner_same(self, x):
+        same = [v for v in self.floats if v.type == x.type]
+        return self.pick(same)
+
+    def act_scan_region(self):
+        cands = [v for v in self.floats if v.type.rank >= 2 and v.type.is_static
+                 and v.type.shape[0] >= 1]
+        if not cands:
+            return self.act_unary()
+        xs = self.pick(cands)
+        row = TensorType(DType.f32, xs.type.shape[1:])
+        init = self.g.constant(self.values(row.shape))
+        body = Graph("body")
+        c, r = body.add_input(row, "c"), body.add_input(row, "r")
+        c2 = self.region_chain(body, c, r)
+        y = body.add(self.pick(["mul", "add"]), [c2, r]).output
+        body.set_outputs([c2, y])
+        name, sc, loc = self.meta()
+        node = self.g.add("scan", [init, xs], {"num_carry": 1, "reverse": self.chance(2)},
+                          regions=[body], scope=sc, loc=loc)
+        for out in node.outputs:
+            self.track(out)
+
     ACTIONS = ["unary", "unary", "transcendental", "binary", "binary", "div", "neutral",
                "neutral", "compare_where", "involution", "idempotent", "reshape", "expand",
                "transpose", "broadcast", "duplicate", "constant_subgraph", "dead_constant",
-               "slice_pad_tile_concat", "reduce", "split"]
+               "slice_pad_tile_concat", "reduce", "split", "if_region", "while_region",
+               "scan_region"]
 
 
 @st.composite
@@ -621,6 +705,9 @@ def modules(draw, **kw):
 # a/b. Text round trip and verifier acceptance
 # ============================================================================================
 
+FOCUS_CONTROL = ("if_region", "while_region", "scan_region", "unary", "binary", "duplicate")
+
+
 @settings(max_examples=150, **COMMON)
 @given(modules())
 def test_text_round_trip(m):
@@ -652,6 +739,17 @@ def _perturb(m: Module, choice: int, k: int) -> str:
         n = nodes[k % len(nodes)]
         n.attrs = {**n.attrs, "unknown_attr": -0.0 if k % 2 else 0.0}
     return kind
+
+
+@settings(max_examples=80, **COMMON)
+@given(modules(actions=FOCUS_CONTROL))
+def test_text_round_trip_with_regions(m):
+    text = print_module(m)
+    note(text)
+    parsed = parse_module(text)
+    assert print_module(parsed) == text
+    assert parsed == m
+    verify_module(parsed)
 
 
 @settings(max_examples=150, **COMMON)
@@ -734,7 +832,10 @@ def check_pipeline_preserves_semantics(m: Module, pipeline: str, batch: int, see
     assert list(c.graphs) == list(m.graphs)
     for name, g in m.graphs.items():
         h = c.graphs[name]
-        assert len(h) <= len(g), f"@{name} grew from {len(g)} to {len(h)} nodes"
+        # Nodes of regions count (inlining a branch moves them out); unrolling may grow.
+        before, after = sum(1 for _ in g.walk()), sum(1 for _ in h.walk())
+        if not any(n.op == "scan" for n in g.walk()):
+            assert after <= before, f"@{name} grew from {before} to {after} nodes"
         assert [(v.type, v.quant) for v in h.outputs] == [(v.type, v.quant) for v in g.outputs]
         assert [(v.type, v.quant, v.layout) for v in h.inputs] == \
             [(v.type, v.quant, v.layout) for v in g.inputs]
@@ -807,13 +908,17 @@ FOCUS = {
                 "reduce"),
     # conv / matmul followed by bias adds, per-channel scales, batch norms and activations
     "fusion": ("affine", "affine", "affine", "unary", "neutral", "duplicate"),
+    # regions: ifs (some on constant predicates), counted whiles with invariant state, scans
+    "control": ("if_region", "while_region", "scan_region", "unary", "binary", "duplicate"),
 }
 FOCUS_PIPELINES = {"shapes": ["shape-simplify", "canonicalize"],
                    "algebra": ["algebraic-simplify", "canonicalize"],
                    "folding": ["fold-constants", "cse", "canonicalize"],
                    "fusion": ["fold-batchnorm", "fuse-bias", "fuse-activation"] * 2 + [
                        "canonicalize", "canonicalize{fuse=false}", "fuse-bias,fuse-activation",
-                       "fold-batchnorm,fuse-activation,dce"]}
+                       "fold-batchnorm,fuse-activation,dce"],
+                   "control": ["canonicalize", "canonicalize{unroll-limit=0}", "lower-scan",
+                               "lower-scan,canonicalize", "cse,dce", "widen-floats"]}
 
 
 @pytest.mark.parametrize("family", sorted(FOCUS))

@@ -153,6 +153,8 @@ def infer_types(opdef: OpDef, types: Sequence[TensorType], attrs: dict,
     """The result types of `opdef` on operands of `types`; a region op also sees its region
     graphs (their argument and result types fix its own)."""
     if opdef.regions:
+        problem = opdef.region_count_problem(len(regions))
+        check(problem is None, problem or "")
         return opdef.infer(types, attrs, list(regions))
     check(not regions, f"{opdef.name} owns no regions, got {len(regions)}")
     return opdef.infer(types, attrs)

@@ -46,7 +46,9 @@ class Canonicalize(Pass):
         if self.option("fold"):
             patterns.insert(0, FoldConstants(self.option("fold-limit")))
         changed = False
-        for g in list(module.all_graphs()):
+        # Innermost regions first: a loop body that simplifies may leave state its loop
+        # can then drop.
+        for g in reversed(list(module.all_graphs())):
             for _ in range(max(1, self.option("max-iterations"))):
                 round_changed = apply_patterns_greedily(g, patterns, stats=ctx.stats)
                 if self.option("cse"):

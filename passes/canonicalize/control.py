@@ -140,6 +140,9 @@ def _carry_in(loop: Node, inner: Node, copy: Node) -> None:
         _new_result(loop, n_state, out.type)
         n_state += 1
     body.erase(inner)
+    for v in inner.inputs:  # constants only the hoisted node read
+        if v.producer is not None and v.producer.graph is body and not v.uses:
+            body.erase(v.producer)
 
 
 def _insert_input(graph: Graph, at: int, type) -> Value:
