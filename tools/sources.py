@@ -81,8 +81,10 @@ class JaxModel:
 def _jax_runner(model: JaxModel) -> Runner:
     def run(inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         import jax
+        import jax.numpy as jnp
 
-        args = list(inputs.values())
+        # JAX arrays, as a traced call would see them (`x.at[i].set(...)` needs one).
+        args = [jnp.asarray(a) for a in inputs.values()]
         out = model.fn(model.params, *args) if model.params is not None else model.fn(*args)
         return [np.asarray(o) for o in jax.tree_util.tree_leaves(out)]
     return run

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.types import DType
-from .context import Const, LiftError
+from .context import Const, LiftError, ir_dim
 from .ops import lowers
 
 
@@ -25,9 +25,21 @@ def _split(seq, *counts):
     return out
 
 
-def _carried(ctx, entries):
-    """Loop state must be graph values (it changes from one iteration to the next)."""
-    return [ctx.value(e) for e in entries]
+def _carried(ctx, entries, avals):
+    """Loop state must be graph values (it changes from one iteration to the next) of the
+    full shape: a splat the lifter kept small (`jnp.zeros((batch, 4))` as a [1, 4]
+    constant, broadcast implicitly where used) is broadcast out first."""
+    out = []
+    for e, aval in zip(entries, avals):
+        dims = tuple(ir_dim(d) for d in aval.shape)
+        if tuple(ctx.shape(e)) != dims:
+            if all(isinstance(d, int) for d in dims):
+                e = ctx.emit("broadcast_to", [e], {"shape": list(dims)})
+            else:
+                e = ctx.emit("dynamic_broadcast_to", [e, ctx.shape_value(list(aval.shape))],
+                             {"dims": list(dims)})
+        out.append(ctx.value(e))
+    return out
 
 
 def _closure(entries):
@@ -41,7 +53,7 @@ def _closure(entries):
 def _while(ctx, eqn, ins):
     p = eqn.params
     cond_consts, body_consts, init = _split(ins, p["cond_nconsts"], p["body_nconsts"])
-    init = _carried(ctx, init)
+    init = _carried(ctx, init, [v.aval for v in eqn.invars[len(ins) - len(init):]])
     cc, bc = _closure(cond_consts), _closure(body_consts)
     n_cc, n_bc = len(cc), len(bc)
     # State: [values cond closes over, values body closes over, the loop carry].
@@ -119,8 +131,9 @@ def _switch(ctx, index, branches, ops, first):
 def _scan(ctx, eqn, ins):
     p = eqn.params
     consts, init, xs = _split(ins, p["num_consts"], p["num_carry"])
-    init = _carried(ctx, init)
-    xs = _carried(ctx, xs)
+    first = p["num_consts"]
+    init = _carried(ctx, init, [v.aval for v in eqn.invars[first:first + len(init)]])
+    xs = _carried(ctx, xs, [v.aval for v in eqn.invars[first + len(init):]])
     closed = _closure(consts)
     n_c = len(closed)
 

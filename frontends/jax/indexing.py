@@ -73,6 +73,9 @@ def _gather(ctx, eqn, ins):
                                     dn.start_index_map)
     collapsed = set(dn.collapsed_slice_dims) | set(batching)
     rest = [d for d in range(len(shape)) if d not in index_map]
+    window = _window_gather(ctx, x, idx, dn, sizes, shape, batching)
+    if window is not None:
+        return window
     if collapsed != set(index_map) or any(sizes[d] != 1 for d in index_map) or \
             any(sizes[d] != shape[d] for d in rest):
         raise LiftError(f"gather with dimension numbers {dn} and slice sizes {sizes} is not "
@@ -91,6 +94,40 @@ def _gather(ctx, eqn, ins):
             perm.append(b)
             b += 1
     return ctx.transpose(y, perm)
+
+
+def _window_gather(ctx, x, idx, dn, sizes, shape, batching):
+    """A gather of one window at constant starts (`x[..., :half]` with run-time dims is
+    traced as one): a slice, with the collapsed dims squeezed and the (size-1) index batch
+    dims put back. None when it is not that."""
+    ci = ctx.const(idx)
+    ishape = ctx.shape(idx)
+    if batching or ci is None or any(d != 1 for d in ishape[:-1]):
+        return None
+    starts = dict(zip(dn.start_index_map, np.ravel(ci).tolist()))
+    begin, size = [], []
+    for d, (s, n) in enumerate(zip(sizes, shape)):
+        b = int(starts.get(d, 0))
+        if s == n and b == 0:
+            begin.append(0)
+            size.append(-1)
+        elif isinstance(s, int) and isinstance(n, int):
+            b = min(max(b, 0), n - s)  # JAX clamps a window into range
+            begin.append(b)
+            size.append(s)
+        elif isinstance(s, int) and b == 0:
+            begin.append(0)
+            size.append(s)
+        else:
+            return None
+    y = ctx.emit("slice", [x], {"begin": begin, "size": size})
+    if dn.collapsed_slice_dims:
+        y = ctx.emit("squeeze", [y], {"axes": sorted(dn.collapsed_slice_dims)})
+    offset = list(dn.offset_dims)
+    for pos in range(len(ishape) - 1 + len(offset)):
+        if pos not in offset:
+            y = ctx.emit("expand_dims", [y], {"axis": pos})
+    return y
 
 
 def _scatter(kind):
