@@ -1,5 +1,5 @@
-"""Pieces every backend needs: signature names, constant names and atomic placement of
-directory artifacts."""
+"""Pieces every backend needs: signature names, constant names, atomic placement of
+directory artifacts, and the log-depth scan that composes cumulative ops from slices."""
 
 from __future__ import annotations
 
@@ -50,6 +50,26 @@ def signature_names(module: Module, key: str, values, default: str,
     if dup:
         problems.append(Diagnostic(f"signature {default} names repeat: {dup}"))
     return names
+
+
+def log_scan(x, n: int, reverse: bool, take: Callable, combine: Callable, join: Callable):
+    """An inclusive scan of `x` along one axis of static size `n` in ceil(log2 n) steps
+    (Hillis-Steele), for runtimes without a cumulative product / maximum / minimum kernel:
+    step s = 1, 2, 4, ... sets y[i] = combine(y[i], y[i - s]) where i >= s (with `reverse`,
+    y[i + s] where i + s < n), the other s elements kept. The caller's `take(y, begin, size)`
+    slices the axis, `combine(a, b)` is the associative op and `join(parts, last)` concatenates
+    along the axis (`last` marks the final step, so it can write the result in place)."""
+    s = 1
+    while s < n:
+        last = 2 * s >= n
+        if reverse:
+            y = combine(take(x, 0, n - s), take(x, s, n - s))
+            x = join([y, take(x, n - s, s)], last)
+        else:
+            y = combine(take(x, s, n - s), take(x, 0, n - s))
+            x = join([take(x, 0, s), y], last)
+        s *= 2
+    return x
 
 
 def swap_directory(staged: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -409,6 +409,24 @@ def _cumsum(cx, node):
     return [y]
 
 
+def _top_k(cx, node):
+    """lax.top_k on a key with -0.0 made 0.0: XLA's TopK orders -0.0 below 0.0, the IR (like
+    TF, TFLite and lax.sort) holds them equal and keeps the lower index first. (x + 0.0 would
+    not do: XLA folds it away.) The values are read from x itself."""
+    x = cx.x(node.inputs[0])
+    key = jnp.where(x == 0, jnp.zeros_like(x), x) if _is_float(x) else x
+    _, idx = lax.top_k(key, node.attrs["k"])
+    return [jnp.take_along_axis(x, idx, axis=-1), idx.astype(jnp.int32)]
+
+
+def _cumulative(fn):
+    """lax.cumprod / cummax / cummin along the node's axis."""
+    def lower(cx, node):
+        x = cx.x(node.inputs[0])
+        return [fn(x, node.attrs["axis"] % x.ndim, reverse=node.attrs["reverse"])]
+    return lower
+
+
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
 def _param(node: Node, key: str, rank: int, dtype):
@@ -641,6 +659,7 @@ LOWERINGS: dict[str, Callable] = {
     "sign": _unary(jnp.sign), "floor": _unary(jnp.floor), "ceil": _unary(jnp.ceil),
     "round": _unary(jnp.round),   # half to even, like the IR
     "logical_not": _unary(jnp.logical_not), "clip": _clip, "cast": _cast,
+    "is_finite": _unary(jnp.isfinite), "erf_inv": _unary(lax.erf_inv),
     "add": _binary(jnp.add), "sub": _binary(jnp.subtract), "mul": _binary(jnp.multiply),
     "div": _binary(_div), "pow": _binary(_pow),
     "floor_div": _binary(lambda a, b: jnp.floor(a / b).astype(a.dtype) if _is_float(a)
@@ -662,8 +681,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_max": _reduce(jnp.max), "reduce_min": _reduce(jnp.min),
     "reduce_prod": _reduce(jnp.prod),
     "reduce_all": _reduce(jnp.all), "reduce_any": _reduce(jnp.any),
-    "top_k": lambda cx, n: [r.astype(jnp.int32) if i else r for i, r in
-                            enumerate(lax.top_k(cx.x(n.inputs[0]), n.attrs["k"]))],
+    "top_k": _top_k,
     # run-time shapes (sizes computed on the host, see _on_host)
     "dynamic_reshape": lambda cx, n: [jnp.reshape(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
     "dynamic_broadcast_to": lambda cx, n: [jnp.broadcast_to(cx.x(n.inputs[0]),
@@ -679,6 +697,8 @@ LOWERINGS: dict[str, Callable] = {
     "shape_of": lambda cx, n: [jnp.asarray(cx.x(n.inputs[0]).shape,
                                            _jnp_dtype(n.attrs["dtype"]))],
     "argmax": _arg(jnp.argmax), "argmin": _arg(jnp.argmin), "cumsum": _cumsum,
+    "cumprod": _cumulative(lax.cumprod), "cummax": _cumulative(lax.cummax),
+    "cummin": _cumulative(lax.cummin),
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
     # shape
@@ -692,6 +712,7 @@ LOWERINGS: dict[str, Callable] = {
     "squeeze": _squeeze,
     "expand_dims": lambda cx, n: [jnp.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
     "tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), tuple(n.attrs["multiples"]))],
+    "reverse": lambda cx, n: [jnp.flip(cx.x(n.inputs[0]), tuple(n.attrs["axes"]))],
 }
 
 

@@ -1,7 +1,8 @@
 """TF lowerings of control flow and in-place updates, merged into `tf_lowering.LOWERINGS`:
 `while` -> tf.while_loop, `if` -> tf.cond (each region traced as a function through
 `cx.run_region`), `dynamic_update_slice` -> a pad-and-select (TF.js has no
-XlaDynamicUpdateSlice). `scan` is lowered to `while` before (passes/control.py).
+XlaDynamicUpdateSlice). For SavedModel and TF.js `scan` is lowered to `while` before
+(passes/control.py); `scan` here serves the calibration probe.
 """
 
 from __future__ import annotations
@@ -36,6 +37,37 @@ def _if(cx, node):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def _scan(cx, node):
+    """A scan as tf.while_loop over TensorArrays. The file-format backends lower `scan` to an
+    IR `while` before (passes/control.py); this serves TF programs built on the IR as it is
+    (the calibration probe, tf_probe.py)."""
+    n, body = node.attrs["num_carry"], node.regions[0]
+    carry = [cx.x(v) for v in node.inputs[:n]]
+    xs = [cx.x(v) for v in node.inputs[n:]]
+    length = node.attrs["length"] if node.attrs["length"] is not None else tf.shape(xs[0])[0]
+    rows = [tf.TensorArray(x.dtype, size=length).unstack(x) for x in xs]
+    ys = [tf.TensorArray(_TF_DTYPE[v.type.dtype.value], size=length)
+          for v in body.outputs[n:]]
+    reverse = node.attrs["reverse"]
+
+    def step(i, *state):
+        c, out = list(state[:n]), list(state[n:])
+        t = length - 1 - i if reverse else i
+        res = cx.run_region(body, c + [r.read(t) for r in rows])
+        return [i + 1] + list(res[:n]) + [ta.write(t, y) for ta, y in zip(out, res[n:])]
+
+    final = tf.while_loop(lambda i, *_: i < length, step, [tf.constant(0)] + carry + ys,
+                          shape_invariants=[tf.TensorShape([])]
+                          + [_shape(v) for v in body.inputs[:n]]
+                          + [tf.TensorShape(None)] * len(ys))
+    return list(final[1:1 + n]) + [ta.stack() for ta in final[1 + n:]]
+
+
+_TF_DTYPE = {"f32": tf.float32, "f16": tf.float16, "bf16": tf.bfloat16, "f64": tf.float64,
+             "i8": tf.int8, "u8": tf.uint8, "i16": tf.int16, "i32": tf.int32,
+             "i64": tf.int64, "bool": tf.bool}
+
+
 def _dynamic_update_slice(cx, node):
     """`update` written into `x` at clamped starts: padded to x's shape and selected by a
     padded mask (Pad, Greater and SelectV2 run everywhere, TF.js included)."""
@@ -52,4 +84,5 @@ def _dynamic_update_slice(cx, node):
     return [tf.where(mask, placed, x)]
 
 
-LOWERINGS = {"while": _while, "if": _if, "dynamic_update_slice": _dynamic_update_slice}
+LOWERINGS = {"while": _while, "if": _if, "scan": _scan,
+             "dynamic_update_slice": _dynamic_update_slice}

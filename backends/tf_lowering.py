@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -38,11 +39,12 @@ import tensorflow as tf
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
+from ..ir.ops.elementwise import erf_inv_giles
 from ..ir.types import DType, code_range
 from ..passes.control import without_scans
 from ..passes.dtypes import widened
 from . import tf_control
-from .common import constant_name, signature_names
+from .common import constant_name, log_scan, signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
 
@@ -458,6 +460,32 @@ def _cumsum(cx, node):
                            exclusive=a["exclusive"], reverse=a["reverse"])]
 
 
+def _cumulative(cx, node):
+    """cumprod is TF's Cumprod; cummax / cummin have no TF op TF.js runs, so they are the
+    log-depth scan of slices, maximum / minimum and concat (`common.log_scan`)."""
+    a, v = node.attrs, node.inputs[0]
+    x, axis, rank = cx.x(v), a["axis"] % v.type.rank, v.type.rank
+    if node.op == "cumprod":   # (non-negative axis, as for Cumsum)
+        return [tf.math.cumprod(x, axis=axis, reverse=a["reverse"])]
+    n = v.type.shape[axis]
+    if not isinstance(n, int):
+        raise Unsupported(f"{node.op} is composed of slices along axis {axis}, which needs a "
+                          f"static size; got {v.type}")
+
+    def take(t, begin, size):
+        b, sz = [0] * rank, [-1] * rank
+        b[axis], sz[axis] = begin, size
+        return tf.slice(t, b, sz)
+
+    combine = tf.math.maximum if node.op == "cummax" else tf.math.minimum
+    return [tf.identity(log_scan(x, n, a["reverse"], take, combine,
+                                 lambda parts, last: tf.concat(parts, axis=axis)))]
+
+
+# TF's erfinv (Erfinv) is not an op TF.js runs: Giles' approximation in plain TF ops.
+_TF_MATH = SimpleNamespace(log=tf.math.log, sqrt=tf.math.sqrt, abs=tf.math.abs, where=tf.where)
+
+
 # -- quantization (float arithmetic) -----------------------------------------------------------
 
 def _param(node: Node, key: str, x_rank: int, dtype):
@@ -611,6 +639,8 @@ LOWERINGS: dict[str, Callable] = {
     "softplus": _softplus, "sign": _unary(tf.math.sign), "floor": _unary(tf.math.floor),
     "ceil": _unary(tf.math.ceil), "round": _unary(tf.math.round),
     "logical_not": _unary(tf.math.logical_not), "clip": _clip, "cast": _cast,
+    "is_finite": _unary(tf.math.is_finite),
+    "erf_inv": _unary(lambda y: erf_inv_giles(y, _TF_MATH)),
     "add": _binary(tf.math.add), "sub": _binary(tf.math.subtract),
     "mul": _binary(tf.math.multiply), "div": _div, "pow": _binary(tf.math.pow),
     "floor_div": _binary(tf.math.floordiv), "floor_mod": _binary(tf.math.floormod),
@@ -631,6 +661,7 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_prod": _reduce(tf.math.reduce_prod),
     "reduce_all": _reduce(tf.math.reduce_all), "reduce_any": _reduce(tf.math.reduce_any),
     "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin), "cumsum": _cumsum,
+    "cumprod": _cumulative, "cummax": _cumulative, "cummin": _cumulative,
     "top_k": lambda cx, n: list(tf.math.top_k(cx.x(n.inputs[0]), k=n.attrs["k"])),
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
@@ -655,6 +686,8 @@ LOWERINGS: dict[str, Callable] = {
                                                         out_type=cx.x(n.inputs[1]).dtype))],
     "expand_dims": lambda cx, n: [tf.expand_dims(cx.x(n.inputs[0]), n.attrs["axis"])],
     "tile": lambda cx, n: [tf.tile(cx.x(n.inputs[0]), list(n.attrs["multiples"]))],
+    "reverse": lambda cx, n: [tf.reverse(cx.x(n.inputs[0]), sorted(
+        {a % n.inputs[0].type.rank for a in n.attrs["axes"]}))],
     # run-time shapes
     "shape_of": lambda cx, n: [tf.shape(cx.x(n.inputs[0]), out_type=_tf_dtype(n.attrs["dtype"]))],
     "dynamic_reshape": _with_sizes(tf.reshape), "dynamic_broadcast_to": _with_sizes(tf.broadcast_to),

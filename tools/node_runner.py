@@ -48,6 +48,16 @@ def _js_dtype(dtype: np.dtype) -> str:
     return "int32" if dtype.kind in "iu" else "float32"
 
 
+def _js_data(a: np.ndarray) -> list:
+    """A flat list for JSON; NaN and +-Infinity as the strings JS's Number() reads back
+    (JSON has no such numbers; run_model.js converts them)."""
+    data = a.ravel().tolist()
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        data = [v if np.isfinite(v) else ("NaN" if np.isnan(v) else
+                                          "Infinity" if v > 0 else "-Infinity") for v in data]
+    return data
+
+
 def run_jobs(jobs, workdir: Path) -> list:
     """Runs [(model dir, {input name: array})] in one Node process; returns per job a dict of
     output arrays, or the error string the harness reported."""
@@ -57,7 +67,7 @@ def run_jobs(jobs, workdir: Path) -> list:
         path = workdir / f"inputs{i}.json"
         path.write_text(json.dumps({
             name: {"shape": list(a.shape), "dtype": _js_dtype(a.dtype),
-                   "data": a.ravel().tolist()} for name, a in inputs.items()}))
+                   "data": _js_data(a)} for name, a in inputs.items()}))
         listing.append([str(model_dir), str(path)])
     jobs_path = workdir / "jobs.json"
     jobs_path.write_text(json.dumps(listing))

@@ -64,7 +64,8 @@ for _n, _op in _BINARY.items():
 
 _UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "exp": "exp", "log": "log",
           "tanh": "tanh", "sin": "sin", "cos": "cos", "logistic": "sigmoid", "erf": "erf",
-          "sqrt": "sqrt", "rsqrt": "rsqrt", "floor": "floor", "ceil": "ceil"}
+          "sqrt": "sqrt", "rsqrt": "rsqrt", "floor": "floor", "ceil": "ceil",
+          "is_finite": "is_finite", "erf_inv": "erf_inv"}
 
 
 def _unary(ir_op):
@@ -344,13 +345,20 @@ def _pad(ctx, eqn, ins):
     if value is None:
         raise LiftError("pad with a non-constant padding value is not supported")
     cfg = [tuple(int(v) for v in c) for c in eqn.params["padding_config"]]
-    if any(c[2] != 0 for c in cfg):
-        raise LiftError(f"pad with interior padding {[c[2] for c in cfg]} is not supported "
-                        f"(the IR pad has no interior padding)")
+    return _lax_pad(ctx, x, cfg, float(np.asarray(value).item()))
+
+
+def _lax_pad(ctx, x, cfg, value: float):
+    """lax.pad on an entry: `cfg` is (low, high, interior) per dim. Interior padding (`value`
+    between neighbours) comes first, then the edges; a negative edge slices elements off."""
+    for axis, (_, _, interior) in enumerate(cfg):
+        if interior < 0:
+            raise LiftError(f"pad with negative interior padding {interior}")
+        if interior:
+            x = _interior_pad(ctx, x, axis, interior, value)
     pads = [(max(lo, 0), max(hi, 0)) for lo, hi, _ in cfg]
     if any(p != (0, 0) for p in pads):
-        x = ctx.emit("pad", [x], {"pads": pads, "mode": "constant",
-                                  "value": float(np.asarray(value).item())})
+        x = ctx.emit("pad", [x], {"pads": pads, "mode": "constant", "value": value})
     if any(lo < 0 or hi < 0 for lo, hi, _ in cfg):
         begin = [max(-lo, 0) for lo, _, _ in cfg]
         size = []
@@ -363,6 +371,26 @@ def _pad(ctx, eqn, ins):
                 raise LiftError("negative padding at the end of a symbolic dim is not supported")
         x = ctx.emit("slice", [x], {"begin": begin, "size": size})
     return x
+
+
+def _interior_pad(ctx, x, axis: int, interior: int, value: float):
+    """`interior` copies of `value` between neighbours along `axis` (static size n): each
+    element gains a trailing run of them (expand_dims, pad), the runs are laid end to end
+    (reshape to n * (1 + interior)) and the last run is sliced off."""
+    shape = list(ctx.shape(x))
+    n = shape[axis]
+    if not isinstance(n, int):
+        raise LiftError(f"interior padding of a run-time dim ({n}) is not supported")
+    if n <= 1:
+        return x
+    y = ctx.emit("expand_dims", [x], {"axis": axis + 1})
+    pads = [(0, 0)] * (len(shape) + 1)
+    pads[axis + 1] = (0, interior)
+    y = ctx.emit("pad", [y], {"pads": pads, "mode": "constant", "value": value})
+    y = ctx.reshape(y, shape[:axis] + [n * (1 + interior)] + shape[axis + 1:])
+    size = [-1] * len(shape)
+    size[axis] = n + (n - 1) * interior
+    return ctx.emit("slice", [y], {"begin": [0] * len(shape), "size": size})
 
 
 @lowers("slice")
@@ -457,11 +485,63 @@ def _run_time_iota(ctx, shape, dim, dt):
     return ctx.emit("dynamic_broadcast_to", [r, ctx.shape_value(list(shape))], {"dims": dims})
 
 
-@lowers("cumsum")
-def _cumsum(ctx, eqn, ins):
-    """Running sum along an axis (also a symbolic one): the IR's cumsum."""
-    return ctx.emit("cumsum", ins, {"axis": int(eqn.params["axis"]),
-                                    "reverse": bool(eqn.params.get("reverse", False))})
+@lowers("cumsum", "cumprod", "cummax", "cummin")
+def _cumulative(ctx, eqn, ins):
+    """Running sum / product / maximum / minimum along an axis: the IR op of the same name."""
+    return ctx.emit(eqn.primitive.name, ins, {"axis": int(eqn.params["axis"]),
+                                              "reverse": bool(eqn.params.get("reverse", False))})
+
+
+@lowers("rev")
+def _rev(ctx, eqn, ins):
+    dims = [int(d) for d in eqn.params["dimensions"]]
+    return ctx.emit("reverse", ins, {"axes": dims}) if dims else ins[0]
+
+
+@lowers("sort")
+def _sort(ctx, eqn, ins):
+    """lax.sort with one key (jnp.sort, jnp.argsort: the key and an iota): the IR's top_k
+    with k = the axis size on an order-reversed key (-x for floats, -1 - x = ~x for integers,
+    which cannot overflow), its indices gathering the other operands. top_k keeps the lower
+    index first among equal values (-0.0 and 0.0 included, as in lax.sort), so the sort is
+    stable, as JAX's is. NaN keys are not placed last as JAX places them: their position
+    is the runtime's."""
+    p = eqn.params
+    if int(p.get("num_keys", 1)) != 1:
+        raise LiftError(f"sort with num_keys={p['num_keys']} (lexicographic keys) is not "
+                        f"supported (only one key)")
+    rank = len(ctx.shape(ins[0]))
+    dim = int(p["dimension"]) % rank
+    perm = list(range(rank))
+    perm[dim], perm[-1] = perm[-1], perm[dim]     # the sorted dim last (its own inverse)
+    ops = [ctx.transpose(x, perm) for x in ins]
+    n = ctx.shape(ops[0])[-1]
+    if not isinstance(n, int):
+        raise LiftError(f"sort along a run-time dim ({n}) is not supported (top_k needs k)")
+    key, dt = ops[0], ctx.dtype(ops[0])
+    if dt == DType.bool or (dt.is_int and dt.np.kind == "u"):
+        if dt.np.itemsize >= 4:
+            raise LiftError(f"sort of {dt} keys is not supported")
+        key = ctx.cast(key, DType.i32)
+
+    def order_reversed(v):
+        if ctx.dtype(v).is_float:
+            return ctx.emit("neg", [v])
+        return ctx.emit("sub", [ctx.scalar(-1, v), v])
+
+    values, idx = ctx.emit("top_k", [order_reversed(key)], {"k": n}, n_out=2)
+    outs = [ctx.cast(order_reversed(values), dt)]
+    iota = np.broadcast_to(np.arange(n), ctx.shape(ops[0])) if \
+        all(isinstance(d, int) for d in ctx.shape(ops[0])) else None
+    for x in ops[1:]:
+        c = ctx.const(x)
+        if c is not None and iota is not None and c.shape == iota.shape and \
+                np.array_equal(c, iota):          # argsort: the permutation itself
+            outs.append(ctx.cast(idx, ctx.dtype(x)))
+        else:
+            outs.append(ctx.emit("gather", [x, idx], {"axis": rank - 1,
+                                                      "batch_dims": rank - 1}))
+    return [ctx.transpose(o, perm) for o in outs]
 
 
 # -- gather ----------------------------------------------------------------------------------
@@ -587,25 +667,26 @@ def _conv(ctx, eqn, ins):
     if nsp not in (1, 2):
         raise LiftError(f"{nsp}-D convolution is not supported (only 1-D and 2-D; the IR "
                         f"conv2d is NHWC/HWIO)")
-    if any(int(d) != 1 for d in p["lhs_dilation"]):
-        raise LiftError(f"convolution with lhs_dilation {tuple(p['lhs_dilation'])} "
-                        f"(transposed convolution) is not supported; use strides on a "
-                        f"regular convolution or nn.ConvTranspose with lhs_dilation 1")
     if int(p.get("batch_group_count", 1)) != 1:
         raise LiftError("convolution with batch_group_count != 1 is not supported")
     pads = [tuple(int(v) for v in pr) for pr in p["padding"]]
-    if any(v < 0 for pr in pads for v in pr):
+    lhs_dil = [int(d) for d in p["lhs_dilation"]]
+    transposed = any(d != 1 for d in lhs_dil)
+    if any(v < 0 for pr in pads for v in pr) and not transposed:
         raise LiftError(f"convolution with negative padding {pads} is not supported")
     strides = [int(s) for s in p["window_strides"]]
     dil = [int(d) for d in p["rhs_dilation"]]
     groups = int(p["feature_group_count"])
+    if transposed and groups != 1:
+        raise LiftError(f"transposed convolution (lhs_dilation {tuple(lhs_dil)}) with "
+                        f"feature_group_count {groups} is not supported")
     if ctx.dtype(w) != ctx.dtype(x):
         w = ctx.cast(w, ctx.dtype(x))
     if nsp == 2:
         xn = ctx.transpose(x, (lhs_spec[0], lhs_spec[2], lhs_spec[3], lhs_spec[1]))
         wn = ctx.transpose(w, (rhs_spec[2], rhs_spec[3], rhs_spec[1], rhs_spec[0]))
     else:  # 1-D: NWC -> N1WC, WIO -> 1WIO
-        pads, strides, dil = [(0, 0)] + pads, [1] + strides, [1] + dil
+        pads, strides, dil, lhs_dil = [(0, 0)] + pads, [1] + strides, [1] + dil, [1] + lhs_dil
         xn = ctx.emit("expand_dims", [ctx.transpose(x, (lhs_spec[0], lhs_spec[2],
                                                          lhs_spec[1]))], {"axis": 1})
         wn = ctx.emit("expand_dims", [ctx.transpose(w, (rhs_spec[2], rhs_spec[1],
@@ -614,7 +695,9 @@ def _conv(ctx, eqn, ins):
     attrs = {"strides": strides, "dilations": dil, "padding": padding}
     c_in = ctx.shape(xn)[3]
     kh, kw, ci, co = ctx.shape(wn)
-    if groups == 1:
+    if transposed:
+        y = _conv_transpose(ctx, xn, wn, lhs_dil, pads, strides, dil)
+    elif groups == 1:
         y = ctx.emit("conv2d", [xn, wn], attrs)
     elif groups == c_in and ci == 1 and isinstance(co, int):
         wd = ctx.reshape(wn, [kh, kw, groups, co // groups])
@@ -629,6 +712,30 @@ def _conv(ctx, eqn, ins):
     y = ctx.transpose(y, [pos[i] for i in range(nsp + 2)])
     pet = p.get("preferred_element_type")
     return ctx.cast(y, ir_dtype(pet)) if pet is not None else y
+
+
+def _conv_transpose(ctx, x, w, lhs_dil, pads, strides, dil):
+    """A convolution of the input dilated by `lhs_dil` (lax.conv_transpose, the input gradient
+    of a strided conv) on NHWC `x` and HWIO `w`: the IR's conv2d_transpose (VALID, strides =
+    lhs_dil) with the spatially flipped filter as [H, W, C_out, C_in], then cropped to JAX's
+    window. Along each axis, with k the dilated kernel size, the full transposed output is
+    output position p of JAX's convolution shifted by k - 1 - low, so the crop is lax.pad's
+    (low - (k - 1), high - (k - 1)) (negative: slice off, positive: zeros); window strides
+    then keep every stride-th row."""
+    if any(d != 1 for d in dil):   # TFLite's TRANSPOSE_CONV has no dilation: dilate w itself
+        w = _lax_pad(ctx, w, [(0, 0, dil[0] - 1), (0, 0, dil[1] - 1), (0, 0, 0), (0, 0, 0)],
+                     0.0)
+    kh, kw = ctx.shape(w)[:2]
+    if not all(isinstance(k, int) for k in (kh, kw)):
+        raise LiftError("transposed convolution with a run-time kernel size")
+    f = ctx.transpose(ctx.emit("reverse", [w], {"axes": [0, 1]}), (0, 1, 3, 2))
+    y = ctx.emit("conv2d_transpose", [x, f], {"strides": lhs_dil, "padding": "VALID"})
+    crop = [(lo - (k - 1), hi - (k - 1), 0) for (lo, hi), k in zip(pads, (kh, kw))]
+    y = _lax_pad(ctx, y, [(0, 0, 0)] + crop + [(0, 0, 0)], 0.0)
+    if any(s != 1 for s in strides):
+        y = ctx.emit("strided_slice", [y], {"begin": [0] * 4, "end": [0] * 4,
+                                            "strides": [1, *strides, 1], "end_mask": 0b1111})
+    return y
 
 
 # -- pooling (reduce_window) -----------------------------------------------------------------

@@ -71,6 +71,49 @@ def _erf(x):
     return v(x.astype(np.float64)) if x.size else x.astype(np.float64)
 
 
+def _erf_inv(y):
+    """erf^-1 in float64: Giles' approximation (below) refined by Halley steps on erf - |y|,
+    computed as (1 - |y|) - erfc(x) for |y| >= 0.5, where 1 - |y| is exact and erf(x) - |y|
+    would cancel; +-1 give +-inf, |y| > 1 and NaN give NaN."""
+    y = y.astype(np.float64)
+    a = np.abs(y)
+    inside = a < 1
+    ai = np.where(inside, a, 0.0)
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = erf_inv_giles(ai, np)
+        for _ in range(12):   # cubic convergence; far in the float64 tail Giles' start is poor
+            if not x.size:
+                break
+            r = np.where(ai < 0.5, _erf(x) - ai, (1.0 - ai) - erfc(x))
+            d = r / (2.0 / math.sqrt(math.pi) * np.exp(-x * x))   # Newton's step
+            x = x - d / (1.0 + x * d)                              # Halley's (erf'' = -2x erf')
+            if np.all(np.abs(d) <= 1e-17 * np.maximum(np.abs(x), 1e-300)):
+                break
+        return np.where(inside, np.copysign(x, y), erf_inv_giles(y, np))
+
+
+# Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011), single precision
+# (XLA's float32 ErfInv): with w = -log((1 - y)(1 + y)), erfinv(y) = y * p(w - 2.5) for
+# w < 5, else y * q(sqrt(w) - 3). Coefficients highest power first; relative error ~4e-7.
+ERF_INV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+ERF_INV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
+                0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+
+
+def erf_inv_giles(y, m):
+    """Giles' erfinv(y) (+-inf at +-1, NaN beyond), written once against an array namespace
+    `m` with `log`, `sqrt`, `abs`, `where` and operator arithmetic (NumPy here, TF in the TF
+    lowering); both branches are computed and one selected, so it needs no control flow."""
+    w = -m.log((1.0 - y) * (1.0 + y))
+    central, tail = w - 2.5, m.sqrt(w) - 3.0
+    p, q = ERF_INV_CENTRAL[0], ERF_INV_TAIL[0]
+    for c, d in zip(ERF_INV_CENTRAL[1:], ERF_INV_TAIL[1:]):
+        p, q = p * central + c, q * tail + d
+    return m.where(m.abs(y) == 1.0, y * math.inf, m.where(w < 5.0, p, q) * y)
+
+
 def _gelu(x, a):
     xf = x.astype(np.float64)
     if a["approximate"]:
@@ -94,6 +137,7 @@ unary("sin", lambda x, a: np.sin(x), doc="sine (radians)")
 unary("cos", lambda x, a: np.cos(x), doc="cosine (radians)")
 unary("sigmoid", lambda x, a: _sigmoid(x), doc="1/(1+e^-x)")
 unary("erf", lambda x, a: _erf(x), doc="Gauss error function")
+unary("erf_inv", lambda x, a: _erf_inv(x), doc="inverse of erf on (-1, 1); +-inf at +-1")
 unary("relu", lambda x, a: np.maximum(x, 0), float_only=False, traits=("idempotent",),
       doc="max(x, 0)")
 unary("relu6", lambda x, a: np.clip(x, 0, 6), float_only=False, traits=("idempotent",),
@@ -117,6 +161,18 @@ unary("round", lambda x, a: np.round(x), traits=("idempotent",),
       doc="round half to even (TF/TFLite ROUND)")
 unary("logical_not", lambda x, a: np.logical_not(x), float_only=False, traits=("involution",),
       doc="not x (bool)")
+
+
+def _infer_is_finite(types, attrs):
+    check(types[0].dtype.is_float, f"is_finite needs a float operand, got {types[0].dtype}")
+    return [types[0].with_dtype(DType.bool)]
+
+
+register_op(OpDef(
+    "is_finite", ("x",), _infer_is_finite, lambda ins, a: [np.isfinite(ins[0])],
+    traits=frozenset({"pure", "elementwise"}),
+    doc="True where x is neither infinite nor NaN (jnp.isfinite, tf.math.is_finite).",
+))
 
 
 def _infer_clip(types, attrs):

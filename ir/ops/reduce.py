@@ -1,5 +1,5 @@
-"""Reductions: reduce_sum/mean/max/min/prod over a set of axes, argmax/argmin, and the
-cumulative sum along an axis.
+"""Reductions: reduce_sum/mean/max/min/prod over a set of axes, argmax/argmin, the
+cumulative sum, product, maximum and minimum along an axis, and top_k.
 
 Kernels accumulate in float64 (floats) or int64 (integers) and cast back to the operand dtype,
 so low-precision floats do not lose accuracy in the reference; integer sums wrap on the cast
@@ -115,12 +115,18 @@ reduction("reduce_any", lambda x, axis, keepdims, dtype: np.any(x, axis=axis, ke
 
 # -- argmax / argmin ---------------------------------------------------------------------------
 
+def _along_axis(x, attrs, name) -> int:
+    """The normalized `axis` attribute of an op working along one axis of a non-bool operand
+    of rank >= 1 (argmax/argmin, the cumulative ops); InferenceError otherwise."""
+    check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
+    check(x.rank >= 1, f"{name} needs an operand of rank >= 1, got {x}")
+    return normalize_axis(attrs["axis"], x.rank, f"{name} axis")
+
+
 def _arg_infer(name):
     def infer(types, attrs):
         (x,) = types
-        check(x.dtype != DType.bool, f"{name} does not take bool operands (cast first)")
-        check(x.rank >= 1, f"{name} needs an operand of rank >= 1, got {x}")
-        axis = normalize_axis(attrs["axis"], x.rank, f"{name} axis")
+        axis = _along_axis(x, attrs, name)
         check(x.shape[axis] != 0, f"{name}: axis {axis} of {x} is empty")
         shape = [d for i, d in enumerate(x.shape) if i != axis]
         return [x.with_shape(shape).with_dtype(attrs["output_type"])]
@@ -142,39 +148,53 @@ arg_reduction("argmax", np.argmax, "Index of the largest value along axis (first
 arg_reduction("argmin", np.argmin, "Index of the smallest value along axis (first on ties).")
 
 
-# -- cumulative sum ----------------------------------------------------------------------------
+# -- cumulative sum, product, maximum, minimum -------------------------------------------------
 
-def _cumsum_infer(types, attrs):
-    (x,) = types
-    check(x.dtype != DType.bool, "cumsum does not take bool operands (cast first)")
-    check(x.rank >= 1, f"cumsum needs an operand of rank >= 1, got {x}")
-    normalize_axis(attrs["axis"], x.rank, "cumsum axis")
-    return [x]
+def _cumulative_infer(name):
+    def infer(types, attrs):
+        _along_axis(types[0], attrs, name)
+        return [types[0]]
+    return infer
 
 
-def _cumsum(ins, attrs):
-    """TF's Cumsum: running sums along `axis`, from the end with `reverse`, each leaving out
-    its own element with `exclusive` (so the first is 0)."""
-    x = ins[0]
-    axis = attrs["axis"] % x.ndim
-    w = _widen(x)
-    if attrs["reverse"]:
-        w = np.flip(w, axis)
-    y = np.cumsum(w, axis=axis)
-    if attrs["exclusive"]:
-        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
-                            np.take(y, range(y.shape[axis] - 1), axis=axis)], axis=axis)
-    if attrs["reverse"]:
-        y = np.flip(y, axis)
-    return [y.astype(x.dtype)]
+def _cumulative(ufunc):
+    """Running `ufunc` (add, multiply, maximum, minimum) along `axis`, from the end with
+    `reverse`; with `exclusive` (cumsum only, as TF's Cumsum) each result leaves out its own
+    element, so the first is 0. NaN propagates through maximum and minimum."""
+    def kernel(ins, attrs):
+        x = ins[0]
+        axis = attrs["axis"] % x.ndim
+        w = _widen(x)
+        if attrs["reverse"]:
+            w = np.flip(w, axis)
+        with np.errstate(invalid="ignore", over="ignore"):   # inf * 0, overflow: as IEEE
+            y = ufunc.accumulate(w, axis=axis)
+        if attrs.get("exclusive"):
+            y = np.concatenate([np.zeros_like(np.take(y, [0], axis=axis)),
+                                np.take(y, range(y.shape[axis] - 1), axis=axis)], axis=axis)
+        if attrs["reverse"]:
+            y = np.flip(y, axis)
+        return [y.astype(x.dtype)]
+    return kernel
 
 
 register_op(OpDef(
-    "cumsum", ("x",), _cumsum_infer, _cumsum,
+    "cumsum", ("x",), _cumulative_infer("cumsum"), _cumulative(np.add),
     attrs={"axis": Attr("int", 0, doc="the axis summed along (negative counts from the end)"),
            "exclusive": Attr("bool", False, doc="each sum leaves out its own element"),
            "reverse": Attr("bool", False, doc="sum from the last element backwards")},
     traits=PURE, doc="Cumulative sum along axis (TF Cumsum, TFLite CUMSUM, jnp.cumsum)."))
+
+
+for _name, _ufunc, _what in (("cumprod", np.multiply, "product (lax.cumprod, jnp.cumprod)"),
+                             ("cummax", np.maximum, "maximum (lax.cummax)"),
+                             ("cummin", np.minimum, "minimum (lax.cummin)")):
+    register_op(OpDef(
+        _name, ("x",), _cumulative_infer(_name), _cumulative(_ufunc),
+        attrs={"axis": Attr("int", 0, doc="the axis scanned (negative counts from the end)"),
+               "reverse": Attr("bool", False, doc="scan from the last element backwards")},
+        traits=PURE, doc=f"Cumulative {_what} along axis.",
+    ))
 
 
 # -- top_k -------------------------------------------------------------------------------------

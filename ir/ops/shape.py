@@ -1,5 +1,5 @@
 """Shape ops: reshape, transpose, concat, split, slice, strided_slice, pad, gather,
-broadcast_to, squeeze, expand_dims, tile.
+broadcast_to, squeeze, expand_dims, tile, reverse.
 
 Every shape-like operand is a static attribute. Inference works on symbolic dims: a symbol is
 carried through when the result dim provably equals it, and becomes "?" when the size depends on
@@ -528,4 +528,22 @@ register_op(OpDef(
     lambda ins, a: [np.tile(ins[0], a["multiples"])],
     attrs={"multiples": Attr("ints")},
     traits=PURE, doc="Repeats x multiples[i] times along dim i.",
+))
+
+
+# -- reverse -----------------------------------------------------------------------------------
+
+def _infer_reverse(types, attrs):
+    (x,) = types
+    _check_axes_unique(attrs["axes"], x.rank, "reverse axis")
+    return [x]
+
+
+register_op(OpDef(
+    "reverse", ("x",), _infer_reverse,
+    lambda ins, a: [np.flip(ins[0], tuple(ax % ins[0].ndim for ax in a["axes"])).copy()
+                    if a["axes"] else ins[0]],
+    attrs={"axes": Attr("ints", doc="dims to reverse (negative counts from the end)")},
+    traits=PURE, doc="Reverses the order of the elements along `axes` (jnp.flip, lax.rev, "
+                     "tf.reverse).",
 ))

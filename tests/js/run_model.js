@@ -39,7 +39,9 @@ async function runOne(dir, inputsPath) {
   const spec = JSON.parse(fs.readFileSync(inputsPath, 'utf8'));
   const inputs = {};
   for (const [name, {shape, dtype, data}] of Object.entries(spec)) {
-    inputs[name] = tf.tensor(data, shape, dtype);
+    // NaN and +-Infinity arrive as strings (JSON has no such numbers).
+    inputs[name] = tf.tensor(data.map((v) => (typeof v === 'string' ? Number(v) : v)), shape,
+                             dtype);
   }
   const names = model.outputNodes;
   let outs = await model.executeAsync(inputs, names);

@@ -1,14 +1,16 @@
 """Lowerings of the elementwise IR ops: unary and binary builtins (ADD/SUB/MUL with a relu user
 fused), identity, where, cast, clip, and the ops TFLite has no builtin for, decomposed
-(hard_sigmoid, softplus, elu with alpha != 1, erf).
+(hard_sigmoid, softplus, elu with alpha != 1, erf, erf_inv, is_finite).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
+from ....ir.ops.elementwise import ERF_INV_CENTRAL, ERF_INV_TAIL
 from ....ir.quantized import is_quantized
 from ....ir.types import DType
 from .common import (BOOL, F32, FUSED, NUM, TFL_TYPES, Unsupported, _need, _scalar, copy_into,
@@ -182,6 +184,16 @@ _ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03
              -7.37332916720468e-03, -1.42647390514189e-02)
 
 
+def _horner(e, t, coeffs, name):
+    """The float32 polynomial with `coeffs` (highest power first) at tensor `t`."""
+    f = DType.f32
+    acc = _scalar(e, coeffs[0], f, f"{name}0")
+    for i, c in enumerate(coeffs[1:], 1):
+        acc = emit(e, "MUL", [t, acc], options=fb.MulOptionsT())
+        acc = emit(e, "ADD", [acc, _scalar(e, c, f, f"{name}{i}")], options=fb.AddOptionsT())
+    return acc
+
+
 def _lower_erf(e, node):
     x = node.inputs[0]
     _need(node, x, F32)
@@ -189,17 +201,43 @@ def _lower_erf(e, node):
     xc = emit(e, "MAXIMUM", [e.t(x), _scalar(e, -4.0, f, "lo")])
     xc = emit(e, "MINIMUM", [xc, _scalar(e, 4.0, f, "hi")])
     x2 = emit(e, "MUL", [xc, xc], options=fb.MulOptionsT())
-
-    def horner(coeffs, name):
-        acc = _scalar(e, coeffs[0], f, f"{name}0")
-        for i, c in enumerate(coeffs[1:], 1):
-            acc = emit(e, "MUL", [x2, acc], options=fb.MulOptionsT())
-            acc = emit(e, "ADD", [acc, _scalar(e, c, f, f"{name}{i}")], options=fb.AddOptionsT())
-        return acc
-
-    p = emit(e, "MUL", [xc, horner(_ERF_ALPHA, "alpha")], options=fb.MulOptionsT())
-    q = horner(_ERF_BETA, "beta")
+    p = emit(e, "MUL", [xc, _horner(e, x2, _ERF_ALPHA, "alpha")], options=fb.MulOptionsT())
+    q = _horner(e, x2, _ERF_BETA, "beta")
     emit(e, "DIV", [p, q], out=e.out(node.output), options=fb.DivOptionsT())
+
+
+def _lower_erf_inv(e, node):
+    """Giles' float32 approximation (ir/ops/elementwise.py, XLA's ErfInv): both polynomial
+    branches, the one for w = -log((1 - y)(1 + y)) selected, and +-inf at +-1. TFLite has no
+    ERFINV builtin."""
+    y = node.inputs[0]
+    _need(node, y, F32)
+    f, yt = DType.f32, e.t(y)
+    one = _scalar(e, 1.0, f, "one")
+    lo = emit(e, "SUB", [one, yt], shape=e.shape(yt), options=fb.SubOptionsT())
+    hi = emit(e, "ADD", [yt, one], options=fb.AddOptionsT())
+    w = emit(e, "LOG", [emit(e, "MUL", [lo, hi], options=fb.MulOptionsT())])
+    w = emit(e, "NEG", [w])
+    central = emit(e, "SUB", [w, _scalar(e, 2.5, f, "c")], options=fb.SubOptionsT())
+    tail = emit(e, "SUB", [emit(e, "SQRT", [w]), _scalar(e, 3.0, f, "t")],
+                options=fb.SubOptionsT())
+    use_central = emit(e, "LESS", [w, _scalar(e, 5.0, f, "five")], dtype=DType.bool)
+    poly = emit(e, "SELECT_V2", [use_central, _horner(e, central, ERF_INV_CENTRAL, "p"),
+                                 _horner(e, tail, ERF_INV_TAIL, "q")],
+                dtype=f, shape=e.shape(yt))
+    poly = emit(e, "MUL", [poly, yt], options=fb.MulOptionsT())
+    edge = emit(e, "EQUAL", [emit(e, "ABS", [yt]), one], dtype=DType.bool)
+    inf = emit(e, "MUL", [yt, _scalar(e, math.inf, f, "inf")], options=fb.MulOptionsT())
+    emit(e, "SELECT_V2", [edge, inf, poly], out=e.out(node.output))
+
+
+def _lower_is_finite(e, node):
+    """|x| <= FLT_MAX: false for +-inf and (every comparison with) NaN. TFLite has no
+    IS_FINITE builtin."""
+    x = node.inputs[0]
+    _need(node, x, F32)
+    big = _scalar(e, float(np.finfo(np.float32).max), DType.f32, "flt_max")
+    emit(e, "LESS_EQUAL", [emit(e, "ABS", [e.t(x)]), big], out=e.out(node.output))
 
 
 UNARY = {
@@ -236,5 +274,5 @@ LOWERINGS = {
     "identity": _lower_identity, "where": _lower_where, "cast": _lower_cast,
     "clip": _lower_clip, "hard_sigmoid": _lower_hard_sigmoid, "softplus": _lower_softplus,
     "elu": _lower_elu,
-    "erf": _lower_erf,
+    "erf": _lower_erf, "erf_inv": _lower_erf_inv, "is_finite": _lower_is_finite,
 }

@@ -1,5 +1,6 @@
 """Lowerings of the reductions (SUM, MEAN, REDUCE_MAX/MIN/PROD/ALL/ANY), argmax / argmin,
-cumsum and top_k."""
+cumsum (CUMSUM), cumprod / cummax / cummin (composed: TFLite has no kernel for them) and
+top_k."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from ai_edge_litert import schema_py_generated as fb
 
 import numpy as np
 
-from .common import BOOL, F32, NUM, TFL_TYPES, _need, _param, emit
+from ...common import log_scan
+from .common import BOOL, F32, NUM, TFL_TYPES, Unsupported, _need, _param, copy_into, emit
 
 
 def _reduce(code, allowed):
@@ -41,6 +43,41 @@ def _lower_cumsum(e, node):
                                    reverse=node.attrs["reverse"]))
 
 
+def _cumulative(code, options=None):
+    """cumprod / cummax / cummin as a log-depth scan (`common.log_scan`): ceil(log2 n) steps
+    of SLICE, MUL / MAXIMUM / MINIMUM and CONCATENATION along an axis of static size n."""
+    def lower(e, node):
+        x = node.inputs[0]
+        _need(node, x, NUM, node.op)
+        rank, shape = x.type.rank, list(x.type.shape)
+        axis = node.attrs["axis"] % rank
+        n = shape[axis]
+        if not isinstance(n, int):
+            raise Unsupported(f"TFLite has no {node.op} kernel; the composed scan needs a "
+                              f"static size along axis {axis}, got {x.type}")
+        out = e.out(node.output)
+
+        def along(size):
+            return shape[:axis] + [size] + shape[axis + 1:]
+
+        def take(t, begin, size):
+            b, sz = [0] * rank, [-1] * rank
+            b[axis], sz[axis] = begin, size
+            return emit(e, "SLICE", [t, _param(e, b, "begin"), _param(e, sz, "size")],
+                        shape=along(size), name="part")
+
+        def combine(a, b):
+            return emit(e, code, [a, b], options=options() if options else None)
+
+        def join(parts, last):
+            return emit(e, "CONCATENATION", parts, out=out if last else None, shape=shape,
+                        options=fb.ConcatenationOptionsT(axis=axis))
+
+        if log_scan(e.t(x), n, node.attrs["reverse"], take, combine, join) == e.t(x):
+            copy_into(e, e.t(x), out)   # a single element along the axis
+    return lower
+
+
 def _lower_top_k(e, node):
     x = node.inputs[0]
     _need(node, x, NUM, "TOPK_V2")
@@ -55,4 +92,6 @@ LOWERINGS = {
     "reduce_all": _reduce("REDUCE_ALL", BOOL), "reduce_any": _reduce("REDUCE_ANY", BOOL),
     "argmax": _arg("ARG_MAX", fb.ArgMaxOptionsT), "argmin": _arg("ARG_MIN", fb.ArgMinOptionsT),
     "cumsum": _lower_cumsum, "top_k": _lower_top_k,
+    "cumprod": _cumulative("MUL", fb.MulOptionsT), "cummax": _cumulative("MAXIMUM"),
+    "cummin": _cumulative("MINIMUM"),
 }

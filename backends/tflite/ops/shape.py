@@ -1,5 +1,6 @@
 """Lowerings of the data-movement ops: reshape, transpose, concat, split, slice, strided_slice,
-pad (constant, reflect, symmetric), gather, broadcast_to, squeeze, expand_dims and tile.
+pad (constant, reflect, symmetric), gather, broadcast_to, squeeze, expand_dims, tile and
+reverse.
 """
 
 from __future__ import annotations
@@ -174,11 +175,25 @@ def _lower_scatter_nd_update(e, node):
     emit(e, "ADD", [kept, scattered], out=e.out(node.output), options=fb.AddOptionsT())
 
 
+def _lower_reverse(e, node):
+    """One REVERSE_V2 per axis (its kernels before version 3 take a single axis)."""
+    x = node.inputs[0]
+    _need(node, x, {DType.f32, DType.i32, DType.i64, DType.i8, DType.u8, DType.i16,
+                    DType.bool}, "REVERSE_V2")
+    axes = sorted({a % x.type.rank for a in node.attrs["axes"]})
+    cur, out = e.t(x), e.out(node.output)
+    if not axes:
+        copy_into(e, cur, out)
+    for i, axis in enumerate(axes):
+        cur = emit(e, "REVERSE_V2", [cur, _param(e, [axis], f"axis{axis}")],
+                   out=out if i == len(axes) - 1 else None, quant=x.quant)
+
+
 LOWERINGS = {
     "reshape": _lower_reshape, "transpose": _lower_transpose, "concat": _lower_concat,
     "split": _lower_split, "slice": _lower_slice, "strided_slice": _lower_strided_slice,
     "pad": _lower_pad, "gather": _lower_gather, "broadcast_to": _lower_broadcast_to,
     "squeeze": _lower_squeeze, "expand_dims": _lower_expand_dims, "tile": _lower_tile,
     "gather_nd": _lower_gather_nd, "scatter_nd_update": _lower_scatter_nd_update,
-    "scatter_nd_add": _lower_scatter_nd_add,
+    "scatter_nd_add": _lower_scatter_nd_add, "reverse": _lower_reverse,
 }

@@ -222,6 +222,7 @@ VERSIONS = {
     (3 if quant is not None and quant.axis is not None else (2 if o[0][0] == DType.i16 else 1)),
     "DEQUANTIZE": _v_dequantize,
     "GELU": _by_dtype({DType.i8: 2, DType.u8: 2}),
+    "REVERSE_V2": _by_dtype({DType.i8: 3, DType.bool: 2}),
 }
 
 
