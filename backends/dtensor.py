@@ -144,6 +144,12 @@ class DTensorProgram:
                 f"{have} (call ensure_cpu_devices({ndev}) before TensorFlow initialises)"))
         lower_problems, used = tfl._dry_run(module)
         problems += lower_problems
+        # DTensor's layout propagation crashes the process on functional While/If (TF 2.20):
+        # refuse them here, with the way around.
+        problems += [Diagnostic(f"{n.op} (control flow) cannot run under DTensor; run the plan "
+                                f"with the JAX executor (compile_sharded) instead",
+                                node=n.describe(), scope=n.scope, loc=n.loc)
+                     for n in graph if n.regions]
         if problems:
             raise ConversionError("cannot run the module with DTensor", problems)
         self.mesh = dtensor.create_mesh(list(self.mesh_axes.items()), device_type=device_type)

@@ -38,29 +38,42 @@ def _if(cx, node):
 
 
 def _scan(cx, node):
-    """A scan as tf.while_loop over TensorArrays. The file-format backends lower `scan` to an
-    IR `while` before (passes/control.py); this serves TF programs built on the IR as it is
-    (the calibration probe, tf_probe.py)."""
+    """A scan as a tf.while_loop reading rows with gather and writing the stacked outputs
+    into buffers (no TensorLists: DTensor cannot lay those out). The file-format backends
+    lower `scan` to an IR `while` before (passes/control.py); this serves TF programs built on
+    the IR as it is (the calibration probe, DTensor)."""
     n, body = node.attrs["num_carry"], node.regions[0]
     carry = [cx.x(v) for v in node.inputs[:n]]
     xs = [cx.x(v) for v in node.inputs[n:]]
     length = node.attrs["length"] if node.attrs["length"] is not None else tf.shape(xs[0])[0]
-    rows = [tf.TensorArray(x.dtype, size=length).unstack(x) for x in xs]
-    ys = [tf.TensorArray(_TF_DTYPE[v.type.dtype.value], size=length)
-          for v in body.outputs[n:]]
+    buffers = [tf.zeros(tf.stack([length, *(_size(cx, node, d) for d in v.type.shape)]),
+                        _TF_DTYPE[v.type.dtype.value]) for v in body.outputs[n:]]
     reverse = node.attrs["reverse"]
 
     def step(i, *state):
         c, out = list(state[:n]), list(state[n:])
         t = length - 1 - i if reverse else i
-        res = cx.run_region(body, c + [r.read(t) for r in rows])
-        return [i + 1] + list(res[:n]) + [ta.write(t, y) for ta, y in zip(out, res[n:])]
+        res = cx.run_region(body, c + [tf.gather(x, t) for x in xs])
+        written = [tf.tensor_scatter_nd_update(buf, tf.reshape(t, [1, 1]), y[None])
+                   for buf, y in zip(out, res[n:])]
+        return [i + 1] + list(res[:n]) + written
 
-    final = tf.while_loop(lambda i, *_: i < length, step, [tf.constant(0)] + carry + ys,
+    final = tf.while_loop(lambda i, *_: i < length, step, [tf.constant(0)] + carry + buffers,
                           shape_invariants=[tf.TensorShape([])]
                           + [_shape(v) for v in body.inputs[:n]]
-                          + [tf.TensorShape(None)] * len(ys))
-    return list(final[1:1 + n]) + [ta.stack() for ta in final[1 + n:]]
+                          + [tf.TensorShape([None] * (v.type.rank + 1))
+                             for v in body.outputs[n:]])
+    return list(final[1:])
+
+
+def _size(cx, node, d):
+    """A dim of a stacked output: static, or read from an operand that has that symbol."""
+    if isinstance(d, int):
+        return tf.constant(d)
+    for v in node.inputs:
+        if d in v.type.shape:
+            return tf.shape(cx.x(v))[v.type.shape.index(d)]
+    raise ValueError(f"the stacked output size {d} is not a dim of any operand")
 
 
 _TF_DTYPE = {"f32": tf.float32, "f16": tf.float16, "bf16": tf.bfloat16, "f64": tf.float64,

@@ -6,6 +6,7 @@ Scans longer than canonicalization's unroll limit (8) stay loops: those exercise
 TFLite, tf.while_loop in SavedModel and TF.js.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -264,3 +265,38 @@ def test_unsupported_primitive_inside_a_loop_names_the_line():
         from_jax(f, [np.ones(3, np.float32)])
     [diag] = [d for d in info.value.diagnostics if "lgamma" in d.message]
     assert "has no IR lowering" in diag.message and __file__ in diag.loc
+
+
+SHARDED_LOOP = r"""
+import json, os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import numpy as np, jax, jax.numpy as jnp
+import tensorforge
+from tensorforge import sharding as ts
+from tensorforge.backends.jax_sharding import compile_sharded
+from tensorforge.tools.convert import optimize
+
+rng = np.random.default_rng(0)
+w1, w2 = rng.standard_normal((16, 32), np.float32), rng.standard_normal((32, 16), np.float32)
+
+def f(x):
+    h = jnp.tanh(x @ w1) @ w2
+    return jax.lax.scan(lambda c, r: (jnp.tanh(c + r), c), jnp.zeros(16), h)[1]
+
+x = rng.standard_normal((12, 16)).astype(np.float32)
+module = optimize(tensorforge.from_jax(f, [x]), None)
+plan = ts.shard(module, ts.create_layout_map(module, ts.Mesh({"batch": 2, "model": 4})),
+                batch=12)
+(want,) = tensorforge.run_graph(module.main, [x])
+(got,) = compile_sharded(plan, example_inputs=[x])(x)
+print(json.dumps({"ops": sorted({n.op for n in module.main}),
+                  "err": float(np.max(np.abs(np.asarray(got) - want)))}))
+"""
+
+
+def test_a_sharded_plan_with_a_loop_runs_on_simulated_devices():
+    proc = subprocess.run([sys.executable, "-c", SHARDED_LOOP], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "scan" in out["ops"] and out["err"] < 1e-5
