@@ -224,7 +224,7 @@ class Emitter:
         sub = Emitter(self.fp16, parent=self)
         index = len(self.subgraphs)
         self.subgraphs.append(None)
-        inputs, outputs = _lower_graph(sub, graph, self.problems)
+        inputs, outputs = _lower_graph(sub, graph, self.problems, region=True)
         self.subgraphs[index] = fb.SubGraphT(tensors=sub.tensors, inputs=inputs,
                                              outputs=outputs, operators=sub.operators,
                                              name=name)
@@ -265,8 +265,11 @@ def _diag(node: Node, message: str) -> Diagnostic:
     return Diagnostic(message, node=node.describe(), scope=node.scope, loc=node.loc)
 
 
-def _lower_graph(e: Emitter, graph, problems: list[Diagnostic]) -> tuple[list, list]:
-    """Lowers `graph`'s nodes into `e`; returns its input and output tensor indices."""
+def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
+                 region: bool = False) -> tuple[list, list]:
+    """Lowers `graph`'s nodes into `e`; returns its input and output tensor indices. A
+    region (a WHILE body) may return its inputs as they are: LiteRT carries such loop
+    invariants without a copy per iteration."""
     inputs = []
     for v in graph.inputs:
         try:
@@ -296,7 +299,7 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic]) -> tuple[list, l
             index = e.t(v)
             # A subgraph output must be computed by an operator of its own: copy graph inputs,
             # constants and repeated outputs.
-            if index in inputs or e.is_const(index) or index in outputs:
+            if (index in inputs and not region) or e.is_const(index) or index in outputs:
                 index = copy_into(e, index, name=f"{e.value_name(v)}/copy")
             outputs.append(index)
         except Unsupported as err:

@@ -29,7 +29,7 @@ def _sample(model, seed=0):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _latency(data: bytes, x: np.ndarray, repeats: int = 50) -> tuple[float, np.ndarray]:
+def _latency(data: bytes, x: np.ndarray, repeats: int = 200) -> tuple[float, np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=data, num_threads=2)

@@ -91,9 +91,70 @@ def flax_encoder(layers: int = 2, d: int = 128, heads: int = 4, seq_len: int = 6
     return model.apply, variables, x
 
 
+def scan_rnn(seq_len: int = 32, d: int = 64):
+    """(apply_fn, variables, example input) for a Flax LSTM (nn.RNN: a lax.scan over time)
+    with a dense head: a loop the converters must keep as one."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    class RNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(10, name="head")(nn.RNN(nn.LSTMCell(d), name="lstm")(x)[:, -1])
+
+    x = np.random.default_rng(0).standard_normal((1, seq_len, 16)).astype(np.float32)
+    model = RNN()
+    return model.apply, model.init(jax.random.PRNGKey(0), x), x
+
+
+def rope_decoder(layers: int = 2, d: int = 64, heads: int = 4, seq_len: int = 32):
+    """(apply_fn, variables, example input) for a Flax decoder with rotary position
+    embeddings (sin/cos tables) and a causal mask."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def rope(x):
+        half = x.shape[-1] // 2
+        freqs = 1.0 / (10000 ** (jnp.arange(half, dtype=jnp.float32) / half))
+        angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * freqs
+        sin, cos = jnp.sin(angles)[:, None], jnp.cos(angles)[:, None]
+        x1, x2 = x[..., :half], x[..., half:]
+        return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            b, s, _ = x.shape
+            h = nn.RMSNorm()(x)
+            q, k, v = (nn.Dense(d, use_bias=False)(h).reshape(b, s, heads, d // heads)
+                       for _ in range(3))
+            q, k = rope(q), rope(k)
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d // heads)
+            scores = jnp.where(jnp.tril(jnp.ones((s, s), bool)), scores, -1e9)
+            att = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores), v).reshape(b, s, d)
+            x = x + nn.Dense(d, use_bias=False)(att)
+            return x + nn.Dense(d)(jax.nn.silu(nn.Dense(4 * d)(nn.RMSNorm()(x))))
+
+    class Decoder(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(layers):
+                x = Block()(x)
+            return x
+
+    x = np.random.default_rng(0).standard_normal((1, seq_len, d)).astype(np.float32)
+    model = Decoder()
+    return model.apply, model.init(jax.random.PRNGKey(0), x), x
+
+
 JAX_BENCH_MODELS = {
     "Flax CNN (32x32, 3 conv blocks)": flax_cnn,
     "Flax encoder (2 layers, d=128)": flax_encoder,
+    "Flax LSTM (scan, 32 steps, d=64)": scan_rnn,
+    "Flax RoPE decoder (2 layers, d=64)": rope_decoder,
 }
 
 
