@@ -94,7 +94,9 @@ def _dynamic_update_slice(cx, node):
         placed = tf.pad(tf.cast(update, tf.int32), pads) > 0
     else:
         placed = tf.pad(update, pads)
-    return [tf.where(mask, placed, x)]
+    out = tf.where(mask, placed, x)
+    out.set_shape(x.shape)  # (where on padded tensors loses static dims a loop must keep)
+    return [out]
 
 
 LOWERINGS = {"while": _while, "if": _if, "scan": _scan,

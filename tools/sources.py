@@ -47,12 +47,23 @@ def _keras_runner(model, output_names: list[str]) -> Runner:
         else:
             args = list(inputs.values())
             out = model(args[0] if len(args) == 1 else args, training=False)
-        if isinstance(out, dict):
+        if isinstance(out, dict) and all(k in out for k in output_names):
             return [np.asarray(out[k]) for k in output_names]
-        if isinstance(out, (list, tuple)):
-            return [np.asarray(o) for o in out]
-        return [np.asarray(out)]
+        # Nested outputs (a dict of tuples): leaves in the order the frontend names them
+        # (`key_0`, `key_1`, ...: dict keys sorted, sequences in order).
+        return [np.asarray(o) for o in _leaves(out)]
     return run
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for k in sorted(tree):
+            yield from _leaves(tree[k])
+    elif isinstance(tree, (list, tuple)):
+        for x in tree:
+            yield from _leaves(x)
+    else:
+        yield tree
 
 
 def _savedmodel_runner(path: str, signature: str, output_names: list[str]) -> Runner:

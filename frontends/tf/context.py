@@ -1,7 +1,9 @@
 """What a TF op lowering works with: the entries a TF tensor becomes while lifting (`Const`,
-`Sym`, `Resource`, `Dead`, `Pending`, `Lazy`, or an IR `Value`), `TFNode`, `LiftError`, the TF
-dtype tables, and the `Lifter`: the `ctx` every function of `ops.TABLE` is handed, which reads
-entries, emits IR nodes, folds constants and evaluates symbolic shape arithmetic.
+`Sym`, `Resource`, `TensorList`, `Dead`, `Pending`, `Lazy`, or an IR `Value`), `TFNode`,
+`LiftError`, the TF dtype tables, and the `Lifter`: the `ctx` every function of `ops.TABLE` is
+handed, which reads entries, emits IR nodes, folds constants and evaluates symbolic shape
+arithmetic. A control-flow body is lifted by a child lifter (`Lifter.child`) into a region
+(`ops/control.py`).
 
 The driver (`lift.py`) reads the TF graph and feeds its nodes to `Lifter.lift_node`.
 """
@@ -26,6 +28,7 @@ _TF_DTYPES = {1: DType.f32, 2: DType.f64, 3: DType.i32, 4: DType.u8, 5: DType.i1
 _TF_DTYPE_NAMES = {7: "string", 8: "complex64", 18: "complex128", 20: "resource", 21: "variant",
                    17: "uint16", 22: "uint32", 23: "uint64"}
 DT_RESOURCE = 20
+DT_VARIANT = 21     # a TensorList, among others
 
 
 # -- importer values -------------------------------------------------------------------------
@@ -90,6 +93,37 @@ class Resource:
         self.name = name
 
 
+class TensorList:
+    """A TF TensorList (a TensorArray: Keras RNNs read their inputs from one and write their
+    outputs into one) of known length and element shape, held as the plain tensor
+    [length, *element] it stacks to.
+
+    `tensor` is that tensor, or None while no element is set (every element is zeros then;
+    it is built on first use). `length` is the number of elements (int or SymDim), None when
+    it is computed at run time (`length_entry` then holds that scalar). `elem` is the element
+    shape (ints and SymDims), with None for a dim not known yet, or None altogether for an
+    unknown rank: TensorListReserve may leave it open (Keras reserves its outputs as
+    [None, units]) until a TensorListSetItem writes an item. `learn`, when set, is called
+    with the element shape that first SetItem writes: a loop body filling a list whose element
+    shape is still open tells the loop (`ops/control.py`) that way."""
+
+    __slots__ = ("tensor", "length", "elem", "dtype", "length_entry", "learn")
+
+    def __init__(self, tensor, length, elem: list | None, dtype: DType, length_entry=None,
+                 learn=None):
+        self.tensor = tensor
+        self.length = length
+        self.elem = None if elem is None else list(elem)
+        self.dtype = dtype
+        self.length_entry = length_entry
+        self.learn = learn
+
+    @property
+    def open(self) -> bool:
+        """True while no element is set and the element shape is not fully known."""
+        return self.tensor is None and (self.elem is None or None in self.elem)
+
+
 class Dead:
     """A TF output with no IR meaning (e.g. batch-norm's training statistics). Using it is an
     error with `reason`; reason None marks the output of a node already reported."""
@@ -120,7 +154,7 @@ class Lazy:
         self.info = info
 
 
-Entry = Any  # Value | Const | Sym | Complex | Resource | Dead | Pending | Lazy
+Entry = Any  # Value | Const | Sym | Complex | Resource | TensorList | Dead | Pending | Lazy
 
 
 class LiftError(Exception):
@@ -161,6 +195,12 @@ class Lifter:
         self.graph = graph
         self._scope_fn = scope_fn
         self._scope_cache: dict[str, str] = {}
+        self._counter = [0]     # fresh symbols, shared with child lifters: names stay unique
+        # Set by the driver for control flow (`ops/control.py`): the graph reader, which
+        # inlines the library's functions (`function_call`) and orders nodes (`topo_order`),
+        # and the whole op table (this table plus the driver's own entries).
+        self.reader = None
+        self.table: dict | None = None
         self.env: dict[str, list[Entry] | None] = {}   # None: node failed (already reported)
         self.diagnostics: list[Diagnostic] = []
         self.unsupported = False
@@ -168,12 +208,22 @@ class Lifter:
         self.scope = ""
         self.loc = ""
         self._sym_shapes: dict[int, list] = {}
-        self._fresh = 0
         # Where each run-time size can be read: symbol -> (value, axis), and the cached
         # shape_of / per-dim values built from them.
         self._sym_origin: dict[str, tuple[Value, int]] = {}
         self._shape_values: dict[int, Value] = {}
         self._dim_values: dict[str, Value] = {}
+
+    def child(self, graph: Graph) -> "Lifter":
+        """A lifter for a region graph (a loop body, an if branch) nested in this one's: the
+        same scopes and location, fresh symbols that never clash with this lifter's, its own
+        entries and its own diagnostics (the caller decides whether they are reported)."""
+        sub = Lifter(graph, self._scope_fn)
+        sub._scope_cache = self._scope_cache
+        sub._counter = self._counter
+        sub.reader, sub.table = self.reader, self.table
+        sub.node, sub.scope, sub.loc = self.node, self.scope, self.loc
+        return sub
 
     # -- locations ---------------------------------------------------------------------------
     def scope_of(self, node: TFNode) -> str:
@@ -229,6 +279,8 @@ class Lifter:
             return TensorType(DType.from_numpy(e.dtype), e.array.shape)
         if isinstance(e, Lazy):
             return e.type
+        if isinstance(e, TensorList):
+            raise LiftError(_LIST_AS_TENSOR)
         raise LiftError("a resource handle is used as a tensor (only ReadVariableOp is supported)")
 
     def sym_shape(self, e: Entry) -> list:
@@ -255,8 +307,8 @@ class Lifter:
 
     def fresh_symbol(self) -> str:
         """A new name for a run-time size nothing else is known to equal (`?7`)."""
-        self._fresh += 1
-        return f"?{self._fresh}"
+        self._counter[0] += 1
+        return f"?{self._counter[0]}"
 
     def set_sym_shape(self, v: Entry, dims: Sequence) -> None:
         """Records what a value's `?` dims are (e.g. `batch*8` after a reshape to [-1, 32])."""
@@ -265,6 +317,11 @@ class Lifter:
             for axis, d in enumerate(dims):
                 if isinstance(d, SymDim) and d.coef == 1 and len(d.syms) == 1:
                     self._sym_origin.setdefault(d.syms[0], (v, axis))
+
+    def can_compute(self, d) -> bool:
+        """True when the size `d` (int or SymDim) can be built in this lifter's graph: every
+        symbol in it is a dim of a value the lifter has seen."""
+        return not isinstance(d, SymDim) or all(s in self._sym_origin for s in d.syms)
 
     # -- run-time shape values ---------------------------------------------------------------
     def _dim_value(self, name: str) -> Value:
@@ -375,6 +432,8 @@ class Lifter:
                 finally:
                     self.scope, self.loc = saved
             return e.value
+        if isinstance(e, TensorList):
+            raise LiftError(_LIST_AS_TENSOR)
         raise LiftError("a resource handle is used as a tensor (only ReadVariableOp is supported)")
 
     # -- emitting ----------------------------------------------------------------------------
@@ -527,6 +586,10 @@ class Lifter:
         except Exception as e:  # a lowering bug must still come out as a diagnostic
             self.report(f"lowering failed: {type(e).__name__}: {e}", node)
             self.env[node.name] = None
+
+
+_LIST_AS_TENSOR = ("a TensorList is used as a tensor by an op other than the TensorList ops "
+                   "(TensorListStack reads it as one)")
 
 
 def fmt_dims(dims) -> str:

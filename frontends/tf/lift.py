@@ -20,6 +20,10 @@ How (and why this way):
   evaluated symbolically (`shapes.SymDim`); the batch dim is the IR symbol `batch`.
 - Every IR node carries `scope` (the layer path, from the TF name scope) and
   `loc = "tf:{op}:{tf node name}"`. Every unsupported op is collected and reported at once.
+- Control flow: a functional While becomes an IR `while` and an If on a run-time condition an
+  IR `if`, their bodies (FunctionDefs of the library) lifted into regions by child lifters
+  (`ops/control.py`); TensorLists (TensorArrays, which Keras RNNs loop over) are plain tensors
+  (`ops/tensorlist.py`).
 - Lowerings can look ahead without leaving dead nodes: `Pending` entries complete multi-op
   patterns (SpaceToBatchND -> Conv2D -> BatchToSpaceND is one dilated conv) and `Lazy`
   entries are built only if used (Tensordot's 2-D reshapes around a matmul).
@@ -75,6 +79,7 @@ class _GraphReader:
     def __init__(self, graph_def):
         self.library = {f.signature.name: f for f in graph_def.library.function}
         self.nodes: dict[str, TFNode] = {}
+        self._calls: dict[str, tuple[str, list[str]]] = {}
         for nd in graph_def.node:
             inputs = [p for p in map(_parse_input, nd.input) if p is not None]
             self._add(nd.name, nd.op, inputs, nd.attr, nd.name)
@@ -82,7 +87,7 @@ class _GraphReader:
     def _add(self, name, op, inputs, attr, path):
         fn = None
         if op in _IF_OPS and inputs:
-            self._add_if(name, inputs, attr, path)
+            self._add_if(name, op, inputs, attr, path)
             return
         if op in _CALL_OPS and "f" in attr:
             fn = self.library.get(attr["f"].func.name)
@@ -93,22 +98,43 @@ class _GraphReader:
         else:
             self._inline(name, path, inputs, fn)
 
-    def _add_if(self, name, inputs, attr, path):
+    def _add_if(self, name, op, inputs, attr, path):
         """If / StatelessIf: both branches are inlined (as `name/then`, `name/else`) but not
-        wired in; the `_If` node lifts only the branch its condition selects, once the
-        condition is known at import time (see `_make_if`)."""
-        branches = []
+        wired in; the If node takes only the condition. Known at import time, it lifts
+        the branch the condition selects; computed at run time, it lifts its arguments
+        (`_args`) and both branch functions (`_fns`) into an IR `if` (`ops/control.py`)."""
+        branches, fns = [], []
         for key, suffix in (("then_branch", "then"), ("else_branch", "else")):
             fdef = self.library.get(attr[key].func.name)
             if fdef is None:
-                self.nodes[name] = TFNode(name, "If", inputs, attr, path)
+                self.nodes[name] = TFNode(name, op, inputs, attr, path)
                 return
             call = f"{name}/{suffix}"
             self._inline(call, path, inputs[1:], fdef)
             branches.append(call)
-        self.nodes[name] = TFNode(name, "_If", inputs[:1], {"_branches": tuple(branches)}, path)
+            fns.append(attr[key].func.name)
+        self.nodes[name] = TFNode(name, op, inputs[:1], {
+            "_branches": tuple(branches), "_fns": tuple(fns), "_args": tuple(inputs[1:])}, path)
 
-    def _inline(self, call: str, call_path: str, call_inputs, fdef):
+    def function_call(self, call: str, path: str, fname: str) -> tuple[str, list[str]] | None:
+        """Inlines library function `fname` (a loop body, an if branch) as `call`, for a
+        region: its arguments are the names `call/_argK`, which the region's lifter binds.
+        Returns (the name of the node holding its results, the argument names), or None when
+        the library lacks it. The function's nodes keep the name scope they were traced in
+        (`model/lstm/while/lstm_cell/MatMul`), placed under the scope of the control-flow
+        node at `path`."""
+        known = self._calls.get(call)
+        if known is not None:
+            return known
+        fdef = self.library.get(fname)
+        if fdef is None:
+            return None
+        args = [f"{call}/_arg{i}" for i in range(len(fdef.signature.input_arg))]
+        self._inline(call, path, [(a, 0) for a in args], fdef, path_of=_traced_path(path))
+        self._calls[call] = call, args
+        return call, args
+
+    def _inline(self, call: str, call_path: str, call_inputs, fdef, path_of=None):
         from tensorflow.python.framework import op_def_registry
 
         args = {a.name: call_inputs[i] for i, a in enumerate(fdef.signature.input_arg)
@@ -140,10 +166,12 @@ class _GraphReader:
             return f"{call}/{node_name}", offset(node_name, arg) + idx
 
         scope = call_path.rpartition("/")[0]
+        if path_of is None:
+            def path_of(name):
+                return f"{scope}/{name}" if scope else name
         for nd in fdef.node_def:
             inputs = [p for p in map(resolve, nd.input) if p is not None]
-            self._add(f"{call}/{nd.name}", nd.op, inputs, nd.attr,
-                      f"{scope}/{nd.name}" if scope else nd.name)
+            self._add(f"{call}/{nd.name}", nd.op, inputs, nd.attr, path_of(nd.name))
         rets = [resolve(fdef.ret[a.name]) for a in fdef.signature.output_arg]
         self.nodes[call] = TFNode(call, "_CallOutputs", rets, {}, call_path)
 
@@ -175,6 +203,21 @@ class _GraphReader:
         return order
 
 
+def _traced_path(control_path: str) -> Callable[[str], str]:
+    """Where the nodes of a loop body or if branch sit: TF names them in the name scope they
+    were traced in (`model/lstm/while/lstm_cell/MatMul` for the loop `model/lstm/while`); the
+    part of that scope the loop's own path ends with is shared, the rest is appended."""
+    parts = control_path.split("/")
+
+    def path_of(name: str) -> str:
+        inner = name.split("/")
+        for k in range(min(len(parts), len(inner) - 1), 0, -1):
+            if inner[:k] == parts[-k:]:
+                return "/".join(parts[:-k] + inner)
+        return f"{control_path}/{name}"
+    return path_of
+
+
 # -- scopes ----------------------------------------------------------------------------------
 
 def default_scope_fn(strip: int = 0) -> Callable[[str], str]:
@@ -204,32 +247,6 @@ def _capture_entries(concrete_fn) -> dict[str, Entry]:
         else:
             out[key] = Const(np.asarray(external.numpy()), None)
     return out
-
-
-def _make_if(reader: "_GraphReader", table: dict):
-    """The lowering of `_If`: a condition known at import time (a shape test such as
-    `masks.shape[1] == 0` once the shapes are fixed) selects one branch, which is lifted
-    then and there; the other is never lifted. A condition computed at run time needs real
-    control flow, which the IR does not have yet."""
-    def lower(ctx, node, ins):
-        cond = ctx.const(ins[0])
-        if cond is None:
-            raise LiftError("If on a condition computed at run time is not supported (the "
-                            "IR has no control flow yet); if the condition tests a shape, "
-                            "fixing that shape (input_shapes= / --input-shape) decides it")
-        branch = node.attr["_branches"][0 if bool(np.asarray(cond).ravel()[0]) else 1]
-        saved = ctx.node, ctx.scope, ctx.loc
-        try:
-            for inner in reader.topo_order([branch]):
-                if inner.name not in ctx.env:
-                    ctx.lift_node(inner, table)
-        finally:
-            ctx.node, ctx.scope, ctx.loc = saved
-        outs = ctx.env.get(branch)
-        if outs is None:
-            raise LiftError("the branch this If takes could not be lifted (see above)")
-        return outs
-    return lower
 
 
 def _read_resource(res: Resource, dtype_enum: int) -> np.ndarray:
@@ -267,7 +284,9 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
     if freeze:
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2)
-        concrete_fn = convert_variables_to_constants_v2(concrete_fn)
+        # Functional While / If stay as they are (the default lowers them to v1 control flow,
+        # Switch / Merge / Enter / Exit, which has no IR meaning).
+        concrete_fn = convert_variables_to_constants_v2(concrete_fn, lower_control_flow=False)
     else:
         captures = _capture_entries(concrete_fn)
     graph_def = concrete_fn.graph.as_graph_def()
@@ -297,7 +316,7 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
 
     table = dict(ops.TABLE)
     table["ReadVariableOp"] = _make_read_variable(captures)
-    table["_If"] = _make_if(reader, table)
+    lifter.reader, lifter.table = reader, table
     out_refs = [(t.op.name, t.value_index) for t in outputs]
     for node in reader.topo_order(name for name, _ in out_refs):
         if node.name in lifter.env:
@@ -330,11 +349,16 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
 
 
 def _make_read_variable(captures):
+    read: dict[tuple[int, int], np.ndarray] = {}    # a loop body may be lifted more than once
+
     def read_variable(ctx: Lifter, node: TFNode, ins):
         (res,) = ins
         if not isinstance(res, Resource):
             raise LiftError("ReadVariableOp of a resource that is not a captured variable")
-        array = _read_resource(res, node.attr["dtype"].type)
+        key = (id(res), node.attr["dtype"].type)
+        array = read.get(key)
+        if array is None:
+            array = read[key] = _read_resource(res, node.attr["dtype"].type)
         # Name weights by layer path + variable name (`encoder_0/attention/query/kernel`).
         name = res.name.rpartition("/")[2] if res.name else None
         if name and ctx.scope:

@@ -1,6 +1,7 @@
 """Shape TF ops: Shape/Size/Rank (symbolic on run-time dims), Reshape (with Tensordot's lazy
 2-D flatten), Squeeze, ExpandDims, Transpose, Concat, Pack/Unpack, Split, Slice,
-StridedSlice, Gather, Tile, BroadcastTo, Fill/ZerosLike/OnesLike (splats), Range and Pad."""
+StridedSlice, Gather, Tile, BroadcastTo, Fill/ZerosLike/OnesLike (splats), Range, Pad and
+ReverseV2."""
 
 from __future__ import annotations
 
@@ -304,6 +305,19 @@ def _pad(ctx, node, ins):
     return [ctx.dynamic("dynamic_pad", [x, ins[1]], dims, attrs)]
 
 
+def _reverse(ctx, node, ins):
+    """ReverseV2: the IR's reverse (TFLite REVERSE_V2), run-time dims included."""
+    x, axes = ins
+    rank = ctx.type(x).rank
+    axes = sorted({int(a) % rank for a in np.ravel(ctx.static(axes, "ReverseV2 axes"))})
+    if not axes:
+        return [x]
+    dims = ctx.sym_shape(x)
+    y = ctx.emit1("reverse", [x], {"axes": axes})
+    ctx.set_sym_shape(y, dims)
+    return [y]
+
+
 TABLE = {
     "Shape": _shape, "ShapeN": _shape, "Size": _size, "Rank": _rank, "Reshape": _reshape,
     "Squeeze": _squeeze, "ExpandDims": _expand_dims, "Transpose": _transpose,
@@ -313,4 +327,5 @@ TABLE = {
     "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
     "Tile": _tile, "BroadcastTo": _broadcast_to, "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
+    "ReverseV2": _reverse,
 }
