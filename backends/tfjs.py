@@ -178,7 +178,10 @@ def _frozen_graph(concrete_fn):
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    frozen = convert_variables_to_constants_v2(concrete_fn)
+    # Functional While/If stay functions (as tensorflowjs_converter keeps them): TF.js runs
+    # them with executeAsync, nested loops included, which the v1 lowering
+    # (Enter/Merge/Switch/Exit frames) does not survive.
+    frozen = convert_variables_to_constants_v2(concrete_fn, lower_control_flow=False)
     # Freezing turns each captured variable into a Const named after its capture placeholder
     # (`conv1/ReadVariableOp/resource`); name the weight after the variable (`conv1/filter`).
     variables = {id(v.handle): v for v in concrete_fn.graph.variables}
@@ -419,6 +422,35 @@ def _code_weight(arr: np.ndarray, code_dtype: str, as_dtype: str):
     return stored, {"dtype": qname, "min": float(lo), "scale": 1.0, "original_dtype": as_dtype}
 
 
+def _unique_function_consts(graph_def) -> None:
+    """Renames the Consts inside functions (loop bodies, branches) to `<function>/<name>`:
+    TF.js looks every Const up in one weights map by node name, and two bodies easily both
+    have a `Const_1`."""
+    taken = {n.name for n in graph_def.node}
+    for f in graph_def.library.function:
+        renames = {}
+        for n in f.node_def:
+            if n.op == "Const":
+                new = f"{f.signature.name}/{n.name}"
+                while new in taken:
+                    new += "_"
+                taken.add(new)
+                renames[n.name], n.name = new, new
+        if not renames:
+            continue
+
+        def fix(ref: str) -> str:
+            head, sep, rest = ref.lstrip("^").partition(":")
+            if head not in renames:
+                return ref
+            return ("^" if ref.startswith("^") else "") + renames[head] + sep + rest
+
+        for n in f.node_def:
+            n.input[:] = [fix(r) for r in n.input]
+        for key in list(f.ret):
+            f.ret[key] = fix(f.ret[key])
+
+
 def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None,
                      codes: dict[str, str] | None = None):
     """Moves every Const node's value into the weights (node order); returns (manifest weight
@@ -430,7 +462,10 @@ def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | Non
 
     codes = codes or {}
     entries, chunks = [], []
-    for n in graph_def.node:
+    # The Consts of loop bodies and branches too (tensorflowjs_converter's extract_weights):
+    # TF.js looks every Const up in the weights by its node name.
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    for n in nodes:
         if n.op != "Const":
             continue
         tensor = n.attr["value"].tensor
@@ -536,6 +571,7 @@ def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict)
     problems += _allowlist_problems(graph_def)
     if problems:
         raise ConversionError("cannot write TF.js graph model", problems)
+    _unique_function_consts(graph_def)
 
     entries, payload = _extract_weights(graph_def, quantize, quantize_globs, codes)
     shards = _shards(payload)

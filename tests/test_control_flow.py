@@ -97,6 +97,21 @@ def test_while_loop_with_a_data_dependent_exit(tmp_path):
     assert "WHILE" in _tflite_ops(result.paths["tflite"])
 
 
+def test_nested_loops_with_a_branch_inside(tmp_path):
+    """A while in a while with a cond inside: nested subgraphs in TFLite, nested functions in
+    SavedModel and TF.js (whose loop bodies' constants must not collide by name)."""
+    def nested(x):
+        def outer(i, a):
+            def inner(j, b):
+                return jax.lax.cond(jnp.sum(b) > 0, lambda c: c * 0.9, lambda c: c + 0.1, b)
+            return jax.lax.fori_loop(0, 10, inner, a) + 1.0
+        return jax.lax.fori_loop(0, 12, outer, x)
+
+    result = _convert(nested, [RNG.standard_normal(3).astype(np.float32)], tmp_path)
+    [outer] = [n for n in result.module.main.walk() if n.op == "scan"][:1]
+    assert any(n.op == "scan" for n in outer.regions[0].walk())
+
+
 def test_cond_and_switch_on_data(tmp_path):
     def branchy(i, x):
         y = jax.lax.cond(jnp.sum(x) > 0, lambda a: a * 2.0, lambda a: jnp.sin(a) - 1.0, x)
