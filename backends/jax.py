@@ -666,6 +666,7 @@ LOWERINGS: dict[str, Callable] = {
                          else jnp.floor_divide(a, b)),
     "floor_mod": _binary(jnp.mod),
     "maximum": _binary(jnp.maximum), "minimum": _binary(jnp.minimum),
+    "atan2": _binary(jnp.arctan2),
     "equal": _binary(jnp.equal), "not_equal": _binary(jnp.not_equal),
     "less": _binary(jnp.less), "less_equal": _binary(jnp.less_equal),
     "greater": _binary(jnp.greater), "greater_equal": _binary(jnp.greater_equal),

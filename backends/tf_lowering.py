@@ -645,6 +645,7 @@ LOWERINGS: dict[str, Callable] = {
     "mul": _binary(tf.math.multiply), "div": _div, "pow": _binary(tf.math.pow),
     "floor_div": _binary(tf.math.floordiv), "floor_mod": _binary(tf.math.floormod),
     "maximum": _binary(tf.math.maximum), "minimum": _binary(tf.math.minimum),
+    "atan2": _binary(tf.math.atan2),
     "equal": _binary(tf.math.equal), "not_equal": _binary(tf.math.not_equal),
     "less": _binary(tf.math.less), "less_equal": _binary(tf.math.less_equal),
     "greater": _binary(tf.math.greater), "greater_equal": _binary(tf.math.greater_equal),

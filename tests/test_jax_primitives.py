@@ -278,3 +278,33 @@ def test_edge_values_litert_tf_jax():
         for k, (g_, w_) in enumerate(zip(got, want)):
             assert g_.dtype == w_.dtype and g_.shape == w_.shape, (name, k)
             np.testing.assert_allclose(g_, w_, rtol=2e-6, atol=0, err_msg=f"{name} output {k}")
+
+
+def test_inverse_and_hyperbolic_functions_rem_tile_unstack_scatter_sub(tmp_path):
+    """atan2 is the one new IR op (TFLite ATAN2); atan, asin, acos, tan, sinh, cosh, asinh,
+    acosh, atanh, cbrt and rem are composed from ops every target has."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.9, 0.9, (3, 4)).astype(np.float32)
+    y = rng.uniform(0.5, 2, (3, 4)).astype(np.float32)
+
+    def functions(x, y):
+        return (jnp.arctan2(x, y), jnp.arctan(x * 3), jnp.arcsin(x), jnp.arccos(x), jnp.tan(x),
+                jnp.sinh(x * 2), jnp.cosh(x), jnp.arcsinh(x * -50), jnp.arccosh(y + 1),
+                jnp.arctanh(x), jnp.cbrt(x * 8), jax.lax.rem(x * 5, y), jnp.tile(x, (2, 1)),
+                jnp.unstack(x)[1], jnp.asarray(x).at[1].subtract(y[0]))
+
+    result = _convert(functions, [x, y], tmp_path, "trig", verify_inputs={"x": x, "y": y})
+    assert max(r.max_rel for r in result.verification.rows) < 1e-5
+
+
+def test_reduce_precision_rounds_like_xla(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 64)) * np.exp(rng.uniform(-20, 20, (4, 64)))).astype(np.float32)
+    x[0, :4] = [0, np.inf, -np.inf, 2.0 ** 5]
+    x[1, :3] = [1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 - 2 ** -24]   # ties go to even
+
+    def bf16_emulation(x):
+        return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+    result = _convert(bf16_emulation, [x], tmp_path, "rp", verify_inputs={"x": x})
+    assert all(r.max_abs == 0 for r in result.verification.rows)

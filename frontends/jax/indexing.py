@@ -1,6 +1,6 @@
 """JAX indexing primitives in general form: `gather` (any dimension numbers: jnp.take,
-take_along_axis, x[i, j], batched gathers), `scatter` / `scatter-add` / `-mul` / `-min` /
-`-max` (`x.at[...].set/add/mul/min/max` with traced indices), `dynamic_update_slice`.
+take_along_axis, x[i, j], batched gathers), `scatter` / `scatter-add` / `-sub` / `-mul` /
+`-min` / `-max` (`x.at[...].set/add/mul/min/max` with traced indices), `dynamic_update_slice`.
 
 Gathers and scatters whose indexed dims are fully indexed (size-1 windows there, full
 windows elsewhere: every jnp indexing pattern) are brought into TF's gather_nd /
@@ -157,11 +157,14 @@ def _scatter(kind):
             # One index tuple: give it a batch dim of 1 (TF's scatter kernels insist).
             idx = ctx.reshape(idx, [1, ctx.shape(idx)[0]])
             ut = ctx.reshape(ut, [1, *ctx.shape(ut)])
-        if kind in ("set", "add"):
-            op = "scatter_nd_update" if kind == "set" else "scatter_nd_add"
+        how = kind
+        if how == "sub":
+            ut, how = ctx.emit("neg", [ut]), "add"
+        if how in ("set", "add"):
+            op = "scatter_nd_update" if how == "set" else "scatter_nd_add"
             out = ctx.emit(op, [xt, idx, ut])
         else:
-            out = _scatter_combine(ctx, kind, xt, idx, ut, len(index_map))
+            out = _scatter_combine(ctx, how, xt, idx, ut, len(index_map))
         inverse = [perm.index(i) for i in range(len(perm))]
         return ctx.transpose(out, inverse)
     return lower
@@ -196,6 +199,7 @@ def _scatter_combine(ctx, kind, x, idx, updates, k):
 
 
 for _name, _kind in (("scatter", "set"), ("scatter-add", "add"), ("scatter_add", "add"),
+                     ("scatter-sub", "sub"), ("scatter_sub", "sub"),
                      ("scatter-mul", "mul"), ("scatter_mul", "mul"),
                      ("scatter-min", "min"), ("scatter_min", "min"),
                      ("scatter-max", "max"), ("scatter_max", "max")):

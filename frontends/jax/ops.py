@@ -109,6 +109,135 @@ def _erfc(ctx, eqn, ins):
     return ctx.emit("sub", [ctx.scalar(1, x), ctx.emit("erf", [x])])
 
 
+def _full(ctx, e, like):
+    """`e` broadcast to `like`'s shape when it is a (smaller) constant: TFLite's ATAN2 does
+    not broadcast."""
+    shape = ctx.shape(like)
+    if isinstance(e, Const) and e.array.shape != tuple(shape) and \
+            all(isinstance(d, int) for d in shape):
+        return Const(np.broadcast_to(e.array, shape).copy())
+    return e
+
+
+@lowers("atan2")
+def _atan2(ctx, eqn, ins):
+    y, x = ins
+    return ctx.emit("atan2", [_full(ctx, y, x), _full(ctx, x, y)])
+
+
+# The inverse and hyperbolic functions from the ops every target has: atan(x) = atan2(x, 1),
+# asin(x) = atan2(x, sqrt(1 - x^2)), acos(x) = atan2(sqrt(1 - x^2), x), asinh and acosh by
+# their logarithms (asinh on |x|, its sign put back, so large negative x stays accurate).
+@lowers("atan")
+def _atan(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("atan2", [x, _full(ctx, ctx.scalar(1, x), x)])
+
+
+def _sqrt_one_minus_square(ctx, x):
+    return ctx.emit("sqrt", [ctx.emit("sub", [ctx.scalar(1, x), ctx.emit("mul", [x, x])])])
+
+
+@lowers("asin")
+def _asin(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("atan2", [x, _sqrt_one_minus_square(ctx, x)])
+
+
+@lowers("acos")
+def _acos(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("atan2", [_sqrt_one_minus_square(ctx, x), x])
+
+
+@lowers("tan")
+def _tan(ctx, eqn, ins):
+    (x,) = ins
+    return ctx.emit("div", [ctx.emit("sin", [x]), ctx.emit("cos", [x])])
+
+
+def _exp_pair(ctx, x):
+    return ctx.emit("exp", [x]), ctx.emit("exp", [ctx.emit("neg", [x])])
+
+
+@lowers("sinh")
+def _sinh(ctx, eqn, ins):
+    (x,) = ins
+    a, b = _exp_pair(ctx, x)
+    return ctx.emit("mul", [ctx.emit("sub", [a, b]), ctx.scalar(0.5, x)])
+
+
+@lowers("cosh")
+def _cosh(ctx, eqn, ins):
+    (x,) = ins
+    a, b = _exp_pair(ctx, x)
+    return ctx.emit("mul", [ctx.emit("add", [a, b]), ctx.scalar(0.5, x)])
+
+
+@lowers("asinh")
+def _asinh(ctx, eqn, ins):
+    (x,) = ins
+    ax = ctx.emit("abs", [x])
+    root = ctx.emit("sqrt", [ctx.emit("add", [ctx.emit("mul", [ax, ax]), ctx.scalar(1, x)])])
+    return ctx.emit("mul", [ctx.emit("sign", [x]),
+                            ctx.emit("log", [ctx.emit("add", [ax, root])])])
+
+
+@lowers("acosh")
+def _acosh(ctx, eqn, ins):
+    (x,) = ins
+    root = ctx.emit("sqrt", [ctx.emit("sub", [ctx.emit("mul", [x, x]), ctx.scalar(1, x)])])
+    return ctx.emit("log", [ctx.emit("add", [x, root])])
+
+
+@lowers("atanh")
+def _atanh(ctx, eqn, ins):
+    (x,) = ins
+    one = ctx.scalar(1, x)
+    ratio = ctx.emit("div", [ctx.emit("add", [one, x]), ctx.emit("sub", [one, x])])
+    return ctx.emit("mul", [ctx.emit("log", [ratio]), ctx.scalar(0.5, x)])
+
+
+@lowers("cbrt")
+def _cbrt(ctx, eqn, ins):
+    (x,) = ins
+    mag = ctx.emit("pow", [ctx.emit("abs", [x]), ctx.scalar(1.0 / 3.0, x)])
+    return ctx.emit("mul", [ctx.emit("sign", [x]), mag])
+
+
+@lowers("rem")
+def _rem(ctx, eqn, ins):
+    """C's fmod (lax.rem): x - y * trunc(x / y); integers too."""
+    x, y = ins
+    if ctx.dtype(x).is_int:
+        return ctx.emit("sub", [x, ctx.emit("mul", [y, ctx.emit("div", [x, y])])])
+    q = ctx.emit("div", [x, y])
+    trunc = ctx.emit("mul", [ctx.emit("sign", [q]), ctx.emit("floor", [ctx.emit("abs", [q])])])
+    return ctx.emit("sub", [x, ctx.emit("mul", [y, trunc])])
+
+
+@lowers("tile")
+def _tile_prim(ctx, eqn, ins):
+    (x,) = ins
+    reps = _static_ints(eqn.params["reps"], "tile reps")
+    rank = max(len(reps), len(ctx.shape(x)))
+    reps = [1] * (rank - len(reps)) + reps
+    x = ctx.reshape(x, [1] * (rank - len(ctx.shape(x))) + list(ctx.shape(x)))
+    return ctx.emit("tile", [x], {"multiples": reps})
+
+
+@lowers("unstack")
+def _unstack(ctx, eqn, ins):
+    (x,) = ins
+    axis = int(eqn.params["axis"]) % len(ctx.shape(x))
+    n = ctx.shape(x)[axis]
+    if not isinstance(n, int):
+        raise LiftError(f"unstack along a run-time dim ({n})")
+    parts = ctx.emit("split", [x], {"axis": axis, "sizes": [1] * n}, n_out=n) if n > 1 \
+        else [x]
+    return [ctx.emit("squeeze", [p], {"axes": [axis]}) for p in parts]
+
+
 @lowers("square")
 def _square(ctx, eqn, ins):
     (x,) = ins
@@ -168,8 +297,31 @@ def _clamp(ctx, eqn, ins):
     return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
 
 
-@lowers("stop_gradient", "copy", "copy_p", "optimization_barrier", "sharding_constraint",
-        "reduce_precision")
+@lowers("reduce_precision")
+def _reduce_precision(ctx, eqn, ins):
+    """Rounds float32 to `mantissa_bits` (half to even, as XLA does), e.g. bf16 emulation:
+    x = round(x / 2^(e - m)) * 2^(e - m) with e = floor(log2|x|). log2 may be one off only
+    within float32's precision of a power of two, where both roundings agree. A narrower
+    exponent range (overflow to inf, subnormals) is not emulated."""
+    (x,) = ins
+    m, ebits = int(eqn.params["mantissa_bits"]), int(eqn.params["exponent_bits"])
+    if ctx.dtype(x) != DType.f32 or (m >= 23 and ebits >= 8):
+        return x
+    if ebits < 8:
+        raise LiftError(f"reduce_precision to {ebits} exponent bits (a narrower exponent "
+                        f"range than float32's) is not supported")
+    ax = ctx.emit("abs", [x])
+    normal = ctx.emit("logical_and", [ctx.emit("greater", [ax, ctx.scalar(0, x)]),
+                                      ctx.emit("is_finite", [x])])
+    safe = ctx.emit("where", [normal, ax, ctx.scalar(1, x)])
+    e = ctx.emit("floor", [ctx.emit("mul", [ctx.emit("log", [safe]),
+                                            ctx.scalar(1 / np.log(2), x)])])
+    scale = ctx.emit("pow", [ctx.scalar(2, x), ctx.emit("sub", [e, ctx.scalar(m, x)])])
+    rounded = ctx.emit("mul", [ctx.emit("round", [ctx.emit("div", [x, scale])]), scale])
+    return ctx.emit("where", [normal, rounded, x])
+
+
+@lowers("stop_gradient", "copy", "copy_p", "optimization_barrier", "sharding_constraint")
 def _identity(ctx, eqn, ins):
     return list(ins) if len(ins) == len(eqn.outvars) else [ins[0]]
 

@@ -264,6 +264,8 @@ binary("floor_div", _floor_div, doc="floor(a / b) (tf.math.floordiv, Python's //
 binary("floor_mod", _floor_mod, doc="a - floor(a / b) * b: the divisor's sign (Python's %)")
 binary("pow", lambda a, b: np.power(a.astype(np.float64), b) if a.dtype.kind == "f"
        else np.power(a, b), doc="a ** b")
+binary("atan2", lambda a, b: np.arctan2(a, b).astype(np.result_type(a, b)),
+       doc="the angle of (b, a) in radians, in (-pi, pi] (jnp.arctan2, tf.math.atan2)")
 binary("maximum", np.maximum, traits=("commutative",), doc="max(a, b)")
 binary("minimum", np.minimum, traits=("commutative",), doc="min(a, b)")
 binary("equal", np.equal, result_bool=True, traits=("commutative",), doc="a == b")

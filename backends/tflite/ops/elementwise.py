@@ -260,6 +260,7 @@ BINARY = {
     # int32 DIV truncates toward zero and rejects a zero divisor, like the IR.
     "div": _binary("DIV", {DType.f32, DType.i32}, fb.DivOptionsT),
     "pow": _binary("POW", {DType.f32, DType.i32}),
+    "atan2": _binary("ATAN2", F32),
     "floor_div": _binary("FLOOR_DIV", {DType.f32, DType.i32}),
     "floor_mod": _binary("FLOOR_MOD", NUM),
     "maximum": _binary("MAXIMUM", NUM), "minimum": _binary("MINIMUM", NUM),
