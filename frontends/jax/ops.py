@@ -297,6 +297,13 @@ def _clamp(ctx, eqn, ins):
     return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
 
 
+@lowers("dim_as_value")
+def _dim_as_value(ctx, eqn, ins):
+    """A run-time size as a scalar (`jnp.mean` over a run-time dim divides by it)."""
+    size = ctx.reshape(ctx.dim_value(eqn.params["dim"]), [])
+    return ctx.cast(size, ir_dtype(eqn.outvars[0].aval.dtype))
+
+
 @lowers("reduce_precision")
 def _reduce_precision(ctx, eqn, ins):
     """Rounds float32 to `mantissa_bits` (half to even, as XLA does), e.g. bf16 emulation:
