@@ -86,14 +86,13 @@ VERIFY_INPUTS = {
 
 # Why a model cannot pass yet, from reading its code: appended to the table's reason.
 WHY = {
-    "DFineBackbone": "it maps over the batch with ops.map, a While loop over TensorLists: "
-                     "control flow the IR does not have yet (issue 15)",
-    "Qwen3_5Backbone": "its gated delta rule loops in Python over sequence chunks, so a "
-                       "dynamic sequence needs a While loop (issue 15)",
-    "Qwen3_5MoeBackbone": "its gated delta rule loops in Python over sequence chunks, so a "
-                          "dynamic sequence needs a While loop (issue 15)",
-    "RWKV7Backbone": "its time-mix recurrence loops in Python over time steps into a "
-                     "TensorArray: a While loop and TensorLists (issue 15)",
+    "Qwen3_5Backbone": "its gated delta rule loops in Python over sequence chunks (range of a "
+                       "run-time size), which tracing cannot turn into a While loop",
+    "Qwen3_5MoeBackbone": "its gated delta rule loops in Python over sequence chunks (range "
+                          "of a run-time size), which tracing cannot turn into a While loop",
+    "RWKV7Backbone": "its time-mix recurrence loops in Python over the time steps (range of "
+                     "the run-time sequence length), which tracing cannot turn into a While "
+                     "loop",
     "StableDiffusion3Backbone": "its noise scheduler uses the num_steps input as a Python "
                                 "count (ops.linspace), so no graph is traced; the diffusion "
                                 "transformer converts on its own "
