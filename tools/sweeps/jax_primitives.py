@@ -363,7 +363,7 @@ for _kind, _method in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
 
     probe(f"scatter-{_kind}", f"`x.at[i].{_method}(u)`, i with a repeated index",
           _x(4, 3), np.asarray([2, 0, 2], np.int32), _x(3, 3),
-          aliases=(f"scatter_{_kind}",) if _kind != "sub" else ())(_scatter_kind)
+          aliases=(f"scatter_{_kind}",))(_scatter_kind)
 
 
 # -- linear algebra, convolution, pooling ------------------------------------------------------
