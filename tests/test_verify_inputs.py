@@ -202,3 +202,22 @@ def test_several_given_input_sets_check_one_artifact_at_each_size(tmp_path):
     with pytest.raises(ConversionError, match="float32 values for a i32 input"):
         tensorforge.convert(model, target="tflite", output=tmp_path / "x.tflite",
                             verify_inputs=[sets[0], bad])
+
+
+def test_a_runtime_that_cannot_run_the_artifact_fails_the_check(tmp_path, monkeypatch):
+    """A runtime crashing on an artifact is a failed verification (NO rows and the reason
+    under the table), not an exception that loses the other runtimes' results."""
+    import dataclasses
+
+    from tensorforge.tools import convert as C
+
+    def crash(path, inputs, names):
+        raise RuntimeError("Node crashed")
+
+    monkeypatch.setitem(C.TARGETS, "tfjs", dataclasses.replace(C.TARGETS["tfjs"], run=crash))
+    result = tensorforge.convert(lambda x: x * 2, target="all", output=tmp_path / "m",
+                                 verify=True, example_args=[np.ones((2, 3), np.float32)])
+    v = result.verification
+    assert not v.ok
+    assert {r.runtime for r in v.rows if not r.ok} == {"tfjs"}
+    assert "tfjs did not run: RuntimeError: Node crashed" in v.table()

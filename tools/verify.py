@@ -72,6 +72,7 @@ class Verification:
     batch: int
     rows: list[ErrorRow] = field(default_factory=list)
     inputs: str = "random inputs"   # what the runtimes were fed, for the table's title
+    failures: dict[str, str] = field(default_factory=dict)  # runtime -> why it did not run
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ class Verification:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        lines += [f"{runtime} did not run: {why}" for runtime, why in self.failures.items()]
         return "\n".join(lines)
 
 
@@ -246,6 +248,18 @@ def given_inputs(module: Module, data) -> dict[str, np.ndarray]:
 def output_names(module: Module) -> list[str]:
     names = list(module.metadata.get("output_names", ()))
     return names or [v.name or f"output_{i}" for i, v in enumerate(module.main.outputs)]
+
+
+def failed_run(verification: Verification, runtime: str, names: list[str], error: Exception,
+               sizes: str = "") -> None:
+    """Records that `runtime` could not run the artifact: a NO row per output (infinite
+    error) and the reason under the table, so the check fails instead of crashing."""
+    why = str(error).strip().splitlines()[0][:300] if str(error).strip() else \
+        type(error).__name__
+    verification.failures.setdefault(runtime, f"{type(error).__name__}: {why}")
+    for name in names:
+        verification.rows.append(ErrorRow(runtime, name, float("inf"), float("inf"), 0.0,
+                                           sizes))
 
 
 def compare(verification: Verification, runtime: str, got: list[np.ndarray],
