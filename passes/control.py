@@ -13,7 +13,6 @@ import numpy as np
 
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
-from ..ir.types import DType, TensorType
 from .base import Pass, register_pass
 
 
@@ -57,8 +56,8 @@ def _shape_vector(at: _At, dims, sources) -> Value:
     return parts[0] if len(parts) == 1 else at("concat", parts, {"axis": 0})
 
 
-def _length(at: _At, node: Node, xs: list[Value]):
-    """The scan's trip count: an int, or (value, axis 0) to read at run time."""
+def _static_length(node: Node, xs: list[Value]) -> int | None:
+    """The scan's trip count when static, else None (read from xs[0] at run time)."""
     if node.attrs["length"] is not None:
         return node.attrs["length"]
     d = xs[0].type.shape[0]
@@ -71,7 +70,7 @@ def lower_scan(node: Node) -> Node:
     n, reverse = node.attrs["num_carry"], node.attrs["reverse"]
     carry, xs = list(node.inputs[:n]), list(node.inputs[n:])
     at = _At(graph, node, node.scope, node.loc)
-    static_len = _length(at, node, xs)
+    static_len = _static_length(node, xs)
     sources = list(node.inputs) + list(graph.inputs)
 
     buffers = []
@@ -89,7 +88,7 @@ def lower_scan(node: Node) -> Node:
              *[b.type for b in buffers]]
     k_xs, k_buf = 1 + n, 1 + n + len(xs)
 
-    def trip_count(g: Graph, args, inner: _At) -> Value:
+    def trip_count(args, inner: _At) -> Value:
         if static_len is not None:
             return inner.const(np.asarray(static_len, np.int32))
         size = inner("slice", [inner("shape_of", [args[k_xs]])], {"begin": [0], "size": [1]})
@@ -98,7 +97,7 @@ def lower_scan(node: Node) -> Node:
     cond = Graph("cond")
     cargs = [cond.add_input(t) for t in types]
     cat = _At(cond, None, node.scope, node.loc)
-    cond.set_outputs([cat("less", [cargs[0], trip_count(cond, cargs, cat)])])
+    cond.set_outputs([cat("less", [cargs[0], trip_count(cargs, cat)])])
 
     loop = Graph("body")
     bargs = [loop.add_input(t) for t in types]
@@ -106,7 +105,7 @@ def lower_scan(node: Node) -> Node:
     i = bargs[0]
     step = i
     if reverse:
-        last = bat("sub", [trip_count(loop, bargs, bat), bat.const(np.asarray(1, np.int32))])
+        last = bat("sub", [trip_count(bargs, bat), bat.const(np.asarray(1, np.int32))])
         step = bat("sub", [last, i])
     rows = [bat("gather", [x, step], {"axis": 0}) for x in bargs[k_xs:k_buf]]
     outs = loop.inline(body, bargs[1:1 + n] + rows)
