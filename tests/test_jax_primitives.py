@@ -308,3 +308,15 @@ def test_reduce_precision_rounds_like_xla(tmp_path):
 
     result = _convert(bf16_emulation, [x], tmp_path, "rp", verify_inputs={"x": x})
     assert all(r.max_abs == 0 for r in result.verification.rows)
+
+
+def test_lgamma_and_digamma_with_reflection(tmp_path):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.uniform(0.05, 30, 40), rng.uniform(-4.9, -0.1, 20),
+                        [0.5, 1, 2, 3.5, 100.0]]).astype(np.float32)
+
+    def special(x):
+        return jax.lax.lgamma(x), jax.lax.digamma(x)
+
+    result = _convert(special, [x], tmp_path, "gamma", verify_inputs={"x": x})
+    assert max(r.max_rel for r in result.verification.rows) < 1e-5

@@ -297,6 +297,72 @@ def _clamp(ctx, eqn, ins):
     return ctx.emit("maximum", [ctx.emit("minimum", [x, hi]), lo])
 
 
+# lgamma and digamma from ops every target has (no TFLite builtin computes them):
+# Lanczos (g = 7, 9 terms) for lgamma, the asymptotic series after shifting the argument up
+# by 6 for digamma, and the reflection formulas below 0.5 / at or below 0.
+_LANCZOS = (0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
+            -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+            9.9843695780195716e-6, 1.5056327351493116e-7)
+
+
+def _lanczos_lgamma(ctx, y):
+    """lgamma(y) for y >= 0.5."""
+    z = ctx.emit("sub", [y, ctx.scalar(1, y)])
+    a = ctx.scalar(_LANCZOS[0], y)
+    for i, p in enumerate(_LANCZOS[1:], start=1):
+        term = ctx.emit("div", [ctx.scalar(p, y), ctx.emit("add", [z, ctx.scalar(i, y)])])
+        a = ctx.emit("add", [a, term])
+    t = ctx.emit("add", [z, ctx.scalar(7.5, y)])
+    head = ctx.emit("mul", [ctx.emit("add", [z, ctx.scalar(0.5, y)]), ctx.emit("log", [t])])
+    out = ctx.emit("add", [ctx.emit("sub", [head, t]), ctx.emit("log", [a])])
+    return ctx.emit("add", [out, ctx.scalar(0.5 * np.log(2 * np.pi), y)])
+
+
+def _reflected(ctx, x, below):
+    """(x reflected to 1 - x where `below`, sin(pi x))."""
+    y = ctx.emit("where", [below, ctx.emit("sub", [ctx.scalar(1, x), x]), x])
+    return y, ctx.emit("sin", [ctx.emit("mul", [x, ctx.scalar(np.pi, x)])])
+
+
+@lowers("lgamma")
+def _lgamma(ctx, eqn, ins):
+    (x,) = ins
+    below = ctx.emit("less", [x, ctx.scalar(0.5, x)])
+    y, sin = _reflected(ctx, x, below)
+    direct = _lanczos_lgamma(ctx, y)
+    # log(pi / |sin(pi x)|) - lgamma(1 - x)
+    mirror = ctx.emit("sub", [ctx.emit("sub", [ctx.scalar(np.log(np.pi), x),
+                                               ctx.emit("log", [ctx.emit("abs", [sin])])]),
+                              direct])
+    return ctx.emit("where", [below, mirror, direct])
+
+
+@lowers("digamma")
+def _digamma(ctx, eqn, ins):
+    (x,) = ins
+    below = ctx.emit("less_equal", [x, ctx.scalar(0, x)])
+    y, sin = _reflected(ctx, x, below)
+    shift = ctx.scalar(0, x)
+    for k in range(6):
+        shift = ctx.emit("add", [shift, ctx.emit("div", [ctx.scalar(1, x),
+                                                         ctx.emit("add", [y, ctx.scalar(k, x)])])])
+    w = ctx.emit("add", [y, ctx.scalar(6, x)])
+    inv2 = ctx.emit("div", [ctx.scalar(1, x), ctx.emit("mul", [w, w])])
+    # log w - 1/(2w) - sum_k B_2k / (2k w^2k), Horner in 1/w^2
+    series = ctx.scalar(-5.0 / 660.0, x)
+    for c in (1.0 / 240.0, -1.0 / 252.0, 1.0 / 120.0, -1.0 / 12.0):
+        series = ctx.emit("add", [ctx.emit("mul", [series, inv2]), ctx.scalar(c, x)])
+    series = ctx.emit("mul", [series, inv2])
+    psi = ctx.emit("sub", [ctx.emit("log", [w]),
+                           ctx.emit("div", [ctx.scalar(0.5, x), w])])
+    direct = ctx.emit("sub", [ctx.emit("add", [psi, series]), shift])
+    # psi(x) = psi(1 - x) - pi / tan(pi x)
+    cos = ctx.emit("cos", [ctx.emit("mul", [x, ctx.scalar(np.pi, x)])])
+    mirror = ctx.emit("sub", [direct, ctx.emit("mul", [ctx.scalar(np.pi, x),
+                                                       ctx.emit("div", [cos, sin])])])
+    return ctx.emit("where", [below, mirror, direct])
+
+
 @lowers("dim_as_value")
 def _dim_as_value(ctx, eqn, ins):
     """A run-time size as a scalar (`jnp.mean` over a run-time dim divides by it)."""
