@@ -708,9 +708,7 @@ def modules(draw, **kw):
 FOCUS_CONTROL = ("if_region", "while_region", "scan_region", "unary", "binary", "duplicate")
 
 
-@settings(max_examples=150, **COMMON)
-@given(modules())
-def test_text_round_trip(m):
+def _check_round_trip(m: Module) -> Module:
     text = print_module(m)
     note(text)
     parsed = parse_module(text)
@@ -718,6 +716,13 @@ def test_text_round_trip(m):
     assert parsed == m
     # and once more from the parsed module (idempotence of the round trip)
     assert print_module(parse_module(print_module(parsed))) == text
+    return parsed
+
+
+@settings(max_examples=150, **COMMON)
+@given(modules())
+def test_text_round_trip(m):
+    _check_round_trip(m)
 
 
 def _perturb(m: Module, choice: int, k: int) -> str:
@@ -744,12 +749,7 @@ def _perturb(m: Module, choice: int, k: int) -> str:
 @settings(max_examples=80, **COMMON)
 @given(modules(actions=FOCUS_CONTROL))
 def test_text_round_trip_with_regions(m):
-    text = print_module(m)
-    note(text)
-    parsed = parse_module(text)
-    assert print_module(parsed) == text
-    assert parsed == m
-    verify_module(parsed)
+    verify_module(_check_round_trip(m))
 
 
 @settings(max_examples=150, **COMMON)
