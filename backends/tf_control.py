@@ -47,7 +47,7 @@ def _scan(cx, node):
     xs = [cx.x(v) for v in node.inputs[n:]]
     length = node.attrs["length"] if node.attrs["length"] is not None else tf.shape(xs[0])[0]
     buffers = [tf.zeros(tf.stack([length, *(_size(cx, node, d) for d in v.type.shape)]),
-                        _TF_DTYPE[v.type.dtype.value]) for v in body.outputs[n:]]
+                        cx.tf_dtype(v.type.dtype)) for v in body.outputs[n:]]
     reverse = node.attrs["reverse"]
 
     def step(i, *state):
@@ -74,11 +74,6 @@ def _size(cx, node, d):
         if d in v.type.shape:
             return tf.shape(cx.x(v))[v.type.shape.index(d)]
     raise ValueError(f"the stacked output size {d} is not a dim of any operand")
-
-
-_TF_DTYPE = {"f32": tf.float32, "f16": tf.float16, "bf16": tf.bfloat16, "f64": tf.float64,
-             "i8": tf.int8, "u8": tf.uint8, "i16": tf.int16, "i32": tf.int32,
-             "i64": tf.int64, "bool": tf.bool}
 
 
 def _dynamic_update_slice(cx, node):

@@ -134,6 +134,11 @@ class _Ctx:
         return value.const
 
     @staticmethod
+    def tf_dtype(dtype: DType):
+        """The TF dtype of an IR dtype (Unsupported if TF has none)."""
+        return _tf_dtype(dtype)
+
+    @staticmethod
     def const(array, dtype) -> tf.Tensor:
         return tf.constant(np.asarray(array), dtype=dtype)
 
