@@ -637,6 +637,24 @@ def _scan(cx, node):
     return list(carry) + list(ys)
 
 
+def _recurrent(cx, node):
+    """`lstm` / `rnn` (ir/ops/recurrent.py) as one lax.scan over time."""
+    x, kernel, recurrent, bias, *states = (cx.x(v) for v in node.inputs)
+    xs = x if node.attrs["time_major"] else jnp.swapaxes(x, 0, 1)
+
+    def step(carry, x_t):
+        z = x_t @ kernel + carry[0] @ recurrent + bias
+        if node.op == "rnn":
+            return (jnp.tanh(z),), jnp.tanh(z)
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry[1] + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    final, ys = jax.lax.scan(step, tuple(states), xs)
+    return [ys if node.attrs["time_major"] else jnp.swapaxes(ys, 0, 1), *final]
+
+
 def _dynamic_update_slice(cx, node):
     x, update, start = (cx.x(v) for v in node.inputs)
     return [jax.lax.dynamic_update_slice(x, update, [start[i] for i in range(x.ndim)])]
@@ -645,6 +663,7 @@ def _dynamic_update_slice(cx, node):
 LOWERINGS: dict[str, Callable] = {
     # control flow, in-place updates
     "while": _while, "if": _if, "scan": _scan, "dynamic_update_slice": _dynamic_update_slice,
+    "lstm": _recurrent, "rnn": _recurrent,
     # elementwise
     "identity": _unary(lambda x: x),
     "neg": _unary(jnp.negative), "abs": _unary(jnp.abs), "exp": _unary(jnp.exp),

@@ -43,6 +43,7 @@ from ..ir.ops.elementwise import erf_inv_giles
 from ..ir.types import DType, code_range
 from ..passes.control import without_scans
 from ..passes.dtypes import widened
+from ..passes.recurrent import with_recurrent_expanded
 from . import tf_control
 from .common import constant_name, log_scan, signature_names
 
@@ -801,7 +802,7 @@ def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diag
     """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
     unsupported node with its node, scope and loc, plus signature-name problems. `float_codes`
     as for `lower_to_tf`."""
-    return _dry_run(widened(without_scans(module)), float_codes)[0]
+    return _dry_run(widened(without_scans(with_recurrent_expanded(module))), float_codes)[0]
 
 
 # -- the tf.Module -----------------------------------------------------------------------------
@@ -887,7 +888,7 @@ def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
     integer graph outputs computed as float codes are cast to int32. Integer weight constants
     keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
-    module = widened(without_scans(module))
+    module = widened(without_scans(with_recurrent_expanded(module)))
     problems, used = _dry_run(module, float_codes)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)

@@ -1,7 +1,7 @@
 """Pass infrastructure (registry, pipelines, pass manager, pattern rewriting, plugins) and
 the built-in passes. Importing this package registers the built-ins."""
 
-from . import canonicalize, control, dtypes, quantize, shard  # noqa: F401  (registers passes)
+from . import canonicalize, control, dtypes, quantize, recurrent, shard  # noqa: F401  (registers passes)
 from .base import Option, Pass, PipelineError, get_pass, register_pass, registered_passes
 from .manager import PassContext, PassManager, PassTiming
 from .pipeline import parse_pipeline, print_pipeline

@@ -25,6 +25,7 @@ from ..ir.types import DType
 from ..ir.verify import verify_module
 from ..passes import PassContext, PassManager
 from ..passes.dtypes import narrow_float_values
+from ..passes.recurrent import tflite_unfused
 from . import quantize as Q
 from . import verify as V
 from .sources import Source, load_source
@@ -273,6 +274,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     if narrow:
         notes.append(f"bf16/f16 computed in f32 in {', '.join(targets)} (their kernels lack "
                      f"them); widened: {', '.join(narrow)}")
+    for scope, reason in tflite_unfused(module) if "tflite" in targets else []:
+        notes.append(f"'{scope}' runs as a WHILE loop in TFLite: the fused sequence kernel "
+                     f"{reason}")
     return ConversionResult(paths, result_module, verification, source.description, artifacts,
                             quantization=qresult, notes=notes)
 

@@ -100,6 +100,7 @@ def ops_page() -> str:
     from ..frontends.jax.ops import TABLE as JAX_TABLE
     from ..frontends.tf.ops import TABLE as TF_TABLE
     from ..ir.ops import all_ops
+    from ..passes.recurrent import RECURRENT_OPS
 
     integer = integer_kernels.SAME | integer_kernels.RESCALE | set(integer_kernels.FIXED) \
         | integer_kernels.WEIGHTS
@@ -122,6 +123,9 @@ def ops_page() -> str:
     for op in ops:
         if op.name == "constant":  # every backend stores constants itself (tensors, variables)
             cells = ["yes"] * 3 + ["yes (int8 weights)"]
+        elif op.name in RECURRENT_OPS:   # the TF lowering runs them as their loop again
+            cells = [_yes(op.name in tflite_ops.LOWERINGS), "yes (as a loop)",
+                     _yes(op.name in jax_backend.LOWERINGS), _yes(op.name in integer)]
         else:
             cells = [_yes(op.name in table) for table in (
                 tflite_ops.LOWERINGS, tf_lowering.LOWERINGS, jax_backend.LOWERINGS, integer)]

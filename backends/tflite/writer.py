@@ -19,6 +19,7 @@ from ...ir.graph import Module, Node, Value
 from ...ir.types import DType, QuantParams
 from ...passes.control import without_scans
 from ...passes.dtypes import widened
+from ...passes.recurrent import with_fused_recurrent
 from ...version import package_version
 from ..common import signature_names
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
@@ -308,10 +309,11 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
 
 
 def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
-    """Lowers `module.main` (its `scan`s rewritten into `while`s, bf16/f16 computed in f32
-    first: passes/control.py, passes/dtypes.py) and returns (the model object tree, every
-    problem found). Regions become subgraphs 1, 2, ..."""
-    module = widened(without_scans(module))
+    """Lowers `module.main` (recurrent loops fused into TFLite's sequence ops, the other
+    `scan`s rewritten into `while`s, bf16/f16 computed in f32 first: passes/recurrent.py,
+    passes/control.py, passes/dtypes.py) and returns (the model object tree, every problem
+    found). Regions become subgraphs 1, 2, ..."""
+    module = widened(without_scans(with_fused_recurrent(module)))
     graph = module.main
     e = Emitter(fp16)
     problems = e.problems

@@ -1,5 +1,5 @@
 """`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
-conversion side by side with TFLiteConverter, JAX and TF.js conversion, KerasHub models side
+conversion side by side with TFLiteConverter (recurrent layers too), JAX and TF.js conversion, KerasHub models side
 by side with TFLiteConverter's concrete-function path, then int8 post-training quantization side by side
 with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset)."""
 
@@ -51,11 +51,16 @@ def main() -> None:
     fast = rows[-1]["seconds"] < 2.0
     console.print(f"flat within 20%: {'yes' if flat else 'NO'}; "
                   f"largest under 2 s: {'yes' if fast else 'NO'}")
-    from .convert import bench_conversion, bench_jax
+    from .convert import bench_conversion, bench_jax, bench_recurrent
 
     conversion_table(console, bench_conversion(),
                      "Keras -> TFLite: tensorforge vs TFLiteConverter (same process; "
                      "ratio = tensorforge / TFLiteConverter)", "Keras")
+    conversion_table(console, bench_recurrent(),
+                     "Keras recurrent layers -> TFLite, run at [1, 32, 16]: tensorforge (shape "
+                     "fixed: fused sequence kernels) vs TFLiteConverter on the frozen concrete "
+                     "function of that shape (ratio = tensorforge / TFLiteConverter; latency "
+                     "goal <= 1.0)", "Keras")
     conversion_table(console, bench_jax(),
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import BENCH_MODELS
+from .models import BENCH_MODELS, RECURRENT_BENCH_MODELS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -78,6 +78,45 @@ def bench_model(name: str, build) -> dict:
 
 def bench_conversion(names=None) -> list[dict]:
     return [bench_model(n, BENCH_MODELS[n]) for n in (names or BENCH_MODELS)]
+
+
+def bench_recurrent(names=None) -> list[dict]:
+    """Keras recurrent layers at a fixed [1, time, features] on both sides (TFLite's fused
+    sequence kernels need a static batch): tensorforge with input_shapes against
+    TFLiteConverter on the frozen concrete function of that shape. (from_keras_model, with a
+    dynamic batch, cannot convert stacked Keras 3 LSTMs without Select TF ops; at a fixed
+    shape it writes a WHILE loop.)"""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import \
+        convert_variables_to_constants_v2
+
+    from ..convert import convert
+
+    rows = []
+    for name in names or RECURRENT_BENCH_MODELS:
+        model = RECURRENT_BENCH_MODELS[name]()
+        x = _sample(model)
+        want = np.asarray(model(x, training=False))
+        start = time.perf_counter()
+        fn = tf.function(lambda t: model(t, training=False))
+        concrete = convert_variables_to_constants_v2(
+            fn.get_concrete_function(tf.TensorSpec(x.shape, tf.float32)))
+        theirs = tf.lite.TFLiteConverter.from_concrete_functions([concrete]).convert()
+        t_theirs = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            ours = convert(model, target="tflite", output=Path(tmp) / "m.tflite",
+                           input_shapes={model.inputs[0].name: x.shape},
+                           progress=False).artifacts["tflite"]
+            t_ours = time.perf_counter() - start
+        lat_theirs, out_theirs = _latency(theirs, x)
+        lat_ours, out_ours = _latency(ours, x)
+        rows.append({"model": name, "sec": (t_ours, t_theirs),
+                     "bytes": (len(ours), len(theirs)),
+                     "latency_ms": (lat_ours * 1e3, lat_theirs * 1e3),
+                     "err": (float(np.max(np.abs(out_ours - want))),
+                             float(np.max(np.abs(out_theirs - want))))})
+    return rows
 
 
 def bench_tfjs(name: str = "MobileNetV2") -> dict:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def transformer_encoder(num_layers: int = 4, d_model: int = 256, heads: int = 4,
                         seq_len: int = 64, vocab: int = 1000, ff: int | None = None):
@@ -35,6 +37,33 @@ BENCH_MODELS = {
     "ResNet50": lambda: application("ResNet50"),
     "EfficientNetB0": lambda: application("EfficientNetB0"),
     "encoder4 (d=256, 4 heads)": lambda: transformer_encoder(4, 256, 4),
+}
+
+
+def keras_recurrent(kind: str, seq_len: int = 32, features: int = 16, units: int = 64):
+    """A Keras sequence classifier over [1, seq_len, features]: "lstm" (two stacked LSTMs),
+    "bilstm" (a Bidirectional LSTM) or "rnn" (two stacked SimpleRNNs), with a dense head."""
+    import keras
+
+    L = keras.layers
+    inputs = L.Input((seq_len, features), name="seq")
+    if kind == "bilstm":
+        h = L.Bidirectional(L.LSTM(units // 2), name="bi")(inputs)
+    else:
+        cell = L.LSTM if kind == "lstm" else L.SimpleRNN
+        h = cell(units, return_sequences=True, name=f"{kind}1")(inputs)
+        h = cell(units, name=f"{kind}2")(h)
+    model = keras.Model(inputs, L.Dense(10, name="head")(h))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.2, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return model
+
+
+RECURRENT_BENCH_MODELS = {
+    "Keras 2x LSTM (32 steps, d=64)": lambda: keras_recurrent("lstm"),
+    "Keras Bidirectional LSTM (32 steps)": lambda: keras_recurrent("bilstm"),
+    "Keras 2x SimpleRNN (32 steps, d=64)": lambda: keras_recurrent("rnn"),
 }
 
 

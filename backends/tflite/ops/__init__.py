@@ -28,6 +28,8 @@ The lowerings live by op family, like `ir/ops/`; each family module exports its 
     shape.py            data movement (reshape, transpose, concat, slice, pad, gather, ...)
     dynamic.py          run-time shapes (shape_of, dynamic reshape/broadcast/tile/slice, range)
     quant.py            quantize, dequantize, fake_quant
+    control.py          while, if (regions as subgraphs), dynamic_update_slice
+    recurrent.py        lstm, rnn as TFLite's fused sequence ops
     integer_kernels.py  which integer kernel runs each op and what it needs of the params
     versions.py         op versions (`op_version`)
 
@@ -43,12 +45,12 @@ kernel supports the features (dtypes, ranks, options) the operator uses, see `op
 
 from __future__ import annotations
 
-from . import control, conv, dynamic, elementwise, nn, quant, reduce, shape
+from . import control, conv, dynamic, elementwise, nn, quant, recurrent, reduce, shape
 from .common import TFL_TYPES, Unsupported, copy_into
 from .integer_kernels import _guarded
 from .versions import op_version
 
-_FAMILIES = (elementwise, conv, nn, reduce, shape, dynamic, quant, control)
+_FAMILIES = (elementwise, conv, nn, reduce, shape, dynamic, quant, control, recurrent)
 
 
 def _merge(families) -> dict:
