@@ -192,3 +192,52 @@ def test_big_input_does_not_hang(tmp_path):
     proc = tf("opt", p, "--passes", "canonicalize")
     assert proc.returncode == 0
     assert proc.stdout.count("neg") == 1
+
+
+CUSTOM_LAYERS = """\
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_layers")
+class Scale(keras.layers.Layer):
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), initializer="ones", name="w")
+
+    def call(self, x):
+        return x * self.w
+
+
+class Shift(keras.layers.Layer):      # not registered: found by its class name
+    def call(self, x):
+        return x + 1.0
+"""
+
+
+def test_custom_objects_load_a_keras_file_with_user_layers(tmp_path):
+    """A .keras file naming the user's layers loads with --custom-objects FILE.py (registered
+    classes register on import, the others match by class name); without it, the error says
+    what to pass; a broken file points at its line. safe_mode stays on."""
+    (tmp_path / "my_layers.py").write_text(CUSTOM_LAYERS)
+    save = textwrap.dedent(f"""\
+        import sys; sys.path.insert(0, {str(tmp_path)!r})
+        import keras, numpy as np
+        from my_layers import Scale, Shift
+        inputs = keras.Input((4,), name="x")
+        h = Shift(name="shift")(Scale(name="scale")(keras.layers.Dense(3, name="d")(inputs)))
+        keras.Model(inputs, h).save({str(tmp_path / "model.keras")!r})
+        """)
+    subprocess.run([sys.executable, "-c", save], check=True, timeout=120, capture_output=True)
+    model, out = tmp_path / "model.keras", tmp_path / "m.tflite"
+
+    missing = tf("compile", model, "-o", out)
+    assert missing.returncode != 0 and "--custom-objects" in missing.stderr, missing.stderr
+    assert not out.exists()
+
+    ok = tf("compile", model, "-o", out, "--verify", "--custom-objects",
+            tmp_path / "my_layers.py")
+    assert ok.returncode == 0, ok.stderr
+    assert out.exists() and "tflite" in ok.stdout
+
+    (tmp_path / "broken.py").write_text("import keras\n\nraise RuntimeError('no GPU')\n")
+    broken = tf("compile", model, "-o", out, "--custom-objects", tmp_path / "broken.py")
+    assert broken.returncode != 0 and "broken.py:3" in broken.stderr, broken.stderr

@@ -70,7 +70,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                      passes=args.passes, fp16=args.fp16, tfjs_quantize=args.tfjs_quantize,
                      tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
                      pass_context=ctx, quantization=quantization, calibration_data=data,
-                     verify_inputs=args.verify_inputs,
+                     verify_inputs=args.verify_inputs, custom_objects=args.custom_objects,
                      input_shapes=parse_input_shapes(args.input_shape))
     for target, path in result.paths.items():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
@@ -135,7 +135,8 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
     from ..backends.tf_probe import tf_runner
 
     quantization, _ = _quantization_args(args)
-    source = load_source(args.source, safe_mode=not args.unsafe)
+    source = load_source(args.source, safe_mode=not args.unsafe,
+                         custom_objects=args.custom_objects)
     samples = load_npz_samples(args.calibration_data, source.module)
     from .quantize import as_config_map, check_calibration_data
 
@@ -164,6 +165,13 @@ def cmd_passes(args: argparse.Namespace) -> int:
             setting = f"{key}={shown}"
             print(f"    {setting:<26} ({opt.type.__name__}) {opt.doc}")
     return 0
+
+
+def _add_custom_objects_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--custom-objects", metavar="FILE.py", action="append", default=None,
+                        help="a Python file defining (or registering with "
+                             "@keras.saving.register_keras_serializable) the custom layers "
+                             "a .keras file uses; imported before loading (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pass pipeline (default: canonicalize)")
     comp.add_argument("--unsafe", action="store_true",
                       help="load .keras files with safe_mode=False (runs code in the file)")
+    _add_custom_objects_flag(comp)
     comp.add_argument("--input-shape", metavar="NAME:D0,D1,...", action="append", default=[],
                       help="fix a Keras input's shape for a static artifact, e.g. "
                            "token_ids:1,128 ('?' leaves a dim as the model has it; repeatable)")
@@ -226,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", required=True, metavar="DIR")
     rep.add_argument("--unsafe", action="store_true",
                      help="load .keras files with safe_mode=False (runs code in the file)")
+    _add_custom_objects_flag(rep)
     _add_quant_flags(rep, data_required=True)
     rep.set_defaults(func=cmd_quant_report)
 

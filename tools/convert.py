@@ -187,7 +187,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             input_signature=None, input_shapes=None, example_args=None, params=None,
             pass_context: PassContext | None = None, batch: int = 2,
             quantization: Any = None, calibration_data=None, verify_inputs=None,
-            progress: bool = True) -> ConversionResult:
+            custom_objects=None, progress: bool = True) -> ConversionResult:
     """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
     to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
@@ -202,6 +202,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     inputs are random values the model accepts (ids below their table's size, 0/1 masks),
     or `verify_inputs` (input name -> array, or an .npz path, or a list of these to check
     several sizes; implies `verify`), checked against the model's signature before any work.
+    `custom_objects` are the classes a `.keras` file names that Keras does not know: a dict
+    (as Keras takes it), a module or the path of a `.py` file defining or registering them,
+    or a list of those (`safe_mode` stays on).
 
     `quantization` (a scheme name such as "int8", a Scheme, or a
     `tensorforge.quantization.QuantizationConfigurationMap`) quantizes the model; static
@@ -220,7 +223,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     paths = output_paths(output, targets)
     _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
-                         example_args=example_args, params=params, input_shapes=input_shapes)
+                         example_args=example_args, params=params, input_shapes=input_shapes,
+                         custom_objects=custom_objects)
     if verify_inputs is not None:
         # One set of inputs, or several (the same artifacts checked at several sizes).
         sets = verify_inputs if isinstance(verify_inputs, (list, tuple)) else [verify_inputs]

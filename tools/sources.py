@@ -109,32 +109,76 @@ def _load_jax(model: JaxModel) -> Source:
     return Source(module, "jax", _jax_runner(model), f"JAX function '{name}'")
 
 
-def _load_factory(spec: str, **options) -> Source:
-    """`path/to/file.py:factory`: imports the file and compiles what `factory()` returns (a
-    Keras model or a JaxModel)."""
-    import importlib.util
+def _user_code_error(path: Path, what: str, e: BaseException) -> ConversionError:
+    """The user's code failed: an error pointing at their line, not ours."""
     import traceback
 
-    file, _, attr = spec.rpartition(":")
-    path = Path(file)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if Path(f.filename).resolve() == path.resolve()]
+    where = f"{path}:{frames[-1].lineno}: " if frames else f"{path}: "
+    return ConversionError(f"{where}{what} failed: {type(e).__name__}: {e}")
+
+
+def import_user_file(path: Path, why: str):
+    """Runs the Python file `path` as a fresh module and returns it (ConversionError naming
+    the user's line when it fails)."""
+    import importlib.util
+
     if not path.is_file():
-        raise ConversionError(f"no such file: {path} (from source '{spec}')")
-    module_name = f"tensorforge_source_{abs(hash(str(path.resolve())))}"
+        raise ConversionError(f"no such file: {path} ({why})")
+    if path.suffix != ".py":
+        raise ConversionError(f"{path} is not a Python file ({why})")
+    module_name = f"tensorforge_user_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     mod = importlib.util.module_from_spec(loader_spec)
     try:
         loader_spec.loader.exec_module(mod)
-        factory = getattr(mod, attr, None)
-        if not callable(factory):
-            raise ConversionError(f"{path} has no function '{attr}'")
+    except Exception as e:
+        raise _user_code_error(path, "importing it", e) from None
+    return mod
+
+
+def custom_objects_from(spec) -> dict[str, Any]:
+    """Keras `custom_objects` from what a user gives: a dict (as Keras takes it), an imported
+    module or the path of a `.py` file (its classes and functions by name; importing it also
+    runs its `@keras.saving.register_keras_serializable` decorators), or a list of those."""
+    import inspect
+    import types
+
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, (list, tuple)):
+        out: dict[str, Any] = {}
+        for item in spec:
+            out.update(custom_objects_from(item))
+        return out
+    if isinstance(spec, (str, Path)):
+        spec = import_user_file(Path(spec), "custom objects")
+    if isinstance(spec, types.ModuleType):
+        return {name: obj for name, obj in vars(spec).items()
+                if (inspect.isclass(obj) or inspect.isfunction(obj))
+                and getattr(obj, "__module__", None) == spec.__name__}
+    raise ConversionError(f"custom_objects must be a dict, a module, a .py path or a list of "
+                          f"those, got {type(spec).__name__}")
+
+
+def _load_factory(spec: str, **options) -> Source:
+    """`path/to/file.py:factory`: imports the file and compiles what `factory()` returns (a
+    Keras model or a JaxModel)."""
+    file, _, attr = spec.rpartition(":")
+    path = Path(file)
+    mod = import_user_file(path, f"from source '{spec}'")
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise ConversionError(f"{path} has no function '{attr}'")
+    try:
         made = factory()
     except ConversionError:
         raise
-    except Exception as e:  # the user's code failed: point at their line, not ours
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if Path(f.filename).resolve() == path.resolve()]
-        where = f"{path}:{frames[-1].lineno}: " if frames else f"{path}: "
-        raise ConversionError(f"{where}{attr}() failed: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise _user_code_error(path, f"{attr}()", e) from None
     if isinstance(made, (Module, JaxModel)) or _is_keras_model(made):
         return load_source(made, **options)
     raise ConversionError(f"{spec} returned a {type(made).__name__}; expected a Keras model, "
@@ -148,13 +192,15 @@ def _refuse_input_shapes(input_shapes, why: str) -> None:
 
 def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
                 signature: str = "serving_default", example_args=None, params=None,
-                input_shapes=None) -> Source:
+                input_shapes=None, custom_objects=None) -> Source:
     """Lifts `src` into IR. Raises ConversionError for anything that is not a model.
 
     `src` may be a Module, a Keras model, a JaxModel, a JAX function (with `example_args`
     and optional `params`), a `.keras` file, a SavedModel directory, a `.tfir` file or
     `file.py:factory`. `input_shapes` ({input name: shape}; None or -1: the model's own size)
-    fixes input shapes of a Keras model (any other source refuses it before lifting)."""
+    fixes input shapes of a Keras model (any other source refuses it before lifting).
+    `custom_objects` (see `custom_objects_from`) are the user's classes a `.keras` file
+    names."""
     if isinstance(src, Module):
         _refuse_input_shapes(input_shapes, "an IR module has its own shapes")
         return Source(src, "module", None, "IR module")
@@ -197,7 +243,8 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
     if suffix == ".keras":
         from ..frontends.keras import from_keras, load_keras_file
 
-        model = load_keras_file(path, safe_mode=safe_mode)
+        model = load_keras_file(path, safe_mode=safe_mode,
+                                custom_objects=custom_objects_from(custom_objects))
         module = from_keras(model, input_signature, input_shapes=input_shapes)
         return Source(module, "keras", _keras_runner(model, list(module.metadata["output_names"])),
                       f"Keras file {path}")

@@ -31,9 +31,11 @@ def _one_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def load_keras_file(path, *, safe_mode: bool = True):
-    """Loads a `.keras` archive with `keras.saving.load_model`. Raises a one-line
-    ConversionError for a missing or corrupt file, or for a model that needs unsafe
+def load_keras_file(path, *, safe_mode: bool = True,
+                    custom_objects: Mapping[str, object] | None = None):
+    """Loads a `.keras` archive with `keras.saving.load_model` (`custom_objects`: the user's
+    classes and functions by name, as Keras takes them). Raises a one-line ConversionError
+    for a missing or corrupt file, a class Keras cannot find, or a model that needs unsafe
     deserialization (a Lambda layer) while `safe_mode` is on."""
     p = Path(path)
     if not p.is_file():
@@ -44,9 +46,15 @@ def load_keras_file(path, *, safe_mode: bool = True):
 
     _register_packages_of(p)
     try:
-        return keras.saving.load_model(str(p), safe_mode=safe_mode)
+        return keras.saving.load_model(str(p), safe_mode=safe_mode,
+                                       custom_objects=dict(custom_objects or {}))
     except Exception as e:
         text = str(e)
+        if "Could not locate" in text or "custom_objects" in text:
+            raise ConversionError(
+                f"cannot load Keras model {p}: {_one_line(e)} If the model uses your own "
+                f"layers, pass custom_objects= (on the command line: --custom-objects "
+                f"my_layers.py, a file that defines or registers them)") from None
         if "safe_mode" in text or "unsafe" in text.lower():
             raise ConversionError(
                 f"{p} needs unsafe deserialization (it contains a Lambda layer or other "
@@ -274,7 +282,8 @@ def _is_keras_model(obj) -> bool:
 
 def from_keras(model_or_path, input_signature: Sequence | None = None, *,
                input_shapes: Mapping[str, Sequence] | None = None,
-               safe_mode: bool = True) -> Module:
+               safe_mode: bool = True, custom_objects: Mapping[str, object] | None = None
+               ) -> Module:
     """Lifts a Keras model (Sequential, Functional or subclassed) or a `.keras` file into a
     Module. The batch dim is the symbol `batch`. A subclassed model without built input
     shapes needs `input_signature` (a list of tf.TensorSpec). `input_shapes` fixes the shapes
@@ -282,7 +291,8 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     artifact. Raises ConversionError for unreadable files, untraceable models and unsupported
     ops (all of them at once)."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        model = load_keras_file(model_or_path, safe_mode=safe_mode)
+        model = load_keras_file(model_or_path, safe_mode=safe_mode,
+                                custom_objects=custom_objects)
     else:
         model = model_or_path
     if not _is_keras_model(model):
