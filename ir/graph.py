@@ -127,8 +127,10 @@ class Node:
         value.uses[(self, i)] = None
 
     def describe(self) -> str:
-        """Short name for diagnostics: `%name = op`."""
-        name = self.outputs[0].name if self.outputs and self.outputs[0].name else "?"
+        """Short name for diagnostics: `%name = op`. An unnamed result is called `scope/op`,
+        the name its tensor gets in the artifacts (`?` when the node has no scope either)."""
+        name = self.outputs[0].name if self.outputs and self.outputs[0].name else \
+            f"{self.scope}/{self.op}" if self.scope else "?"
         return f"%{name} = {self.op}"
 
     def __repr__(self) -> str:

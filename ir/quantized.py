@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ops.quant import near_ties_rounded_the_other_way, round_half_away  # noqa: F401
 from .types import DType, QuantParams, TensorType
 
 STORAGE_DTYPES = frozenset({DType.i4, DType.i8, DType.u8, DType.i16, DType.i32, DType.i64})
@@ -77,8 +78,7 @@ def quantize_array(x: np.ndarray, qp: QuantParams, dtype: DType) -> np.ndarray:
     scale = np.asarray(qp.scale, np.float32).reshape(shape)
     zp = np.asarray(qp.zero_point, np.float64).reshape(shape)
     v = (np.asarray(x, np.float32) / scale).astype(np.float64)
-    rounded = np.trunc(v + np.copysign(0.5, v))
-    codes = np.clip(rounded + zp, qp.qmin, qp.qmax)
+    codes = np.clip(round_half_away(v) + zp, qp.qmin, qp.qmax)
     return codes.astype(np.int64).astype(dtype.np)
 
 
@@ -103,7 +103,7 @@ def dynamic_quantize(x: np.ndarray, row_size: int) -> np.ndarray:
     scale = np.where(span > 0, span / 255.0, 1.0)
     zp = np.clip(np.round(-128 - lo / scale), -128, 127)
     v = flat / scale
-    codes = np.clip(np.trunc(v + np.copysign(0.5, v)) + zp, -128, 127)
+    codes = np.clip(round_half_away(v.astype(np.float64)) + zp, -128, 127)
     return ((codes - zp) * scale).astype(np.float32).reshape(x.shape)
 
 

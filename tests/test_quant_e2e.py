@@ -230,3 +230,77 @@ def test_opt_pipeline_quantizes_with_calibration_data(tmp_path):
     assert "conv2d(" in r.stdout and ": i8[" in r.stdout and "quant<" in r.stdout
     r = _cli("opt", str(src), "--passes", "quantize{scheme=int8}")
     assert r.returncode == 1 and "calibration-data" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- verification that can fail -------------------------------------------------------------
+
+def test_int8_verification_counts_steps_and_reports_sqnr(tmp_path, samples):
+    """A good int8 model: the artifact within a few output steps of the quantized IR, the
+    quantized model's SQNR against float reported and checked against a threshold the user
+    sets (an impossible one fails)."""
+    result = tensorforge.convert(str(MODEL), target="tflite", output=tmp_path / "m.tflite",
+                                 quantization="int8", calibration_data=samples, verify=True,
+                                 progress=False)
+    v = result.verification
+    assert v.ok, v.table()
+    (float_row,) = [r for r in v.rows if r.runtime.startswith("ir")]
+    assert float_row.sqnr_db > 30 and float_row.min_sqnr_db == 5.0
+    (artifact,) = [r for r in v.rows if r.runtime == "tflite"]
+    assert artifact.steps is not None and 1 <= artifact.steps <= 2
+    assert "SQNR dB" in v.table() and "steps" in v.table()
+    strict = tensorforge.convert(str(MODEL), target="tflite", output=tmp_path / "s.tflite",
+                                 quantization="int8", calibration_data=samples, verify=True,
+                                 progress=False, min_sqnr_db=200)
+    assert not strict.verification.ok
+
+
+def test_a_broken_int8_artifact_fails_verification(tmp_path, samples, monkeypatch):
+    """The TFLite writer made to get the output scale wrong by 10%: every output is off by
+    more than rounding can explain, and verification says NO."""
+    from tensorforge.tools import convert as C
+
+    target = C.TARGETS["tflite"]
+    write = target.write
+
+    def broken_write(module, path, **options):
+        write(module, path, **options)
+        model = flatbuffer(path)
+        sg = model.subgraphs[0]
+        out = sg.tensors[sg.outputs[0]]
+        producer = next(op for op in sg.operators if sg.outputs[0] in op.outputs)
+        src = sg.tensors[producer.inputs[0]]       # the int8 tensor the output dequantizes
+        src.quantization.scale = [s * 1.1 for s in src.quantization.scale]
+        assert out.type == fb.TensorType.FLOAT32
+        from tensorforge.backends.tflite.writer import pack
+
+        Path(path).write_bytes(pack(model))
+
+    import dataclasses
+
+    monkeypatch.setitem(C.TARGETS, "tflite", dataclasses.replace(target, write=broken_write))
+    result = tensorforge.convert(str(MODEL), target="tflite", output=tmp_path / "m.tflite",
+                                 quantization="int8", calibration_data=samples, verify=True,
+                                 progress=False)
+    rows = [r for r in result.verification.rows if r.runtime == "tflite"]
+    assert not result.verification.ok and not all(r.ok for r in rows), \
+        result.verification.table()
+
+
+def test_a_collapsed_int8_output_is_flagged(tmp_path):
+    """Outputs around 1e-20 (a random-weight network's logits can be) fall under the
+    smallest quantization scale: int8 outputs a constant, and verification flags it instead of
+    passing on a tolerance made of the error itself."""
+    import keras
+
+    inputs = keras.Input((8,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(4, name="tiny")(inputs))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 1e-20, (8, 4)).astype("f4"), np.zeros(4, "f4")])
+    data = [rng.normal(size=(1, 8)).astype("f4") for _ in range(16)]
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 quantization="int8", calibration_data=data, verify=True,
+                                 progress=False)
+    v = result.verification
+    (float_row,) = [r for r in v.rows if r.runtime.startswith("ir")]
+    assert float_row.collapsed and not v.ok, v.table()
+    assert "collapsed" in v.table()

@@ -335,7 +335,7 @@ def test_unsupported_ops_are_all_listed_and_nothing_written(tmp_path):
     problems = lowering_problems(Module([g]))
     assert [(p.node, p.scope) for p in problems] == [
         ("%a = test_tf_unlowerable", "block1/odd"), ("%c = test_tf_unlowerable", "block2/odd"),
-        ("%? = depthwise_conv2d", "dw")]
+        ("%dw/depthwise_conv2d = depthwise_conv2d", "dw")]
     assert problems[0].loc == "keras:Odd" and "strides" in problems[2].message
 
     target = tmp_path / "model"

@@ -482,7 +482,7 @@ def test_unsupported_ops_are_all_listed():
     problems = lower_problems(Module([g]))
     assert [(p.node, p.scope) for p in problems] == [
         ("%a = test_unlowerable", "block1/odd"), ("%c = test_unlowerable", "block2/odd"),
-        ("%? = conv2d_transpose", "up")]
+        ("%up/conv2d_transpose = conv2d_transpose", "up")]
     assert problems[0].loc == "keras:Odd" and "dilation" in problems[2].message
     with pytest.raises(ConversionError) as err:
         write_tflite(Module([g]))

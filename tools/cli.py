@@ -71,6 +71,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                      tfjs_quantize_globs=args.tfjs_quantize_globs, safe_mode=not args.unsafe,
                      pass_context=ctx, quantization=quantization, calibration_data=data,
                      verify_inputs=args.verify_inputs, custom_objects=args.custom_objects,
+                     **({} if args.min_sqnr is None else {"min_sqnr_db": args.min_sqnr}),
                      input_shapes=parse_input_shapes(args.input_shape))
     for target, path in result.paths.items():
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fix a Keras input's shape for a static artifact, e.g. "
                            "token_ids:1,128 ('?' leaves a dim as the model has it; repeatable)")
     _add_quant_flags(comp)
+    comp.add_argument("--min-sqnr", metavar="DB", type=float, default=None,
+                      help="with --quantize and --verify: the least SQNR (dB) each quantized "
+                           "output must keep against the float model (default 5)")
     _add_pass_flags(comp)
     comp.set_defaults(func=cmd_compile)
 

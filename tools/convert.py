@@ -21,6 +21,7 @@ import numpy as np
 from ..backends.common import swap_directory
 from ..ir.errors import ConversionError
 from ..ir.graph import Module
+from ..ir.quantized import is_quantized, near_ties_rounded_the_other_way
 from ..ir.types import DType
 from ..ir.verify import verify_module
 from ..passes import PassContext, PassManager
@@ -45,10 +46,11 @@ class Target:
     run: Callable[[Path, dict[str, np.ndarray], list[str]], list[np.ndarray]]
 
 
-def _write_tflite(module: Module, path: Path, *, fp16: bool = False, **_) -> None:
+def _write_tflite(module: Module, path: Path, *, fp16: bool = False,
+                  notes: list[str] | None = None, **_) -> None:
     from ..backends.tflite import write_tflite
 
-    path.write_bytes(write_tflite(module, fp16=fp16))
+    path.write_bytes(write_tflite(module, fp16=fp16, notes=notes))
 
 
 def _run_tflite(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
@@ -187,7 +189,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             input_signature=None, input_shapes=None, example_args=None, params=None,
             pass_context: PassContext | None = None, batch: int = 2,
             quantization: Any = None, calibration_data=None, verify_inputs=None,
-            custom_objects=None, progress: bool = True) -> ConversionResult:
+            custom_objects=None, min_sqnr_db: float = V.DEFAULT_MIN_SQNR_DB,
+            progress: bool = True) -> ConversionResult:
     """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
     to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
@@ -214,7 +217,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     before any other work. A model trained with fake-quant (QAT) converts to the quantized
     form without either. TFLite gets integer kernels; SavedModel and TF.js run the
     quantize/dequantize form. Quantized artifacts are verified against the IR interpreter
-    of the same quantized module; the error against the float source is reported alongside.
+    of the same quantized module, in output quantization steps; the quantized model against
+    the float source by SQNR (each output at least `min_sqnr_db`, default 5 dB) and collapse
+    (a constant output where the float one varies fails).
 
     Every artifact is first written to a staging directory beside `output`; only when all of
     them are written are they moved into place, so a failure leaves nothing behind and never
@@ -248,8 +253,9 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
         qresult = Q.from_fake_quant(module)
     modules = {t: Q.for_target(qresult, t) if qresult is not None else module
                for t in targets}
+    notes: list[str] = []    # what the artifacts do differently, from the writers too
     options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
-               "tfjs_quantize_globs": tfjs_quantize_globs}
+               "tfjs_quantize_globs": tfjs_quantize_globs, "notes": notes}
     anchor = Path(output).resolve()
     anchor.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))
@@ -261,6 +267,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             verification = None
         elif qresult is not None:
             verification = verify_quantized(source, modules, staged, calibration_data,
+                                            min_sqnr_db=min_sqnr_db,
                                             batch=batch, inputs=verify_inputs and
                                             verify_inputs[0])
         else:
@@ -273,7 +280,6 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     result_module = qresult.module if qresult is not None else module
-    notes = []
     narrow = narrow_float_values(module)
     if narrow:
         notes.append(f"bf16/f16 computed in f32 in {', '.join(targets)} (their kernels lack "
@@ -305,17 +311,55 @@ def _verification_inputs(module: Module, calibration_data, batch: int) -> dict:
             for i, n in enumerate(names)}
 
 
+def _output_steps(module: Module) -> list[float | None]:
+    """Each output's quantization step: 1 for integer codes, the scale (the largest, per
+    channel) of the value a final dequantize reads, None for a float result of a float op."""
+    steps = []
+    for v in module.main.outputs:
+        p = v.producer
+        if is_quantized(v):
+            steps.append(1.0)
+        elif p is not None and p.op == "dequantize":
+            q = p.inputs[0].quant
+            steps.append(float(np.max(q.scale if q is not None else p.attrs["scale"])))
+        else:
+            steps.append(None)
+    return steps
+
+
+def _artifact_tolerances(module: Module, inputs, want: list[np.ndarray]):
+    """(absolute tolerance, steps) per output for an artifact of quantized `module`: twice how
+    far one-code rounding differences move the outputs (V.QUANT_TIE_BAND), at least one
+    step."""
+    with near_ties_rounded_the_other_way(V.QUANT_TIE_BAND):
+        moved = V.run_ir(module, inputs)
+    out = []
+    for step, w, m in zip(_output_steps(module), want, moved):
+        w, m = np.asarray(w, np.float64), np.asarray(m, np.float64)
+        spread = float(np.max(np.abs(w - m))) if w.size else 0.0
+        if step is None:
+            scale = float(np.max(np.abs(w))) if w.size else 0.0
+            out.append((max(V.QUANT_RTOL * scale, V.QUANT_SPREAD_FACTOR * spread), None))
+            continue
+        steps = max(1.0, float(np.ceil(V.QUANT_SPREAD_FACTOR * spread / step - 1e-6)))
+        out.append((steps * step * (1 + 1e-6), steps))
+    return out
+
+
 def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict[str, Path],
                      calibration_data, *, batch: int = 2,
-                     inputs: dict[str, np.ndarray] | None = None) -> V.Verification:
-    """Each quantized artifact against the IR interpreter of the very module its backend got,
-    plus the quantized IR against the float source (reported: that is the accuracy cost of
-    quantizing). An artifact is held to V.QUANT_RTOL, or to twice the quantization error when
-    that is larger: integer kernels round differently from the reference's real arithmetic
-    (XNNPACK and TFLite's builtin int8 kernels differ from each other the same way), and a
-    deep random network amplifies a one-code difference like any quantization noise. An
-    artifact exactly as accurate as the quantized reference can differ from it by up to
-    twice that error (triangle inequality), not more."""
+                     inputs: dict[str, np.ndarray] | None = None,
+                     min_sqnr_db: float = V.DEFAULT_MIN_SQNR_DB) -> V.Verification:
+    """Two checks, neither with a tolerance taken from the error it checks:
+
+    - the quantized IR against the float source: each output's SQNR must reach
+      `min_sqnr_db`, and an output that collapses (constant where the float one varies)
+      fails, which is what a quantization gone wrong looks like;
+    - each artifact against the IR interpreter of the very module its backend got, in
+      output quantization steps: at least one step, or twice as far as rounding a few codes
+      the other way moves the IR's outputs (integer kernels round differently from the
+      reference's real arithmetic and from each other; a deep, badly conditioned network
+      amplifies that, and this measures by how much on this model)."""
     first = next(iter(modules.values()))
     fed = "given inputs" if inputs is not None else \
         "calibration samples" if calibration_data is not None else "random inputs"
@@ -324,21 +368,22 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     names = V.output_names(first)
     result = V.Verification("IR interpreter of the quantized module", _batch_of(inputs, batch),
                             inputs=fed)
-    tolerances = [V.QUANT_RTOL] * len(names)
     if source.run_original is not None:
         want = source.run_original(inputs)
-        V.compare(result, f"ir ({source.kind} float)", V.run_ir(first, inputs), want, names,
-                  float("inf"))
-        tolerances = [max(V.QUANT_RTOL, 2 * row.max_rel) for row in result.rows]
+        V.compare_quantized(result, f"ir ({source.kind} float)", V.run_ir(first, inputs),
+                            want, names, min_sqnr_db)
+    tolerances: dict[int, list] = {}
     for t, path in artifacts.items():
         want = V.run_ir(modules[t], inputs)
+        key = id(modules[t])
+        if key not in tolerances:
+            tolerances[key] = _artifact_tolerances(modules[t], inputs, want)
         try:
             got = TARGETS[t].run(path, inputs, names)
         except Exception as e:  # the runtime rejected the artifact: a failed check
             V.failed_run(result, t, names, e)
             continue
-        for name, g, w, tol in zip(names, got, want, tolerances):
-            V.compare(result, t, [g], [w], [name], tol)
+        V.compare_in_steps(result, t, got, want, names, tolerances[key])
     return result
 
 

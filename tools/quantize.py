@@ -26,6 +26,7 @@ from ..passes.quantize.configuration import ConfigError
 from ..passes.quantize.insert import InsertReport, QuantizationPlan
 from ..passes.quantize.lower import lower_quantized
 from ..passes.quantize.observers import make_observer
+from ..passes.quantize.prepare import unfuse_activations
 from ..passes.quantize.resolution import Resolution
 
 
@@ -97,6 +98,8 @@ def quantize_module(module: Module, quantization: Any, calibration_data=None, *,
     node_map = {}
     if float_module is not None:
         node_map = {id(a): b for a, b in zip(work.main, float_module.main)}
+    # Tanh after a conv/matmul gets its own node: its input needs params of its own.
+    unfuse_activations(work)
     resolution = qmap.resolve(work)
     plan = QuantizationPlan(work, resolution, scheme)
     requests = plan.requests()

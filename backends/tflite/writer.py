@@ -16,6 +16,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
+from ...ir.quantized import dequantize_array, is_quantized, real_type
 from ...ir.types import DType, QuantParams
 from ...passes.control import without_scans
 from ...passes.dtypes import widened
@@ -23,6 +24,7 @@ from ...passes.recurrent import with_fused_recurrent
 from ...version import package_version
 from ..common import signature_names
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
+from .ops.common import emit
 
 SCHEMA_VERSION = 3
 BUFFER_ALIGNMENT = 16  # schema.fbs: `data:[ubyte] (force_align: 16)`
@@ -68,10 +70,12 @@ class Emitter:
             self._buffer_ids: dict[bytes, int] = {}
             self.subgraphs: list[fb.SubGraphT | None] = [None]
             self.problems: list[Diagnostic] = []
+            # Quantized nodes written in float (`_lower_in_float`), for the conversion notes.
+            self.float_fallbacks: list[Diagnostic] = []
         else:
             self.buffers, self.opcodes = parent.buffers, parent.opcodes
             self._buffer_ids, self.subgraphs = parent._buffer_ids, parent.subgraphs
-            self.problems = parent.problems
+            self.problems, self.float_fallbacks = parent.problems, parent.float_fallbacks
         self._values: dict[int, int] = {}           # id(Value) -> tensor index
         self._derived: dict[tuple[int, str], int] = {}
         self._names: set[str] = set()
@@ -105,6 +109,21 @@ class Emitter:
         if quant is not None:
             self.set_quant(index, quant)
         return index
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Where the tensors and operators of this subgraph end now (see `rollback`)."""
+        return len(self.tensors), len(self.operators)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forgets the tensors and operators added since `checkpoint` returned `mark` (a
+        buffer they added stays, unreferenced)."""
+        tensors, operators = mark
+        for tensor in self.tensors[tensors:]:
+            self._names.discard(tensor.name)
+        del self.tensors[tensors:], self.info[tensors:], self.quants[tensors:]
+        del self.operators[operators:]
+        self._values = {k: i for k, i in self._values.items() if i < tensors}
+        self._derived = {k: i for k, i in self._derived.items() if i < tensors}
 
     def skip(self, node: Node) -> None:
         """Marks `node` as emitted by another node's lowering (a fused activation)."""
@@ -285,10 +304,13 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
             problems.append(_diag(node, f"op '{node.op}' has no TFLite lowering"))
             continue
         e.prefix = e.value_name(node.outputs[0]) if node.outputs else node.op
+        mark = e.checkpoint()
         try:
             lower(e, node)
         except Unsupported as err:
-            problems.append(_diag(node, str(err)))
+            e.rollback(mark)    # a lowering may have emitted part of the node already
+            if not _lower_in_float(e, node, lower, str(err)):
+                problems.append(_diag(node, str(err)))
         except Exception as err:  # a lowering bug must still name the node, not crash
             problems.append(_diag(node, f"internal error lowering to TFLite: "
                                         f"{type(err).__name__}: {err}"))
@@ -308,7 +330,45 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
     return inputs, outputs
 
 
-def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[Diagnostic]]:
+def _lower_in_float(e: Emitter, node: Node, lower, why: str) -> bool:
+    """A quantized node no TFLite integer kernel runs, emitted as its float op between
+    DEQUANTIZE and QUANTIZE: the very meaning of the integer form (ir/quantized.py), so the
+    artifact still computes what the IR does. Returns False (emitting nothing) for a node
+    without quantized values, or one the float lowering refuses too."""
+    if node.regions or not any(is_quantized(v) for v in [*node.inputs, *node.outputs]):
+        return False
+    mark = e.checkpoint()
+    try:
+        inputs = []
+        for v in node.inputs:
+            if not is_quantized(v):
+                inputs.append(v)
+            elif v.const is not None:     # a weight: its real values, as a float constant
+                real = Value(real_type(v))
+                value = np.asarray(dequantize_array(v.const, v.quant), real.type.dtype.np)
+                Node("constant", [], [real], {"value": value})
+                inputs.append(real)
+            else:
+                real = Value(real_type(v))
+                e.alias(real, emit(e, "DEQUANTIZE", [e.t(v)], dtype=DType.f32,
+                                   shape=v.type.shape, name="dequantized"))
+                inputs.append(real)
+        outputs = [Value(real_type(v)) if is_quantized(v) else v for v in node.outputs]
+        twin = Node(node.op, inputs, outputs, dict(node.attrs), scope=node.scope, loc=node.loc)
+        e._pinned.extend([twin, *inputs, *outputs])
+        lower(e, twin)
+        for v, real in zip(node.outputs, outputs):
+            if real is not v:
+                emit(e, "QUANTIZE", [e.t(real)], out=e.out(v))
+    except Unsupported:
+        e.rollback(mark)
+        return False
+    e.float_fallbacks.append(_diag(node, f"runs in float between DEQUANTIZE and QUANTIZE: "
+                                         f"{why}"))
+    return True
+
+
+def build_model(module: Module, *, fp16: bool = False, notes: list[str] | None = None) -> tuple[fb.ModelT, list[Diagnostic]]:
     """Lowers `module.main` (recurrent loops fused into TFLite's sequence ops, the other
     `scan`s rewritten into `while`s, bf16/f16 computed in f32 first: passes/recurrent.py,
     passes/control.py, passes/dtypes.py) and returns (the model object tree, every problem
@@ -318,6 +378,8 @@ def build_model(module: Module, *, fp16: bool = False) -> tuple[fb.ModelT, list[
     e = Emitter(fp16)
     problems = e.problems
     inputs, outputs = _lower_graph(e, graph, problems)
+    if notes is not None:
+        notes += [f"TFLite: {d.node} (scope '{d.scope}') {d.message}" for d in e.float_fallbacks]
 
     in_names = signature_names(module, "input_names", graph.inputs, "input", problems)
     out_names = signature_names(module, "output_names", graph.outputs, "output", problems)
@@ -360,11 +422,13 @@ def lower_problems(module: Module) -> list[Diagnostic]:
     return build_model(module)[1]
 
 
-def write_tflite(module: Module, *, fp16: bool = False) -> bytes:
+def write_tflite(module: Module, *, fp16: bool = False,
+                 notes: list[str] | None = None) -> bytes:
     """The `.tflite` flatbuffer for `module.main`. Deterministic: the same IR always gives the
     same bytes. fp16=True stores float32 weights as float16 behind DEQUANTIZE ops. Raises
-    ConversionError listing every node that cannot be lowered."""
-    model, problems = build_model(module, fp16=fp16)
+    ConversionError listing every node that cannot be lowered. `notes` receives a line per
+    quantized node written in float (no integer kernel for it)."""
+    model, problems = build_model(module, fp16=fp16, notes=notes)
     if problems:
         raise ConversionError("cannot write TFLite", problems)
     return pack(model)

@@ -11,6 +11,8 @@ in float32. Dequantize follows reference_ops::Dequantize: float(double(scale) * 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..types import DType, QuantParams
@@ -47,6 +49,37 @@ def _param_shape(x, attrs):
     return tuple(shape)
 
 
+# Half-width of the band around a .5 tie that `round_half_away` rounds the other way (0:
+# none); set only inside `near_ties_rounded_the_other_way`.
+_TIE_BAND = [0.0]
+
+
+@contextmanager
+def near_ties_rounded_the_other_way(band: float):
+    """Within this block every quantization rounding (the `quantize` kernel and quantized
+    results, ir/quantized.py) whose real code lies within `band` of a .5 tie goes the other
+    way: what an integer kernel with a different accumulator or requantization rounding does
+    to a few codes. Verification runs a model once more inside it to measure how far such
+    one-code differences move its outputs."""
+    previous, _TIE_BAND[0] = _TIE_BAND[0], band
+    try:
+        yield
+    finally:
+        _TIE_BAND[0] = previous
+
+
+def round_half_away(v: np.ndarray) -> np.ndarray:
+    """Round half away from zero (std::round, TFLite's rounding), as float64; adding 0.5 is
+    exact in f64 for f32 inputs."""
+    rounded = np.trunc(v + np.copysign(0.5, v))
+    if _TIE_BAND[0]:
+        near = np.abs(np.abs(v - np.trunc(v)) - 0.5) < _TIE_BAND[0]
+        # The other neighbour of v: one code towards zero if we rounded away, else away.
+        other = np.where(np.abs(rounded) > np.abs(v), rounded - np.sign(v), rounded + np.sign(v))
+        rounded = np.where(near, other, rounded)
+    return rounded
+
+
 def _codes(x, attrs, qmin, qmax):
     """The integer codes as float64 (exact for |q| < 2^53)."""
     shape = _param_shape(x, attrs)
@@ -55,9 +88,7 @@ def _codes(x, attrs, qmin, qmax):
     scale = np.asarray(attrs["scale"], ftype).reshape(shape)
     zp = np.asarray(attrs["zero_point"], np.float64).reshape(shape)
     v = (x.astype(ftype) / scale).astype(np.float64)
-    # Round half away from zero (std::round); adding 0.5 is exact in f64 for f32 inputs.
-    rounded = np.trunc(v + np.copysign(0.5, v))
-    return np.clip(rounded + zp, qmin, qmax)
+    return np.clip(round_half_away(v) + zp, qmin, qmax)
 
 
 def _dequant(q, attrs, out_dtype):

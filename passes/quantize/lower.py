@@ -174,8 +174,10 @@ def _lower_node(graph: Graph, node: Node, ops: frozenset) -> bool:
             return False
         inputs[2] = bias
     types = [qs[0].output.type for qs in quantizes]
+    # The integer node keeps the float node's value names: diagnostics and tensor names
+    # still say which layer it is.
     new = graph.add(node.op, inputs, dict(node.attrs), types=types, scope=node.scope,
-                    loc=node.loc, before=node)
+                    loc=node.loc, before=node, names=[o.name for o in node.outputs])
     for out, qs in zip(new.outputs, quantizes):
         want = qs[0].output.quant
         fixed = FIXED_OUTPUT.get(node.op, {}).get(want.bits)

@@ -17,6 +17,7 @@ from .calibrate import calibrate, load_npz_samples
 from .config import QuantizationConfigurationMap
 from .insert import QuantizationPlan
 from .observers import make_observer
+from .prepare import unfuse_activations
 
 
 def _observer(cfg):
@@ -42,6 +43,7 @@ class Quantize(Pass):
             qmap = QuantizationConfigurationMap.from_json(Path(config).read_text())
         else:
             qmap = QuantizationConfigurationMap(self.option("scheme"))
+        unfuse_activations(module)   # a fused tanh's input needs params of its own
         plan = QuantizationPlan(module, qmap.resolve(module), qmap.scheme)
         requests = plan.requests()
         ranges = {}

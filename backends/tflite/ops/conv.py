@@ -115,6 +115,7 @@ def _lower_depthwise(e, node):
 
 def _lower_conv2d_transpose(e, node):
     x, f = node.inputs[:2]
+    mode = _weight_mode(node, "TRANSPOSE_CONV", out_axis=2)
     _need(node, x, F32, "TRANSPOSE_CONV")
     a = node.attrs
     if tuple(a["dilations"]) != (1, 1):
@@ -125,7 +126,12 @@ def _lower_conv2d_transpose(e, node):
                           f"got {node.output.type}")
     # IR [H, W, C_out, C_in] -> TFLite [C_out, H, W, C_in].
     w = _filter(e, node, "ohwi_t", lambda arr: np.transpose(arr, (2, 0, 1, 3)),
-                perm=(2, 0, 1, 3), move=lambda q: _moved(q, 0))
+                perm=(2, 0, 1, 3), quant=_moved(f.quant, 0), move=lambda q: _moved(q, 0))
+    if mode == "hybrid":
+        # No dynamic-range TRANSPOSE_CONV kernel: the int8 weight is stored as such and
+        # expanded by a DEQUANTIZE (what TFLiteConverter does for weight-only quantization).
+        w = emit(e, "DEQUANTIZE", [w], dtype=DType.f32, name="filter_f32")
+        mode = "float"
     xt = e.t(x)
     if isinstance(n, int):
         out_shape = _param(e, [n, oh, ow, co], "output_shape")
@@ -138,8 +144,10 @@ def _lower_conv2d_transpose(e, node):
                      shape=(1,), options=fb.StridedSliceOptionsT(), name="batch")
         out_shape = emit(e, "CONCATENATION", [batch, _param(e, [oh, ow, co], "hwc")],
                          shape=(4,), options=fb.ConcatenationOptionsT(axis=0), name="out_shape")
-    # The bias is the optional 4th input (version 3); absent, the op stays at version 1.
-    ins = [out_shape, w, xt] + ([e.t(node.inputs[2])] if len(node.inputs) > 2 else [])
+    # The bias is the optional 4th input (version 3); absent, a float op stays at version 1.
+    # The integer kernel always gets one (int32 codes of scale s_in * s_w[c], zeros if none).
+    has_bias = len(node.inputs) > 2 or mode == "integer"
+    ins = [out_shape, w, xt] + ([_bias(e, node, co, mode)] if has_bias else [])
 
     def main(out, act):
         e.op("TRANSPOSE_CONV", ins, [out], fb.TransposeConvOptionsT(

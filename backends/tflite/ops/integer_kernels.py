@@ -36,7 +36,7 @@ FIXED = {
     "sigmoid": {DType.i8: (1 / 256, -128), DType.i16: (1 / 32768, 0)},
     "tanh": {DType.i8: (1 / 128, 0), DType.i16: (1 / 32768, 0)},
 }
-WEIGHTS = frozenset({"conv2d", "depthwise_conv2d", "matmul"})
+WEIGHTS = frozenset({"conv2d", "depthwise_conv2d", "conv2d_transpose", "matmul"})
 _SELF_QUANT = frozenset({"quantize", "dequantize", "fake_quant"})
 
 

@@ -178,8 +178,10 @@ _I8_2_I16_3 = _by_dtype({DType.i8: 2, DType.i16: 3})
 VERSIONS = {
     "CONV_2D": _v_conv,
     "DEPTHWISE_CONV_2D": _v_depthwise,
+    # op_version.cc: a fused activation 4, a bias 3, int16x8 3, int8 2.
     "TRANSPOSE_CONV": lambda i, o, p: 4 if p.fusedActivationFunction else
-    (3 if len(i) == 4 and i[3] is not None else 1),
+    3 if (len(i) == 4 and i[3] is not None) or i[2][0] == DType.i16 else
+    2 if i[2][0] == DType.i8 else 1,
     "FULLY_CONNECTED": _v_fully_connected,
     "BATCH_MATMUL": _by_dtype({DType.i8: 2, DType.i16: 3}),
     # int16 ADD/SUB here are always quantized with general scales (pot_scale_int16 false).
