@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.types import DType
+from .. import decompose
 from . import fake_quant
 from .context import Const, LiftError, ir_dim, ir_dtype
 
@@ -85,18 +86,6 @@ def _not(ctx, eqn, ins):
     return ctx.emit("logical_not", ins)
 
 
-@lowers("log1p")
-def _log1p(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("log", [ctx.emit("add", [x, ctx.scalar(1, x)])])
-
-
-@lowers("expm1")
-def _expm1(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("sub", [ctx.emit("exp", [x]), ctx.scalar(1, x)])
-
-
 @lowers("exp2")
 def _exp2(ctx, eqn, ins):
     (x,) = ins
@@ -109,93 +98,34 @@ def _erfc(ctx, eqn, ins):
     return ctx.emit("sub", [ctx.scalar(1, x), ctx.emit("erf", [x])])
 
 
-def _full(ctx, e, like):
-    """`e` broadcast to `like`'s shape when it is a (smaller) constant: TFLite's ATAN2 does
-    not broadcast."""
-    shape = ctx.shape(like)
-    if isinstance(e, Const) and e.array.shape != tuple(shape) and \
-            all(isinstance(d, int) for d in shape):
-        return Const(np.broadcast_to(e.array, shape).copy())
-    return e
-
-
 @lowers("atan2")
 def _atan2(ctx, eqn, ins):
-    y, x = ins
-    return ctx.emit("atan2", [_full(ctx, y, x), _full(ctx, x, y)])
+    return ctx.emit("atan2", ins)
 
 
-# The inverse and hyperbolic functions from the ops every target has: atan(x) = atan2(x, 1),
-# asin(x) = atan2(x, sqrt(1 - x^2)), acos(x) = atan2(sqrt(1 - x^2), x), asinh and acosh by
-# their logarithms (asinh on |x|, its sign put back, so large negative x stays accurate).
-@lowers("atan")
-def _atan(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("atan2", [x, _full(ctx, ctx.scalar(1, x), x)])
+class _Builder:
+    """The JAX lifter as a builder of frontends/decompose.py."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def op(self, name, inputs, attrs=None):
+        return self.ctx.emit(name, inputs, attrs)
+
+    def scalar(self, value, like):
+        return self.ctx.scalar(value, like)
 
 
-def _sqrt_one_minus_square(ctx, x):
-    return ctx.emit("sqrt", [ctx.emit("sub", [ctx.scalar(1, x), ctx.emit("mul", [x, x])])])
+def _decomposed(fn):
+    def lower(ctx, eqn, ins):
+        return fn(_Builder(ctx), ins[0])
+    return lower
 
 
-@lowers("asin")
-def _asin(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("atan2", [x, _sqrt_one_minus_square(ctx, x)])
-
-
-@lowers("acos")
-def _acos(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("atan2", [_sqrt_one_minus_square(ctx, x), x])
-
-
-@lowers("tan")
-def _tan(ctx, eqn, ins):
-    (x,) = ins
-    return ctx.emit("div", [ctx.emit("sin", [x]), ctx.emit("cos", [x])])
-
-
-def _exp_pair(ctx, x):
-    return ctx.emit("exp", [x]), ctx.emit("exp", [ctx.emit("neg", [x])])
-
-
-@lowers("sinh")
-def _sinh(ctx, eqn, ins):
-    (x,) = ins
-    a, b = _exp_pair(ctx, x)
-    return ctx.emit("mul", [ctx.emit("sub", [a, b]), ctx.scalar(0.5, x)])
-
-
-@lowers("cosh")
-def _cosh(ctx, eqn, ins):
-    (x,) = ins
-    a, b = _exp_pair(ctx, x)
-    return ctx.emit("mul", [ctx.emit("add", [a, b]), ctx.scalar(0.5, x)])
-
-
-@lowers("asinh")
-def _asinh(ctx, eqn, ins):
-    (x,) = ins
-    ax = ctx.emit("abs", [x])
-    root = ctx.emit("sqrt", [ctx.emit("add", [ctx.emit("mul", [ax, ax]), ctx.scalar(1, x)])])
-    return ctx.emit("mul", [ctx.emit("sign", [x]),
-                            ctx.emit("log", [ctx.emit("add", [ax, root])])])
-
-
-@lowers("acosh")
-def _acosh(ctx, eqn, ins):
-    (x,) = ins
-    root = ctx.emit("sqrt", [ctx.emit("sub", [ctx.emit("mul", [x, x]), ctx.scalar(1, x)])])
-    return ctx.emit("log", [ctx.emit("add", [x, root])])
-
-
-@lowers("atanh")
-def _atanh(ctx, eqn, ins):
-    (x,) = ins
-    one = ctx.scalar(1, x)
-    ratio = ctx.emit("div", [ctx.emit("add", [one, x]), ctx.emit("sub", [one, x])])
-    return ctx.emit("mul", [ctx.emit("log", [ratio]), ctx.scalar(0.5, x)])
+# The inverse and hyperbolic functions, log1p and expm1 from the ops every target has.
+for _name in ("atan", "asin", "acos", "tan", "sinh", "cosh", "asinh", "acosh", "atanh",
+              "log1p", "expm1"):
+    TABLE[_name] = _decomposed(decompose.UNARY[_name])
 
 
 @lowers("cbrt")

@@ -13,8 +13,8 @@ from ai_edge_litert import schema_py_generated as fb
 from ....ir.ops.elementwise import ERF_INV_CENTRAL, ERF_INV_TAIL
 from ....ir.quantized import is_quantized
 from ....ir.types import DType
-from .common import (BOOL, F32, FUSED, NUM, TFL_TYPES, Unsupported, _need, _scalar, copy_into,
-                     emit)
+from .common import (BOOL, F32, FUSED, NUM, TFL_TYPES, Unsupported, _need, _param, _scalar,
+                     _static, copy_into, emit)
 from .weights import _expanded_by_users
 
 
@@ -70,6 +70,30 @@ def _binary(code, allowed, options=None):
             out = act.output
         emit(e, code, [e.t(a), e.t(b)], out=e.out(out), options=opts)
     return lower
+
+
+def _lower_atan2(e, node):
+    """ATAN2 does not broadcast: an operand smaller than the result is broadcast to it first
+    (to a static shape, or to the run-time shape of the operand that has the result's)."""
+    out = node.output
+    _need(node, node.inputs[0], F32, "ATAN2")
+    shape = tuple(out.type.shape)
+    ins = []
+    for v, other in (node.inputs, node.inputs[::-1]):
+        t = e.t(v)
+        if tuple(v.type.shape) != shape:
+            if _static(shape):
+                target = _param(e, list(shape), "atan2_shape")
+            elif tuple(other.type.shape) == shape:
+                target = emit(e, "SHAPE", [e.t(other)], dtype=DType.i32, shape=(len(shape),),
+                              options=fb.ShapeOptionsT(outType=fb.TensorType.INT32),
+                              name="atan2_shape")
+            else:
+                raise Unsupported("ATAN2 does not broadcast, and neither operand has the "
+                                  "result's run-time shape")
+            t = emit(e, "BROADCAST_TO", [t, target], shape=shape, name="atan2_operand")
+        ins.append(t)
+    emit(e, "ATAN2", ins, out=e.out(out))
 
 
 def _sole_relu_user(node):
@@ -260,7 +284,7 @@ BINARY = {
     # int32 DIV truncates toward zero and rejects a zero divisor, like the IR.
     "div": _binary("DIV", {DType.f32, DType.i32}, fb.DivOptionsT),
     "pow": _binary("POW", {DType.f32, DType.i32}),
-    "atan2": _binary("ATAN2", F32),
+    "atan2": _lower_atan2,
     "floor_div": _binary("FLOOR_DIV", {DType.f32, DType.i32}),
     "floor_mod": _binary("FLOOR_MOD", NUM),
     "maximum": _binary("MAXIMUM", NUM), "minimum": _binary("MINIMUM", NUM),

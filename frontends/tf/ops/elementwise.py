@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import decompose
 from ..context import Const, LiftError, ir_dtype
 from . import spectral
 from .common import node_attr
@@ -121,7 +122,42 @@ def _bias_add(ctx, node, ins):
     return ctx.emit("add", [x, b])
 
 
+class _Builder:
+    """The TF lifter as a builder of frontends/decompose.py."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def op(self, name, inputs, attrs=None):
+        return self.ctx.emit1(name, inputs, attrs)
+
+    def scalar(self, value, like):
+        return _scalar_like(self.ctx, like, value)
+
+
+def _decomposed(name):
+    def lower(ctx, node, ins):
+        return [decompose.UNARY[name](_Builder(ctx), ins[0])]
+    return lower
+
+
+def _div_no_nan(ctx, node, ins):
+    """x / y, and 0 where y is 0 (NaN and inf included)."""
+    x, y = ins
+    zero = _scalar_like(ctx, y, 0.0)
+    return ctx.emit("where", [ctx.emit1("equal", [y, zero]), _scalar_like(ctx, x, 0.0),
+                              ctx.emit1("div", [x, y])])
+
+
 TABLE = {
+    "Atan": _decomposed("atan"), "Asin": _decomposed("asin"), "Acos": _decomposed("acos"),
+    "Tan": _decomposed("tan"), "Sinh": _decomposed("sinh"), "Cosh": _decomposed("cosh"),
+    "Asinh": _decomposed("asinh"), "Acosh": _decomposed("acosh"),
+    "Atanh": _decomposed("atanh"), "Log1p": _decomposed("log1p"),
+    "Expm1": _decomposed("expm1"), "IsNan": _decomposed("isnan"),
+    "IsInf": _decomposed("isinf"), "IsFinite": _decomposed("isfinite"),
+    "Atan2": _binary("atan2"),
+    "Erfinv": _unary("erf_inv"), "DivNoNan": _div_no_nan,
     "Relu": _unary("relu"), "Relu6": _unary("relu6"), "Sigmoid": _unary("sigmoid"),
     "Tanh": _unary("tanh"), "Sin": _unary("sin"), "Cos": _unary("cos"),
     "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),

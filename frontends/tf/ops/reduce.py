@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....ir.types import DType
-from ..context import ir_dtype
+from ..context import LiftError, ir_dtype
 from .common import node_attr, static_axis
 
 
@@ -28,11 +28,18 @@ def _arg(ir_op):
     return lower
 
 
-def _cumsum(ctx, node, ins):
-    return ctx.emit("cumsum", ins[:1], {
-        "axis": static_axis(ctx, ins[1], "Cumsum axis"),
-        "exclusive": bool(node_attr(node, "exclusive", False)),
-        "reverse": bool(node_attr(node, "reverse", False))})
+def _cumulative(ir_op):
+    """Cumsum / Cumprod; the IR's cumulative product has no exclusive form."""
+    def lower(ctx, node, ins):
+        attrs = {"axis": static_axis(ctx, ins[1], f"{node.op} axis"),
+                 "reverse": bool(node_attr(node, "reverse", False))}
+        exclusive = bool(node_attr(node, "exclusive", False))
+        if ir_op == "cumsum":
+            attrs["exclusive"] = exclusive
+        elif exclusive:
+            raise LiftError(f"{node.op} with exclusive=True is not supported")
+        return ctx.emit(ir_op, ins[:1], attrs)
+    return lower
 
 
 def _top_k(ctx, node, ins):
@@ -46,6 +53,6 @@ TABLE = {
     "Mean": _reduce("reduce_mean"), "Sum": _reduce("reduce_sum"), "Max": _reduce("reduce_max"),
     "Min": _reduce("reduce_min"), "Prod": _reduce("reduce_prod"),
     "All": _reduce("reduce_all"), "Any": _reduce("reduce_any"),
-    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"), "Cumsum": _cumsum,
+    "ArgMax": _arg("argmax"), "ArgMin": _arg("argmin"), "Cumsum": _cumulative("cumsum"), "Cumprod": _cumulative("cumprod"),
     "TopKV2": _top_k,
 }

@@ -1,0 +1,55 @@
+"""keras.ops math that the TF backend builds from ops the IR has no name for (Atan, Asinh,
+Log1p, Expm1, IsNan, IsInf, IsFinite, Erfinv, Cumprod, DivNoNan, Atan2 with a scalar): lifted
+through the decompositions shared with the JAX frontend (frontends/decompose.py) and
+verified on every target."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import tensorforge  # noqa: E402
+
+
+class _Math(keras.layers.Layer):
+    def call(self, x, y):
+        small = 0.9 * ops.tanh(x)                     # in (-0.9, 0.9)
+        parts = [ops.arctan(x), ops.arcsin(small), ops.arccos(small), ops.arcsinh(x),
+                 ops.arccosh(2.0 + ops.abs(x)), ops.arctanh(small), ops.sinh(x), ops.cosh(x),
+                 ops.tan(small), ops.log1p(ops.abs(x)), ops.expm1(x), ops.erfinv(small),
+                 ops.cumprod(1.0 + 0.1 * x, axis=-1), ops.divide_no_nan(x, ops.round(y)),
+                 ops.arctan2(x, 2.0), ops.logsumexp(x, axis=-1, keepdims=True)
+                 * ops.ones_like(x)]
+        return ops.stack(parts, axis=-1)
+
+
+class _Nan(keras.layers.Layer):
+    def call(self, x):
+        return ops.stack([ops.nansum(x, axis=-1), ops.nanmax(x, axis=-1),
+                          ops.cast(ops.sum(ops.isinf(x), axis=-1), "float32"),
+                          ops.cast(ops.sum(ops.isfinite(x), axis=-1), "float32")], axis=-1)
+
+
+def test_math_ops_on_every_target(tmp_path):
+    x, y = keras.Input((3, 4), name="x"), keras.Input((3, 4), name="y")
+    model = keras.Model([x, y], _Math(name="math")(x, y))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()
+    assert {r.runtime for r in result.verification.rows} == {"ir", "tflite", "savedmodel",
+                                                              "tfjs"}
+
+
+def test_nan_and_inf_aware_ops_on_every_target(tmp_path):
+    x = keras.Input((6,), name="x")
+    model = keras.Model(x, _Nan(name="nan")(x))
+    data = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    data[0, 1], data[1, 2], data[2, 3] = np.nan, np.inf, -np.inf
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m",
+                                 verify_inputs={"x": data}, progress=False)
+    assert result.verification.ok, result.verification.table()
