@@ -199,6 +199,11 @@ def _clip(cx, node):
     return [jnp.clip(x, jnp.asarray(lo, x.dtype), jnp.asarray(hi, x.dtype))]
 
 
+def _shift_amount(a, b):
+    """Shift amounts clamped to [0, width - 1], as the IR (and TF) define them."""
+    return jnp.clip(b, 0, a.dtype.itemsize * 8 - 1).astype(a.dtype)
+
+
 def _cast(cx, node):
     x = cx.x(node.inputs[0])
     to = node.attrs["to"]
@@ -678,6 +683,12 @@ LOWERINGS: dict[str, Callable] = {
     "sign": _unary(jnp.sign), "floor": _unary(jnp.floor), "ceil": _unary(jnp.ceil),
     "round": _unary(jnp.round),   # half to even, like the IR
     "logical_not": _unary(jnp.logical_not), "clip": _clip, "cast": _cast,
+    "bitcast": lambda cx, node: [jax.lax.bitcast_convert_type(
+        cx.x(node.inputs[0]), _jnp_dtype(node.attrs["to"]))],
+    "bitwise_and": _binary(jnp.bitwise_and), "bitwise_or": _binary(jnp.bitwise_or),
+    "bitwise_xor": _binary(jnp.bitwise_xor), "bitwise_not": _unary(jnp.invert),
+    "left_shift": _binary(lambda a, b: jnp.left_shift(a, _shift_amount(a, b))),
+    "right_shift": _binary(lambda a, b: jnp.right_shift(a, _shift_amount(a, b))),
     "is_finite": _unary(jnp.isfinite), "erf_inv": _unary(lax.erf_inv),
     "add": _binary(jnp.add), "sub": _binary(jnp.subtract), "mul": _binary(jnp.multiply),
     "div": _binary(_div), "pow": _binary(_pow),

@@ -10,7 +10,19 @@ where the plain formula would not (asinh on |x| with the sign put back).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import numpy as np
+
+
+@dataclass
+class Builder:
+    """A frontend's way to add nodes: `op(name, inputs, attrs=None)` and `scalar(value,
+    like)`."""
+
+    op: Callable[..., Any]
+    scalar: Callable[[Any, Any], Any]
 
 
 def atan(b, x):

@@ -103,22 +103,9 @@ def _atan2(ctx, eqn, ins):
     return ctx.emit("atan2", ins)
 
 
-class _Builder:
-    """The JAX lifter as a builder of frontends/decompose.py."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-    def op(self, name, inputs, attrs=None):
-        return self.ctx.emit(name, inputs, attrs)
-
-    def scalar(self, value, like):
-        return self.ctx.scalar(value, like)
-
-
 def _decomposed(fn):
     def lower(ctx, eqn, ins):
-        return fn(_Builder(ctx), ins[0])
+        return fn(decompose.Builder(ctx.emit, ctx.scalar), ins[0])
     return lower
 
 

@@ -3,7 +3,10 @@ identity and same-dtype cast removal, and x**2 / x**0.5 as a multiply / sqrt."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...ir.graph import Node, Value
+from ...ir.types import DType
 from ...ir.ops import all_ops
 from ..rewrite import RewritePattern, Rewriter
 from .fold import splat_value
@@ -119,8 +122,42 @@ class SquareByMultiply(RewritePattern):
         return True
 
 
+class SignBitTest(RewritePattern):
+    """The sign-bit idioms of Keras's `ops.signbit` (and so of its float argmax/argmin):
+    `(v & INT_MIN) < 0` -> `v < 0` for a signed integer v, and `bitcast(x, int) < 0` for a
+    float x -> `x < 0 or (x == 0 and 1 / x < 0)` (true for -0.0; the one difference is a NaN
+    with its sign bit set, which reads as not negative). No target needs bit ops then."""
+
+    root = "less"
+
+    def match_and_rewrite(self, node, rw):
+        v, zero = node.inputs
+        if splat_value(zero) != 0 or zero.type.shape != () or v.producer is None:
+            return False
+        src = v.producer
+        if src.op == "bitwise_and" and np.dtype(v.type.dtype.np).kind == "i":
+            lowest = int(np.iinfo(v.type.dtype.np).min)
+            for a, b in (src.inputs, src.inputs[::-1]):
+                if splat_value(b) == lowest and b.type.rank == 0 and a.type == v.type:
+                    rw.replace(node, [rw.create("less", [a, zero], like=node).outputs[0]])
+                    return True
+            return False
+        if src.op == "bitcast" and src.inputs[0].type.dtype == DType.f32:
+            x = src.inputs[0]
+
+            def op(name, *ins):
+                return rw.create(name, list(ins), like=node).outputs[0]
+            fzero = rw.constant(np.zeros((), np.float32), like=node)
+            one = rw.constant(np.ones((), np.float32), like=node)
+            negative_zero = op("logical_and", op("equal", x, fzero),
+                               op("less", op("div", one, x), fzero))
+            rw.replace(node, [op("logical_or", op("less", x, fzero), negative_zero)])
+            return True
+        return False
+
+
 def algebra_patterns() -> list[RewritePattern]:
-    return [RemoveIdentity(), RemoveNoopCast(), SquareByMultiply(),
+    return [RemoveIdentity(), RemoveNoopCast(), SquareByMultiply(), SignBitTest(),
             *(Involution(op) for op in _ops_with("involution")),
             *(Idempotent(op) for op in _ops_with("idempotent")),
             *(BinaryIdentity(op) for op in BinaryIdentity.NEUTRAL)]

@@ -96,6 +96,21 @@ def _lower_atan2(e, node):
     emit(e, "ATAN2", ins, out=e.out(out))
 
 
+_BIT_TYPES = frozenset({DType.i8, DType.i16, DType.i32, DType.u8})
+
+
+def _lower_bitcast(e, node):
+    emit(e, "BITCAST", [e.t(node.inputs[0])], out=e.out(node.output))
+
+
+def _lower_bitwise_not(e, node):
+    """~x as x ^ -1 (TFLite has BITWISE_XOR but no NOT)."""
+    x = node.inputs[0]
+    _need(node, x, _BIT_TYPES, "BITWISE_XOR")
+    ones = _scalar(e, -1, x.type.dtype, "all_ones")
+    emit(e, "BITWISE_XOR", [e.t(x), ones], out=e.out(node.output))
+
+
 def _sole_relu_user(node):
     """The relu/relu6 node that is the only use of `node`'s result, when their types let
     TFLite fuse it into `node`'s operator; else None."""
@@ -285,6 +300,9 @@ BINARY = {
     "div": _binary("DIV", {DType.f32, DType.i32}, fb.DivOptionsT),
     "pow": _binary("POW", {DType.f32, DType.i32}),
     "atan2": _lower_atan2,
+    "bitcast": _lower_bitcast, "bitwise_not": _lower_bitwise_not,
+    "bitwise_xor": _binary("BITWISE_XOR", _BIT_TYPES),
+    "right_shift": _binary("RIGHT_SHIFT", _BIT_TYPES),
     "floor_div": _binary("FLOOR_DIV", {DType.f32, DType.i32}),
     "floor_mod": _binary("FLOOR_MOD", NUM),
     "maximum": _binary("MAXIMUM", NUM), "minimum": _binary("MINIMUM", NUM),

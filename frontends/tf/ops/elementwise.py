@@ -122,22 +122,10 @@ def _bias_add(ctx, node, ins):
     return ctx.emit("add", [x, b])
 
 
-class _Builder:
-    """The TF lifter as a builder of frontends/decompose.py."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-    def op(self, name, inputs, attrs=None):
-        return self.ctx.emit1(name, inputs, attrs)
-
-    def scalar(self, value, like):
-        return _scalar_like(self.ctx, like, value)
-
-
 def _decomposed(name):
     def lower(ctx, node, ins):
-        return [decompose.UNARY[name](_Builder(ctx), ins[0])]
+        builder = decompose.Builder(ctx.emit1, lambda value, like: _scalar_like(ctx, like, value))
+        return [decompose.UNARY[name](builder, ins[0])]
     return lower
 
 
@@ -149,6 +137,13 @@ def _div_no_nan(ctx, node, ins):
                               ctx.emit1("div", [x, y])])
 
 
+def _bitcast(ctx, node, ins):
+    to = ir_dtype(node.attr["type"].type, "Bitcast target")
+    if np.dtype(ctx.type(ins[0]).dtype.np).itemsize != np.dtype(to.np).itemsize:
+        raise LiftError("Bitcast between types of different widths (it changes the shape)")
+    return ctx.emit("bitcast", ins[:1], {"to": to})
+
+
 TABLE = {
     "Atan": _decomposed("atan"), "Asin": _decomposed("asin"), "Acos": _decomposed("acos"),
     "Tan": _decomposed("tan"), "Sinh": _decomposed("sinh"), "Cosh": _decomposed("cosh"),
@@ -157,7 +152,10 @@ TABLE = {
     "Expm1": _decomposed("expm1"), "IsNan": _decomposed("isnan"),
     "IsInf": _decomposed("isinf"), "IsFinite": _decomposed("isfinite"),
     "Atan2": _binary("atan2"),
-    "Erfinv": _unary("erf_inv"), "DivNoNan": _div_no_nan,
+    "Erfinv": _unary("erf_inv"), "DivNoNan": _div_no_nan, "Bitcast": _bitcast,
+    "BitwiseAnd": _binary("bitwise_and"), "BitwiseOr": _binary("bitwise_or"),
+    "BitwiseXor": _binary("bitwise_xor"), "Invert": _unary("bitwise_not"),
+    "LeftShift": _binary("left_shift"), "RightShift": _binary("right_shift"),
     "Relu": _unary("relu"), "Relu6": _unary("relu6"), "Sigmoid": _unary("sigmoid"),
     "Tanh": _unary("tanh"), "Sin": _unary("sin"), "Cos": _unary("cos"),
     "Exp": _unary("exp"), "Log": _unary("log"), "Sqrt": _unary("sqrt"),

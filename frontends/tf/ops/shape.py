@@ -242,6 +242,28 @@ def _broadcast_to(ctx, node, ins):
     return [ctx.dynamic("dynamic_broadcast_to", [ins[0], ctx.value(ins[1])], dims)]
 
 
+def _broadcast_args(ctx, node, ins):
+    """The broadcast of two shapes: folded when both are known, else padded to one length
+    with leading 1s and taken elementwise as the larger (for shapes that broadcast, each pair
+    of sizes is equal or holds a 1; a 0-size dim against 1 is the exception)."""
+    a, b = (ctx.const(e) for e in ins)
+    if a is not None and b is not None:
+        shape = np.broadcast_shapes(tuple(int(d) for d in a), tuple(int(d) for d in b))
+        return [Const(np.asarray(shape, dtype=a.dtype), node)]
+    lengths = [ctx.type(e).shape[0] for e in ins]
+    if not all(isinstance(n, int) for n in lengths):
+        raise LiftError("BroadcastArgs of shapes whose lengths are only known at run time")
+    rank = max(lengths)
+    padded = []
+    for e, n in zip(ins, lengths):
+        v = ctx.value(e)
+        if n < rank:
+            ones = Const(np.ones(rank - n, dtype=ctx.type(e).dtype.np), node)
+            v = ctx.emit1("concat", [ones, v], {"axis": 0})
+        padded.append(v)
+    return ctx.emit("maximum", padded)
+
+
 def _filled(node, dims, value, dtype):
     """np.full over `dims`; run-time dims become 1 and the result a splat (see Const)."""
     shape = [1 if isinstance(d, SymDim) else int(d) for d in dims]
@@ -325,7 +347,7 @@ TABLE = {
     "SplitV": _split_v, "Slice": _slice, "StridedSlice": _strided_slice, "GatherV2": _gather,
     "GatherNd": _gather_nd,
     "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
-    "Tile": _tile, "BroadcastTo": _broadcast_to, "Fill": _fill, "ZerosLike": _like(0),
+    "Tile": _tile, "BroadcastTo": _broadcast_to, "BroadcastArgs": _broadcast_args, "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
     "ReverseV2": _reverse,
 }
