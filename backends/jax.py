@@ -234,6 +234,31 @@ def _conv2d(cx, node):
     return [_bias_act(cx, node, y)]
 
 
+def _conv3d(cx, node):
+    a = node.attrs
+    x, f = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    y = lax.conv_general_dilated(x, f, tuple(a["strides"]), a["padding"],
+                                 rhs_dilation=tuple(a["dilations"]),
+                                 dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HI)
+    return [_bias_act(cx, node, y)]
+
+
+def _conv3d_transpose(cx, node):
+    """As _conv2d_transpose, in three dims (no dilation)."""
+    a = node.attrs
+    x, f = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    out = a["output_shape"][1:4]
+    pads = []
+    for size, k, s, o in zip(x.shape[1:4], f.shape[:3], a["strides"], out):
+        before = _pads(o, size, k, s, 1, a["padding"])[0]
+        lo = k - 1 - before
+        pads.append((lo, o - (size - 1) * s - 1 - lo + k - 1))
+    ft = jnp.transpose(f[::-1, ::-1, ::-1], (0, 1, 2, 4, 3))
+    y = lax.conv_general_dilated(x, ft, (1, 1, 1), pads, lhs_dilation=tuple(a["strides"]),
+                                 dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HI)
+    return [_bias_act(cx, node, y)]
+
+
 def _depthwise(cx, node):
     a = node.attrs
     x, f = cx.x(node.inputs[0]), cx.x(node.inputs[1])
@@ -683,6 +708,7 @@ LOWERINGS: dict[str, Callable] = {
     "sign": _unary(jnp.sign), "floor": _unary(jnp.floor), "ceil": _unary(jnp.ceil),
     "round": _unary(jnp.round),   # half to even, like the IR
     "logical_not": _unary(jnp.logical_not), "clip": _clip, "cast": _cast,
+    "conv3d": _conv3d, "conv3d_transpose": _conv3d_transpose,
     "bitcast": lambda cx, node: [jax.lax.bitcast_convert_type(
         cx.x(node.inputs[0]), _jnp_dtype(node.attrs["to"]))],
     "bitwise_and": _binary(jnp.bitwise_and), "bitwise_or": _binary(jnp.bitwise_or),

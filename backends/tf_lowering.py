@@ -40,6 +40,7 @@ from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Graph, Module, Node, Value
 from ..ir.ops import get_op
 from ..ir.ops.elementwise import erf_inv_giles
+from ..ir.ops.nn import _pads
 from ..ir.types import DType, code_range
 from ..passes.control import without_scans
 from ..passes.dtypes import widened
@@ -307,6 +308,45 @@ def _conv2d(cx, node):
         y = tf.concat([tf.nn.conv2d(xi, fi, strides=_pair4(a["strides"]), padding=pad,
                                     dilations=_pair4(a["dilations"]))
                        for xi, fi in zip(xs, fs)], axis=3)
+    return [_bias_act(cx, node, y)]
+
+
+def _conv3d(cx, node):
+    a = node.attrs
+    y = tf.nn.conv3d(cx.x(node.inputs[0]), cx.x(node.inputs[1]),
+                     strides=[1, *a["strides"], 1], padding=a["padding"],
+                     dilations=[1, *a["dilations"], 1])
+    return [_bias_act(cx, node, y)]
+
+
+def _conv3d_transpose(cx, node):
+    """conv3d's input gradient as a stride-1 conv3d over the stride-dilated, padded input with
+    the flipped, in/out-swapped filter: TF.js has Conv3D but no Conv3DBackpropInputV2."""
+    a = node.attrs
+    x, f = cx.x(node.inputs[0]), cx.x(node.inputs[1])
+    spatial = node.inputs[0].type.shape[1:4]
+    kernel = node.inputs[1].type.shape[:3]
+    if not all(isinstance(d, int) for d in (*spatial, *kernel)):
+        raise Unsupported("conv3d_transpose needs static input and filter spatial dims")
+    dims = [*spatial, node.inputs[0].type.shape[4]]      # the static sizes after the batch
+    paddings = [[0, 0]]
+    for axis, (size, k, s, o) in enumerate(zip(spatial, kernel, a["strides"],
+                                                a["output_shape"][1:4]), start=1):
+        if s > 1:     # s - 1 zeros after every element, then the trailing ones dropped
+            pad = [[0, 0]] * 6
+            pad[axis + 1] = [0, s - 1]
+            x = tf.pad(tf.expand_dims(x, axis + 1), pad)
+            dims[axis - 1] = size * s
+            x = tf.reshape(x, [-1, *dims])
+            dims[axis - 1] = (size - 1) * s + 1
+            x = x[(slice(None),) * axis + (slice(0, dims[axis - 1]),)]
+        before = _pads(o, size, k, s, 1, a["padding"])[0]
+        lo = k - 1 - before
+        paddings.append([lo, o - (size - 1) * s - 1 - lo + k - 1])
+    paddings.append([0, 0])
+    x = tf.pad(x, paddings)
+    ft = tf.transpose(tf.reverse(f, axis=[0, 1, 2]), (0, 1, 2, 4, 3))
+    y = tf.nn.conv3d(x, ft, strides=[1] * 5, padding="VALID")
     return [_bias_act(cx, node, y)]
 
 
@@ -645,6 +685,7 @@ LOWERINGS: dict[str, Callable] = {
     "softplus": _softplus, "sign": _unary(tf.math.sign), "floor": _unary(tf.math.floor),
     "ceil": _unary(tf.math.ceil), "round": _unary(tf.math.round),
     "logical_not": _unary(tf.math.logical_not), "clip": _clip, "cast": _cast,
+    "conv3d": _conv3d, "conv3d_transpose": _conv3d_transpose,
     "bitcast": lambda cx, node: [tf.bitcast(cx.x(node.inputs[0]),
                                             _tf_dtype(node.attrs["to"]))],
     "bitwise_and": _binary(tf.bitwise.bitwise_and), "bitwise_or": _binary(tf.bitwise.bitwise_or),

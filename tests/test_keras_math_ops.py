@@ -53,3 +53,20 @@ def test_nan_and_inf_aware_ops_on_every_target(tmp_path):
     result = tensorforge.convert(model, target="all", output=tmp_path / "m",
                                  verify_inputs={"x": data}, progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+class _Spectral(keras.layers.Layer):
+    def call(self, x):
+        re, im = ops.rfft(x, fft_length=12)              # x cropped from 16 to 12 samples
+        back = ops.irfft((re, im), fft_length=10)        # 7 bins cropped to 6 for n = 10
+        sre, sim = ops.stft(x, 8, 4, 8)
+        return ops.concatenate([re, im, back, ops.reshape(sre * sre + sim * sim, (-1, 25))],
+                               axis=-1)
+
+
+def test_rfft_irfft_stft_on_every_target(tmp_path):
+    x = keras.Input((16,), name="x")
+    model = keras.Model(x, _Spectral(name="spectral")(x))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()

@@ -230,6 +230,123 @@ register_op(OpDef(
 ))
 
 
+# -- conv3d ------------------------------------------------------------------------------------
+
+def _triple(attrs: dict, name: str, op: str) -> tuple[int, int, int]:
+    v = attrs[name]
+    ok = (isinstance(v, tuple) and len(v) == 3
+          and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v))
+    check(ok, f"{op}: {name} must be three positive ints (d, h, w), got {v!r}")
+    return v
+
+
+def _infer_conv3d(types, attrs):
+    op = "conv3d"
+    x, f = types[0], types[1]
+    _check_rank(x, 5, op, "input", "NDHWC")
+    _check_rank(f, 5, op, "filter", "DHWIO")
+    _check_float(x, op, "input")
+    _check_same_dtype(x, f, op, "filter")
+    strides, dilations = _triple(attrs, "strides", op), _triple(attrs, "dilations", op)
+    pad = _padding(attrs["padding"], op, allow_explicit=False)
+    n, *spatial, c = x.shape
+    *kernel, ci, co = f.shape
+    check(not _dims_clash(c, ci),
+          f"{op}: input has {c} channels but filter expects {ci} (filter is DHWIO {f.shape})")
+    out = [_out_dim(size, k, s, d, pad, op, axis) for size, k, s, d, axis in
+           zip(spatial, kernel, strides, dilations, ("depth", "height", "width"))]
+    _check_bias(types, co, op)
+    return [TensorType(x.dtype, (n, *out, co))]
+
+
+def _conv3d_kernel(ins, attrs):
+    x, f = ins[0], ins[1]
+    strides, dilations, pad = attrs["strides"], attrs["dilations"], attrs["padding"]
+    n, *spatial, _ = x.shape
+    *kernel, _, co = f.shape
+    out = [_out_dim(size, k, s, d, pad, "conv3d", "") for size, k, s, d in
+           zip(spatial, kernel, strides, dilations)]
+    pads = [_pads(size, o, k, s, d, pad) for size, o, k, s, d in
+            zip(spatial, out, kernel, strides, dilations)]
+    xp = np.pad(x.astype(np.float64), ((0, 0), *pads, (0, 0)))
+    f64 = f.astype(np.float64)
+    acc = np.zeros((n, *out, co))
+    for tap in np.ndindex(*kernel):
+        starts = [t * d for t, d in zip(tap, dilations)]
+        window = tuple(slice(b, b + (o - 1) * s + 1, s)
+                       for b, o, s in zip(starts, out, strides))
+        acc += xp[(slice(None), *window)] @ f64[tap]
+    return _finish(acc, ins, x.dtype, attrs)
+
+
+register_op(OpDef(
+    "conv3d", ("input", "filter", "bias?"), _infer_conv3d, _conv3d_kernel,
+    attrs={"strides": Attr("ints", (1, 1, 1), doc="(stride_d, stride_h, stride_w)"),
+           "dilations": Attr("ints", (1, 1, 1), doc="(dilation_d, dilation_h, dilation_w)"),
+           "padding": Attr("str", "VALID", choices=("SAME", "VALID")),
+           "activation": _ACTIVATION_ATTR},
+    traits=PURE,
+    doc="3-D convolution, NDHWC input, DHWIO filter, optional [C_out] bias.",
+))
+
+
+def _infer_conv3d_transpose(types, attrs):
+    op = "conv3d_transpose"
+    x, f = types[0], types[1]
+    _check_rank(x, 5, op, "input", "NDHWC")
+    _check_rank(f, 5, op, "filter", "[D, H, W, C_out, C_in]")
+    _check_float(x, op, "input")
+    _check_same_dtype(x, f, op, "filter")
+    strides = _triple(attrs, "strides", op)
+    pad = _padding(attrs["padding"], op, allow_explicit=False)
+    n, *spatial, c = x.shape
+    *kernel, co, ci = f.shape
+    check(not _dims_clash(c, ci), f"{op}: input has {c} channels but filter expects {ci}")
+    given = attrs["output_shape"]
+    check(isinstance(given, tuple) and len(given) == 5 and given[0] >= -1
+          and min(given[1:]) >= 0, f"{op}: output_shape must be 5 ints NDHWC (batch may be "
+                                   f"-1), got {given!r}")
+    check(not _dims_clash(given[4], co),
+          f"{op}: output_shape has {given[4]} channels but the filter produces {co}")
+    out = [_transpose_out_dim(size, k, s, 1, pad, g, op, axis) for size, k, s, g, axis in
+           zip(spatial, kernel, strides, given[1:4], ("depth", "height", "width"))]
+    _check_bias(types, co, op)
+    return [TensorType(x.dtype, (n if given[0] == -1 else given[0], *out, given[4]))]
+
+
+def _conv3d_transpose_kernel(ins, attrs):
+    x, f = ins[0], ins[1]
+    strides, pad, given = attrs["strides"], attrs["padding"], attrs["output_shape"]
+    n, *spatial, _ = x.shape
+    *kernel, co, _ = f.shape
+    out = list(given[1:4])
+    # conv3d's input gradient: tap t of input position p lands on output p*s + t - pad.
+    before = [_pads(o, size, k, s, 1, pad)[0] for o, size, k, s in
+              zip(out, spatial, kernel, strides)]
+    full = [max((size - 1) * s + k, b + o) for size, s, k, b, o in
+            zip(spatial, strides, kernel, before, out)]
+    buf = np.zeros((n, *full, co))
+    x64, f64 = x.astype(np.float64), f.astype(np.float64)
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t, t + (size - 1) * s + 1, s)
+                       for t, size, s in zip(tap, spatial, strides))
+        buf[(slice(None), *window)] += x64 @ f64[tap].T
+    crop = tuple(slice(b, b + o) for b, o in zip(before, out))
+    return _finish(buf[(slice(None), *crop)], ins, x.dtype, attrs)
+
+
+register_op(OpDef(
+    "conv3d_transpose", ("input", "filter", "bias?"), _infer_conv3d_transpose,
+    _conv3d_transpose_kernel,
+    attrs={"strides": Attr("ints", (1, 1, 1), doc="(stride_d, stride_h, stride_w)"),
+           "padding": Attr("str", "VALID", choices=("SAME", "VALID")),
+           "activation": _ACTIVATION_ATTR,
+           "output_shape": Attr("ints", doc="full NDHWC output shape (batch may be -1)")},
+    traits=PURE,
+    doc="Transposed 3-D convolution (conv3d's input gradient), filter [D, H, W, C_out, C_in].",
+))
+
+
 # -- depthwise_conv2d --------------------------------------------------------------------------
 
 def _infer_depthwise(types, attrs):

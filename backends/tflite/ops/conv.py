@@ -113,6 +113,43 @@ def _lower_depthwise(e, node):
     _finish(e, node, main)
 
 
+def _output_shape(e, xt: int, shape) -> int:
+    """The output_shape operand of a transposed conv: a constant, or with a symbolic batch
+    read at run time from the input's shape."""
+    n, rest = shape[0], list(shape[1:])
+    if isinstance(n, int):
+        return _param(e, [n, *rest], "output_shape")
+    rank = len(shape)
+    shp = emit(e, "SHAPE", [xt], dtype=DType.i32, shape=(rank,),
+               options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="input_shape")
+    batch = emit(e, "STRIDED_SLICE", [shp, _param(e, [0], "b0"), _param(e, [1], "b1"),
+                                      _param(e, [1], "b_stride")],
+                 shape=(1,), options=fb.StridedSliceOptionsT(), name="batch")
+    return emit(e, "CONCATENATION", [batch, _param(e, rest, "out_dims")], shape=(rank,),
+                options=fb.ConcatenationOptionsT(axis=0), name="out_shape")
+
+
+def _lower_conv3d_transpose(e, node):
+    x, f = node.inputs[:2]
+    _need(node, x, F32, "CONV_3D_TRANSPOSE")
+    if is_quantized(f):
+        raise Unsupported("TFLite's CONV_3D_TRANSPOSE has no integer or hybrid kernel")
+    if not _static(node.output.type.shape[1:]):
+        raise Unsupported(f"CONV_3D_TRANSPOSE needs static output dims, got {node.output.type}")
+    a = node.attrs
+    xt = e.t(x)
+    ins = [_output_shape(e, xt, node.output.type.shape), e.t(f), xt] + \
+        ([e.t(node.inputs[2])] if len(node.inputs) > 2 else [])
+    sd, sh, sw = a["strides"]
+
+    def main(out, act):
+        e.op("CONV_3D_TRANSPOSE", ins, [out], fb.Conv3DOptionsT(
+            padding=PADDING[a["padding"]], strideD=sd, strideH=sh, strideW=sw,
+            dilationDFactor=1, dilationHFactor=1, dilationWFactor=1,
+            fusedActivationFunction=act))
+    _finish(e, node, main)
+
+
 def _lower_conv2d_transpose(e, node):
     x, f = node.inputs[:2]
     mode = _weight_mode(node, "TRANSPOSE_CONV", out_axis=2)
@@ -133,17 +170,7 @@ def _lower_conv2d_transpose(e, node):
         w = emit(e, "DEQUANTIZE", [w], dtype=DType.f32, name="filter_f32")
         mode = "float"
     xt = e.t(x)
-    if isinstance(n, int):
-        out_shape = _param(e, [n, oh, ow, co], "output_shape")
-    else:
-        # Symbolic batch: the output_shape operand is read at run time from the input's shape.
-        shp = emit(e, "SHAPE", [xt], dtype=DType.i32, shape=(4,),
-                   options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="input_shape")
-        batch = emit(e, "STRIDED_SLICE", [shp, _param(e, [0], "b0"), _param(e, [1], "b1"),
-                                          _param(e, [1], "b_stride")],
-                     shape=(1,), options=fb.StridedSliceOptionsT(), name="batch")
-        out_shape = emit(e, "CONCATENATION", [batch, _param(e, [oh, ow, co], "hwc")],
-                         shape=(4,), options=fb.ConcatenationOptionsT(axis=0), name="out_shape")
+    out_shape = _output_shape(e, xt, node.output.type.shape)
     # The bias is the optional 4th input (version 3); absent, a float op stays at version 1.
     # The integer kernel always gets one (int32 codes of scale s_in * s_w[c], zeros if none).
     has_bias = len(node.inputs) > 2 or mode == "integer"
@@ -152,6 +179,24 @@ def _lower_conv2d_transpose(e, node):
     def main(out, act):
         e.op("TRANSPOSE_CONV", ins, [out], fb.TransposeConvOptionsT(
             padding=PADDING[a["padding"]], strideH=a["strides"][0], strideW=a["strides"][1],
+            fusedActivationFunction=act))
+    _finish(e, node, main)
+
+
+def _lower_conv3d(e, node):
+    x, f = node.inputs[:2]
+    _need(node, x, F32, "CONV_3D")
+    if is_quantized(f):
+        raise Unsupported("TFLite's CONV_3D has no integer or hybrid kernel")
+    a = node.attrs
+    # TFLite's CONV_3D filter is DHWIO, the IR's own layout; the bias is optional.
+    ins = [e.t(x), e.t(f)] + ([e.t(node.inputs[2])] if len(node.inputs) > 2 else [])
+    (sd, sh, sw), (dd, dh, dw) = a["strides"], a["dilations"]
+
+    def main(out, act):
+        e.op("CONV_3D", ins, [out], fb.Conv3DOptionsT(
+            padding=PADDING[a["padding"]], strideD=sd, strideH=sh, strideW=sw,
+            dilationDFactor=dd, dilationHFactor=dh, dilationWFactor=dw,
             fusedActivationFunction=act))
     _finish(e, node, main)
 
@@ -239,4 +284,5 @@ def _lower_matmul(e, node):
 LOWERINGS = {
     "conv2d": _lower_conv2d, "depthwise_conv2d": _lower_depthwise,
     "conv2d_transpose": _lower_conv2d_transpose, "matmul": _lower_matmul,
+    "conv3d": _lower_conv3d, "conv3d_transpose": _lower_conv3d_transpose,
 }

@@ -146,6 +146,62 @@ def _pool(ir_op):
     return lower
 
 
+def _pool3d(ir_op):
+    """MaxPool3D / AvgPool3D as two 2-D poolings (TFLite has no 3-D pooling): over (H, W) on
+    [N*D, H, W, C], then over D on [N, D, H'*W', C]. Exact for both: a max of maxes is the
+    max, and a mean of means is the mean, since with TF's per-axis padding every inner
+    window of one output position counts the same elements."""
+    def lower(ctx, node, ins):
+        if node_attr(node, "data_format", "NDHWC") != "NDHWC":
+            raise LiftError(f"{node.op} supports data_format NDHWC only")
+        ksize, strides = node_attr(node, "ksize"), node_attr(node, "strides")
+        if len(ksize) != 5 or ksize[0] != 1 or ksize[4] != 1 or strides[0] != 1 or \
+                strides[4] != 1:
+            raise LiftError(f"{node.op} pools over depth, height and width only")
+        x = ins[0]
+        _, d, h, w, c = ctx.type(x).shape
+        if not all(isinstance(n, int) for n in (d, h, w, c)):
+            raise LiftError(f"{node.op} needs static depth, height, width and channels")
+        padding = node_attr(node, "padding")
+        planes = ctx.emit1("reshape", [x], {"shape": [-1, h, w, c]})
+        hw = ctx.emit1(ir_op, [planes], {"ksize": list(ksize[2:4]),
+                                         "strides": list(strides[2:4]), "padding": padding})
+        _, h2, w2, _ = ctx.type(hw).shape
+        depth = ctx.emit1("reshape", [hw], {"shape": [-1, d, h2 * w2, c]})
+        pooled = ctx.emit1(ir_op, [depth], {"ksize": [ksize[1], 1], "strides": [strides[1], 1],
+                                            "padding": padding})
+        d2 = ctx.type(pooled).shape[1]
+        return ctx.emit("reshape", [pooled], {"shape": [-1, d2, h2, w2, c]})
+    return lower
+
+
+def _conv3d(ctx, node, ins):
+    if node_attr(node, "data_format", "NDHWC") != "NDHWC":
+        raise LiftError("Conv3D supports data_format NDHWC only")
+    strides, dilations = node_attr(node, "strides"), node_attr(node, "dilations", [1] * 5)
+    if strides[0] != 1 or strides[4] != 1 or dilations[0] != 1 or dilations[4] != 1:
+        raise LiftError("Conv3D strides and dilations apply to depth, height and width only")
+    return ctx.emit("conv3d", ins[:2], {"strides": list(strides[1:4]),
+                                        "dilations": list(dilations[1:4]),
+                                        "padding": node_attr(node, "padding")})
+
+
+def _conv3d_transpose(ctx, node, ins):
+    sizes, f, dy = ins
+    if node_attr(node, "data_format", "NDHWC") != "NDHWC":
+        raise LiftError(f"{node.op} supports data_format NDHWC only")
+    strides, dilations = node_attr(node, "strides"), node_attr(node, "dilations", [1] * 5)
+    if any(d != 1 for d in dilations) or strides[0] != 1 or strides[4] != 1:
+        raise LiftError(f"{node.op} supports depth/height/width strides and no dilation")
+    dims = ctx.dims(sizes, f"{node.op} input_sizes")
+    if any(isinstance(d, SymDim) for d in dims[1:]):
+        raise LiftError(f"{node.op} output size {fmt_dims(dims)} has a run-time spatial dim")
+    out_shape = [-1 if isinstance(dims[0], SymDim) else int(dims[0])] + [int(d) for d in dims[1:]]
+    return ctx.emit("conv3d_transpose", [dy, f], {"strides": list(strides[1:4]),
+                                                   "padding": node_attr(node, "padding"),
+                                                   "output_shape": out_shape})
+
+
 def _fused_batch_norm(ctx, node, ins):
     x, scale, offset, mean, var = ins[:5]
     if node_attr(node, "is_training", True):
@@ -177,7 +233,9 @@ def _resize(method):
 TABLE = {
     "Conv2D": _conv2d, "DepthwiseConv2dNative": _depthwise,
     "Conv2DBackpropInput": _conv2d_transpose, "MaxPool": _pool("max_pool2d"),
-    "AvgPool": _pool("avg_pool2d"),
+    "AvgPool": _pool("avg_pool2d"), "MaxPool3D": _pool3d("max_pool2d"), "Conv3D": _conv3d,
+    "Conv3DBackpropInputV2": _conv3d_transpose,
+    "AvgPool3D": _pool3d("avg_pool2d"),
     "FusedBatchNorm": _fused_batch_norm, "FusedBatchNormV2": _fused_batch_norm,
     "FusedBatchNormV3": _fused_batch_norm, "Softmax": _softmax("softmax"),
     "LogSoftmax": _softmax("log_softmax"), "ResizeBilinear": _resize("bilinear"),

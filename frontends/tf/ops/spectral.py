@@ -1,6 +1,6 @@
 """Complex tensors and FFTs: `tf.complex(re, im)` becomes a `Complex` pair of real entries,
-FFT / FFT2D / IFFT / IFFT2D multiply the parts by DFT matrices, and Real / Imag / ComplexAbs
-read them back. That covers FNet's token mixing (`real(fft2(x))`) with no complex dtype in
+FFT / FFT2D / IFFT / IFFT2D multiply the parts by DFT matrices (RFFT / IRFFT by the half
+spectrum's), and Real / Imag / ComplexAbs read them back. That covers FNet's token mixing (`real(fft2(x))`) with no complex dtype in
 the IR, on every target.
 
 A DFT along an axis of length n is x @ (C - iS), C[k, m] = cos(2 pi km / n) and S the sine.
@@ -94,6 +94,50 @@ def _fft(axes, inverse=False):
     return lower
 
 
+def _fft_length(ctx, node, e) -> int:
+    (n,) = np.asarray(ctx.static(e, f"{node.op} fft_length")).reshape(-1)
+    if int(n) < 1:
+        raise LiftError(f"{node.op} fft_length must be positive, got {n}")
+    return int(n)
+
+
+def _static_last(ctx, node, x) -> int:
+    size = ctx.type(x).shape[-1]
+    if not isinstance(size, int):
+        raise LiftError(f"{node.op} needs a static innermost size, got {ctx.type(x)}")
+    return size
+
+
+def _rfft(ctx, node, ins):
+    """RFFT of a real x of length L at fft_length n (x cropped or zero-padded to n): the
+    n // 2 + 1 bins x @ (C - iS), with the rows past min(L, n) zero."""
+    x, n = ins[0], _fft_length(ctx, node, ins[1])
+    length, bins = _static_last(ctx, node, x), n // 2 + 1
+    rows = np.arange(length)[:, None] % n
+    angle = _TWO_PI * ((rows * np.arange(bins)[None, :]) % n) / n
+    keep = (np.arange(length) < n)[:, None]
+    dtype = ctx.type(x).dtype.np
+    cos = Const((np.cos(angle) * keep).astype(dtype), node)
+    sin = Const((-np.sin(angle) * keep).astype(dtype), node)
+    return [Complex(ctx.emit1("matmul", [x, cos]), ctx.emit1("matmul", [x, sin]))]
+
+
+def _irfft(ctx, node, ins):
+    """IRFFT of the half spectrum X (cropped or zero-padded to n // 2 + 1 bins) to n real
+    samples: (1/n) sum_k w_k (Re X_k cos - Im X_k sin), w_k = 2 except the bins at 0 and
+    n / 2, which count once (their imaginary parts drop out, as in TF)."""
+    re, im = _parts(ctx, ins[0])
+    n = _fft_length(ctx, node, ins[1])
+    given, bins = _static_last(ctx, node, re), n // 2 + 1
+    k = np.arange(given)[:, None]
+    weight = np.where((k == 0) | ((n % 2 == 0) & (k == n // 2)), 1.0, 2.0) * (k < bins) / n
+    angle = _TWO_PI * ((k * np.arange(n)[None, :]) % n) / n
+    dtype = ctx.type(re).dtype.np
+    a = Const((weight * np.cos(angle)).astype(dtype), node)
+    b = Const((-weight * np.sin(angle)).astype(dtype), node)
+    return ctx.emit("add", [ctx.emit1("matmul", [re, a]), ctx.emit1("matmul", [im, b])])
+
+
 def _real(ctx, node, ins):
     return [_parts(ctx, ins[0])[0]]
 
@@ -112,4 +156,5 @@ TABLE = {
     "Complex": _complex, "Real": _real, "Imag": _imag, "ComplexAbs": _abs,
     "FFT": _fft([-1]), "FFT2D": _fft([-1, -2]),
     "IFFT": _fft([-1], inverse=True), "IFFT2D": _fft([-1, -2], inverse=True),
+    "RFFT": _rfft, "IRFFT": _irfft,
 }
