@@ -70,3 +70,18 @@ def test_rfft_irfft_stft_on_every_target(tmp_path):
     result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
                                  progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+class _Moves(keras.layers.Layer):
+    def call(self, x):
+        rolled = ops.roll(x, shift=-3, axis=2)
+        blocks = ops.depth_to_space(ops.space_to_depth(x, 2), 2)   # the identity, via depth
+        return rolled + blocks + ops.linspace(0.0, 1.0, 4)
+
+
+def test_roll_space_depth_linspace_on_every_target(tmp_path):
+    x = keras.Input((4, 4, 4), name="x")
+    model = keras.Model(x, _Moves(name="moves")(x))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()

@@ -264,6 +264,52 @@ def _broadcast_args(ctx, node, ins):
     return ctx.emit("maximum", padded)
 
 
+def _roll(ctx, node, ins):
+    """Roll by constant shifts: per axis, the last `shift` elements moved to the front (a
+    slice pair and a concat)."""
+    x = ins[0]
+    shifts = np.asarray(ctx.static(ins[1], "Roll shift")).reshape(-1)
+    axes = np.asarray(ctx.static(ins[2], "Roll axis")).reshape(-1)
+    if shifts.size != axes.size:
+        shifts = np.broadcast_to(shifts, axes.shape)
+    rank = ctx.type(x).rank
+    for shift, axis in zip(shifts.tolist(), axes.tolist()):
+        axis %= rank
+        size = ctx.type(x).shape[axis]
+        if not isinstance(size, int):
+            raise LiftError(f"Roll along a run-time size ({ctx.type(x)}, axis {axis})")
+        k = shift % size if size else 0
+        if k == 0:
+            continue
+        begin, length = [0] * rank, [-1] * rank
+        length[axis] = size - k
+        head = ctx.emit1("slice", [x], {"begin": begin, "size": list(length)})
+        begin[axis], length[axis] = size - k, k
+        tail = ctx.emit1("slice", [x], {"begin": list(begin), "size": list(length)})
+        x = ctx.emit1("concat", [tail, head], {"axis": axis})
+    return [x]
+
+
+def _space_depth(to_depth: bool):
+    """SpaceToDepth / DepthToSpace (NHWC) as reshape, transpose, reshape."""
+    def lower(ctx, node, ins):
+        if node_attr(node, "data_format", "NHWC") != "NHWC":
+            raise LiftError(f"{node.op} supports data_format NHWC only")
+        b = int(node_attr(node, "block_size"))
+        x = ins[0]
+        _, h, w, c = ctx.type(x).shape
+        if not all(isinstance(d, int) for d in (h, w, c)):
+            raise LiftError(f"{node.op} needs static height, width and channels")
+        if to_depth:
+            x = ctx.emit1("reshape", [x], {"shape": [-1, h // b, b, w // b, b, c]})
+            x = ctx.emit1("transpose", [x], {"perm": [0, 1, 3, 2, 4, 5]})
+            return ctx.emit("reshape", [x], {"shape": [-1, h // b, w // b, c * b * b]})
+        x = ctx.emit1("reshape", [x], {"shape": [-1, h, w, b, b, c // (b * b)]})
+        x = ctx.emit1("transpose", [x], {"perm": [0, 1, 3, 2, 4, 5]})
+        return ctx.emit("reshape", [x], {"shape": [-1, h * b, w * b, c // (b * b)]})
+    return lower
+
+
 def _filled(node, dims, value, dtype):
     """np.full over `dims`; run-time dims become 1 and the result a splat (see Const)."""
     shape = [1 if isinstance(d, SymDim) else int(d) for d in dims]
@@ -347,7 +393,8 @@ TABLE = {
     "SplitV": _split_v, "Slice": _slice, "StridedSlice": _strided_slice, "GatherV2": _gather,
     "GatherNd": _gather_nd,
     "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
-    "Tile": _tile, "BroadcastTo": _broadcast_to, "BroadcastArgs": _broadcast_args, "Fill": _fill, "ZerosLike": _like(0),
+    "Tile": _tile, "BroadcastTo": _broadcast_to, "BroadcastArgs": _broadcast_args,
+    "Roll": _roll, "SpaceToDepth": _space_depth(True), "DepthToSpace": _space_depth(False), "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
     "ReverseV2": _reverse,
 }
