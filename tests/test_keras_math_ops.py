@@ -85,3 +85,19 @@ def test_roll_space_depth_linspace_on_every_target(tmp_path):
     result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
                                  progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+class _Diagonals(keras.layers.Layer):
+    def call(self, x):
+        parts = [ops.diagonal(x, offset=k, axis1=1, axis2=2) for k in (0, 1, -1, 3)]
+        traces = [ops.trace(x, offset=k, axis1=1, axis2=2)[:, None] for k in (0, 2, -1)]
+        eyes = ops.sum(x * (ops.eye(3, 4) + 2 * ops.eye(3, 4, k=-1)), axis=(1, 2))[:, None]
+        return ops.concatenate(parts + traces + [eyes], axis=-1)
+
+
+def test_diagonals_traces_and_eyes_on_every_target(tmp_path):
+    x = keras.Input((3, 4), name="x")
+    model = keras.Model(x, _Diagonals(name="diag")(x))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()

@@ -310,6 +310,57 @@ def _space_depth(to_depth: bool):
     return lower
 
 
+def _matrix_dims(ctx, node, x, k_entry) -> tuple[int, int, int]:
+    rows, cols = ctx.type(x).shape[-2:]
+    if not (isinstance(rows, int) and isinstance(cols, int)):
+        raise LiftError(f"{node.op} needs static matrix dims, got {ctx.type(x)}")
+    k = np.asarray(ctx.static(k_entry, f"{node.op} k")).reshape(-1)
+    if k.size != 1:
+        raise LiftError(f"{node.op} with a band of diagonals (k = {k.tolist()}) is not supported")
+    return rows, cols, int(k[0])
+
+
+def _diag_len(rows: int, cols: int, k: int) -> int:
+    return max(0, min(rows, cols - k) if k >= 0 else min(rows + k, cols))
+
+
+def _matrix_diag_part(ctx, node, ins):
+    """Diagonal k of the innermost matrices: on the flattened [..., R*C] matrix it starts at
+    k (or -k*C) and steps by C + 1."""
+    x = ins[0]
+    rows, cols, k = _matrix_dims(ctx, node, x, ins[1])
+    n = _diag_len(rows, cols, k)
+    rank = ctx.type(x).rank
+    lead = [d if isinstance(d, int) else -1 for d in ctx.type(x).shape[:-2]]
+    if lead.count(-1) > 1:
+        raise LiftError(f"{node.op} needs at most one run-time batch dim, got {ctx.type(x)}")
+    flat = ctx.emit1("reshape", [x], {"shape": lead + [rows * cols]})
+    start = k if k >= 0 else -k * cols
+    lead = len(lead)
+    return ctx.emit("strided_slice", [flat], {
+        "begin": [0] * lead + [start], "end": [0] * lead + [start + (n - 1) * (cols + 1) + 1],
+        "strides": [1] * lead + [cols + 1], "begin_mask": (1 << lead) - 1,
+        "end_mask": (1 << lead) - 1})
+
+
+def _matrix_set_diag(ctx, node, ins):
+    """x with diagonal k replaced: x * (1 - E_k) + D, D the diagonal spread over the rows
+    (k >= 0) or the columns (k < 0) of E_k = eye(R, C, k)."""
+    x, diag = ins[0], ins[1]
+    rows, cols, k = _matrix_dims(ctx, node, x, ins[2])
+    n = _diag_len(rows, cols, k)
+    dtype = ctx.type(x).dtype.np
+    eye = np.eye(rows, cols, k, dtype=dtype)
+    along_rows = k >= 0
+    full = rows if along_rows else cols
+    if n < full:
+        rank = ctx.type(diag).rank
+        diag = ctx.emit1("pad", [diag], {"pads": [[0, 0]] * (rank - 1) + [[0, full - n]]})
+    spread = ctx.emit1("expand_dims", [diag], {"axis": -1 if along_rows else -2})
+    keep = ctx.emit1("mul", [x, Const((1 - eye).astype(dtype), node)])
+    return ctx.emit("add", [keep, ctx.emit1("mul", [spread, Const(eye, node)])])
+
+
 def _filled(node, dims, value, dtype):
     """np.full over `dims`; run-time dims become 1 and the result a splat (see Const)."""
     shape = [1 if isinstance(d, SymDim) else int(d) for d in dims]
@@ -394,7 +445,7 @@ TABLE = {
     "GatherNd": _gather_nd,
     "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
     "Tile": _tile, "BroadcastTo": _broadcast_to, "BroadcastArgs": _broadcast_args,
-    "Roll": _roll, "SpaceToDepth": _space_depth(True), "DepthToSpace": _space_depth(False), "Fill": _fill, "ZerosLike": _like(0),
+    "Roll": _roll, "MatrixDiagPartV3": _matrix_diag_part, "MatrixSetDiagV3": _matrix_set_diag, "SpaceToDepth": _space_depth(True), "DepthToSpace": _space_depth(False), "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
     "ReverseV2": _reverse,
 }
