@@ -125,3 +125,18 @@ def test_a_quantized_op_without_an_integer_kernel_runs_in_float_and_says_so(tmp_
     assert _float_ops(result.artifacts["tflite"]) == {"MINIMUM", "MAXIMUM"}
     notes = [n for n in result.notes if "runs in float" in n]
     assert len(notes) == 2 and all("clip/" in n for n in notes), result.notes
+
+
+def test_int8_depthwise_with_a_depth_multiplier_runs_in_litert(tmp_path):
+    """A per-tensor depthwise filter (depth multiplier 2) gets a per-tensor zero bias:
+    XNNPACK refuses a per-channel bias beside a per-tensor filter."""
+    keras.utils.set_random_seed(0)
+    inputs = L.Input((8, 8, 3), name="image")
+    model = keras.Model(inputs, L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False,
+                                                  name="dw")(inputs))
+    rng = np.random.default_rng(0)
+    calibration = [rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32) for _ in range(16)]
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 quantization="int8", calibration_data=calibration,
+                                 verify=True, progress=False)
+    assert result.verification.ok, result.verification.table()

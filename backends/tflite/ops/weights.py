@@ -130,8 +130,12 @@ def _bias(e, node, channels: int | str, mode: str = "float"):
         return e.const(np.zeros(channels, np.float32), f"{e.prefix}/zero_bias")
     x, w = node.inputs[:2]
     dt = np.int64 if x.type.dtype == DType.i16 else np.int32
-    scales = np.broadcast_to(_bias_scales(x, w), (channels,))
-    qp = QuantParams(scales, (0,) * channels, 0)
+    if w.quant.axis is None:
+        # Per-tensor weights take a per-tensor bias (XNNPACK refuses a per-channel one).
+        qp = QuantParams(tuple(_bias_scales(x, w)[:1]), (0,), None)
+    else:
+        scales = np.broadcast_to(_bias_scales(x, w), (channels,))
+        qp = QuantParams(scales, (0,) * channels, 0)
     return e.const(np.zeros(channels, dt), f"{e.prefix}/zero_bias", quant=qp)
 
 
