@@ -350,6 +350,17 @@ def _conv3d_transpose(cx, node):
     return [_bias_act(cx, node, y)]
 
 
+def _scatter_nd_update(cx, node):
+    """TensorScatterUpdate; for TF.js, whose kernel writes into its input tensor (another
+    reader of x then sees the update), x * (1 - hit) + ScatterNd(updates) instead."""
+    x, indices, updates = (cx.x(v) for v in node.inputs)
+    if not cx.float_codes:
+        return [tf.tensor_scatter_nd_update(x, indices, updates)]
+    shape = tf.shape(x, out_type=indices.dtype)
+    hit = tf.minimum(tf.scatter_nd(indices, tf.ones_like(updates), shape), 1)
+    return [x * (1 - hit) + tf.scatter_nd(indices, updates, shape)]
+
+
 def _depthwise(cx, node):
     a = node.attrs
     sh, sw = a["strides"]
@@ -732,8 +743,7 @@ LOWERINGS: dict[str, Callable] = {
     "broadcast_to": lambda cx, n: [tf.broadcast_to(cx.x(n.inputs[0]), list(n.attrs["shape"]))],
     "squeeze": _squeeze,
     "gather_nd": lambda cx, n: [tf.gather_nd(cx.x(n.inputs[0]), cx.x(n.inputs[1]))],
-    "scatter_nd_update": lambda cx, n: [tf.tensor_scatter_nd_update(
-        *(cx.x(v) for v in n.inputs))],
+    "scatter_nd_update": _scatter_nd_update,
     # (ScatterNd, not TensorScatterAdd: TF.js runs only the former)
     "scatter_nd_add": lambda cx, n: [cx.x(n.inputs[0]) + tf.scatter_nd(
         cx.x(n.inputs[1]), cx.x(n.inputs[2]), tf.shape(cx.x(n.inputs[0]),

@@ -101,3 +101,27 @@ def test_diagonals_traces_and_eyes_on_every_target(tmp_path):
     result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
                                  progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+class _Segments(keras.layers.Layer):
+    def call(self, x, ids):
+        # Segment 3 gets no rows: the reductions' identities (0, 1, lowest, highest), as TF.
+        parts = [fn(x, ids, num_segments=4) for fn in
+                 (ops.segment_sum, ops.segment_max, ops.segment_min, ops.segment_prod)]
+        parts = [ops.where(ops.abs(p) > 1e30, ops.sign(p), p) for p in parts]
+        update = ops.scatter_update(x, np.array([[0, 1], [2, 3]]),
+                                    np.array([9.0, -9.0], "float32"))
+        return ops.concatenate(parts + [update, ops.scatter(np.array([[1, 2]]),
+                                                            x[:1, 0], (6, 4))], axis=0)
+
+
+def test_segment_reductions_and_scatters_on_every_target(tmp_path):
+    x = keras.Input((4,), batch_size=6, name="x")
+    ids = keras.Input((), batch_size=6, dtype="int32", name="ids")
+    model = keras.Model([x, ids], _Segments(name="seg")(x, ids))
+    feeds = {"x": np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32),
+             "ids": np.array([0, 0, 1, 2, 2, 2], np.int32)}
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m",
+                                 input_shapes={"x": (6, 4), "ids": (6,)}, verify_inputs=feeds,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()

@@ -136,9 +136,17 @@ def _lower_scatter_nd_add(e, node):
     x, indices, updates = node.inputs
     _need(node, x, {DType.f32, DType.i32, DType.i64}, "SCATTER_ND")
     _need(node, indices, {DType.i32, DType.i64}, "SCATTER_ND indices")
-    scattered = emit(e, "SCATTER_ND", [e.t(indices), e.t(updates), _shape_tensor(e, x)],
+    scattered = emit(e, "SCATTER_ND", [_indices_for_scatter(e, indices), e.t(updates),
+                                       _shape_tensor(e, x)],
                      dtype=x.type.dtype, shape=list(x.type.shape), name="scattered")
     emit(e, "ADD", [e.t(x), scattered], out=e.out(node.output), options=fb.AddOptionsT())
+
+
+def _indices_for_scatter(e, indices) -> int:
+    """SCATTER_ND wants its indices in its shape operand's type (int32 here)."""
+    if indices.type.dtype == DType.i32:
+        return e.t(indices)
+    return emit(e, "CAST", [e.t(indices)], dtype=DType.i32, name="indices_i32")
 
 
 def _shape_tensor(e, x) -> int:
@@ -165,10 +173,10 @@ def _lower_scatter_nd_update(e, node):
                       options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="ushape")
         ones = emit(e, "FILL", [ushape, one], dtype=dt, shape=updates.type.shape, name="ones")
     out_shape = list(x.type.shape)
-    scattered = emit(e, "SCATTER_ND", [e.t(indices), e.t(updates), shape], dtype=dt,
-                     shape=out_shape, name="scattered")
-    hit = emit(e, "SCATTER_ND", [e.t(indices), ones, shape], dtype=dt, shape=out_shape,
-               name="hit")
+    at = _indices_for_scatter(e, indices)
+    scattered = emit(e, "SCATTER_ND", [at, e.t(updates), shape], dtype=dt, shape=out_shape,
+                     name="scattered")
+    hit = emit(e, "SCATTER_ND", [at, ones, shape], dtype=dt, shape=out_shape, name="hit")
     hit = emit(e, "MINIMUM", [hit, one], name="hit1")
     keep = emit(e, "SUB", [one, hit], options=fb.SubOptionsT(), name="keep")
     kept = emit(e, "MUL", [e.t(x), keep], options=fb.MulOptionsT(), name="kept")

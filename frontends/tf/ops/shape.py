@@ -361,6 +361,41 @@ def _matrix_set_diag(ctx, node, ins):
     return ctx.emit("add", [keep, ctx.emit1("mul", [spread, Const(eye, node)])])
 
 
+def _scatter_nd(ctx, node, ins):
+    """ScatterNd(indices, updates, shape): the updates summed into zeros of `shape`."""
+    indices, updates, shape = ins
+    dims = [int(d) for d in np.asarray(ctx.static(shape, "ScatterNd shape")).reshape(-1)]
+    zeros = Const(np.zeros(dims, dtype=ctx.type(updates).dtype.np), node)
+    return ctx.emit("scatter_nd_add", [zeros, indices, updates])
+
+
+_SEGMENT = {"UnsortedSegmentSum": ("reduce_sum", lambda info: 0),
+            "UnsortedSegmentProd": ("reduce_prod", lambda info: 1),
+            "UnsortedSegmentMax": ("reduce_max", lambda info: info.min),
+            "UnsortedSegmentMin": ("reduce_min", lambda info: info.max)}
+
+
+def _unsorted_segment(ctx, node, ins):
+    """Unsorted segment reductions with 1-D segment ids and a constant segment count, as a
+    masked reduction over [N, S, ...] (memory N * S * features: fine for the sizes models
+    use). An empty segment gets the reduction's identity, as in TF: 0, 1, the dtype's
+    lowest or highest value; negative ids are dropped."""
+    data, ids, count = ins
+    if ctx.type(ids).rank != 1:
+        raise LiftError(f"{node.op} with {ctx.type(ids).rank}-D segment ids is not supported")
+    segments = int(np.asarray(ctx.static(count, f"{node.op} num_segments")).reshape(-1)[0])
+    reduce_op, identity = _SEGMENT[node.op]
+    dt = ctx.type(data).dtype.np
+    info = np.finfo(dt) if np.dtype(dt).kind == "f" else np.iinfo(dt)
+    rank = ctx.type(data).rank
+    positions = Const(np.arange(segments, dtype=ctx.type(ids).dtype.np), node)
+    hit = ctx.emit1("equal", [ctx.emit1("expand_dims", [ids], {"axis": 1}), positions])
+    hit = ctx.emit1("reshape", [hit], {"shape": [-1, segments] + [1] * (rank - 1)})
+    spread = ctx.emit1("expand_dims", [data], {"axis": 1})
+    masked = ctx.emit1("where", [hit, spread, Const(np.asarray(identity(info), dt), node)])
+    return ctx.emit(reduce_op, [masked], {"axes": [0], "keepdims": False})
+
+
 def _filled(node, dims, value, dtype):
     """np.full over `dims`; run-time dims become 1 and the result a splat (see Const)."""
     shape = [1 if isinstance(d, SymDim) else int(d) for d in dims]
@@ -444,6 +479,8 @@ TABLE = {
     "SplitV": _split_v, "Slice": _slice, "StridedSlice": _strided_slice, "GatherV2": _gather,
     "GatherNd": _gather_nd,
     "TensorScatterUpdate": lambda ctx, node, ins: ctx.emit("scatter_nd_update", ins[:3]),
+    "TensorScatterAdd": lambda ctx, node, ins: ctx.emit("scatter_nd_add", ins[:3]),
+    "ScatterNd": _scatter_nd, **{op: _unsorted_segment for op in _SEGMENT},
     "Tile": _tile, "BroadcastTo": _broadcast_to, "BroadcastArgs": _broadcast_args,
     "Roll": _roll, "MatrixDiagPartV3": _matrix_diag_part, "MatrixSetDiagV3": _matrix_set_diag, "SpaceToDepth": _space_depth(True), "DepthToSpace": _space_depth(False), "Fill": _fill, "ZerosLike": _like(0),
     "OnesLike": _like(1), "Range": _range, "Pad": _pad, "PadV2": _pad, "MirrorPad": _pad,
