@@ -125,3 +125,34 @@ def test_segment_reductions_and_scatters_on_every_target(tmp_path):
                                  input_shapes={"x": (6, 4), "ids": (6,)}, verify_inputs=feeds,
                                  progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+class _Losses(keras.layers.Layer):
+    def call(self, logits, labels, ids, values):
+        probs = ops.softmax(labels)
+        parts = [ops.categorical_crossentropy(probs, logits, from_logits=True)[:, None],
+                 ops.sparse_categorical_crossentropy(ids, logits, from_logits=True)[:, None],
+                 ops.cast(ops.in_top_k(ids, ops.round(logits), 2), "float32")[:, None],
+                 ops.cast(ops.digitize(values, [-1.0, 0.0, 0.5, 1.0]), "float32"),
+                 ops.cast(ops.searchsorted(np.array([-1.0, 0.0, 0.0, 1.0], "float32"),
+                                           ops.round(values[0]), side="right"),
+                          "float32")[None, :] * ops.ones_like(values),
+                 ops.cross(logits[:, :3], labels[:, :3])]
+        return ops.concatenate(parts, axis=-1)
+
+
+def test_losses_buckets_bounds_top_k_and_cross_on_every_target(tmp_path):
+    logits, labels = keras.Input((5,), name="logits"), keras.Input((5,), name="labels")
+    ids, values = keras.Input((), dtype="int32", name="ids"), keras.Input((4,), name="values")
+    model = keras.Model([logits, labels, ids, values],
+                        _Losses(name="losses")(logits, labels, ids, values))
+    rng = np.random.default_rng(0)
+    feeds = {"logits": rng.normal(size=(3, 5)).astype(np.float32),
+             "labels": rng.normal(size=(3, 5)).astype(np.float32),
+             "ids": np.array([0, 3, 4], np.int32),
+             "values": rng.normal(size=(3, 4)).astype(np.float32)}
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m",
+                                 input_shapes={"logits": (3, 5), "labels": (3, 5), "ids": (3,),
+                                               "values": (3, 4)},
+                                 verify_inputs=feeds, progress=False)
+    assert result.verification.ok, result.verification.table()

@@ -12,14 +12,15 @@ erfc math) stays decomposed for the canonicalize and fusion passes.
 Families: `structural` (Const, Placeholder, Identity, ...), `elementwise`, `shape`, `reduce`,
 `nn` (conv, pool, batch norm, softmax, resize), `linalg` (MatMul, Einsum, ...), `quant`
 (FakeQuant*), `spectral` (complex values as pairs of real tensors, FFTs), `tensorlist`
-(TensorArrays as plain tensors) and `control` (While and If: region ops); their shared
+(TensorArrays as plain tensors), `control` (While and If: region ops) and `misc` (small
+compositions: cross-entropies, Bucketize, bounds, InTopK, Cross); their shared
 helpers are in `common`.
 """
 
 from __future__ import annotations
 
-from . import (control, elementwise, linalg, nn, quant, reduce, shape, spectral, structural,
-               tensorlist)
+from . import (control, elementwise, linalg, misc, nn, quant, reduce, shape, spectral,
+               structural, tensorlist)
 
 
 def _merge(*tables: dict) -> dict:
@@ -34,4 +35,5 @@ def _merge(*tables: dict) -> dict:
 
 
 TABLE = _merge(structural.TABLE, elementwise.TABLE, shape.TABLE, reduce.TABLE, nn.TABLE,
-               linalg.TABLE, quant.TABLE, spectral.TABLE, tensorlist.TABLE, control.TABLE)
+               linalg.TABLE, quant.TABLE, spectral.TABLE, tensorlist.TABLE, control.TABLE,
+               misc.TABLE)
