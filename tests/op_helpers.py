@@ -74,3 +74,22 @@ def small_cnn_graph(batch="batch", max_pool: bool = False) -> Graph:
     y = g.add("softmax", [h], scope="fc", names=["probs"]).output
     g.set_outputs([y])
     return g
+
+
+def randomized(model, seed: int = 1, scale: float = 0.4):
+    """`model` with every weight (biases too) drawn from N(0, scale), so no gate or bias sits
+    at its initial value; returns the model."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, scale, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return model
+
+
+def tflite_ops(path) -> list[str]:
+    """The builtin operators of a .tflite file, one entry per operator (all subgraphs)."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromPackedBuf(open(path, "rb").read(), 0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    return [names[model.operatorCodes[op.opcodeIndex].builtinCode]
+            for sg in model.subgraphs for op in sg.operators]

@@ -19,6 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tensorforge  # noqa: E402
+from op_helpers import tflite_ops  # noqa: E402
 from tensorforge.ir import ConversionError, VerificationError  # noqa: E402
 from tensorforge.ir.text import parse_module  # noqa: E402
 from tensorforge.ir.verify import verify_module  # noqa: E402
@@ -39,14 +40,6 @@ def _ops(result):
     return {n.op for n in result.module.main.walk()}
 
 
-def _tflite_ops(path) -> set[str]:
-    from ai_edge_litert import schema_py_generated as fb
-
-    model = fb.ModelT.InitFromPackedBuf(open(path, "rb").read(), 0)
-    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    return {names[c.builtinCode] for c in model.operatorCodes}
-
-
 def test_flax_lstm_runs_everywhere(tmp_path):
     import flax.linen as nn
 
@@ -62,7 +55,7 @@ def test_flax_lstm_runs_everywhere(tmp_path):
     # The IR keeps the scan; SavedModel and TF.js get a while, TFLite its fused LSTM kernel
     # (tests/test_recurrent_fusion.py).
     assert "scan" in _ops(result)
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in _tflite_ops(result.paths["tflite"])
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in tflite_ops(result.paths["tflite"])
 
 
 def test_scan_rnn_with_run_time_batch_and_length(tmp_path):
@@ -96,7 +89,7 @@ def test_while_loop_with_a_data_dependent_exit(tmp_path):
     result = _convert(halve_until_small, [x], tmp_path)
     steps = np.asarray(halve_until_small(x)[0])
     assert steps > 3  # the exit depends on the data
-    assert "WHILE" in _tflite_ops(result.paths["tflite"])
+    assert "WHILE" in tflite_ops(result.paths["tflite"])
 
 
 def test_nested_loops_with_a_branch_inside(tmp_path):
@@ -124,7 +117,7 @@ def test_cond_and_switch_on_data(tmp_path):
         result = _convert(branchy, [np.int32(index), x if k % 2 else -x], tmp_path, f"b{k}",
                           verify_inputs={"i": np.int32(index), "x": x if k % 2 else -x})
     assert "if" in _ops(result)
-    assert "IF" in _tflite_ops(result.paths["tflite"])
+    assert "IF" in tflite_ops(result.paths["tflite"])
 
 
 def test_kv_cache_writes_at_traced_positions(tmp_path):
@@ -137,7 +130,7 @@ def test_kv_cache_writes_at_traced_positions(tmp_path):
     result = _convert(update, [cache, new, np.int32(5)], tmp_path,
                       verify_inputs={"cache": cache, "new": new, "pos": np.int32(5)})
     assert {"dynamic_update_slice", "scatter_nd_add"} <= _ops(result)
-    ops = _tflite_ops(result.paths["tflite"])
+    ops = set(tflite_ops(result.paths["tflite"]))
     assert {"DYNAMIC_UPDATE_SLICE", "SCATTER_ND"} <= ops
 
 
@@ -162,7 +155,7 @@ def test_top_k_sampling_logits(tmp_path):
 
     logits = RNG.standard_normal((2, 32)).astype(np.float32)
     result = _convert(top_k_filter, [logits], tmp_path)
-    assert "TOPK_V2" in _tflite_ops(result.paths["tflite"])
+    assert "TOPK_V2" in tflite_ops(result.paths["tflite"])
 
 
 def _rope(x, positions):

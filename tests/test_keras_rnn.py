@@ -17,6 +17,7 @@ keras = pytest.importorskip("keras")
 L = keras.layers
 
 import tensorforge  # noqa: E402
+from op_helpers import randomized  # noqa: E402
 from tensorforge.frontends.keras import from_keras  # noqa: E402
 from tensorforge.frontends.tf import lift_concrete_function  # noqa: E402
 from tensorforge.ir.interpreter import run_graph  # noqa: E402
@@ -26,13 +27,6 @@ from tensorforge.ir.verify import verify_module  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(0)
-
-
-def _randomize(model):
-    """Random weights everywhere (biases too), so no gate sits at its initial value."""
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(0, 0.4, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return model
 
 
 def _check(model_or_path, out):
@@ -45,7 +39,7 @@ def _check(model_or_path, out):
 
 def _rnn(layer, time=5, features=3, name="rnn"):
     inputs = L.Input((time, features), name="seq")
-    return _randomize(keras.Model(inputs, layer(inputs), name=name))
+    return randomized(keras.Model(inputs, layer(inputs), name=name))
 
 
 def _regions(module):
@@ -86,7 +80,7 @@ def test_simple_rnn(tmp_path, sequences):
 def test_bidirectional_lstm(tmp_path):
     inputs = L.Input((6, 3), name="seq")
     h = L.Bidirectional(L.LSTM(5, return_sequences=True), name="bi")(inputs)
-    model = _randomize(keras.Model(inputs, L.Dense(2, name="head")(h), name="bi_model"))
+    model = randomized(keras.Model(inputs, L.Dense(2, name="head")(h), name="bi_model"))
     module = from_keras(model)
     assert [n.scope for n in _regions(module)] == ["bi/forward_lstm", "bi/backward_lstm"]
     _check(model, tmp_path / "bi")
@@ -97,7 +91,7 @@ def test_stacked_lstm_dynamic_batch(tmp_path, time):
     inputs = L.Input((time, 4), name="seq")
     h = L.LSTM(6, return_sequences=True, name="lstm1")(inputs)
     h = L.LSTM(5, name="lstm2")(h)
-    model = _randomize(keras.Model(inputs, L.Dense(3, name="head")(h), name="stacked"))
+    model = randomized(keras.Model(inputs, L.Dense(3, name="head")(h), name="stacked"))
     result = _check(model, tmp_path / "stacked")
     assert result.module.main.inputs[0].type.shape[0] == "batch"
     assert len(_regions(result.module)) == 2
@@ -108,7 +102,7 @@ def test_masked_lstm_after_embedding(tmp_path):
     selects between new and previous states."""
     inputs = L.Input((None,), dtype="int32", name="ids")
     h = L.LSTM(5, name="lstm")(L.Embedding(20, 6, mask_zero=True, name="emb")(inputs))
-    _check(_randomize(keras.Model(inputs, h, name="masked")), tmp_path / "masked")
+    _check(randomized(keras.Model(inputs, h, name="masked")), tmp_path / "masked")
 
 
 def test_trained_lstm(tmp_path):

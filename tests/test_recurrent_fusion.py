@@ -20,6 +20,7 @@ keras = pytest.importorskip("keras")
 L = keras.layers
 
 import tensorforge  # noqa: E402
+from op_helpers import randomized, tflite_ops  # noqa: E402
 from tensorforge.frontends.keras import from_keras  # noqa: E402
 from tensorforge.ir.interpreter import run_graph  # noqa: E402
 from tensorforge.passes.recurrent import expand_recurrent, fuse_recurrent  # noqa: E402
@@ -29,22 +30,6 @@ from tensorforge.tools.convert import optimize  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(0)
-
-
-def _randomize(model):
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(0, 0.4, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return model
-
-
-def tflite_ops(path) -> list[str]:
-    """The builtin operators of a .tflite file, one entry per operator (all subgraphs)."""
-    from ai_edge_litert import schema_py_generated as fb
-
-    model = fb.ModelT.InitFromPackedBuf(open(path, "rb").read(), 0)
-    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-    return [names[model.operatorCodes[op.opcodeIndex].builtinCode]
-            for sg in model.subgraphs for op in sg.operators]
 
 
 def _litert(path):
@@ -102,7 +87,7 @@ def test_trained_digits_lstm_is_one_fused_kernel_and_restarts_every_invoke(tmp_p
 def test_keras_lstm_variants_fuse(tmp_path, kwargs, batch):
     inputs = L.Input((6, 3), name="seq")
     out = L.LSTM(5, name="lstm", **kwargs)(inputs)
-    model = _randomize(keras.Model(inputs, out))
+    model = randomized(keras.Model(inputs, out))
     result = _convert(model, tmp_path / "m.tflite", input_shapes={"seq": (batch, 6, 3)})
     ops = tflite_ops(result.paths["tflite"])
     assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1 and "WHILE" not in ops, ops
@@ -115,7 +100,7 @@ def test_lstm_with_initial_state_from_inputs_and_run_time_length(tmp_path):
     h0, c0 = L.Input((4,), name="h0"), L.Input((4,), name="c0")
     out, h, _ = L.LSTM(4, return_sequences=True, return_state=True, name="lstm")(
         seq, initial_state=[h0, c0])
-    model = _randomize(keras.Model([seq, h0, c0], [out, h]))
+    model = randomized(keras.Model([seq, h0, c0], [out, h]))
     result = _convert(model, tmp_path / "m", target="all",
                       input_shapes={"seq": (2, None, 3), "h0": (2, 4), "c0": (2, 4)})
     ops = tflite_ops(result.paths["tflite"])
@@ -128,7 +113,7 @@ def test_dynamic_batch_stays_a_loop_with_a_note_until_input_shapes_fix_it(tmp_pa
     LSTM needs a static batch (as TFLiteConverter's does): with a dynamic one the layer stays
     a WHILE loop (still exact, at two batch sizes) and the result says how to fix it."""
     inputs = L.Input((6, 3), name="seq")
-    model = _randomize(keras.Model(inputs, L.LSTM(5, name="lstm")(inputs)))
+    model = randomized(keras.Model(inputs, L.LSTM(5, name="lstm")(inputs)))
     result = _convert(model, tmp_path / "dynamic.tflite")
     assert "WHILE" in tflite_ops(result.paths["tflite"])
     assert any("lstm" in note and "input_shapes" in note for note in result.notes), result.notes
@@ -145,7 +130,7 @@ def test_reading_the_final_cell_state_keeps_a_loop(tmp_path):
     keeps the loop, exact, and says why; h alone (return_state) fuses."""
     inputs = L.Input((6, 3), name="seq")
     _, h, c = L.LSTM(5, return_state=True, name="lstm")(inputs)
-    both = _randomize(keras.Model(inputs, [h, c]))
+    both = randomized(keras.Model(inputs, [h, c]))
     result = _convert(both, tmp_path / "c.tflite", input_shapes={"seq": (2, 6, 3)})
     assert "WHILE" in tflite_ops(result.paths["tflite"])
     assert any("cell state" in note for note in result.notes), result.notes
@@ -160,7 +145,7 @@ def test_simple_rnn_bidirectional_and_stacked(tmp_path):
     h = L.Bidirectional(L.LSTM(4, return_sequences=True), name="bi")(inputs)
     h = L.SimpleRNN(5, return_sequences=True, name="rnn")(h)
     h = L.LSTM(3, name="last")(h)
-    model = _randomize(keras.Model(inputs, h))
+    model = randomized(keras.Model(inputs, h))
     result = _convert(model, tmp_path / "m.tflite", input_shapes={"seq": (2, 7, 3)})
     ops = tflite_ops(result.paths["tflite"])
     assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 3, ops
@@ -175,7 +160,7 @@ def test_simple_rnn_bidirectional_and_stacked(tmp_path):
 ], ids=["gru", "hard_sigmoid", "relu_lstm", "relu_rnn"])
 def test_cells_the_kernels_cannot_run_stay_exact_loops(tmp_path, make):
     inputs = L.Input((6, 3), name="seq")
-    model = _randomize(keras.Model(inputs, make()(inputs)))
+    model = randomized(keras.Model(inputs, make()(inputs)))
     ops = tflite_ops(_convert(model, tmp_path / "m.tflite").paths["tflite"])
     assert "WHILE" in ops and not any(op.startswith("UNIDIRECTIONAL") for op in ops), ops
 
@@ -183,7 +168,7 @@ def test_cells_the_kernels_cannot_run_stay_exact_loops(tmp_path, make):
 def test_masked_lstm_stays_a_loop(tmp_path):
     inputs = L.Input((6,), dtype="int32", name="ids")
     h = L.LSTM(5, name="lstm")(L.Embedding(20, 6, mask_zero=True, name="emb")(inputs))
-    model = _randomize(keras.Model(inputs, h))
+    model = randomized(keras.Model(inputs, h))
     ops = tflite_ops(_convert(model, tmp_path / "m.tflite").paths["tflite"])
     assert "WHILE" in ops and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops
 
@@ -220,7 +205,7 @@ def test_fused_ops_run_on_every_target_and_expand_back(tmp_path):
 
     inputs = L.Input((7, 5), name="seq")
     h = L.LSTM(4, return_sequences=True, name="lstm")(inputs)
-    model = _randomize(keras.Model(inputs, L.SimpleRNN(3, name="rnn")(h)))
+    model = randomized(keras.Model(inputs, L.SimpleRNN(3, name="rnn")(h)))
     module = optimize(from_keras(model), None)
     fused = module.clone()
     assert fuse_recurrent(fused) == 2
