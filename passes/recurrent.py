@@ -176,8 +176,8 @@ def _tanh_of(v):
 
 @dataclass
 class _Cell:
-    """A recognised cell: its op, fused weights (gates i, f, g, o for LSTM) and the body
-    values it reads and writes."""
+    """A recognised cell: its op and its fused weights ([F, G*U] kernel, [U, G*U] recurrent
+    kernel, [G*U] bias; gates i, f, g, o for LSTM)."""
 
     op: str
     kernel: np.ndarray
