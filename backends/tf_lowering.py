@@ -42,8 +42,9 @@ from ..ir.ops import get_op
 from ..ir.ops.elementwise import erf_inv_giles
 from ..ir.ops.nn import _pads
 from ..ir.types import DType, code_range
+from ..passes.bitwise import TFJS_MISSING, with_bitwise_expanded
 from ..passes.control import without_scans
-from ..passes.dtypes import widened
+from ..passes.dtypes import NARROW_FLOATS, NON_F32_FLOATS, widened
 from ..passes.recurrent import with_recurrent_expanded
 from . import tf_control
 from .common import constant_name, log_scan, signature_names
@@ -727,7 +728,9 @@ LOWERINGS: dict[str, Callable] = {
     "reduce_all": _reduce(tf.math.reduce_all), "reduce_any": _reduce(tf.math.reduce_any),
     "argmax": _arg(tf.math.argmax), "argmin": _arg(tf.math.argmin), "cumsum": _cumsum,
     "cumprod": _cumulative, "cummax": _cumulative, "cummin": _cumulative,
-    "top_k": lambda cx, n: list(tf.math.top_k(cx.x(n.inputs[0]), k=n.attrs["k"])),
+    "top_k": lambda cx, n: list(tf.math.top_k(
+        cx.x(n.inputs[0]), k=n.attrs["k"] if n.attrs["k"] != -1
+        else tf.shape(cx.x(n.inputs[0]))[-1])),
     # quantization
     "quantize": _quantize, "dequantize": _dequantize, "fake_quant": _fake_quant,
     # shape
@@ -757,6 +760,7 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_reshape": _with_sizes(tf.reshape), "dynamic_broadcast_to": _with_sizes(tf.broadcast_to),
     "dynamic_tile": _with_sizes(tf.tile), "dynamic_slice": _with_sizes(tf.slice),
     "range": lambda cx, n: [tf.range(*(cx.x(v) for v in n.inputs))],
+    "nonzero": lambda cx, n: [tf.where(cx.x(n.inputs[0]))],
     "dynamic_pad": _dynamic_pad,
     "dynamic_strided_slice": lambda cx, n: [tf.strided_slice(
         *(cx.x(v) for v in n.inputs), **{k: n.attrs[k] for k in _STRIDED_MASKS})],
@@ -855,11 +859,25 @@ def _dry_run(module: Module, float_codes: bool = False) -> tuple[list[Diagnostic
     return problems, used
 
 
+def _prepared(module: Module, float_codes: bool) -> Module:
+    """`module` with its `lstm` / `rnn` ops as scans and, for TF.js (float_codes), its bitwise
+    ops as integer arithmetic: TF.js has no bitwise kernel (passes/bitwise.py)."""
+    module = with_recurrent_expanded(module)
+    return with_bitwise_expanded(module, TFJS_MISSING) if float_codes else module
+
+
+def _f32_module(module: Module, float_codes: bool) -> Module:
+    """`module` as TF lowers it: scans and targets' missing ops expanded, bf16/f16 computed in
+    f32, and f64 too for TF.js (`float_codes`), which has no float64."""
+    floats = NON_F32_FLOATS if float_codes else NARROW_FLOATS
+    return widened(without_scans(_prepared(module, float_codes)), floats)
+
+
 def lowering_problems(module: Module, *, float_codes: bool = False) -> list[Diagnostic]:
     """Every reason `module` cannot be lowered to TensorFlow (empty when it can): each
     unsupported node with its node, scope and loc, plus signature-name problems. `float_codes`
     as for `lower_to_tf`."""
-    return _dry_run(widened(without_scans(with_recurrent_expanded(module))), float_codes)[0]
+    return _dry_run(_f32_module(module, float_codes), float_codes)[0]
 
 
 # -- the tf.Module -----------------------------------------------------------------------------
@@ -945,7 +963,7 @@ def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
     integer graph outputs computed as float codes are cast to int32. Integer weight constants
     keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
-    module = widened(without_scans(with_recurrent_expanded(module)))
+    module = _f32_module(module, float_codes)
     problems, used = _dry_run(module, float_codes)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)

@@ -1,4 +1,5 @@
-"""`widen-floats`: computes bfloat16 and float16 in float32, for targets without them.
+"""`widen-floats`: computes bfloat16 and float16 in float32, for targets without them (and
+float64 in float32 for TFLite and TF.js).
 
 TFLite kernels compute float32 (float16 only as stored weights behind DEQUANTIZE), TF.js has
 no 16-bit floats at all, and TF's CPU kernels cover bfloat16 for few ops. So a bf16 or f16
@@ -7,6 +8,11 @@ value, constant, cast target and graph input/output of a narrow float dtype beco
 artifact is then at least as accurate as the source (it rounds less); its signature takes and
 returns f32 where the source had bf16/f16, which the conversion report states. The JAX
 backend keeps the narrow dtypes.
+
+float64 is the other way round but the same rewrite: TFLite's arithmetic kernels have no f64
+(SUB, MUL, ...) and TF.js has no float64 at all (its converter stores doubles as float32), so
+f64 values (Keras computes quantile positions in f64) run in f32 there; SavedModel and JAX
+keep f64.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from ..ir.types import DType
 from .base import Option, Pass, register_pass
 
 NARROW_FLOATS = (DType.bf16, DType.f16)
+# What TFLite and TF.js compute in f32: the narrow floats and f64.
+NON_F32_FLOATS = NARROW_FLOATS + (DType.f64,)
 
 
 def narrow_float_values(module: Module, dtypes=NARROW_FLOATS) -> list[str]:

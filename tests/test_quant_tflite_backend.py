@@ -337,6 +337,18 @@ def test_int8_params_the_kernel_cannot_honour_run_in_float(op, attrs, requiremen
     assert {"DEQUANTIZE", "QUANTIZE"} <= set(opcodes(data))
 
 
+def test_scales_too_far_apart_for_the_kernel_run_in_float():
+    """An add whose operands' scales differ by 1e12 (calibration of an unrolled solver):
+    TFLite's ADD cannot rescale that far (its Prepare aborts the process), so the writer runs it
+    in float, says why, and the artifact still matches the IR."""
+    g, codes = _one_op("add", [A, B * 1e12], out_q=act_params(-5e11, 5e11))
+    notes = []
+    write_tflite(Module([g]), notes=notes)
+    assert len(notes) == 1 and "scales span a factor of" in notes[0], notes
+    data, _ = compare(g, codes, max_steps=1.0)
+    assert {"DEQUANTIZE", "QUANTIZE", "ADD"} <= set(opcodes(data))
+
+
 def test_quantized_forms_without_integer_kernels_run_in_float():
     g = Graph()
     x = g.add_input(TensorType(I8, (2, 4)), "x", quant=QuantParams((0.1,), (0,)))

@@ -492,9 +492,19 @@ def test_unsupported_ops_are_all_listed():
 
 
 def test_unsupported_dtype_is_reported():
-    g, _ = op_graph("exp", np.zeros((2,), np.float64))
+    g, _ = op_graph("sub", np.zeros((2,), np.int16), np.zeros((2,), np.int16))
     (p,) = lower_problems(Module([g]))
-    assert "f64" in p.message and p.node == "%? = exp"
+    assert "i16" in p.message and p.node == "%? = sub"
+
+
+def test_f64_is_computed_in_f32():
+    """TFLite's arithmetic kernels have no f64: the writer computes f64 values in f32."""
+    x = np.array([0.5, -1.25], np.float64)
+    g, _ = op_graph("exp", x)
+    assert lower_problems(Module([g])) == []
+    (got,) = run_tflite(write_tflite(Module([g])), [x.astype(np.float32)])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.exp(x), rtol=1e-6)
 
 
 def test_one_weight_used_with_and_without_transpose_b():

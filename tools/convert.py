@@ -284,6 +284,11 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     if narrow:
         notes.append(f"bf16/f16 computed in f32 in {', '.join(targets)} (their kernels lack "
                      f"them); widened: {', '.join(narrow)}")
+    f32_only = [t for t in targets if t in ("tflite", "tfjs")]
+    doubles = narrow_float_values(module, (DType.f64,)) if f32_only else []
+    if doubles:
+        notes.append(f"f64 computed in f32 in {', '.join(f32_only)} (TFLite's kernels and "
+                     f"TF.js have no float64): {', '.join(doubles)}")
     for scope, reason in tflite_unfused(module) if "tflite" in targets else []:
         notes.append(f"'{scope}' runs as a WHILE loop in TFLite: the fused sequence kernel "
                      f"{reason}")

@@ -100,6 +100,7 @@ def ops_page() -> str:
     from ..frontends.jax.ops import TABLE as JAX_TABLE
     from ..frontends.tf.ops import TABLE as TF_TABLE
     from ..ir.ops import all_ops
+    from ..passes.bitwise import TFLITE_MISSING
     from ..passes.recurrent import RECURRENT_OPS
 
     integer = integer_kernels.SAME | integer_kernels.RESCALE | set(integer_kernels.FIXED) \
@@ -126,6 +127,9 @@ def ops_page() -> str:
         elif op.name in RECURRENT_OPS:   # the TF lowering runs them as their loop again
             cells = [_yes(op.name in tflite_ops.LOWERINGS), "yes (as a loop)",
                      _yes(op.name in jax_backend.LOWERINGS), _yes(op.name in integer)]
+        elif op.name in TFLITE_MISSING:   # the writer expands them (passes/bitwise.py)
+            cells = ["yes (as integer arithmetic)", *(_yes(op.name in table) for table in (
+                tf_lowering.LOWERINGS, jax_backend.LOWERINGS, integer))]
         else:
             cells = [_yes(op.name in table) for table in (
                 tflite_ops.LOWERINGS, tf_lowering.LOWERINGS, jax_backend.LOWERINGS, integer)]

@@ -18,8 +18,9 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module, Node, Value
 from ...ir.quantized import dequantize_array, is_quantized, real_type
 from ...ir.types import DType, QuantParams
+from ...passes.bitwise import TFLITE_MISSING, with_bitwise_expanded
 from ...passes.control import without_scans
-from ...passes.dtypes import widened
+from ...passes.dtypes import NON_F32_FLOATS, widened
 from ...passes.recurrent import with_fused_recurrent
 from ...version import package_version
 from ..common import signature_names
@@ -306,6 +307,7 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
         e.prefix = e.value_name(node.outputs[0]) if node.outputs else node.op
         mark = e.checkpoint()
         try:
+            _check_rescale_range(node)
             lower(e, node)
         except Unsupported as err:
             e.rollback(mark)    # a lowering may have emitted part of the node already
@@ -328,6 +330,27 @@ def _lower_graph(e: Emitter, graph, problems: list[Diagnostic],
         except Unsupported as err:
             problems.append(Diagnostic(f"graph output %{v.name or '?'}: {err}"))
     return inputs, outputs
+
+
+# TFLite's integer kernels rescale with a 32-bit fixed-point multiplier and a shift of at most
+# 31 bits either way (QuantizeMultiplier); a ratio of scales beyond that fails a CHECK in the
+# kernel's Prepare, which aborts the whole process.
+_MAX_SCALE_SPAN = 2.0 ** 31
+
+
+def _check_rescale_range(node: Node) -> None:
+    """Raises Unsupported when the scales of a quantized node's operands and results span more
+    than its integer kernel can rescale between (calibration saw values of wildly different
+    size: an unrolled solver's intermediates); the node then runs in float."""
+    scales = [float(s) for v in [*node.inputs, *node.outputs] if is_quantized(v)
+              for s in np.ravel(v.quant.scale) if s > 0]
+    if len(scales) < 2:
+        return
+    span = max(scales) / min(scales)
+    if span > _MAX_SCALE_SPAN:
+        raise Unsupported(f"its quantization scales span a factor of {span:.1e} "
+                          f"({min(scales):.1e} to {max(scales):.1e}), more than the 2^31 "
+                          f"TFLite's integer kernels can rescale by")
 
 
 def _lower_in_float(e: Emitter, node: Node, lower, why: str) -> bool:
@@ -373,7 +396,9 @@ def build_model(module: Module, *, fp16: bool = False, notes: list[str] | None =
     `scan`s rewritten into `while`s, bf16/f16 computed in f32 first: passes/recurrent.py,
     passes/control.py, passes/dtypes.py) and returns (the model object tree, every problem
     found). Regions become subgraphs 1, 2, ..."""
-    module = widened(without_scans(with_fused_recurrent(module)))
+    # No AND/OR/LEFT_SHIFT builtin: those become integer arithmetic (passes/bitwise.py).
+    module = with_bitwise_expanded(module, TFLITE_MISSING)
+    module = widened(without_scans(with_fused_recurrent(module)), NON_F32_FLOATS)
     graph = module.main
     e = Emitter(fp16)
     problems = e.problems

@@ -18,6 +18,34 @@ from .resolution import NodeResolution, Resolution, TensorResolution
 from .schemes import Scheme
 
 
+# Source ops the frontends unroll into long chains of dependent arithmetic (the matrix
+# factorizations of frontends/linalg.py and frontends/eigen.py): rounding every step to int8
+# compounds into meaningless results (a 3x3 eigh's Jacobi rotations reach values of 1e33 in
+# calibration), so their nodes stay float unless an op entry opts them in, as TFLiteConverter
+# leaves the Flex ops it runs them with in float. Matched on the node's loc, which both
+# frontends write as `tf:<TF op>:...` / `jax:<primitive>:...`.
+FLOAT_ONLY_SOURCES = frozenset({
+    "Cholesky", "MatrixTriangularSolve", "MatrixInverse", "MatrixSolve", "MatrixDeterminant",
+    "LogMatrixDeterminant", "Lu", "Qr", "SelfAdjointEigV2", "Svd",
+    "cholesky", "triangular_solve", "lu", "qr", "geqrf", "householder_product", "eigh", "svd",
+    "custom_linear_solve",
+})
+
+
+def float_only_source(loc: str | None) -> str | None:
+    """The source op of a node lifted from one of FLOAT_ONLY_SOURCES (by its loc), else
+    None."""
+    if not loc:
+        return None
+    kind, _, rest = loc.partition(":")
+    if kind not in ("tf", "jax"):
+        return None
+    for name in FLOAT_ONLY_SOURCES:
+        if rest == name or rest.startswith(name + ":"):
+            return name
+    return None
+
+
 def resolve(scheme: Scheme, entries: list[_Entry], module: Module) -> Resolution:
     """Per node of `module.main` (constants skipped), the config of every operand and result
     under `scheme` and the recorded `entries`. ConfigError listing every entry that matches
@@ -167,9 +195,13 @@ class _Resolver:
             [f"return:{i}" for i in range(len(n.outputs))]
 
         reason = None
+        source = float_only_source(n.loc)
         if op is not None:
             if op.config is None:
                 reason = f"kept float by {op.describe()}"
+        elif source is not None:
+            reason = (f"lifted from {source}, a matrix factorization unrolled into long "
+                      f"chains of arithmetic that int8 rounding would ruin")
         elif n.op not in scheme.ops:
             reason = f"op '{n.op}' is not in scheme {scheme.name}"
         elif layer is not None and layer.config is None:
