@@ -445,7 +445,8 @@ def _top_k(cx, node):
     not do: XLA folds it away.) The values are read from x itself."""
     x = cx.x(node.inputs[0])
     key = jnp.where(x == 0, jnp.zeros_like(x), x) if _is_float(x) else x
-    _, idx = lax.top_k(key, node.attrs["k"])
+    k = node.attrs["k"]
+    _, idx = lax.top_k(key, x.shape[-1] if k == -1 else k)
     return [jnp.take_along_axis(x, idx, axis=-1), idx.astype(jnp.int32)]
 
 
@@ -632,6 +633,12 @@ def _range(cx, node):
     return [jnp.arange(start, limit, delta, dtype=_jnp_dtype(node.output.type.dtype))]
 
 
+def _nonzero(cx, node):
+    # A result sized by the data: JAX arrays need sizes known when tracing.
+    x = _host(cx, node.inputs[0], "nonzero (a result sized by the data)")
+    return [np.argwhere(x).astype(np.int64)]
+
+
 def _region_fn(cx: "_Ctx", region: Graph):
     """A JAX function running `region` (a loop body, a branch) on traced arrays."""
     def fn(*args):
@@ -744,7 +751,7 @@ LOWERINGS: dict[str, Callable] = {
     "dynamic_broadcast_to": lambda cx, n: [jnp.broadcast_to(cx.x(n.inputs[0]),
                                                             _sizes(cx, n.inputs[1]))],
     "dynamic_tile": lambda cx, n: [jnp.tile(cx.x(n.inputs[0]), _sizes(cx, n.inputs[1]))],
-    "dynamic_slice": _dynamic_slice, "range": _range,
+    "dynamic_slice": _dynamic_slice, "range": _range, "nonzero": _nonzero,
     "dynamic_strided_slice": _dynamic_strided_slice, "dynamic_pad": _dynamic_pad,
     "gather_nd": lambda cx, n: [(lambda x, idx: x[idx])(*_nd_index(cx, n))],
     "scatter_nd_add": lambda cx, n: [cx.x(n.inputs[0]).at[_nd_index(cx, n)[1]].add(

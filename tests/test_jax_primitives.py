@@ -320,3 +320,17 @@ def test_lgamma_and_digamma_with_reflection(tmp_path):
 
     result = _convert(special, [x], tmp_path, "gamma", verify_inputs={"x": x})
     assert max(r.max_rel for r in result.verification.rows) < 1e-5
+
+
+def test_integer_bit_primitives(tmp_path):
+    """and / or / xor / not on integers and the three shifts, with XLA's rule for shift
+    amounts outside [0, 32) (every bit shifted out), on every target (TFLite and TF.js run
+    the ops they lack as integer arithmetic)."""
+    x = np.array([[-50, -1, 0, 7, 2**31 - 1, -2**31, 12345, -7]], np.int32)
+    k = np.array([[0, 1, 31, 32, 5, 3, -1, 40]], np.int32)
+
+    def bits(a, s):
+        return [a & s, a | s, a ^ s, ~a, lax.shift_left(a, s), lax.shift_right_logical(a, s),
+                lax.shift_right_arithmetic(a, s)]
+
+    _convert(bits, [x, k], tmp_path, "bits")

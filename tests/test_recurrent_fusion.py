@@ -48,21 +48,43 @@ def _convert(model, out, target="tflite", **kw):
 
 # -- Keras ----------------------------------------------------------------------------------------
 
-def test_trained_digits_lstm_is_one_fused_kernel_and_restarts_every_invoke(tmp_path):
-    """The digits as 8 rows of 8 pixels: an LSTM classifier trained here runs in LiteRT as one
-    UNIDIRECTIONAL_SEQUENCE_LSTM, within 1e-5 of Keras, and the kernel's state (a variable
-    tensor that LiteRT keeps between invokes) starts from zero on every call."""
+def _digits_rows():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)
-    y = digits.target
+    return (digits.images / 16.0).astype(np.float32), digits.target
+
+
+# The digits as 8 rows of 8 pixels, classified by a recurrent layer trained in the test; what
+# each layer becomes in TFLite: the fused kernel (Bidirectional: one per direction), or a WHILE
+# loop where TFLite has no kernel (GRU) or the mask decides per step what the state keeps.
+TRAINED_RNNS = {
+    "lstm": (lambda: [L.LSTM(24, name="lstm")], {"UNIDIRECTIONAL_SEQUENCE_LSTM": 1}),
+    "bidirectional_lstm": (lambda: [L.Bidirectional(L.LSTM(12), name="bi")],
+                           {"UNIDIRECTIONAL_SEQUENCE_LSTM": 2}),
+    "gru": (lambda: [L.GRU(24, name="gru")], {"WHILE": 1}),
+    # All-zero rows (the digits' blank margins) are masked steps.
+    "masking_lstm": (lambda: [L.Masking(0.0, name="mask"), L.LSTM(24, name="lstm")],
+                     {"WHILE": 1}),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TRAINED_RNNS))
+def test_trained_digits_rnn_matches_keras_and_restarts_every_invoke(tmp_path, arch):
+    """Trained here, each runs in LiteRT within 1e-5 of Keras, as the op TRAINED_RNNS names,
+    and every invoke starts from the initial state (the fused kernel keeps its state in a
+    variable tensor that LiteRT keeps between invokes)."""
+    x, y = _digits_rows()
+    layers, expected_ops = TRAINED_RNNS[arch]
     inputs = L.Input((8, 8), name="rows")
-    model = keras.Model(inputs, L.Dense(10, name="head")(L.LSTM(24, name="lstm")(inputs)))
+    h = inputs
+    for layer in layers():
+        h = layer(h)
+    model = keras.Model(inputs, L.Dense(10, name="head")(h))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(x[:1400], y[:1400], epochs=8, batch_size=64, verbose=0)
+    model.fit(x[:1400], y[:1400], epochs=6, batch_size=64, verbose=0)
     test = x[1400:1464]
     expected = model.predict(test, verbose=0)
     assert (expected.argmax(1) == y[1400:1464]).mean() > 0.8
@@ -70,7 +92,10 @@ def test_trained_digits_lstm_is_one_fused_kernel_and_restarts_every_invoke(tmp_p
     # A fixed batch (LiteRT's sequence kernels keep their state in fixed-size tensors).
     result = _convert(model, tmp_path / "digits.tflite", input_shapes={"rows": (16, 8, 8)})
     ops = tflite_ops(result.paths["tflite"])
-    assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 1 and "WHILE" not in ops, ops
+    for op, count in expected_ops.items():
+        assert ops.count(op) == count, ops
+    if "WHILE" not in expected_ops:
+        assert "WHILE" not in ops, ops
     runner = _litert(result.paths["tflite"])
     for batch in (test[:16], test[16:32], test[:16]):   # the first batch again, last
         got = list(runner(rows=batch).values())[0]

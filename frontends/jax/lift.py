@@ -24,7 +24,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Graph, Module
 from ...ir.types import TensorType
 from ...version import package_version
-from . import control, indexing  # noqa: F401  (register their lowerings)
+from . import control, eigen, indexing, solvers  # noqa: F401  (register their lowerings)
 from .context import Const, Lifter, LiftError, ir_dim, ir_dtype
 from .ops import TABLE
 

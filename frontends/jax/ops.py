@@ -52,8 +52,8 @@ def _binary(ir_op):
     def lower(ctx, eqn, ins):
         a, b = ins
         if ir_op in ("logical_and", "logical_or") and ctx.dtype(a) != DType.bool:
-            raise LiftError(f"bitwise {eqn.primitive.name} on {ctx.dtype(a)} is not supported "
-                            f"(only bool)")
+            # On integers: the bitwise op (passes/bitwise.py writes it for targets without).
+            return ctx.emit("bitwise_" + ir_op.split("_")[1], [a, b])
         if ir_op == "pow" and ctx.dtype(b) != ctx.dtype(a):
             b = ctx.cast(b, ctx.dtype(a))
         return ctx.emit(ir_op, [a, b])
@@ -82,8 +82,60 @@ for _n, _op in _UNARY.items():
 @lowers("not")
 def _not(ctx, eqn, ins):
     if ctx.dtype(ins[0]) != DType.bool:
-        raise LiftError(f"bitwise not on {ctx.dtype(ins[0])} is not supported (only bool)")
+        return ctx.emit("bitwise_not", ins)
     return ctx.emit("logical_not", ins)
+
+
+@lowers("xor")
+def _xor(ctx, eqn, ins):
+    if ctx.dtype(ins[0]) == DType.bool:
+        return ctx.emit("not_equal", ins)
+    return ctx.emit("bitwise_xor", ins)
+
+
+def _out_of_width(ctx, x, amount):
+    """Where a shift amount lies outside [0, width): XLA shifts every bit out there, the IR's
+    shifts (like TF's) clamp the amount instead."""
+    width = np.dtype(ctx.dtype(x).np).itemsize * 8
+    below = ctx.emit("less", [amount, ctx.scalar(0, amount)])
+    above = ctx.emit("greater_equal", [amount, ctx.scalar(width, amount)])
+    return ctx.emit("logical_or", [below, above])
+
+
+@lowers("shift_left")
+def _shift_left(ctx, eqn, ins):
+    x, amount = ins
+    return ctx.emit("where", [_out_of_width(ctx, x, amount), ctx.scalar(0, x),
+                              ctx.emit("left_shift", [x, amount])])
+
+
+@lowers("shift_right_arithmetic")
+def _shift_right_arithmetic(ctx, eqn, ins):
+    # An amount of the width or more leaves the sign in every bit: the clamped shift by
+    # width - 1. (A negative amount is a huge unsigned one in XLA: the same.)
+    x, amount = ins
+    width = np.dtype(ctx.dtype(x).np).itemsize * 8
+    wide = _out_of_width(ctx, x, amount)
+    return ctx.emit("right_shift", [x, ctx.emit("where", [wide, ctx.scalar(width - 1, amount),
+                                                          amount])])
+
+
+@lowers("shift_right_logical")
+def _shift_right_logical(ctx, eqn, ins):
+    """x >> k with zeros shifted in: the arithmetic shift with the k top bits masked off
+    (mask = INT_MAX >> (k - 1) for k >= 1, all ones for k = 0); 0 outside [0, width)."""
+    x, amount = ins
+    dtype = ctx.dtype(x)
+    if not dtype.is_int or np.dtype(dtype.np).kind != "i":
+        raise LiftError(f"shift_right_logical on {dtype} is not supported (signed integers)")
+    top = np.iinfo(dtype.np).max
+    k1 = ctx.emit("maximum", [ctx.emit("sub", [amount, ctx.scalar(1, amount)]),
+                              ctx.scalar(0, amount)])
+    mask = ctx.emit("where", [ctx.emit("equal", [amount, ctx.scalar(0, amount)]),
+                              ctx.scalar(-1, x), ctx.emit("right_shift", [ctx.scalar(top, x),
+                                                                          k1])])
+    shifted = ctx.emit("bitwise_and", [ctx.emit("right_shift", [x, amount]), mask])
+    return ctx.emit("where", [_out_of_width(ctx, x, amount), ctx.scalar(0, x), shifted])
 
 
 @lowers("exp2")
@@ -103,9 +155,15 @@ def _atan2(ctx, eqn, ins):
     return ctx.emit("atan2", ins)
 
 
+def builder(ctx) -> decompose.Builder:
+    """The shared decompositions' (`frontends/decompose.py`) view of this lifter."""
+    return decompose.Builder(ctx.emit, ctx.scalar, lambda array: Const(np.asarray(array)),
+                             lambda e: list(ctx.shape(e)))
+
+
 def _decomposed(fn):
     def lower(ctx, eqn, ins):
-        return fn(decompose.Builder(ctx.emit, ctx.scalar), ins[0])
+        return fn(builder(ctx), ins[0])
     return lower
 
 
@@ -113,6 +171,11 @@ def _decomposed(fn):
 for _name in ("atan", "asin", "acos", "tan", "sinh", "cosh", "asinh", "acosh", "atanh",
               "log1p", "expm1"):
     TABLE[_name] = _decomposed(decompose.UNARY[_name])
+
+# The exponentially scaled Bessel functions I0e, I1e (jax.scipy.special.i0e/i1e; i0/i1 are
+# exp(|x|) times them).
+TABLE["bessel_i0e"] = _decomposed(decompose.bessel_i0e)
+TABLE["bessel_i1e"] = _decomposed(decompose.bessel_i1e)
 
 
 @lowers("cbrt")

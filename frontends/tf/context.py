@@ -281,6 +281,8 @@ class Lifter:
             return e.type
         if isinstance(e, TensorList):
             raise LiftError(_LIST_AS_TENSOR)
+        if isinstance(e, (Pending, Dead)):
+            return self.value(e).type        # raises why it cannot be used
         raise LiftError("a resource handle is used as a tensor (only ReadVariableOp is supported)")
 
     def sym_shape(self, e: Entry) -> list:
@@ -417,8 +419,10 @@ class Lifter:
         if isinstance(e, Sym):
             return self.materialize(e)
         if isinstance(e, Complex):
-            raise LiftError("a complex tensor is used by an op other than the FFTs and "
-                            "real/imag (the IR has no complex dtype)")
+            raise LiftError("a complex tensor is used by an op that has no complex form here "
+                            "(the IR has no complex dtype: complex values are pairs of real "
+                            "tensors, which arithmetic, element moves, FFTs and real/imag "
+                            "take; see frontends/tf/ops/complex.py)")
         if isinstance(e, Dead):
             raise LiftError(e.reason or "an input could not be lifted")
         if isinstance(e, Pending):

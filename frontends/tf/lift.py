@@ -47,6 +47,7 @@ from .context import (DT_RESOURCE, Const, Entry, Lifter, LiftError, Resource, TF
 BATCH = "batch"
 _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 _IF_OPS = ("If", "StatelessIf")
+_CASE_OPS = ("Case", "StatelessCase")
 
 
 # -- reading the graph -----------------------------------------------------------------------
@@ -89,6 +90,9 @@ class _GraphReader:
         if op in _IF_OPS and inputs:
             self._add_if(name, op, inputs, attr, path)
             return
+        if op in _CASE_OPS and inputs:
+            self._add_case(name, op, inputs, attr, path)
+            return
         if op in _CALL_OPS and "f" in attr:
             fn = self.library.get(attr["f"].func.name)
         elif op in self.library:          # a function called directly by name
@@ -103,16 +107,28 @@ class _GraphReader:
         wired in; the If node takes only the condition. Known at import time, it lifts
         the branch the condition selects; computed at run time, it lifts its arguments
         (`_args`) and both branch functions (`_fns`) into an IR `if` (`ops/control.py`)."""
+        self._add_branches(name, op, inputs, attr, path, [
+            (attr["then_branch"].func.name, "then"), (attr["else_branch"].func.name, "else")])
+
+    def _add_case(self, name, op, inputs, attr, path):
+        """Case / StatelessCase (`tf.switch_case`), like If: every branch inlined (as
+        `name/branchK`) but not wired in, the node taking only the branch index."""
+        self._add_branches(name, op, inputs, attr, path, [
+            (func.name, f"branch{k}") for k, func in enumerate(attr["branches"].list.func)])
+
+    def _add_branches(self, name, op, inputs, attr, path, branches_of):
+        """The branch functions `branches_of` ((library function, call suffix) pairs) of a
+        node whose first input selects one, inlined but not wired in (see `_add_if`)."""
         branches, fns = [], []
-        for key, suffix in (("then_branch", "then"), ("else_branch", "else")):
-            fdef = self.library.get(attr[key].func.name)
+        for fname, suffix in branches_of:
+            fdef = self.library.get(fname)
             if fdef is None:
                 self.nodes[name] = TFNode(name, op, inputs, attr, path)
                 return
             call = f"{name}/{suffix}"
             self._inline(call, path, inputs[1:], fdef)
             branches.append(call)
-            fns.append(attr[key].func.name)
+            fns.append(fname)
         self.nodes[name] = TFNode(name, op, inputs[:1], {
             "_branches": tuple(branches), "_fns": tuple(fns), "_args": tuple(inputs[1:])}, path)
 

@@ -189,6 +189,24 @@ register_op(OpDef(
 ))
 
 
+# -- nonzero ---------------------------------------------------------------------------------
+
+def _infer_nonzero(types, attrs):
+    (x,) = types
+    check(x.rank >= 1, f"nonzero: the operand must have rank >= 1, got {x}")
+    return [x.with_dtype(DType.i64).with_shape([UNKNOWN, x.rank])]
+
+
+register_op(OpDef(
+    "nonzero", ("x",), _infer_nonzero,
+    lambda ins, a: [np.argwhere(ins[0]).astype(np.int64)],
+    traits=PURE,
+    doc="The indices of the nonzero (true) elements of x, one row of x.rank coordinates each, "
+        "in row-major order: i64[?, rank], a size known only at run time (tf.where(x), "
+        "np.argwhere).",
+))
+
+
 # -- dynamic_strided_slice ---------------------------------------------------------------------
 
 _MASKS = ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")

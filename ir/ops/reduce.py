@@ -204,11 +204,11 @@ def _top_k_infer(types, attrs):
     k = attrs["k"]
     check(x.rank >= 1, f"top_k needs an operand of rank >= 1, got {x}")
     check(x.dtype != DType.bool, "top_k does not take bool operands")
-    check(k >= 0, f"top_k: k must be >= 0, got {k}")
+    check(k >= -1, f"top_k: k must be >= 0, or -1 for the whole last axis, got {k}")
     last = x.shape[-1]
     check(not isinstance(last, int) or k <= last,
           f"top_k: k = {k} is more than the last dim of {x}")
-    shape = list(x.shape[:-1]) + [k]
+    shape = list(x.shape[:-1]) + [last if k == -1 else k]
     return [x.with_shape(shape), x.with_shape(shape).with_dtype(DType.i32)]
 
 
@@ -216,6 +216,7 @@ def _top_k(ins, attrs):
     """The k largest along the last axis, largest first; ties keep the lower index first
     (tf.math.top_k with sorted=True)."""
     x, k = ins[0], attrs["k"]
+    k = x.shape[-1] if k == -1 else k
     if k > x.shape[-1]:
         raise ValueError(f"top_k: k = {k} is more than the last dim {x.shape[-1]}")
     # A stable sort of the negated values keeps equal values in index order.
@@ -225,7 +226,8 @@ def _top_k(ins, attrs):
 
 register_op(OpDef(
     "top_k", ("x",), _top_k_infer, _top_k,
-    attrs={"k": Attr("int", doc="how many of the largest values along the last axis")},
+    attrs={"k": Attr("int", doc="how many of the largest values along the last axis; -1: "
+                                "all of them (a descending sort of a run-time size)")},
     traits=PURE, doc="The k largest values along the last axis and their indices "
                      "(tf.math.top_k, sorted).",
 ))

@@ -1,6 +1,6 @@
 """Lowerings of the run-time shape ops (ir/ops/dynamic.py): shape_of -> SHAPE, and the
 dynamic reshape / broadcast_to / tile / slice / range -> RESHAPE / BROADCAST_TO / TILE / SLICE
-/ RANGE with their sizes as tensors. TFLite marks such results dynamic and sizes them when
+/ RANGE with their sizes as tensors, and nonzero -> WHERE. TFLite marks such results dynamic and sizes them when
 the interpreter runs (after `resize_tensor_input` or through a signature runner), which is
 what keeps one `.tflite` usable at every batch and sequence length."""
 
@@ -72,6 +72,16 @@ def _lower_dynamic_pad(e, node):
         emit(e, "PADV2", [e.t(x), e.t(pads), fill], out=out)
 
 
+def _lower_nonzero(e, node):
+    # WHERE's kernel reads a bool condition; other dtypes compare with zero first.
+    (x,) = node.inputs
+    cond = e.t(x)
+    if x.type.dtype != DType.bool:
+        zero = e.const(np.zeros((), x.type.dtype.np), f"{e.prefix}/zero")
+        cond = emit(e, "NOT_EQUAL", [cond, zero], dtype=DType.bool)
+    emit(e, "WHERE", [cond], out=e.out(node.output))
+
+
 LOWERINGS = {
     "shape_of": _lower_shape_of,
     "dynamic_reshape": _lower_dynamic_reshape,
@@ -81,4 +91,5 @@ LOWERINGS = {
     "dynamic_strided_slice": _lower_dynamic_strided_slice,
     "dynamic_pad": _lower_dynamic_pad,
     "range": _lower_range,
+    "nonzero": _lower_nonzero,
 }

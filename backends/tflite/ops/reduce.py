@@ -4,9 +4,10 @@ top_k."""
 
 from __future__ import annotations
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-import numpy as np
+from ....ir.types import DType
 
 from ...common import log_scan
 from .common import BOOL, F32, NUM, TFL_TYPES, Unsupported, _need, _param, copy_into, emit
@@ -81,7 +82,18 @@ def _cumulative(code, options=None):
 def _lower_top_k(e, node):
     x = node.inputs[0]
     _need(node, x, NUM, "TOPK_V2")
-    k = e.const(np.asarray(node.attrs["k"], np.int32), f"{e.prefix}/k")
+    k, last = node.attrs["k"], x.type.shape[-1]
+    if k == -1 and not isinstance(last, int):
+        # All of a run-time last axis: k is read from the shape (TOPK_V2 takes a 0-D k).
+        shape = emit(e, "SHAPE", [e.t(x)], dtype=DType.i32, shape=(x.type.rank,),
+                     options=fb.ShapeOptionsT(outType=fb.TensorType.INT32), name="shape")
+        k = emit(e, "STRIDED_SLICE", [shape, _param(e, [-1], "begin"), _param(e, [0], "end"),
+                                      _param(e, [1], "strides")],
+                 shape=(), options=fb.StridedSliceOptionsT(endMask=1, shrinkAxisMask=1),
+                 name="k")
+        e.op("TOPK_V2", [e.t(x), k], [e.out(v) for v in node.outputs])
+        return
+    k = e.const(np.asarray(last if k == -1 else k, np.int32), f"{e.prefix}/k")
     e.op("TOPK_V2", [e.t(x), k], [e.out(v) for v in node.outputs])
 
 

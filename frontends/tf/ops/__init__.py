@@ -12,15 +12,17 @@ erfc math) stays decomposed for the canonicalize and fusion passes.
 Families: `structural` (Const, Placeholder, Identity, ...), `elementwise`, `shape`, `reduce`,
 `nn` (conv, pool, batch norm, softmax, resize), `linalg` (MatMul, Einsum, ...), `quant`
 (FakeQuant*), `spectral` (complex values as pairs of real tensors, FFTs), `tensorlist`
-(TensorArrays as plain tensors), `control` (While and If: region ops) and `misc` (small
+(TensorArrays as plain tensors), `complex` (complex constants and arithmetic on those pairs:
+every op may take them, part-wise or by its complex formula), `gradients` (the *Grad kernels
+of a tf.GradientTape inside a model), `solvers` and `eigen` (linear algebra, decomposed), `ctc` (greedy CTC decoding, dense), `unique` (tf.unique, dense), `control` (While and If: region ops) and `misc` (small
 compositions: cross-entropies, Bucketize, bounds, InTopK, Cross); their shared
 helpers are in `common`.
 """
 
 from __future__ import annotations
 
-from . import (control, elementwise, linalg, misc, nn, quant, reduce, shape, spectral,
-               structural, tensorlist)
+from . import (complex, control, ctc, eigen, elementwise, gradients, linalg, misc, nn, quant,
+               reduce, shape, solvers, spectral, structural, tensorlist, unique)
 
 
 def _merge(*tables: dict) -> dict:
@@ -34,6 +36,7 @@ def _merge(*tables: dict) -> dict:
     return merged
 
 
-TABLE = _merge(structural.TABLE, elementwise.TABLE, shape.TABLE, reduce.TABLE, nn.TABLE,
-               linalg.TABLE, quant.TABLE, spectral.TABLE, tensorlist.TABLE, control.TABLE,
-               misc.TABLE)
+TABLE = complex.complex_aware(_merge(
+    structural.TABLE, elementwise.TABLE, shape.TABLE, reduce.TABLE, nn.TABLE, linalg.TABLE,
+    quant.TABLE, spectral.TABLE, tensorlist.TABLE, control.TABLE, misc.TABLE, solvers.TABLE,
+    eigen.TABLE, gradients.TABLE, ctc.TABLE, unique.TABLE))

@@ -1,7 +1,7 @@
 """TF control flow -> IR region ops: the functional While / StatelessWhile (what
-`tf.while_loop` and Keras RNN layers trace to) -> `while`, and If / StatelessIf (`tf.cond`)
+`tf.while_loop` and Keras RNN layers trace to) -> `while`, If / StatelessIf (`tf.cond`)
 -> `if` when the condition is computed at run time (one known at import time lifts only the
-branch taken). These lowerings need the graph reader, which the driver hands the lifter
+branch taken), and Case / StatelessCase (`tf.switch_case`) -> a chain of `if`s. These lowerings need the graph reader, which the driver hands the lifter
 (`ctx.reader`: `function_call` inlines a library function, `topo_order` orders its nodes).
 
 A loop body, a loop condition and an if branch are FunctionDefs of the graph's library. Each
@@ -383,18 +383,36 @@ def _lift_taken(ctx, reader, table, node, taken: bool):
 
 
 def _runtime_if(ctx, reader, table, node, pred):
+    entries = _arguments(ctx, reader, table, node)
+    fns = node.attr["_fns"]
+
+    def branch(key, fname):
+        return lambda region, args: region.lift(reader, table, f"{node.name}/region_{key}",
+                                                node.path, fname, args)
+    return _region_if(ctx, pred, entries, [branch("then", fns[0]), branch("else", fns[1])],
+                      "If")
+
+
+def _arguments(ctx, reader, table, node) -> list:
+    """The entries of an If's or Case's arguments (`_args`), lifted on demand."""
     refs = node.attr["_args"]
     _lift_on_demand(ctx, reader, table, [name for name, _ in refs])
     entries = []
     for name, idx in refs:
         outs = ctx.env.get(name)
         if outs is None or idx >= len(outs):
-            raise LiftError("an argument of this If could not be lifted (see above)")
+            raise LiftError(f"an argument of this {node.op} could not be lifted (see above)")
         entries.append(outs[idx])
-    pred = ctx.value(_predicate(ctx, pred))
+    return entries
 
+
+def _region_if(ctx, pred, entries, arms, what):
+    """An IR `if` on `pred` (a TF condition) whose two regions take `entries`: each arm is a
+    function (region, region arguments) -> its result entries (None when it could not be
+    lifted) that fills one region."""
+    pred = ctx.value(_predicate(ctx, pred))
     regions, results = [], []
-    for key, fname in zip(("then", "else"), node.attr["_fns"]):
+    for key, arm in zip(("then", "else"), arms):
         region = _Region(ctx, key)
         args, inputs = [], []
         for i, e in enumerate(entries):
@@ -413,10 +431,10 @@ def _runtime_if(ctx, reader, table, node, pred):
                 args.append(TensorList(v, dims[0], dims[1:], e.dtype)
                             if isinstance(e, TensorList) else v)
                 inputs.append(i)
-        outs = region.lift(reader, table, f"{node.name}/region_{key}", node.path, fname, args)
+        outs = arm(region, args)
         if outs is None or region.diagnostics:
             region.report_to(ctx)
-            raise LiftError(f"the {key} branch of this If could not be lifted (see the "
+            raise LiftError(f"the {key} branch of this {what} could not be lifted (see the "
                             f"problems above)")
         regions.append(region)
         results.append(outs)
@@ -449,4 +467,49 @@ def _runtime_if(ctx, reader, table, node, pred):
     return out
 
 
-TABLE = {"While": _while, "StatelessWhile": _while, "If": _if, "StatelessIf": _if}
+# -- Case --------------------------------------------------------------------------------------
+
+def _case(ctx, node, ins):
+    """Case / StatelessCase (`tf.switch_case`, `ops.switch`), as the reader leaves it (like
+    If). An index known at import time lifts the branch it selects; one computed at run time
+    becomes a chain of IR `if`s: index == 0 ? branch 0 : (index == 1 ? branch 1 : ...). As in
+    TF, an index out of range runs the last branch."""
+    if "_branches" not in node.attr:
+        raise LiftError("the branch functions of this Case are not in the graph's function "
+                        "library")
+    reader, table = _reader(ctx)
+    n = len(node.attr["_fns"])
+    index = ctx.const(ins[0])
+    if n == 1 or (index is not None and np.asarray(index).size == 1):
+        k = int(np.asarray(index).ravel()[0]) if n > 1 else 0
+        branch = node.attr["_branches"][k if 0 <= k < n else n - 1]
+        _lift_on_demand(ctx, reader, table, [branch])
+        outs = ctx.env.get(branch)
+        if outs is None:
+            raise LiftError("the branch this Case takes could not be lifted (see above)")
+        return outs
+    entries = _arguments(ctx, reader, table, node)
+    return _case_from(ctx, reader, table, node, ins[0], entries, 0)
+
+
+def _case_from(ctx, reader, table, node, index, entries, k):
+    """The if chain of a Case from branch k on: index == k ? branch k : the rest."""
+    fns, n = node.attr["_fns"], len(node.attr["_fns"])
+    pred = ctx.emit1("equal", [index, Const(np.asarray(k, ctx.type(index).dtype.np), node)])
+
+    def branch(j):
+        return lambda region, args: region.lift(reader, table, f"{node.name}/case{k}_{j}",
+                                                node.path, fns[j], args[1:])
+
+    def rest(region, args):
+        region._seed()
+        sub = region.sub
+        sub.node, sub.scope, sub.loc = ctx.node, ctx.scope, ctx.loc
+        return _case_from(sub, reader, table, node, args[0], args[1:], k + 1)
+
+    arms = [branch(k), branch(n - 1) if k + 1 == n - 1 else rest]
+    return _region_if(ctx, pred, [index] + list(entries), arms, "Case")
+
+
+TABLE = {"While": _while, "StatelessWhile": _while, "If": _if, "StatelessIf": _if,
+         "Case": _case, "StatelessCase": _case}

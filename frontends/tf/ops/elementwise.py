@@ -122,10 +122,15 @@ def _bias_add(ctx, node, ins):
     return ctx.emit("add", [x, b])
 
 
+def builder(ctx, node) -> decompose.Builder:
+    """The shared decompositions' (`frontends/decompose.py`) view of this lifter."""
+    return decompose.Builder(ctx.emit1, lambda value, like: _scalar_like(ctx, like, value),
+                             lambda array: Const(np.asarray(array), node), ctx.sym_shape)
+
+
 def _decomposed(name):
     def lower(ctx, node, ins):
-        builder = decompose.Builder(ctx.emit1, lambda value, like: _scalar_like(ctx, like, value))
-        return [decompose.UNARY[name](builder, ins[0])]
+        return [decompose.UNARY[name](builder(ctx, node), ins[0])]
     return lower
 
 
@@ -151,6 +156,8 @@ TABLE = {
     "Atanh": _decomposed("atanh"), "Log1p": _decomposed("log1p"),
     "Expm1": _decomposed("expm1"), "IsNan": _decomposed("isnan"),
     "IsInf": _decomposed("isinf"), "IsFinite": _decomposed("isfinite"),
+    "BesselI0": _decomposed("bessel_i0"), "BesselI0e": _decomposed("bessel_i0e"),
+    "BesselI1": _decomposed("bessel_i1"), "BesselI1e": _decomposed("bessel_i1e"),
     "Atan2": _binary("atan2"),
     "Erfinv": _unary("erf_inv"), "DivNoNan": _div_no_nan, "Bitcast": _bitcast,
     "BitwiseAnd": _binary("bitwise_and"), "BitwiseOr": _binary("bitwise_or"),

@@ -1,12 +1,12 @@
 """Neural-network TF ops on NHWC images: Conv2D (grouped), DepthwiseConv2dNative, dilated
 convolution (SpaceToBatchND -> conv -> BatchToSpaceND), Conv2DBackpropInput, pooling,
-FusedBatchNorm, Softmax/LogSoftmax and image resizing."""
+FusedBatchNorm, Softmax/LogSoftmax, image resizing and ExtractImagePatches (a one-hot conv)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..context import Dead, LiftError, Pending, TFNode, fmt_dims
+from ..context import Const, Dead, LiftError, Pending, TFNode, fmt_dims
 from ..shapes import SymDim
 from .common import node_attr
 
@@ -230,7 +230,50 @@ def _resize(method):
     return lower
 
 
+def _extract_patches(ctx, node, ins):
+    """ExtractImagePatches (tf.image.extract_patches, keras.ops.unfold): each output pixel
+    holds its [kh, kw, C] window flattened in that order. A conv2d with a constant one-hot
+    [kh, kw, C, kh*kw*C] kernel copies every input exactly once (one product with 1, the rest
+    with 0) and honours strides, rates (as dilations) and SAME/VALID as TF does."""
+    (x,) = ins
+    xt = ctx.type(x)
+    if not xt.dtype.is_float:
+        raise LiftError(f"ExtractImagePatches of {xt.dtype} (only float: it runs as a conv)")
+    c = xt.shape[3]
+    if not isinstance(c, int):
+        raise LiftError("ExtractImagePatches needs a static channel count")
+    kh, kw = _hw(node_attr(node, "ksizes"), "ksizes", node)
+    kernel = np.zeros((kh, kw, c, kh * kw * c), xt.dtype.np)
+    for i in range(kh):
+        for j in range(kw):
+            kernel[i, j, :, (i * kw + j) * c:(i * kw + j + 1) * c] = np.eye(c)
+    strides = _hw(node_attr(node, "strides"), "strides", node)
+    rates = _hw(node_attr(node, "rates"), "rates", node)
+    padding = node_attr(node, "padding")
+    kernel = Const(kernel, node, "patch_kernel")
+    if max(strides) == 1 or max(rates) == 1:
+        return ctx.emit("conv2d", [x, kernel], {"strides": strides, "dilations": rates,
+                                                "padding": padding})
+    # TF.js's conv2D takes strides or dilations, not both: a stride-1 dilated conv, then every
+    # stride-th pixel. SAME pads as the strided conv does (its padding depends on the stride).
+    if padding == "SAME":
+        pads = []
+        for size, k, s, r in zip(xt.shape[1:3], (kh, kw), strides, rates):
+            if not isinstance(size, int):
+                raise LiftError("ExtractImagePatches with strides and rates > 1 and SAME "
+                                "padding needs static spatial dims")
+            total = max((-(-size // s) - 1) * s + (k - 1) * r + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        padding = tuple(pads)
+    full = ctx.emit1("conv2d", [x, kernel], {"strides": [1, 1], "dilations": rates,
+                                             "padding": padding})
+    return ctx.emit("strided_slice", [full], {
+        "begin": [0, 0, 0, 0], "end": [0, 0, 0, 0], "strides": [1, *strides, 1],
+        "begin_mask": 15, "end_mask": 15})
+
+
 TABLE = {
+    "ExtractImagePatches": _extract_patches,
     "Conv2D": _conv2d, "DepthwiseConv2dNative": _depthwise,
     "Conv2DBackpropInput": _conv2d_transpose, "MaxPool": _pool("max_pool2d"),
     "AvgPool": _pool("avg_pool2d"), "MaxPool3D": _pool3d("max_pool2d"), "Conv3D": _conv3d,

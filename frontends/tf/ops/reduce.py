@@ -43,10 +43,22 @@ def _cumulative(ir_op):
 
 
 def _top_k(ctx, node, ins):
-    k = static_axis(ctx, ins[1], "TopKV2 k")
+    k = _whole_axis(ctx, ins) if ctx.const(ins[1]) is None else None
+    k = static_axis(ctx, ins[1], "TopKV2 k") if k is None else k
     values, indices = ctx.emit("top_k", ins[:1], {"k": k})
     out = ir_dtype(node.attr["index_type"].type) if "index_type" in node.attr else DType.i32
     return [values, indices if out == DType.i32 else ctx.emit1("cast", [indices], {"to": out})]
+
+
+def _whole_axis(ctx, ins):
+    """-1 (top_k's "the whole last axis") when a run-time k is the last dim itself, as in a
+    sort of a run-time number of elements; else None."""
+    last = ctx.sym_shape(ins[0])[-1]
+    try:
+        k = ctx.dims(ins[1], "TopKV2 k")
+    except LiftError:
+        return None
+    return -1 if len(k) == 1 and k[0] == last else None
 
 
 TABLE = {

@@ -472,7 +472,43 @@ def _reverse(ctx, node, ins):
     return [y]
 
 
+def _where(ctx, node, ins):
+    """tf.where(x) with one operand: the coordinates of x's nonzero elements, as many rows as
+    the data has (a run-time size)."""
+    return ctx.emit("nonzero", ins)
+
+
+def _broadcast_gradient_args(ctx, node, ins):
+    """The axes along which each of two broadcast operands' gradients is summed (what
+    tf.GradientTape builds, e.g. for ops.jvp), computed at import time from the shapes: an
+    axis where an operand has 1 (or nothing) and the other does not. A run-time size facing 1
+    counts as not 1: if it is 1 at run time, the sum over that axis is of one element, the
+    same result."""
+    s0, s1 = (ctx.dims(e, "BroadcastGradientArgs shape") for e in ins)
+    n = max(len(s0), len(s1))
+    s0, s1 = [1] * (n - len(s0)) + s0, [1] * (n - len(s1)) + s1
+    r0, r1 = [], []
+    for axis, (a, b) in enumerate(zip(s0, s1)):
+        if a == b:
+            if isinstance(a, int) and a == 1:
+                r0.append(axis)
+                r1.append(axis)
+        elif isinstance(a, int) and a == 1:
+            r0.append(axis)
+        elif isinstance(b, int) and b == 1:
+            r1.append(axis)
+        elif not (isinstance(a, int) and isinstance(b, int)):
+            raise LiftError(f"BroadcastGradientArgs: sizes {a} and {b} of axis {axis} may or "
+                            f"may not be equal at run time")
+        else:
+            raise LiftError(f"BroadcastGradientArgs: shapes {s0} and {s1} do not broadcast")
+    dtype = ctx.type(ins[0]).dtype.np
+    return [Const(np.asarray(r, dtype), node) for r in (r0, r1)]
+
+
 TABLE = {
+    "BroadcastGradientArgs": _broadcast_gradient_args,
+    "Where": _where,
     "Shape": _shape, "ShapeN": _shape, "Size": _size, "Rank": _rank, "Reshape": _reshape,
     "Squeeze": _squeeze, "ExpandDims": _expand_dims, "Transpose": _transpose,
     "ConcatV2": _concat, "Concat": _concat, "Pack": _pack, "Unpack": _unpack, "Split": _split,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..context import Const, LiftError, ir_dtype
+from .complex import complex_constant
 
 
 def _passthrough(ctx, node, ins):
@@ -16,6 +17,9 @@ def _const(ctx, node, ins):
     from tensorflow.python.framework import tensor_util
 
     tensor = node.attr["value"].tensor
+    pair = complex_constant(tensor.dtype, tensor_util.MakeNdarray(tensor), node)
+    if pair is not None:
+        return [pair]
     ir_dtype(tensor.dtype, "constant")
     return [Const(np.asarray(tensor_util.MakeNdarray(tensor)), node)]
 
