@@ -135,6 +135,8 @@ for _name, _what, _f, _args in [
         ("shift_left", "`i << 2` on int32", lambda i: i << 2, (_i(-50, 50, 2, 3),)),
         ("shift_right_logical", "`lax.shift_right_logical(i, 2)` on int32",
          lambda i: lax.shift_right_logical(i, np.int32(2)), (_i(-50, 50, 2, 3),)),
+        ("shift_right_arithmetic", "`i >> 2` on int32", lambda i: i >> 2,
+         (_i(-50, 50, 2, 3),)),
         ("neg", "-x", lambda x: -x, (_x(2, 3),)),
         ("abs", "jnp.abs(x)", lambda x: jnp.abs(x), (_x(2, 3),)),
         ("sign", "jnp.sign(x)", lambda x: jnp.sign(x), (_x(2, 3),)),
@@ -172,6 +174,10 @@ for _name, _what, _f, _args in [
         ("digamma", "jax.scipy.special.digamma(x)",
          lambda x: jax.scipy.special.digamma(x),
          (_u(0.5, 4, 2, 3),)),
+        ("bessel_i0e", "jax.scipy.special.i0e(x)", lambda x: jax.scipy.special.i0e(x),
+         (_x(2, 3) * 4,)),
+        ("bessel_i1e", "jax.scipy.special.i1e(x)", lambda x: jax.scipy.special.i1e(x),
+         (_x(2, 3) * 4,)),
         ("igamma", "jax.scipy.special.gammainc(a, x)",
          lambda a, x: jax.scipy.special.gammainc(a, x),
          (_u(0.5, 3, 2, 3), _u(0.5, 3, 2, 3))),
@@ -401,6 +407,40 @@ def _cholesky(x):
        _x(3, 3), _x(3, 2))
 def _triangular_solve(a, b):
     return jax.scipy.linalg.solve_triangular(jnp.tril(a) + 3 * jnp.eye(3), b, lower=True)
+
+
+@probe("lu", "`jax.scipy.linalg.lu_factor(x[::-1] + 3 * jnp.eye(3))` (rows reversed: it "
+       "pivots)", _x(3, 3))
+def _lu(x):
+    return jax.scipy.linalg.lu_factor(x[::-1] + 3 * jnp.eye(3))
+
+
+@probe("lu_pivots_to_permutation", "`lax.linalg.lu_pivots_to_permutation(pivots, 3)` of "
+       "lu_factor(x[::-1] + 3 * jnp.eye(3))", _x(3, 3))
+def _lu_pivots(x):
+    pivots = jax.scipy.linalg.lu_factor(x[::-1] + 3 * jnp.eye(3))[1]
+    return lax.linalg.lu_pivots_to_permutation(pivots, 3)
+
+
+@probe("custom_linear_solve", "`jnp.linalg.solve(a + 3 * jnp.eye(3), b)`", _x(3, 3), _x(3, 2))
+def _custom_linear_solve(a, b):
+    return jnp.linalg.solve(a + 3 * jnp.eye(3), b)
+
+
+@probe("geqrf", "`geqrf(x)` (LAPACK's packed QR; jax._src.lax.linalg: not public)",
+       _x(4, 3))
+def _geqrf(x):
+    from jax._src.lax.linalg import geqrf
+
+    return geqrf(x)
+
+
+@probe("householder_product", "`lax.linalg.householder_product(a, taus)` of geqrf(x): Q",
+       _x(4, 3))
+def _householder_product(x):
+    from jax._src.lax.linalg import geqrf
+
+    return lax.linalg.householder_product(*geqrf(x))
 
 
 @probe("eigh", "`jnp.linalg.eigh(x @ x.T)[0]` (the eigenvalues)", _x(3, 3))

@@ -289,6 +289,8 @@ def new_row(item: dict) -> dict:
             row["inputs"] = [d.replace("[b", f"[{case.batch}", 1) for d in row["inputs"]]
         if case.note:
             row["notes"].append(case.note)
+        if case.limitation:
+            row["limitation"] = case.limitation
     return row
 
 
@@ -739,6 +741,9 @@ def _note(row: dict) -> str:
     parts = []
     if row.get("reason"):
         parts.append(row["reason"])
+    if row.get("limitation") and (not float_passes(row) or (
+            int8_applies(row) and not int8_passes(row))):
+        parts.append(f"**not supported:** {row['limitation']}")
     if row.get("code"):
         what = f"`{row['code']}`"
         if row.get("call"):
