@@ -11,6 +11,7 @@ auto-sharding and the device-by-device SPMD check, and execution of a plan on JA
     plan = ts.auto_shard(module, mesh, memory_limit_bytes=...)
     outs = ts.run_sharded(plan, [x])          # JAX/XLA on the plan's mesh
     outs = ts.run_dtensor(plan, [x])          # TF DTensor
+    layout_map = ts.from_keras_layout_map(keras_layout_map, module, weights=model)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .passes.shard import (Collective, Layout, LayoutMap, Mesh, ShardingError, S
 
 _LAZY = {
     "to_keras_layout_map": ("backends.keras_layout_map", "to_keras_layout_map"),
+    "from_keras_layout_map": ("backends.keras_layout_map", "from_keras_layout_map"),
     "compile_sharded": ("backends.jax_sharding", "compile_sharded"),
     "run_sharded": ("backends.jax_sharding", "run_sharded"),
     "run_dtensor": ("backends.dtensor", "run_dtensor"),
