@@ -28,6 +28,8 @@ _LAZY = {
     "from_jax": ("frontends.jax", "from_jax"),
     "from_flax": ("frontends.jax", "from_flax"),
     "JaxModel": ("tools.sources", "JaxModel"),
+    "convert_lm": ("tools.generation", "convert_lm"),
+    "generate": ("tools.generation", "generate"),
 }
 
 

@@ -8,7 +8,7 @@ the same module (or a clone of it) always gives byte-identical bytes.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import flatbuffers
 import numpy as np
@@ -396,41 +396,56 @@ def build_model(module: Module, *, fp16: bool = False, notes: list[str] | None =
     `scan`s rewritten into `while`s, bf16/f16 computed in f32 first: passes/recurrent.py,
     passes/control.py, passes/dtypes.py) and returns (the model object tree, every problem
     found). Regions become subgraphs 1, 2, ..."""
-    # No AND/OR/LEFT_SHIFT builtin: those become integer arithmetic (passes/bitwise.py).
-    module = with_bitwise_expanded(module, TFLITE_MISSING)
-    module = widened(without_scans(with_fused_recurrent(module)), NON_F32_FLOATS)
-    graph = module.main
-    e = Emitter(fp16)
-    problems = e.problems
-    inputs, outputs = _lower_graph(e, graph, problems)
-    if notes is not None:
-        notes += [f"TFLite: {d.node} (scope '{d.scope}') {d.message}" for d in e.float_fallbacks]
+    return build_signatures({SIGNATURE_KEY: module}, fp16=fp16, notes=notes)
 
-    in_names = signature_names(module, "input_names", graph.inputs, "input", problems)
-    out_names = signature_names(module, "output_names", graph.outputs, "output", problems)
+
+def build_signatures(entries: Mapping[str, Module], *, fp16: bool = False,
+                     notes: list[str] | None = None) -> tuple[fb.ModelT, list[Diagnostic]]:
+    """As `build_model`, for several entry points in one model: each module's main graph
+    becomes a subgraph with a SignatureDef under its key (the first is subgraph 0). Their
+    weights are stored once: buffers are shared by content (an LLM's prefill and decode steps
+    read the same weights)."""
+    root = Emitter(fp16)
+    problems = root.problems
+    signatures = []
+    for k, (key, module) in enumerate(entries.items()):
+        # No AND/OR/LEFT_SHIFT builtin: those become integer arithmetic (passes/bitwise.py).
+        module = with_bitwise_expanded(module, TFLITE_MISSING)
+        module = widened(without_scans(with_fused_recurrent(module)), NON_F32_FLOATS)
+        graph = module.main
+        e = root if k == 0 else Emitter(fp16, parent=root)
+        index = 0 if k == 0 else len(root.subgraphs)
+        if k:
+            root.subgraphs.append(None)
+        inputs, outputs = _lower_graph(e, graph, problems)
+        in_names = signature_names(module, "input_names", graph.inputs, "input", problems)
+        out_names = signature_names(module, "output_names", graph.outputs, "output", problems)
+        root.subgraphs[index] = fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
+                                             operators=e.operators, name=graph.name)
+        signatures.append(fb.SignatureDefT(
+            inputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(in_names, inputs)],
+            outputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(out_names, outputs)],
+            signatureKey=key, subgraphIndex=index))
+    if notes is not None:
+        notes += [f"TFLite: {d.node} (scope '{d.scope}') {d.message}"
+                  for d in root.float_fallbacks]
     if problems:
         return fb.ModelT(), problems
 
     buffers = [_AlignedBufferT() if data is None else _AlignedBufferT(data=data)
-               for data in e.buffers]
+               for data in root.buffers]
     producer = f"tensorforge {package_version()}"
     buffers.append(_AlignedBufferT(data=producer.encode()))
     codes = [fb.OperatorCodeT(
         # Codes past 126 live in builtin_code; the deprecated byte says "look there".
         deprecatedBuiltinCode=min(builtin, fb.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES),
-        builtinCode=builtin, version=version) for builtin, version in e.opcodes]
-    signature = fb.SignatureDefT(
-        inputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(in_names, inputs)],
-        outputs=[fb.TensorMapT(name=n, tensorIndex=i) for n, i in zip(out_names, outputs)],
-        signatureKey=SIGNATURE_KEY, subgraphIndex=0)
-    e.subgraphs[0] = fb.SubGraphT(tensors=e.tensors, inputs=inputs, outputs=outputs,
-                                  operators=e.operators, name=graph.name)
+        builtinCode=builtin, version=version) for builtin, version in root.opcodes]
     model = fb.ModelT(
         version=SCHEMA_VERSION, operatorCodes=codes, description=producer,
-        subgraphs=list(e.subgraphs),
+        subgraphs=list(root.subgraphs),
         buffers=buffers,
         metadata=[fb.MetadataT(name="producer", buffer=len(buffers) - 1)],
-        signatureDefs=[signature])
+        signatureDefs=signatures)
     return model, []
 
 
@@ -454,6 +469,16 @@ def write_tflite(module: Module, *, fp16: bool = False,
     ConversionError listing every node that cannot be lowered. `notes` receives a line per
     quantized node written in float (no integer kernel for it)."""
     model, problems = build_model(module, fp16=fp16, notes=notes)
+    if problems:
+        raise ConversionError("cannot write TFLite", problems)
+    return pack(model)
+
+
+def write_tflite_signatures(entries: Mapping[str, Module], *, fp16: bool = False,
+                            notes: list[str] | None = None) -> bytes:
+    """One `.tflite` flatbuffer with a signature per entry of `entries` (key -> module), their
+    weights stored once (`build_signatures`). Raises ConversionError listing every problem."""
+    model, problems = build_signatures(entries, fp16=fp16, notes=notes)
     if problems:
         raise ConversionError("cannot write TFLite", problems)
     return pack(model)
