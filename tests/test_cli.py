@@ -241,3 +241,32 @@ def test_custom_objects_load_a_keras_file_with_user_layers(tmp_path):
     (tmp_path / "broken.py").write_text("import keras\n\nraise RuntimeError('no GPU')\n")
     broken = tf("compile", model, "-o", out, "--custom-objects", tmp_path / "broken.py")
     assert broken.returncode != 0 and "broken.py:3" in broken.stderr, broken.stderr
+
+
+def test_generate_runs_a_convert_lm_artifact(tmp_path):
+    """`tensorforge generate` prints the tokens `tensorforge.generate` returns; a malformed
+    prompt, a missing artifact and a prompt that does not fit are one-line errors."""
+    import keras
+    import keras_hub
+    import numpy as np
+
+    import tensorforge
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=32)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    art = tensorforge.convert_lm(lm, output=tmp_path / "lm.tflite", max_sequence_length=16)
+    want = tensorforge.generate(art.path, [5, 17, 3], 6)
+
+    ok = tf("generate", art.path, "--prompt-ids", "5,17,3", "-n", 6)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == ",".join(map(str, np.asarray(want)))
+
+    bad = tf("generate", art.path, "--prompt-ids", "5,x", "-n", 6)
+    assert bad.returncode == 1 and "comma-separated token ids" in bad.stderr
+    missing = tf("generate", tmp_path / "none.tflite", "--prompt-ids", "1", "-n", 2)
+    assert missing.returncode == 1 and "no such artifact" in missing.stderr
+    long = tf("generate", art.path, "--prompt-ids", "1,2,3", "-n", 20)
+    assert long.returncode == 1 and "does not fit" in long.stderr

@@ -1,5 +1,6 @@
 """The `tensorforge` command line: `compile` (model -> artifacts), `inspect` (summarize a
-model file), `opt` (run passes over .tfir, like mlir-opt) and `passes` (list passes).
+model file), `opt` (run passes over .tfir, like mlir-opt), `passes` (list passes) and
+`generate` (tokens from a `convert_lm` artifact).
 
 Every error a user can cause is printed as one message (with file:line:col or node, scope and
 loc) and exits 1; no traceback reaches the terminal unless TENSORFORGE_DEBUG=1.
@@ -156,6 +157,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generation import GenerationError, generate
+
+    try:
+        prompt = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
+    except ValueError:
+        raise GenerationError(f"--prompt-ids {args.prompt_ids!r}: comma-separated token ids "
+                              f"expected, e.g. 1,2,3") from None
+    if not os.path.exists(args.artifact):
+        raise GenerationError(f"{args.artifact}: no such artifact")
+    tokens = generate(args.artifact, prompt, args.max_new_tokens, sampler=args.sampler,
+                      seed=args.seed, temperature=args.temperature, top_k=args.top_k)
+    print(",".join(str(int(t)) for t in tokens))
+    return 0
+
+
 def cmd_passes(args: argparse.Namespace) -> int:
     load_plugins(args.load_pass_plugin)
     for name, cls in registered_passes().items():
@@ -246,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="summarize a .tflite, .keras, SavedModel or .tfir")
     insp.add_argument("file", metavar="FILE")
     insp.set_defaults(func=cmd_inspect)
+
+    gen = sub.add_parser("generate", help="generate tokens with a convert_lm artifact",
+                         description="Runs the prefill and decode signatures of ARTIFACT (written "
+                                     "by tensorforge.convert_lm) after the prompt and prints "
+                                     "the new token ids, comma-separated.")
+    gen.add_argument("artifact", metavar="ARTIFACT")
+    gen.add_argument("--prompt-ids", required=True, metavar="IDS",
+                     help="the prompt's token ids, comma-separated (e.g. 1,2,3)")
+    gen.add_argument("-n", "--max-new-tokens", type=int, default=32, metavar="N")
+    gen.add_argument("--sampler", choices=("greedy", "top_k"), default="greedy")
+    gen.add_argument("--top-k", type=int, default=40, metavar="K")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=cmd_generate)
 
     passes = sub.add_parser("passes", help="list registered passes and their options")
     passes.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
