@@ -1,7 +1,9 @@
 """`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
 conversion side by side with TFLiteConverter (recurrent layers too), JAX and TF.js conversion, KerasHub models side
 by side with TFLiteConverter's concrete-function path, then int8 post-training quantization side by side
-with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset)."""
+with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset),
+sharding plans, and LLM generation (`convert_lm` artifacts in LiteRT vs Keras's jitted generate on
+JAX: decode tokens/s, decode cost by position, bytes and logits SQNR of the quantized ones)."""
 
 from __future__ import annotations
 
@@ -78,6 +80,9 @@ def main() -> None:
     from .shard import sharding_table
 
     sharding_table(console)
+    from .llm import llm_table
+
+    llm_table(console)
 
 
 if __name__ == "__main__":
