@@ -30,6 +30,7 @@ _LAZY = {
     "JaxModel": ("tools.sources", "JaxModel"),
     "convert_lm": ("tools.generation", "convert_lm"),
     "generate": ("tools.generation", "generate"),
+    "JaxLM": ("tools.lm_jax", "JaxLM"),
 }
 
 

@@ -20,11 +20,12 @@ import tensorflow as tf
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
 from .common import swap_directory
-from .tf_lowering import lower_to_tf, lowering_problems
+from .tf_lowering import lower_all_to_tf, lower_to_tf, lowering_problems
 
 SIGNATURE_KEY = "serving_default"
 
-__all__ = ["SIGNATURE_KEY", "lowering_problems", "write_savedmodel"]
+__all__ = ["SIGNATURE_KEY", "lowering_problems", "write_savedmodel",
+           "write_savedmodel_signatures"]
 
 
 def _is_replaceable(path: str) -> bool:
@@ -46,14 +47,32 @@ def write_savedmodel(module: Module, directory: str | os.PathLike) -> None:
         raise ConversionError("cannot write SavedModel", [Diagnostic(
             f"{target} exists and is not a SavedModel directory; refusing to overwrite it")])
     lowered = lower_to_tf(module)          # raises with every problem at once
-    fn = lowered.concrete_function()
+    _save_atomic(lowered.tf_module, target, {SIGNATURE_KEY: lowered.concrete_function()})
 
+
+def write_savedmodel_signatures(modules: dict[str, Module],
+                                directory: str | os.PathLike) -> None:
+    """Saves several modules (key -> Module, e.g. an LLM's `prefill` and `decode` steps) as one
+    SavedModel in `directory` with a signature per key. Weights the modules share (equal
+    constants) are one variable, stored once. Raises ConversionError listing every
+    unlowerable node of every module before writing anything; atomic like
+    `write_savedmodel`."""
+    target = os.path.abspath(os.fspath(directory))
+    if os.path.lexists(target) and not _is_replaceable(target):
+        raise ConversionError("cannot write SavedModel", [Diagnostic(
+            f"{target} exists and is not a SavedModel directory; refusing to overwrite it")])
+    holder, lowered = lower_all_to_tf(modules)
+    _save_atomic(holder, target, {key: one.concrete_function() for key, one in lowered.items()})
+
+
+def _save_atomic(tf_module, target: str, signatures: dict) -> None:
+    """tf.saved_model.save into a temporary sibling of `target`, then swapped into place."""
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(target)
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
-        tf.saved_model.save(lowered.tf_module, tmp, signatures={SIGNATURE_KEY: fn})
+        tf.saved_model.save(tf_module, tmp, signatures=signatures)
         swap_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,6 +28,8 @@ constants.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import re
 from types import SimpleNamespace
@@ -891,10 +893,22 @@ class TFModel(tf.Module):
         self.weights = list(weights)
 
 
-def _make_variables(module: Module, used: set) -> dict[int, tf.Variable]:
-    """id(constant value) -> tf.Variable for every big constant a lowering reads as a tensor."""
+def _content_key(arr: np.ndarray, dtype: DType) -> tuple:
+    """A key equal for two constants exactly when they hold the same data (dtype, shape and
+    bytes): how modules lowered together find the weights they share."""
+    data = np.ascontiguousarray(arr)
+    return (dtype, data.shape, hashlib.blake2b(data.tobytes(), digest_size=20).digest())
+
+
+def _make_variables(module: Module, used: set,
+                    shared: dict | None = None) -> dict[int, tf.Variable]:
+    """id(constant value) -> tf.Variable for every big constant a lowering reads as a tensor.
+    `shared` (content key -> tf.Variable), when given, is looked up and filled, so that
+    modules lowered together (`lower_all_to_tf`) read one variable for the same weight."""
     out: dict[int, tf.Variable] = {}
     taken: dict[str, int] = {}
+    # Names already given to the other modules' variables stay unique across the set.
+    names = {var.name.split(":")[0] for var in shared.values()} if shared else set()
     for node in module.main:
         if node.op != "constant":
             continue
@@ -902,19 +916,31 @@ def _make_variables(module: Module, used: set) -> dict[int, tf.Variable]:
         arr = np.asarray(v.const)
         if id(v) not in used or arr.size <= VARIABLE_MIN_ELEMENTS:
             continue
+        key = _content_key(arr, v.type.dtype) if shared is not None else None
+        if key is not None and key in shared:
+            out[id(v)] = shared[key]
+            continue
         base = sanitize(constant_name(v))
         n = taken.get(base, 0)
         taken[base] = n + 1
         vname = base if n == 0 else f"{base}_{n}"
+        while vname in names:
+            n = taken[base]
+            taken[base] = n + 1
+            vname = f"{base}_{n}"
+        names.add(vname)
         out[id(v)] = tf.Variable(_storage_array(arr, v.type.dtype),
                                  dtype=_tf_dtype(v.type.dtype), trainable=False, name=vname)
+        if key is not None:
+            shared[key] = out[id(v)]
     return out
 
 
 class LoweredTF:
     """A module lowered to TensorFlow: `tf_module` (weights) and `concrete_function()`."""
 
-    def __init__(self, module: Module, used: set, float_codes: bool = False):
+    def __init__(self, module: Module, used: set, float_codes: bool = False,
+                 shared: dict | None = None):
         self.module = module
         self.float_codes = float_codes
         graph = module.main
@@ -923,7 +949,7 @@ class LoweredTF:
                                             scratch)
         self.output_names = _signature_names(module, "output_names", graph.outputs, "output",
                                              scratch)
-        self._variables = _make_variables(module, used)
+        self._variables = _make_variables(module, used, shared)
         self.tf_module = TFModel(list(self._variables.values()))
         self.input_specs = [tf.TensorSpec(_static_shape(v), _tf_dtype(v.type.dtype), name=n)
                             for v, n in zip(graph.inputs, self.input_names)]
@@ -968,3 +994,27 @@ def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)
     return LoweredTF(module, used, float_codes)
+
+
+def lower_all_to_tf(modules: dict[str, Module], *, float_codes: bool = False
+                    ) -> tuple[tf.Module, dict[str, LoweredTF]]:
+    """Lowers several modules that read the same weights (an LLM's prefill and decode steps)
+    as one unit: returns a tf.Module holding every variable once, since constants with equal
+    contents share one tf.Variable across the modules, and key -> LoweredTF. Raises
+    ConversionError listing every problem of every module (each prefixed by its key) before
+    creating anything."""
+    prepared, problems = {}, []
+    for key, module in modules.items():
+        module = _f32_module(module, float_codes)
+        found, used = _dry_run(module, float_codes)
+        problems += [dataclasses.replace(d, message=f"{key}: {d.message}") for d in found]
+        prepared[key] = (module, used)
+    if problems:
+        raise ConversionError("cannot lower to TensorFlow", problems)
+    shared: dict = {}
+    lowered = {key: LoweredTF(module, used, float_codes, shared)
+               for key, (module, used) in prepared.items()}
+    holder = TFModel(list({id(v): v for v in shared.values()}.values()))
+    for one in lowered.values():
+        one.tf_module = holder      # every function keeps the one holder (and so all) alive
+    return holder, lowered
