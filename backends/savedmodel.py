@@ -7,6 +7,12 @@ saved with one `serving_default` signature.
 The directory is written atomically: the SavedModel is saved into a temporary sibling directory
 and renamed into place, so a failed compile leaves neither a partial directory nor a clobbered
 earlier artifact.
+
+Large models: every weight past `VARIABLE_MIN_ELEMENTS` elements is a variable, stored in the
+checkpoint under `variables/`, never a constant in `saved_model.pb` (a proto must stay under
+2 GB). When the variables pass `SHARD_BYTES` in all, the checkpoint is cut into data files of
+at most that size (`variables.data-0000i-of-0000n`, TF's MaxShardSizePolicy; a big tensor is
+saved as slices and restored whole). Smaller models keep the one data file.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from .common import swap_directory
 from .tf_lowering import lower_all_to_tf, lower_to_tf, lowering_problems
 
 SIGNATURE_KEY = "serving_default"
+SHARD_BYTES = 1 << 30   # the checkpoint's data files stay at most this big (see above)
 
 __all__ = ["SIGNATURE_KEY", "lowering_problems", "write_savedmodel",
            "write_savedmodel_signatures"]
@@ -72,8 +79,20 @@ def _save_atomic(tf_module, target: str, signatures: dict) -> None:
     base = os.path.basename(target)
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
-        tf.saved_model.save(tf_module, tmp, signatures=signatures)
+        tf.saved_model.save(tf_module, tmp, signatures=signatures,
+                            options=_save_options(tf_module))
         swap_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _save_options(tf_module, shard_bytes: int | None = None) -> tf.saved_model.SaveOptions:
+    """Checkpoint shards of at most `shard_bytes` (default SHARD_BYTES) once the variables
+    pass that; the default single data file otherwise."""
+    limit = SHARD_BYTES if shard_bytes is None else shard_bytes
+    total = sum(v.shape.num_elements() * v.dtype.size for v in tf_module.variables)
+    if total <= limit:
+        return tf.saved_model.SaveOptions()
+    return tf.saved_model.SaveOptions(
+        experimental_sharding_callback=tf.train.experimental.MaxShardSizePolicy(limit))

@@ -129,6 +129,15 @@ class _Ctx:
                 self.record.add(key)
             if self.variables is not None and key in self.variables:
                 self.env[key] = tf.convert_to_tensor(self.variables[key])
+            elif self.variables is None and self.record is not None \
+                    and np.size(arr) > VARIABLE_MIN_ELEMENTS:
+                # Dry run: the real lowering reads a variable here, so a placeholder of the
+                # same type stands in (a tf.constant would copy the weight into the
+                # throwaway graph, and fail outright past 2 GB). Made in the dry run's own
+                # graph, not in a while/cond body being traced, and captured from there.
+                with tf.init_scope():
+                    self.env[key] = tf.compat.v1.placeholder(_tf_dtype(value.type.dtype),
+                                                             np.shape(arr))
             else:
                 self.env[key] = tf.constant(_storage_array(arr, value.type.dtype),
                                             dtype=_tf_dtype(value.type.dtype))
@@ -897,7 +906,9 @@ def _content_key(arr: np.ndarray, dtype: DType) -> tuple:
     """A key equal for two constants exactly when they hold the same data (dtype, shape and
     bytes): how modules lowered together find the weights they share."""
     data = np.ascontiguousarray(arr)
-    return (dtype, data.shape, hashlib.blake2b(data.tobytes(), digest_size=20).digest())
+    # Hashed through the buffer protocol: a multi-GB weight is not copied to bytes first.
+    flat = data.tobytes() if data.dtype.hasobject else data.reshape(-1).view(np.uint8)
+    return (dtype, data.shape, hashlib.blake2b(flat, digest_size=20).digest())
 
 
 def _make_variables(module: Module, used: set,

@@ -4,11 +4,24 @@ schema's object API (ModelT, SubGraphT, TensorT, ...) and packs it into `.tflite
 The output is a pure function of the IR: tensors, buffers and operator codes are numbered in
 graph order, nothing depends on dict/set iteration of unordered data, ids or the clock, so
 the same module (or a clone of it) always gives byte-identical bytes.
+
+Large models: a flatbuffer must stay under 2 GiB, so when the weights pass
+`BUFFER_OFFSET_THRESHOLD` (or `buffer_offset=True`, or TENSORFORGE_TFLITE_BUFFER_OFFSET=1) the
+weights are appended after the flatbuffer instead, each `Buffer` holding `offset` (from the
+start of the file) and `size` with no `data`, 16-byte aligned, and the model gets the
+`buffer_location = "outside flatbuffers"` metadata: TFLiteConverter's `use_buffer_offset`
+layout, which LiteRT reads from a file or from the whole byte string. `save_tflite` streams
+the weights to the file straight from the IR's arrays (no copy of them is made in memory).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping
+
+import copy
+import hashlib
+import os
+import tempfile
 
 import flatbuffers
 import numpy as np
@@ -30,6 +43,20 @@ from .ops.common import emit
 SCHEMA_VERSION = 3
 BUFFER_ALIGNMENT = 16  # schema.fbs: `data:[ubyte] (force_align: 16)`
 SIGNATURE_KEY = "serving_default"
+# Weights past this many bytes go after the flatbuffer (TFLiteConverter switches at the 2 GiB
+# flatbuffer limit minus 512 MiB, its estimate of what the graph itself may need).
+BUFFER_OFFSET_THRESHOLD = 2**31 - 2**29
+BUFFER_OFFSET_ENV = "TENSORFORGE_TFLITE_BUFFER_OFFSET"   # "1": always append, "0": never
+BUFFER_LOCATION = b"outside flatbuffers"    # the `buffer_location` metadata of that layout
+_PLACEHOLDER = 2    # any offset > 1: the flatbuffer's size does not depend on the value
+
+
+def _payload(data) -> np.ndarray:
+    """A flat uint8 view of a buffer's bytes (bytes, or an array already little-endian and
+    contiguous), without copying them."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, np.uint8)
 
 
 class _AlignedBufferT(fb.BufferT):
@@ -42,14 +69,17 @@ class _AlignedBufferT(fb.BufferT):
     def Pack(self, builder):
         data = None
         if self.data is not None:
-            payload = bytes(self.data)
+            payload = _payload(self.data)
             builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
             builder.head -= len(payload)
-            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            builder.Bytes[builder.head:builder.head + len(payload)] = memoryview(payload)
             data = builder.EndVector()
         fb.BufferStart(builder)
         if data is not None:
             fb.BufferAddData(builder, data)
+        if self.offset:     # appended after the flatbuffer (absent, as before, when inline)
+            fb.BufferAddOffset(builder, self.offset)
+            fb.BufferAddSize(builder, self.size)
         return fb.BufferEnd(builder)
 
 
@@ -66,9 +96,10 @@ class Emitter:
         if parent is None:
             # Model-wide: buffers, operator codes, and the subgraphs (0 is the entry graph,
             # filled in last; regions are appended as their ops are lowered).
-            self.buffers: list[bytes | None] = [None]   # buffer 0: the empty sentinel
+            # Payloads: bytes, or flat uint8 views of the IR's arrays (not copies of them).
+            self.buffers: list[np.ndarray | bytes | None] = [None]   # 0: the empty sentinel
             self.opcodes: dict[tuple[int, int], int] = {}   # (builtin, version) -> index
-            self._buffer_ids: dict[bytes, int] = {}
+            self._buffer_ids: dict[tuple[int, bytes], int] = {}
             self.subgraphs: list[fb.SubGraphT | None] = [None]
             self.problems: list[Diagnostic] = []
             # Quantized nodes written in float (`_lower_in_float`), for the conversion notes.
@@ -154,12 +185,15 @@ class Emitter:
             scale=list(qp.scale), zeroPoint=list(qp.zero_point),
             quantizedDimension=qp.axis or 0)
 
-    def _buffer(self, data: bytes) -> int:
-        # Identical payloads share one buffer (tensors may point at the same buffer).
-        if data not in self._buffer_ids:
-            self._buffer_ids[data] = len(self.buffers)
+    def _buffer(self, data) -> int:
+        # Identical payloads share one buffer (tensors may point at the same buffer); they
+        # are matched by a digest so that big weights are neither copied nor kept twice.
+        data = _payload(data)
+        key = (len(data), hashlib.blake2b(data, digest_size=32).digest())
+        if key not in self._buffer_ids:
+            self._buffer_ids[key] = len(self.buffers)
             self.buffers.append(data)
-        return self._buffer_ids[data]
+        return self._buffer_ids[key]
 
     def const(self, array, name: str, *, weight: bool = False,
               quant: QuantParams | None = None) -> int:
@@ -179,8 +213,8 @@ class Emitter:
                               f"does not store")
         if dtype == DType.i4:
             data = pack_int4(arr)
-        else:
-            data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        else:   # a view of the IR's array (little-endian: no copy on this machine)
+            data = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
         return self._tensor(dtype, arr.shape, name, buffer=self._buffer(data), quant=quant)
 
     def is_const(self, index: int) -> bool:
@@ -449,11 +483,118 @@ def build_signatures(entries: Mapping[str, Module], *, fp16: bool = False,
     return model, []
 
 
-def pack(model: fb.ModelT) -> bytes:
-    """Serializes a ModelT with the TFL3 file identifier."""
-    builder = flatbuffers.Builder(1024)
+def use_buffer_offset(model: fb.ModelT, buffer_offset: bool | None = None) -> bool:
+    """Whether `model`'s weights go after the flatbuffer: `buffer_offset` when given, else
+    TENSORFORGE_TFLITE_BUFFER_OFFSET (1/0) when set, else when they pass
+    BUFFER_OFFSET_THRESHOLD bytes."""
+    if buffer_offset is not None:
+        return bool(buffer_offset)
+    env = os.environ.get(BUFFER_OFFSET_ENV, "").strip()
+    if env:
+        return env not in ("0", "false", "no")
+    total = sum(len(b.data) for b in model.buffers or [] if b.data is not None)
+    return total > BUFFER_OFFSET_THRESHOLD
+
+
+def _align(n: int) -> int:
+    return -(-n // BUFFER_ALIGNMENT) * BUFFER_ALIGNMENT
+
+
+def _finish(model: fb.ModelT) -> memoryview:
+    """The packed flatbuffer, a view of the builder's own bytes (no copy of them)."""
+    # Sized for the weights up front: a builder that grows copies itself at each doubling.
+    inline = sum(len(b.data) + BUFFER_ALIGNMENT for b in model.buffers or []
+                 if b.data is not None)
+    builder = flatbuffers.Builder(min(inline + (1 << 16), flatbuffers.Builder.MAX_BUFFER_SIZE))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return memoryview(builder.Bytes)[builder.Head():]
+
+
+def serialize(model: fb.ModelT, buffer_offset: bool | None = None
+              ) -> tuple[memoryview, list[tuple[int, np.ndarray]]]:
+    """(the flatbuffer, [(file offset, payload)] to write after it). Inline layout: every
+    weight inside the flatbuffer and no tail. Offset layout (`use_buffer_offset`): each
+    non-empty weight buffer appended at a 16-byte-aligned offset past the flatbuffer; the
+    metadata buffers (a few bytes) stay inline."""
+    if not use_buffer_offset(model, buffer_offset):
+        return _finish(model), []
+    inline = {m.buffer for m in model.metadata or []}
+    payloads = [None if b.data is None or i in inline or not len(b.data) else _payload(b.data)
+                for i, b in enumerate(model.buffers)]
+    metadata = list(model.metadata or [])
+    if not any(m.name in ("buffer_location", b"buffer_location") for m in metadata):
+        metadata.append(fb.MetadataT(name="buffer_location", buffer=len(model.buffers)))
+        extra = [_AlignedBufferT(data=BUFFER_LOCATION)]
+    else:
+        extra = []
+
+    def layout(offsets: list[int]) -> memoryview:
+        buffers = []
+        for b, p, o in zip(model.buffers, payloads, offsets):
+            if p is None:
+                buffers.append(_AlignedBufferT(data=b.data))
+            else:
+                buffers.append(_AlignedBufferT(offset=o, size=len(p)))
+        out = copy.copy(model)
+        out.buffers, out.metadata = buffers + extra, metadata
+        return _finish(out)
+
+    # The offsets are scalars of fixed width, so placeholder values give a flatbuffer of the
+    # final size: pack once to learn it, then again with the real offsets.
+    size = len(layout([_PLACEHOLDER] * len(payloads)))
+    offsets, tail, at = [], [], _align(size)
+    for p in payloads:
+        offsets.append(at if p is not None else 0)
+        if p is not None:
+            tail.append((at, p))
+            at = _align(at + len(p))
+    head = layout(offsets)
+    if len(head) != size:
+        raise AssertionError(f"flatbuffer changed size with its offsets ({size} -> {len(head)})")
+    return head, tail
+
+
+def _chunks(head: memoryview, tail: list[tuple[int, np.ndarray]]):
+    """The file's bytes in order: the flatbuffer, then each payload after its padding."""
+    yield head
+    at = len(head)
+    for offset, payload in tail:
+        if offset > at:
+            yield bytes(offset - at)
+        yield payload
+        at = offset + len(payload)
+
+
+def pack(model: fb.ModelT, buffer_offset: bool | None = None) -> bytes:
+    """Serializes a ModelT with the TFL3 file identifier (the whole file: the flatbuffer,
+    then the appended weights in the offset layout; see `serialize`)."""
+    head, tail = serialize(model, buffer_offset)
+    if not tail:
+        return bytes(head)
+    return b"".join(memoryview(c) for c in _chunks(head, tail))
+
+
+def save(model: fb.ModelT, path: str | os.PathLike, buffer_offset: bool | None = None) -> int:
+    """Writes the model to `path` atomically (a temporary sibling, renamed into place), the
+    weights streamed from their arrays; returns the file's size."""
+    head, tail = serialize(model, buffer_offset)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in _chunks(head, tail):
+                f.write(chunk)
+            size = f.tell()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return size
 
 
 def lower_problems(module: Module) -> list[Diagnostic]:
@@ -462,23 +603,47 @@ def lower_problems(module: Module) -> list[Diagnostic]:
     return build_model(module)[1]
 
 
-def write_tflite(module: Module, *, fp16: bool = False,
-                 notes: list[str] | None = None) -> bytes:
+def write_tflite(module: Module, *, fp16: bool = False, notes: list[str] | None = None,
+                 buffer_offset: bool | None = None) -> bytes:
     """The `.tflite` flatbuffer for `module.main`. Deterministic: the same IR always gives the
     same bytes. fp16=True stores float32 weights as float16 behind DEQUANTIZE ops. Raises
     ConversionError listing every node that cannot be lowered. `notes` receives a line per
-    quantized node written in float (no integer kernel for it)."""
+    quantized node written in float (no integer kernel for it). `buffer_offset` picks the
+    large-model layout (weights after the flatbuffer; None: past BUFFER_OFFSET_THRESHOLD);
+    for big models prefer `save_tflite`, which does not hold the file in memory."""
     model, problems = build_model(module, fp16=fp16, notes=notes)
     if problems:
         raise ConversionError("cannot write TFLite", problems)
-    return pack(model)
+    return pack(model, buffer_offset)
 
 
 def write_tflite_signatures(entries: Mapping[str, Module], *, fp16: bool = False,
-                            notes: list[str] | None = None) -> bytes:
+                            notes: list[str] | None = None,
+                            buffer_offset: bool | None = None) -> bytes:
     """One `.tflite` flatbuffer with a signature per entry of `entries` (key -> module), their
     weights stored once (`build_signatures`). Raises ConversionError listing every problem."""
     model, problems = build_signatures(entries, fp16=fp16, notes=notes)
     if problems:
         raise ConversionError("cannot write TFLite", problems)
-    return pack(model)
+    return pack(model, buffer_offset)
+
+
+def save_tflite(module: Module, path: str | os.PathLike, *, fp16: bool = False,
+                notes: list[str] | None = None, buffer_offset: bool | None = None) -> int:
+    """`write_tflite` into the file `path`, written atomically and with the weights streamed
+    from the IR's arrays (memory stays near the weights' own size); returns the file size.
+    Raises ConversionError, before writing anything, listing every unlowerable node."""
+    model, problems = build_model(module, fp16=fp16, notes=notes)
+    if problems:
+        raise ConversionError("cannot write TFLite", problems)
+    return save(model, path, buffer_offset)
+
+
+def save_tflite_signatures(entries: Mapping[str, Module], path: str | os.PathLike, *,
+                           fp16: bool = False, notes: list[str] | None = None,
+                           buffer_offset: bool | None = None) -> int:
+    """`write_tflite_signatures` into the file `path` (atomic, weights streamed)."""
+    model, problems = build_signatures(entries, fp16=fp16, notes=notes)
+    if problems:
+        raise ConversionError("cannot write TFLite", problems)
+    return save(model, path, buffer_offset)
