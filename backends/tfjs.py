@@ -5,8 +5,13 @@
     write_tfjs(module, "out/web_model", quantize="uint8")       # ~1/4 the weight bytes
     write_tfjs(module, "out/web_model", quantize="float16", quantize_globs=["*/kernel*"])
 
-Pipeline: the module is lowered to a `tf.function` of plain TF ops (`backends/tf_lowering.py`),
-frozen (`convert_variables_to_constants_v2`), cleaned of Identity/NoOp noise, checked op by op
+Two paths (docs/design/tfjs.md): by default the graph is written straight from the IR
+(`backends/tfjs_direct.py`: the same TF ops, no TensorFlow imported); a module with an op that
+has no direct mapping (control flow, ...) goes the TensorFlow way, with a note saying why.
+
+TensorFlow path: the module is lowered to a `tf.function` of plain TF ops
+(`backends/tf_lowering.py`), frozen (`convert_variables_to_constants_v2`), cleaned of
+Identity/NoOp noise, checked op by op
 against the TF.js converter's allowlist (every offender is reported at once), and written the
 way `tensorflowjs_converter --output_format=tfjs_graph_model` writes it: the GraphDef as proto3
 JSON with the Const nodes' tensor contents moved into the weights manifest, 64-bit types
@@ -46,8 +51,8 @@ from ..ir.graph import Module
 from ..version import package_version
 from .common import swap_directory
 
-__all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "write_tfjs",
-           "write_tfjs_function"]
+__all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "weight_entries",
+           "write_tfjs", "write_tfjs_function"]
 
 SHARD_BYTES = 4 * 1024 * 1024   # tensorflowjs write_weights: shard_size_bytes = 4 MiB
 QUANTIZE_DTYPES = ("uint8", "uint16", "float16")
@@ -154,8 +159,13 @@ def _lowering():
 
 
 def tfjs_problems(module: Module) -> list[Diagnostic]:
-    """Every reason `module` cannot be written as TF.js (empty when it can): IR nodes with no
-    TF lowering, then TF ops outside the TF.js allowlist."""
+    """Every reason `module` cannot be written as TF.js (empty when it can): nothing when the
+    direct writer covers it, else IR nodes with no TF lowering, then TF ops outside the TF.js
+    allowlist."""
+    from .tfjs_direct import direct_problems
+
+    if not direct_problems(module):
+        return []
     problems = list(_lowering().lowering_problems(module, float_codes=True))
     if problems:
         return problems
@@ -454,35 +464,44 @@ def _unique_function_consts(graph_def) -> None:
 def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None,
                      codes: dict[str, str] | None = None):
     """Moves every Const node's value into the weights (node order); returns (manifest weight
-    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape.
-    Consts named in `codes` (float32 codes of that integer dtype, see `_codes_as_float`) and
-    small-integer Consts are stored at 1-2 bytes per element, float16 Consts as float16 (all
-    lossless); `quantize` then applies to the float32 ones."""
+    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape."""
     from tensorflow.python.framework import tensor_util
 
-    codes = codes or {}
-    entries, chunks = [], []
     # The Consts of loop bodies and branches too (tensorflowjs_converter's extract_weights):
     # TF.js looks every Const up in the weights by its node name.
     nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    items = []
     for n in nodes:
         if n.op != "Const":
             continue
         tensor = n.attr["value"].tensor
-        orig = np.asarray(tensor_util.MakeNdarray(tensor))
-        arr = _narrow(orig, n.name)
+        items.append((n.name, np.asarray(tensor_util.MakeNdarray(tensor))))
         for field in _CLEARED_TENSOR_FIELDS:
             tensor.ClearField(field)
-        entry: dict[str, Any] = {"name": n.name, "shape": [int(d) for d in arr.shape],
+    return weight_entries(items, quantize, globs, codes)
+
+
+def weight_entries(items: Iterable[tuple[str, np.ndarray]], quantize: str | None,
+                   globs: Sequence[str] | None, codes: dict[str, str] | None = None):
+    """(manifest weight entries, payload bytes) for the Const values `items` ((name, value) in
+    node order), shared by the TF and the direct path. Consts named in `codes` (float32 codes of
+    that integer dtype, see `_codes_as_float`) and small-integer Consts are stored at 1-2 bytes
+    per element, float16 Consts as float16 (all lossless); `quantize` then applies to the
+    float32 ones."""
+    codes = codes or {}
+    entries, chunks = [], []
+    for name, orig in items:
+        arr = _narrow(orig, name)
+        entry: dict[str, Any] = {"name": name, "shape": [int(d) for d in arr.shape],
                                  "dtype": _WEIGHT_DTYPES[arr.dtype]}
         stored = arr
-        if n.name in codes:
-            stored, entry["quantization"] = _code_weight(arr, codes[n.name], "float32")
+        if name in codes:
+            stored, entry["quantization"] = _code_weight(arr, codes[name], "float32")
         elif orig.dtype.name in _CODE_STORAGE:
             # An int32 weight on the JS side: the loader rounds q * 1 + min (exact).
             stored, entry["quantization"] = _code_weight(orig, orig.dtype.name, "int32")
         elif (quantize is not None and arr.dtype == np.float32
-                and (not globs or any(fnmatch.fnmatchcase(n.name, g) for g in globs))):
+                and (not globs or any(fnmatch.fnmatchcase(name, g) for g in globs))):
             stored, entry["quantization"] = quantize_weight(arr, quantize)
         elif orig.dtype == np.float16:
             stored, entry["quantization"] = quantize_weight(arr, "float16")   # lossless
@@ -590,6 +609,48 @@ def _build(concrete_fn, *, quantize: str | None, quantize_globs, metadata: dict)
     return text, shards
 
 
+def _tf_version() -> str:
+    """The installed TensorFlow's version (whose op definitions the NodeDefs follow), read from
+    the package metadata: the direct path never imports TensorFlow."""
+    from importlib import metadata
+
+    for dist in ("tensorflow", "tensorflow-cpu", "tf-nightly", "tf-nightly-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _build_direct(module: Module, *, quantize: str | None, quantize_globs, metadata: dict):
+    """(model.json text, [shard bytes]) written straight from the IR (`tfjs_direct`); raises
+    NotDirect when the module needs the TF path."""
+    from .tfjs_direct import GRAPH_DEF_PRODUCER, build_graph, prepared
+
+    nodes, values, signature, codes = build_graph(prepared(module))
+    bad = sorted({n["op"] for n in nodes} - TFJS_OPS)
+    if bad:   # a mapping bug, never expected: the TF path reports it properly
+        from .tfjs_direct import NotDirect
+        raise NotDirect(f"ops outside the TF.js allowlist: {bad}")
+    entries, payload = weight_entries(((n["name"], values[n["name"]]) for n in nodes
+                                       if n["op"] == "Const"), quantize, quantize_globs, codes)
+    shards = _shards(payload)
+    n = len(shards)
+    model = {
+        "format": "graph-model",
+        "generatedBy": _tf_version(),
+        "convertedBy": f"tensorforge {package_version()}",
+        "modelTopology": {"library": {}, "node": nodes,
+                          "versions": {"producer": GRAPH_DEF_PRODUCER}},
+        "signature": signature,
+        "userDefinedMetadata": _jsonable(metadata),
+        "weightsManifest": [{"paths": [f"group1-shard{i}of{n}.bin" for i in range(1, n + 1)],
+                             "weights": entries}],
+    }
+    text = json.dumps(model, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text, shards
+
+
 # -- writing -----------------------------------------------------------------------------------
 
 def _check_target(directory: str) -> None:
@@ -652,22 +713,48 @@ _TFJS_RESERVED = {"signature": "source_signature",
 
 def write_tfjs(module: Module, directory: str | os.PathLike, *,
                quantize: str | None = None,
-               quantize_globs: Iterable[str] | str | None = None) -> None:
+               quantize_globs: Iterable[str] | str | None = None,
+               via: str = "auto", notes: list[str] | None = None) -> None:
     """Writes `module.main` as a TF.js graph model into `directory` (model.json + shards).
 
     quantize: None, "uint8", "uint16" (per-tensor affine, dequantized at load) or "float16";
     applied to float32 weights, only those whose name matches one of `quantize_globs` (fnmatch)
     when given. Raises ConversionError listing every IR node without a TF lowering, or else
-    every TF op TF.js cannot run; nothing is written then. Deterministic and atomic."""
+    every TF op TF.js cannot run; nothing is written then. Deterministic and atomic.
+
+    via: "auto" writes the graph straight from the IR (`tfjs_direct`) when every op has a
+    direct mapping, else through TensorFlow (`tf_lowering`, freezing), noting in `notes` which
+    op sent it there; "direct" raises ConversionError instead of falling back; "tf" always
+    takes the TensorFlow path."""
     if quantize not in (None, *QUANTIZE_DTYPES):
         raise ConversionError(f"quantize must be one of {QUANTIZE_DTYPES} or None, "
                               f"got {quantize!r}")
+    if via not in ("auto", "direct", "tf"):
+        raise ConversionError(f"via must be 'auto', 'direct' or 'tf', got {via!r}")
+    globs = [quantize_globs] if isinstance(quantize_globs, str) else (
+        list(quantize_globs) if quantize_globs is not None else None)
+    metadata = {_TFJS_RESERVED.get(k, k): v for k, v in sorted(module.metadata.items())}
+    if via != "tf":
+        from .tfjs_direct import NotDirect
+
+        try:
+            text, shards = _build_direct(module, quantize=quantize, quantize_globs=globs,
+                                         metadata=metadata)
+        except NotDirect as err:
+            where = f" ({err.node.describe()})" if err.node is not None else ""
+            if via == "direct":
+                raise ConversionError(f"cannot write TF.js graph model directly: {err}{where}"
+                                      ) from None
+            if notes is not None:
+                notes.append(f"tfjs: written through TensorFlow (slower): {err}{where}")
+        else:
+            _write_atomic(os.fspath(directory), text, shards)
+            return
     try:
         concrete_fn = _lowering().lower_to_tf(module, float_codes=True).concrete_function()
     except ConversionError as err:  # every IR node without a TF lowering, all at once
         if not err.diagnostics:
             raise
         raise ConversionError("cannot write TF.js graph model", err.diagnostics) from None
-    metadata = {_TFJS_RESERVED.get(k, k): v for k, v in sorted(module.metadata.items())}
     write_tfjs_function(concrete_fn, directory, quantize=quantize,
-                        quantize_globs=quantize_globs, metadata=metadata)
+                        quantize_globs=globs, metadata=metadata)
