@@ -30,6 +30,9 @@ _LAZY = {
     "JaxModel": ("tools.sources", "JaxModel"),
     "convert_lm": ("tools.generation", "convert_lm"),
     "generate": ("tools.generation", "generate"),
+    "open_lm": ("tools.generation", "open_lm"),
+    "LMRunner": ("tools.generation", "LMRunner"),
+    "GenerationError": ("tools.generation", "GenerationError"),
     "JaxLM": ("tools.lm_jax", "JaxLM"),
 }
 

@@ -6,9 +6,10 @@
 //   node examples/tfjs_generate.js lm_tfjs 5,17,3,42 32      # prints the new ids as JSON
 //
 // ARTIFACT holds prefill/model.json and decode/model.json (each with its weight shards).
-// prefill(token_ids [1, N]) -> {logits, cache}; decode(token [1, 1], cache, index []) ->
-// {logits, cache}. The cache is handed from one step to the next as a tensor and never
-// leaves the backend. Run from a directory where `require('@tensorflow/tfjs')` resolves (or
+// prefill(token_ids [1, N]) -> {logits, caches}; decode(token [1, 1], index [], caches) ->
+// {logits, caches}, where the caches are the key/value tensors of every layer (`cache_k_0`,
+// `cache_v_0`, ...: whatever the decode step takes besides `token` and `index`). They are
+// handed from one step to the next as tensors and never leave the backend. Run from a directory where `require('@tensorflow/tfjs')` resolves (or
 // set NODE_PATH, e.g. NODE_PATH=tests/js/node_modules).
 'use strict';
 
@@ -41,14 +42,20 @@ function argmax(values) {
   return best;
 }
 
-// Runs a step. The steps have no control flow, so the synchronous `execute` suffices; a
-// model whose graph needs `executeAsync` (a tf.while_loop in its call) makes it throw first.
-async function run(model, inputs) {
+// The signature name of a graph-model tensor ("cache_k_0:0" -> "cache_k_0").
+const signatureName = (t) => t.name.split(':')[0];
+
+// Runs a step, returning {name: tensor} for `names`. The steps have no control flow, so the
+// synchronous `execute` suffices; a model whose graph needs `executeAsync` (a
+// tf.while_loop in its call) makes it throw first.
+async function run(model, inputs, names) {
+  let out;
   try {
-    return model.execute(inputs, ['logits', 'cache']);
+    out = model.execute(inputs, names);
   } catch (err) {
-    return model.executeAsync(inputs, ['logits', 'cache']);
+    out = await model.executeAsync(inputs, names);
   }
+  return Object.fromEntries(names.map((name, i) => [name, out[i]]));
 }
 
 async function generate(artifact, prompt, maxNewTokens) {
@@ -61,21 +68,25 @@ async function generate(artifact, prompt, maxNewTokens) {
   }
   const ids = new Int32Array(n);
   ids.set(prompt);
-  // Outputs are asked for by their signature names, which stay the same in every artifact.
+  // Tensors are asked for by their signature names, which stay the same in every artifact.
+  const cacheNames = decode.inputs.map(signatureName)
+    .filter((name) => name !== 'token' && name !== 'index');
   const tokenIds = tf.tensor(ids, [1, n], 'int32');
-  let [logits, cache] = await run(prefill, {token_ids: tokenIds});
-  tf.dispose([tokenIds, logits]);
+  let cache = await run(prefill, {token_ids: tokenIds}, ['logits', ...cacheNames]);
+  tf.dispose([tokenIds, cache.logits]);
+  delete cache.logits;
   for (let index = prompt.length; index < prompt.length + maxNewTokens; index++) {
     const token = tf.tensor([ids[index - 1]], [1, 1], 'int32');
     const at = tf.scalar(index - 1, 'int32');
-    const out = await run(decode, {token, cache, index: at});
-    tf.dispose([token, at, cache]);
-    [logits, cache] = out;
-    const row = await logits.data();   // [1, 1, vocab]
+    const out = await run(decode, {token, index: at, ...cache}, ['logits', ...cacheNames]);
+    tf.dispose([token, at, ...Object.values(cache)]);
+    const row = await out.logits.data();   // [1, 1, vocab]
     ids[index] = argmax(row);
-    logits.dispose();
+    out.logits.dispose();
+    delete out.logits;
+    cache = out;
   }
-  cache.dispose();
+  tf.dispose(Object.values(cache));
   prefill.dispose();
   decode.dispose();
   return Array.from(ids.slice(prompt.length, prompt.length + maxNewTokens));

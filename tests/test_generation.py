@@ -88,7 +88,12 @@ def test_greedy_generation_matches_keras(tmp_path, make):
 
     keys = Interpreter(model_path=str(artifact.path)).get_signature_list()
     assert set(keys) == {"prefill", "decode"}
-    assert keys["decode"]["inputs"] == ["cache", "index", "token"]
+    # Each layer's keys and values are their own signature tensors (GQA: the key/value
+    # heads), and the decode step copies no cache but the rows it writes.
+    caches = [f"cache_{kv}_{i}" for i in range(2) for kv in "kv"]
+    assert keys["decode"]["inputs"] == sorted([*caches, "index", "token"])
+    assert keys["decode"]["outputs"] == sorted(["logits", *caches])
+    assert set(artifact.cache_shapes) == set(caches)
     got = tensorforge.generate(artifact.path, PROMPT, 32)
     want = _keras_greedy(lm, PROMPT, N)[len(PROMPT):len(PROMPT) + 32]
     np.testing.assert_array_equal(got, want)
@@ -130,8 +135,9 @@ def test_savedmodel_and_tfjs_match_keras(tmp_path, make):
     loaded = tf.saved_model.load(str(saved))
     assert set(loaded.signatures) == {"prefill", "decode"}
     decode = loaded.signatures["decode"]
-    assert set(decode.structured_input_signature[1]) == {"token", "cache", "index"}
-    assert set(decode.structured_outputs) == {"logits", "cache"}
+    caches = {f"cache_{kv}_{i}" for i in range(2) for kv in "kv"}
+    assert set(decode.structured_input_signature[1]) == {"token", "index", *caches}
+    assert set(decode.structured_outputs) == {"logits", *caches}
     # Both signatures read one set of variables: every weight is in the checkpoint once (the
     # rest are constants one step folds, e.g. prefill's slice of the position table).
     reader = tf.train.load_checkpoint(str(saved / "variables" / "variables"))
@@ -144,10 +150,10 @@ def test_savedmodel_and_tfjs_match_keras(tmp_path, make):
     np.testing.assert_array_equal(tensorforge.generate(saved, PROMPT, 32), want)
 
     tfjs = artifacts["tfjs"].path
-    for step, inputs in (("prefill", {"token_ids"}), ("decode", {"token", "cache", "index"})):
+    for step, inputs in (("prefill", {"token_ids"}), ("decode", {"token", "index", *caches})):
         signature = json.loads((tfjs / step / "model.json").read_text())["signature"]
         assert set(signature["inputs"]) == inputs
-        assert set(signature["outputs"]) == {"logits", "cache"}
+        assert set(signature["outputs"]) == {"logits", *caches}
     np.testing.assert_array_equal(_tfjs_generate(tfjs, PROMPT, 32), want)
 
 
@@ -186,3 +192,82 @@ def test_bad_requests_are_refused(tmp_path):
     (tmp_path / "web" / "prefill" / "model.json").write_text("{}")
     with pytest.raises(GenerationError, match="TF.js generation artifact"):
         tensorforge.generate(tmp_path / "web", PROMPT, 4)
+
+
+def test_a_cache_from_another_artifact_is_refused(tmp_path):
+    keras.utils.set_random_seed(0)
+    lm = _gpt2()
+    a = tensorforge.open_lm(tensorforge.convert_lm(lm, output=tmp_path / "a.tflite",
+                                                   max_sequence_length=16).path)
+    b_path = tensorforge.convert_lm(lm, output=tmp_path / "b.tflite", max_sequence_length=24).path
+    b = tensorforge.open_lm(b_path)
+    ids = np.zeros(16, np.int32)
+    ids[:7] = PROMPT
+    logits, cache = a.prefill(ids)
+    assert logits.shape == (1, 16, 100)
+    step_logits, cache = a.decode(int(PROMPT[-1]), cache, 7)
+    assert step_logits.shape == (1, 1, 100)
+    # Another artifact: named, and every tensor whose shape differs is listed.
+    with pytest.raises(GenerationError, match=r"a\.tflite.*not by .*b\.tflite.*cache_k_0 is "
+                                              r"float32\[1, 16, 2, 8\], the artifact takes "
+                                              r"float32\[1, 24, 2, 8\]"):
+        b.decode(1, cache, 7)
+    # The same artifact loaded twice shares caches; a hand-made dict is refused.
+    assert tensorforge.open_lm(tmp_path / "a.tflite").decode(1, cache, 8)[0].shape == (1, 1, 100)
+    with pytest.raises(GenerationError, match="takes the LMCache"):
+        a.decode(1, dict(cache), 8)
+    with pytest.raises(GenerationError, match="index 16 is outside"):
+        a.decode(1, cache, 16)
+
+
+def _sqnr(got, want):
+    want = want.astype(np.float64)
+    return 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2))
+
+
+def test_quantized_language_models(tmp_path):
+    """int4-weight: blockwise int4 matmuls read by LiteRT's int4 FULLY_CONNECTED itself (no
+    float copy of any weight), the tied embedding table stored once for the lookup and the
+    logits; dynamic-int8: int8 hybrid matmuls. Both generate, close to float."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=128, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=128,
+        max_sequence_length=64)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    ids = np.zeros(N, np.int32)
+    ids[:len(PROMPT)] = PROMPT
+    paths = {q: tensorforge.convert_lm(lm, output=tmp_path / f"{q}.tflite", max_sequence_length=N,
+                                       quantization=None if q == "float" else q).path
+             for q in ("float", "dynamic-int8", "int4-weight")}
+    logits = {q: tensorforge.open_lm(p).prefill(ids)[0][0, :len(PROMPT)] for q, p in paths.items()}
+    assert _sqnr(logits["dynamic-int8"], logits["float"]) > 25
+    assert _sqnr(logits["int4-weight"], logits["float"]) > 10
+    assert len(tensorforge.generate(paths["int4-weight"], PROMPT, 8)) == 8
+
+    model = fb.ModelT.InitFromPackedBuf(paths["int4-weight"].read_bytes(), 0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    decode = model.subgraphs[model.signatureDefs[[s.signatureKey for s in model.signatureDefs]
+                                                 .index(b"decode")].subgraphIndex]
+    kinds, fc_buffers, gather_buffers = [], set(), set()
+    for op in decode.operators:
+        name = names[model.operatorCodes[op.opcodeIndex].builtinCode]
+        assert name != "DEQUANTIZE" or decode.tensors[op.inputs[0]].type != fb.TensorType.INT4 \
+            or any(names[model.operatorCodes[o.opcodeIndex].builtinCode] == "GATHER"
+                   and o.inputs[0] in op.outputs for o in decode.operators)
+        if name == "FULLY_CONNECTED":
+            w = decode.tensors[op.inputs[1]]
+            assert w.type == fb.TensorType.INT4
+            kinds.append(w.quantization.detailsType)
+            fc_buffers.add(w.buffer)
+        if name == "DEQUANTIZE":
+            gather_buffers.add(decode.tensors[op.inputs[0]].buffer)
+    blockwise = fb.QuantizationDetails.BlockwiseQuantization
+    # 2 layers x 6 matmuls (q, k, v, output, 2 feedforward) blockwise; the logits per
+    # channel, sharing the table's codes.
+    assert kinds.count(blockwise) == 12 and kinds.count(fb.QuantizationDetails.NONE) == 1
+    assert fc_buffers & gather_buffers
+    # (A model this small is mostly graph and float position table; make bench reports the
+    # ratio on a real-sized one.)
+    assert paths["int4-weight"].stat().st_size < 0.45 * paths["float"].stat().st_size

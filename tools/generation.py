@@ -1,16 +1,17 @@
 """LLM generation artifacts: `convert_lm` writes a KerasHub CausalLM's two generation steps as
 one `.tflite` with two signatures, and `generate` drives them.
 
-- `prefill(token_ids [1, N]) -> (logits [1, N, vocab], cache)`: the prompt, padded with 0 to
-  the artifact's length N (`max_sequence_length`), through the model once, filling every
+- `prefill(token_ids [1, N]) -> (logits [1, N, vocab], caches)`: the prompt, padded with 0
+  to the artifact's length N (`max_sequence_length`), through the model once, filling every
   layer's key/value cache;
-- `decode(token [1, 1], cache, index []) -> (logits [1, 1, vocab], cache)`: one token at
+- `decode(token [1, 1], index [], caches) -> (logits [1, 1, vocab], caches)`: one token at
   position `index`, attending to the cache (it does not recompute the prefix) and writing its
   own keys and values into it.
 
-The cache is an explicit signature input and output (the model's own layout, e.g. GPT-2's
-[1, layers, 2, N, heads, head_dim]), so any runtime can carry it; both signatures read the
-same weights, stored once. The steps are the model's own `call_with_cache`, traced on the
+The caches are explicit signature inputs and outputs, one per layer for keys and one for
+values (`cache_k_0`, `cache_v_0`, ...: `cache_names`), each in the model's own per-layer
+layout (e.g. GPT-2's [1, N, heads, head_dim]), so any runtime can carry them; both
+signatures read the same weights, stored once. The steps are the model's own `call_with_cache`, traced on the
 TensorFlow backend and lifted like any other TF function, so whatever the model does
 (causal masking from the index, rotary embeddings at the right position) is what runs.
 
@@ -18,8 +19,9 @@ The same two steps are written for TensorFlow (`target="savedmodel"`: one SavedM
 directory with `prefill` and `decode` signatures over one set of variables) and TF.js
 (`target="tfjs"`: a graph model per step, `prefill/model.json` and `decode/model.json`, each
 with its own copy of the weights for now; examples/tfjs_generate.js runs the loop in Node).
-Signature names are the same everywhere: inputs `token_ids` / `token`, `cache`, `index`,
-outputs `logits`, `cache`.
+Signature names are the same everywhere: inputs `token_ids` / `token`, `index` and the
+caches, outputs `logits` and the caches. `open_lm` runs the steps one at a time (an
+`LMCache` is tied to the artifact that made it).
 
 `generate` follows Keras's own loop (`CausalLM.generate`): prefill the padded prompt, then for
 each new position i, decode the token at i - 1 at index i - 1 and pick the next token from its
@@ -49,12 +51,12 @@ _MULTI_NAMES = {"tflite": "model.tflite", "savedmodel": "savedmodel", "tfjs": "t
 @dataclass
 class LMArtifact:
     """What `convert_lm` wrote: the path (a `.tflite` file, a SavedModel directory, or a
-    directory holding a TF.js graph model per step), the sequence length N, the cache's
-    shape, the vocabulary size and the target."""
+    directory holding a TF.js graph model per step), the sequence length N, the shape of each
+    cache tensor by its signature name, the vocabulary size and the target."""
 
     path: Path
     max_sequence_length: int
-    cache_shape: tuple[int, ...]
+    cache_shapes: dict[str, tuple[int, ...]]
     vocabulary_size: int
     target: str = "tflite"
 
@@ -63,26 +65,55 @@ def _problem(message: str) -> ConversionError:
     return ConversionError("cannot convert this language model", [Diagnostic(message)])
 
 
+def cache_names(shape: tuple[int, ...]) -> list[str] | None:
+    """Signature names of the per-layer key and value caches (`cache_k_0`, `cache_v_0`,
+    `cache_k_1`, ...) when `shape` is KerasHub's [batch, layers, 2, N, ...] cache layout;
+    None for any other layout (it stays one `cache` tensor)."""
+    if len(shape) < 4 or shape[2] != 2:
+        return None
+    return [f"cache_{kv}_{layer}" for layer in range(shape[1]) for kv in "kv"]
+
+
 def _steps(causal_lm, n: int):
-    """The prefill and decode tf.functions of `causal_lm` at sequence length n, and the cache
-    shape and dtype."""
+    """The prefill and decode tf.functions of `causal_lm` at sequence length n, their cache
+    signature names, and {name: shape} of the cache tensors.
+
+    Each layer's keys and values are their own signature input and output: the steps stack
+    them into the model's cache layout and split its new cache back out, and canonicalization
+    removes that pack/unpack pair, so a decode step copies no cache but the slices it
+    updates (one cache tensor would be sliced apart and stacked together again each step)."""
     import tensorflow as tf
 
     _, cache = causal_lm._build_cache(tf.zeros([1, n], tf.int32))
     shape, dtype = tuple(int(d) for d in cache.shape), cache.dtype
+    names = cache_names(shape)
+    if names is None:
+        names, part = ["cache"], shape
+        pack, unpack = (lambda parts: parts[0]), (lambda whole: [whole])
+    else:
+        layers, part = shape[1], shape[:1] + shape[3:]
+
+        def pack(parts):
+            return tf.stack([tf.stack(parts[2 * i:2 * i + 2], axis=1) for i in range(layers)],
+                            axis=1)
+
+        def unpack(whole):
+            return [whole[:, i, kv] for i in range(layers) for kv in (0, 1)]
 
     @tf.function(input_signature=[tf.TensorSpec([1, n], tf.int32)])
     def prefill(token_ids):
         logits, _, new_cache = causal_lm.call_with_cache(token_ids, tf.zeros(shape, dtype), 0)
-        return logits, new_cache
+        return (logits, *unpack(new_cache))
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec(shape, dtype),
-                                  tf.TensorSpec([], tf.int32)])
-    def decode(token, cache, index):
-        logits, _, new_cache = causal_lm.call_with_cache(token, cache, index)
-        return logits, new_cache
+    specs = [tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)]
+    specs += [tf.TensorSpec(part, dtype) for _ in names]
 
-    return prefill, decode, shape
+    @tf.function(input_signature=specs)
+    def decode(token, index, *parts):
+        logits, _, new_cache = causal_lm.call_with_cache(token, pack(list(parts)), index)
+        return (logits, *unpack(new_cache))
+
+    return prefill, decode, names, {name: tuple(part) for name in names}
 
 
 def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length: int,
@@ -91,14 +122,15 @@ def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length
     """Writes `causal_lm` (a KerasHub CausalLM on the TensorFlow backend, preprocessor not
     needed; or a JAX / Flax decoder as a `tensorforge.JaxLM`) with `prefill` and `decode`
     steps (module docstring) for sequences of up to `max_sequence_length` tokens, for
-    `target`: "tflite" (one `.tflite` at `output`, two signatures), "savedmodel" (one SavedModel directory at `output`, two signatures sharing
-    the variables) or "tfjs" (directory `output` with `prefill/` and `decode/` graph models).
-    A list of targets or "all" writes each into directory `output` (`model.tflite`,
-    `savedmodel/`, `tfjs/`) and returns {target: LMArtifact}; one target returns its
-    LMArtifact. `quantization`: a weight-only or dynamic scheme (`"int4-weight"`,
-    `"dynamic-int8"`, or a config map of one, e.g. blockwise int4), applied to both steps'
-    matmuls and embedding tables alike; activations stay float (TFLite runs the integer
-    kernels, TF and TF.js the dequantize form). Atomic: nothing is left at `output` on
+    `target`: "tflite" (one `.tflite` at `output`, two signatures), "savedmodel" (one
+    SavedModel directory at `output`, two signatures sharing the variables) or "tfjs"
+    (directory `output` with `prefill/` and `decode/` graph models). A list of targets or
+    "all" writes each into directory `output` (`model.tflite`, `savedmodel/`, `tfjs/`) and
+    returns {target: LMArtifact}; one target returns its LMArtifact. `quantization`: a
+    weight-only or dynamic scheme (`"int4-weight"`: blockwise int4 matmuls, see
+    `_lm_quantization`; `"dynamic-int8"`; or a config map of one), applied to both steps'
+    matmuls and embedding tables alike; activations stay float at the interface (TFLite
+    runs the integer and int4 kernels, TF and TF.js the dequantize form). Atomic: nothing is left at `output` on
     failure. ConversionError says what is wrong (an unknown target, another backend, a model
     without a cache, a length above the model's own limit, a scheme that needs calibration
     data)."""
@@ -119,16 +151,16 @@ def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length
     for t, dest in destinations.items():
         _check_destination(t, dest)
     if jax_lm is not None:
-        modules, cache_shape = jax_steps(jax_lm, n)
+        modules, cache_shapes = jax_steps(jax_lm, n)
     else:
-        prefill, decode, cache_shape = _steps(causal_lm, n)
+        prefill, decode, names, cache_shapes = _steps(causal_lm, n)
         modules = {
             PREFILL: lift_concrete_function(prefill.get_concrete_function(),
                                             input_names=["token_ids"],
-                                            output_names=["logits", "cache"]),
+                                            output_names=["logits", *names]),
             DECODE: lift_concrete_function(decode.get_concrete_function(),
-                                           input_names=["token", "cache", "index"],
-                                           output_names=["logits", "cache"]),
+                                           input_names=["token", "index", *names],
+                                           output_names=["logits", *names]),
         }
     for module in modules.values():
         optimize(module, None)
@@ -140,6 +172,7 @@ def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length
     try:
         staged = {}
         # Quantized once; each target then takes its own form of the result.
+        quantization = _lm_quantization(quantization, modules)
         results = None if quantization is None else {
             key: _quantized(module, quantization) for key, module in modules.items()}
         for t in targets:
@@ -151,7 +184,7 @@ def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length
             _place(staged[t], dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    artifacts = {t: LMArtifact(dest, n, cache_shape, vocab, t)
+    artifacts = {t: LMArtifact(dest, n, cache_shapes, vocab, t)
                  for t, dest in destinations.items()}
     return artifacts[targets[0]] if single else artifacts
 
@@ -220,9 +253,9 @@ def _place(staged: Path, dest: Path) -> None:
 
 
 def _write_tflite(modules, dest: Path) -> None:
-    from ..backends.tflite.writer import write_tflite_signatures
+    from ..backends.tflite.writer import save_tflite_signatures
 
-    dest.write_bytes(write_tflite_signatures(modules))
+    save_tflite_signatures(modules, dest)
 
 
 def _write_savedmodel(modules, dest: Path) -> None:
@@ -241,6 +274,45 @@ def _write_tfjs(modules, dest: Path) -> None:
 
 
 _WRITERS = {"tflite": _write_tflite, "savedmodel": _write_savedmodel, "tfjs": _write_tfjs}
+
+
+LM_INT4_BLOCK = 32
+
+
+def _lm_quantization(quantization, modules):
+    """What `quantization` means for a language model: the scheme name "int4-weight" takes
+    its matmul weights blockwise (one scale per LM_INT4_BLOCK input elements per output
+    channel: LiteRT's blockwise int4 kernel, more accurate than one scale per channel) when
+    their contraction dim is a multiple of the block, and per channel otherwise. Embedding
+    tables are per row; a matmul that reads an embedding table (tied input and output
+    embeddings: the logits) stays per channel too, so that one int4 table, stored once,
+    serves both. Anything else is used as given."""
+    from ..passes.quantize.config import QuantizationConfigurationMap
+    from ..passes.quantize.configuration import QuantizationConfiguration
+
+    if quantization != "int4-weight":
+        return quantization
+    tables = {np.asarray(n.inputs[0].const).tobytes()
+              for m in modules.values() for n in m.main
+              if n.op == "gather" and n.inputs[0].const is not None}
+    per_channel = set()
+    for module in modules.values():
+        for node in module.main:
+            w = node.inputs[1] if node.op == "matmul" and len(node.inputs) > 1 else None
+            if w is None or w.const is None or w.type.rank != 2:
+                continue
+            nk = np.asarray(w.const) if node.attrs["transpose_b"] else np.asarray(w.const).T
+            if nk.shape[1] % LM_INT4_BLOCK or np.ascontiguousarray(nk).tobytes() in tables:
+                per_channel.add(node.scope)
+    config = QuantizationConfigurationMap("int4-weight")
+    block = QuantizationConfiguration(bits=4, symmetric=True, granularity="blockwise",
+                                      block_size=LM_INT4_BLOCK, narrow_range=True)
+    config.set_config(".*", op_type="matmul", config={"b": block})
+    for scope in sorted(per_channel):
+        # An exact scope key beats the regex: these matmuls keep the scheme's per-channel
+        # weights.
+        config.set_config(scope, op_type="matmul", config={})
+    return config
 
 
 def _quantized(module, quantization):
@@ -277,52 +349,128 @@ def _pick(logits: np.ndarray, sampler: str, rng, temperature: float, top_k: int)
     return int(keep[rng.choice(len(keep), p=p / p.sum())])
 
 
-def _open(artifact: Path):
-    """(N, prefill(ids) -> cache, decode(token, cache, index) -> (logits, cache)) for a
-    `.tflite` file (LiteRT) or a SavedModel directory (TensorFlow)."""
-    if artifact.is_dir() and (artifact / "saved_model.pb").exists():
-        return _open_savedmodel(artifact)
-    if artifact.is_dir() and (artifact / PREFILL / "model.json").exists():
-        raise GenerationError(f"{artifact} is a TF.js generation artifact: run it with "
-                              f"@tensorflow/tfjs (examples/tfjs_generate.js)")
-    if not artifact.is_file():
-        raise GenerationError(f"{artifact} is neither a .tflite file nor a SavedModel "
-                              f"directory written by tensorforge.convert_lm")
-    from ai_edge_litert.interpreter import Interpreter
+class LMCache(dict):
+    """The key/value cache between generation steps: {signature name: tensor}, tagged with
+    the artifact that made it so that a cache cannot be fed to another artifact."""
 
-    interpreter = Interpreter(model_path=str(artifact))
-    _check_keys(artifact, interpreter.get_signature_list())
-    prefill = interpreter.get_signature_runner(PREFILL)
-    decode = interpreter.get_signature_runner(DECODE)
-    n = int(prefill.get_input_details()["token_ids"]["shape"][1])
-
-    def step(token, cache, index):
-        out = decode(token=token, cache=cache, index=index)
-        return out["logits"], out["cache"]
-
-    return n, lambda ids: prefill(token_ids=ids)["cache"], step
+    def __init__(self, tensors, origin: str):
+        super().__init__(tensors)
+        self.origin = origin
 
 
-def _open_savedmodel(artifact: Path):
-    import tensorflow as tf
+class LMRunner:
+    """The two steps of a `convert_lm` artifact, loaded once: a `.tflite` file (LiteRT) or a
+    SavedModel directory (TensorFlow; `num_threads` is LiteRT's). `prefill(ids)` and `decode(token, cache, index)` each
+    return (logits as a NumPy array, the new LMCache); a cache from another artifact, or
+    with other names, shapes or dtypes, is refused with a GenerationError listing each
+    difference. `max_sequence_length` is N; `cache_specs` maps each cache name to its
+    (shape, dtype)."""
 
-    loaded = tf.saved_model.load(str(artifact))
-    signatures = loaded.signatures
-    _check_keys(artifact, signatures)
-    prefill, decode = signatures[PREFILL], signatures[DECODE]
-    n = int(prefill.structured_input_signature[1]["token_ids"].shape[1])
+    def __init__(self, artifact: str | os.PathLike, num_threads: int | None = None):
+        path = Path(artifact)
+        if path.is_dir() and (path / "saved_model.pb").exists():
+            self._open_savedmodel(path)
+        elif path.is_dir() and (path / PREFILL / "model.json").exists():
+            raise GenerationError(f"{path} is a TF.js generation artifact: run it with "
+                                  f"@tensorflow/tfjs (examples/tfjs_generate.js)")
+        elif not path.is_file():
+            raise GenerationError(f"{path} is neither a .tflite file nor a SavedModel "
+                                  f"directory written by tensorforge.convert_lm")
+        else:
+            self._open_tflite(path, num_threads)
+        stat = path.stat()
+        # Two loads of one unchanged artifact share caches; anything else does not.
+        self.origin = f"{path.resolve()} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})"
 
-    def step(token, cache, index):
-        # The cache stays a tf.Tensor between steps: no copy through NumPy.
-        out = decode(token=tf.constant(token), cache=cache, index=tf.constant(index))
-        return out["logits"].numpy(), out["cache"]
+    def _open_tflite(self, path: Path, num_threads: int | None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
 
-    def first(ids):
-        # `loaded` owns the variables the signatures read: keep it alive with them.
-        return prefill(token_ids=tf.constant(ids))["cache"]
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            raise GenerationError(f"{path} is not a readable .tflite model: {e}") from None
+        _check_keys(path, interpreter.get_signature_list())
+        prefill = interpreter.get_signature_runner(PREFILL)
+        decode = interpreter.get_signature_runner(DECODE)
+        details = decode.get_input_details()
+        self.max_sequence_length = int(prefill.get_input_details()["token_ids"]["shape"][1])
+        self.cache_specs = {k: (tuple(int(d) for d in v["shape"]), np.dtype(v["dtype"]))
+                            for k, v in details.items() if k not in ("token", "index")}
+        self._prefill = lambda ids: prefill(token_ids=ids)
+        self._decode = lambda **inputs: decode(**inputs)
+        self._to_numpy = np.asarray
 
-    first.loaded = loaded
-    return n, first, step
+    def _open_savedmodel(self, path: Path) -> None:
+        import tensorflow as tf
+
+        # `loaded` owns the variables the signatures read: kept alive with them.
+        self._loaded = tf.saved_model.load(str(path))
+        signatures = self._loaded.signatures
+        _check_keys(path, signatures)
+        prefill, decode = signatures[PREFILL], signatures[DECODE]
+        specs = decode.structured_input_signature[1]
+        self.max_sequence_length = int(
+            prefill.structured_input_signature[1]["token_ids"].shape[1])
+        self.cache_specs = {k: (tuple(int(d) for d in v.shape), np.dtype(v.dtype.as_numpy_dtype))
+                            for k, v in specs.items() if k not in ("token", "index")}
+        # The cache stays in tf.Tensors between steps: no copy through NumPy.
+        self._prefill = lambda ids: prefill(token_ids=tf.constant(ids))
+        self._decode = lambda **inputs: decode(**{
+            k: v if isinstance(v, tf.Tensor) else tf.constant(v) for k, v in inputs.items()})
+        self._to_numpy = lambda t: t.numpy()
+
+    def _split(self, out) -> tuple[np.ndarray, LMCache]:
+        cache = LMCache({k: out[k] for k in self.cache_specs}, self.origin)
+        return self._to_numpy(out["logits"]), cache
+
+    def prefill(self, token_ids) -> tuple[np.ndarray, LMCache]:
+        """Logits [1, N, vocab] and the cache after the prompt `token_ids` ([N] or [1, N]
+        int32, padded with 0 to N)."""
+        ids = np.asarray(token_ids, np.int32).reshape(1, -1)
+        if ids.shape[1] != self.max_sequence_length:
+            raise GenerationError(f"prefill takes {self.max_sequence_length} token ids (the "
+                                  f"prompt padded with 0), got {ids.shape[1]}")
+        return self._split(self._prefill(ids))
+
+    def decode(self, token: int, cache: LMCache, index: int) -> tuple[np.ndarray, LMCache]:
+        """Logits [1, 1, vocab] and the new cache after `token` at position `index`."""
+        self._check_cache(cache)
+        if not 0 <= int(index) < self.max_sequence_length:
+            raise GenerationError(f"decode index {index} is outside [0, "
+                                  f"{self.max_sequence_length})")
+        return self._split(self._decode(token=np.full((1, 1), token, np.int32),
+                                        index=np.asarray(index, np.int32), **cache))
+
+    def _check_cache(self, cache) -> None:
+        """GenerationError listing every way `cache` does not fit this artifact."""
+        if not isinstance(cache, LMCache):
+            raise GenerationError(f"decode takes the LMCache returned by this artifact's "
+                                  f"prefill or decode, got {type(cache).__name__}")
+        problems = []
+        if cache.origin != self.origin:
+            problems.append(f"it was made by {cache.origin}, not by {self.origin}")
+        for name, (shape, dtype) in self.cache_specs.items():
+            if name not in cache:
+                problems.append(f"{name} is missing")
+                continue
+            got = cache[name]
+            got_shape, got_dtype = tuple(got.shape), np.dtype(getattr(
+                got.dtype, "as_numpy_dtype", got.dtype))
+            if got_shape != shape or got_dtype != dtype:
+                problems.append(f"{name} is {got_dtype}{list(got_shape)}, the artifact takes "
+                                f"{dtype}{list(shape)}")
+        problems += [f"{name} is not one of this artifact's cache tensors"
+                     for name in cache if name not in self.cache_specs]
+        if problems:
+            raise GenerationError("this cache does not belong to this artifact: "
+                                  + "; ".join(problems))
+
+
+def open_lm(artifact: str | os.PathLike, num_threads: int | None = None) -> LMRunner:
+    """Loads a `convert_lm` artifact (a `.tflite` file or a SavedModel directory) for step-by-
+    step use: `LMRunner.prefill` and `LMRunner.decode` (LiteRT on `num_threads` threads, its
+    default when None). GenerationError when it is not one."""
+    return LMRunner(artifact, num_threads)
 
 
 def _check_keys(artifact, keys) -> None:
@@ -341,7 +489,8 @@ def generate(artifact: str | os.PathLike, prompt_ids, max_new_tokens: int, *,
     and the new tokens do not fit the artifact's length, or the artifact is not one."""
     if sampler not in ("greedy", "top_k"):
         raise GenerationError(f"sampler {sampler!r}: use 'greedy' or 'top_k'")
-    n, prefill, decode = _open(Path(artifact))
+    runner = open_lm(artifact)
+    n = runner.max_sequence_length
     prompt = np.asarray(prompt_ids, np.int32).ravel()
     p = len(prompt)
     if p < 1 or p + max_new_tokens > n:
@@ -349,10 +498,9 @@ def generate(artifact: str | os.PathLike, prompt_ids, max_new_tokens: int, *,
                               f"fit this artifact's max_sequence_length {n}")
     ids = np.zeros(n, np.int32)
     ids[:p] = prompt
-    cache = prefill(ids[None])
+    _, cache = runner.prefill(ids)
     rng = np.random.default_rng(seed)
     for index in range(p, p + max_new_tokens):
-        logits, cache = decode(ids[None, index - 1:index], cache,
-                               np.asarray(index - 1, np.int32))
-        ids[index] = _pick(np.asarray(logits)[0, -1], sampler, rng, temperature, top_k)
+        logits, cache = runner.decode(ids[index - 1], cache, index - 1)
+        ids[index] = _pick(logits[0, -1], sampler, rng, temperature, top_k)
     return ids[p:p + max_new_tokens].copy()

@@ -1,6 +1,7 @@
 """Shape canonicalizations: reshape chains, transpose chains, no-op shape ops, folding of
-explicit broadcasts into ops that broadcast implicitly, and run-time shape values that are
-static after all (`shape_of` of static dims, dynamic ops with constant sizes)."""
+explicit broadcasts into ops that broadcast implicitly, run-time shape values that are
+static after all (`shape_of` of static dims, dynamic ops with constant sizes), and slices
+that read one operand of a concat or only drop unit dims."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from ...ir.errors import InferenceError
 from ...ir.ops import get_op
+from ...ir.ops.shape import strided_slice_index
 from ...ir.types import UNKNOWN
 from ..rewrite import RewritePattern, Rewriter
 from .algebra import forward
@@ -194,9 +196,127 @@ class StaticSizes(RewritePattern):
         return True
 
 
+
+# -- slices of packed tensors ------------------------------------------------------------------
+# A function that packs tensors together and unpacks them again (a language model's per-layer
+# key/value caches stacked into the model's own cache layout and split back out) would copy
+# every tensor twice at run time; after these rewrites the pack/unpack pair vanishes
+# (`ReshapeChain` then removes the leftover expand_dims/reshape pairs).
+
+
+def unit_stride_plan(node) -> list[tuple[int, int, bool]] | None:
+    """Per input dim (begin, size, shrink) of a `slice` or `strided_slice` node on a static
+    shape whose strides are all 1 and that adds no axes; None for any other slice."""
+    shape = node.inputs[0].type.shape
+    if any(not isinstance(d, int) for d in shape):
+        return None
+    if node.op == "slice":
+        return [(b, d - b if s == -1 else s, False)
+                for b, s, d in zip(node.attrs["begin"], node.attrs["size"], shape)]
+    if node.attrs["new_axis_mask"]:
+        return None
+    try:
+        index, _ = strided_slice_index(shape, node.attrs)
+    except InferenceError:
+        return None
+    plan = []
+    for entry in index:
+        if isinstance(entry, int):
+            plan.append((entry, 1, True))
+        elif entry.step not in (None, 1):
+            return None
+        else:
+            plan.append((entry.start, entry.stop - entry.start, False))
+    return plan
+
+
+def _slice_as(node, src, plan, rw: Rewriter) -> bool:
+    """Replaces `node` by the slice `plan` of `src` (or by `src` itself when the plan takes
+    all of it)."""
+    shape = src.type.shape
+    if all(b == 0 and size == d and not shrink for (b, size, shrink), d in zip(plan, shape)):
+        return forward(node, src, rw)
+    attrs = {"begin": tuple(b for b, _, _ in plan),
+             "end": tuple(b + size for b, size, _ in plan),
+             "strides": (1,) * len(plan),
+             "begin_mask": 0, "end_mask": 0, "new_axis_mask": 0, "ellipsis_mask": 0,
+             "shrink_axis_mask": sum(1 << i for i, (_, _, s) in enumerate(plan) if s)}
+    return replace_with_new(node, "strided_slice", src, attrs, rw)
+
+
+class SliceOfConcat(RewritePattern):
+    """slice(concat(a, b, ...)) -> slice(a) when the slice's range on the concat axis lies
+    inside one operand."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def match_and_rewrite(self, node, rw):
+        cat = node.inputs[0].producer
+        if cat is None or cat.op != "concat":
+            return False
+        plan = unit_stride_plan(node)
+        if plan is None:
+            return False
+        axis = cat.attrs["axis"] % len(plan)
+        begin, size, shrink = plan[axis]
+        offset = 0
+        for operand in cat.inputs:
+            dim = operand.type.shape[axis]
+            if not isinstance(dim, int):
+                return False
+            if offset <= begin and begin + size <= offset + dim and dim > 0:
+                plan[axis] = (begin - offset, size, shrink)
+                return _slice_as(node, operand, plan, rw)
+            offset += dim
+        return False
+
+
+class SliceOfExpandDims(RewritePattern):
+    """slice(expand_dims(x)) that drops the added unit dim -> slice(x)."""
+
+    def __init__(self, op: str):
+        self.root = op
+
+    def match_and_rewrite(self, node, rw):
+        inner = node.inputs[0].producer
+        if inner is None or inner.op != "expand_dims" or not isinstance(
+                inner.attrs["axis"], int):
+            return False
+        plan = unit_stride_plan(node)
+        if plan is None:
+            return False
+        axis = inner.attrs["axis"] % len(plan)
+        if plan[axis] != (0, 1, True):
+            return False
+        return _slice_as(node, inner.inputs[0], plan[:axis] + plan[axis + 1:], rw)
+
+
+class StridedSliceAsReshape(RewritePattern):
+    """strided_slice that keeps every dim whole except unit dims it drops -> reshape (or
+    nothing, when it drops none)."""
+
+    root = "strided_slice"
+
+    def match_and_rewrite(self, node, rw):
+        plan = unit_stride_plan(node)
+        if plan is None:
+            return False
+        src = node.inputs[0]
+        for (b, size, shrink), d in zip(plan, src.type.shape):
+            if b != 0 or size != d:
+                return False
+        if not any(s for _, _, s in plan):
+            return forward(node, src, rw)
+        return replace_with_new(node, "reshape", src,
+                                {"shape": tuple(node.outputs[0].type.shape)}, rw)
+
+
 def shape_patterns() -> list[RewritePattern]:
     return [ReshapeChain(), TransposeChain(), StaticShapeOf("shape_of"), StaticShapeOf("slice"),
             *(StaticSizes(op) for op in _STATIC_FORM),
             *(NoopShapeOp(op) for op in ("transpose", "reshape", "squeeze", "expand_dims",
                                          "broadcast_to", "slice", "pad", "tile", "concat")),
-            *(FoldBroadcast(op) for op in IMPLICIT_BROADCAST)]
+            *(FoldBroadcast(op) for op in IMPLICIT_BROADCAST),
+            SliceOfConcat("slice"), SliceOfConcat("strided_slice"),
+            SliceOfExpandDims("strided_slice"), StridedSliceAsReshape()]

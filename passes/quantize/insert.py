@@ -326,8 +326,9 @@ class QuantizationPlan:
         on axis 0 (row r = channel r // (K/B), block r % (K/B)), read back through
         `dequantize` -> `reshape` [N, K], and the matmul takes it with transpose_b=True
         (a [K, N] weight's transpose is folded into the stored order here, so no TRANSPOSE
-        op is left for any backend). TFLite then runs DEQUANTIZE -> RESHAPE ->
-        FULLY_CONNECTED with the codes packed two per byte."""
+        op is left for any backend). TFLite then runs int4 blocks in FULLY_CONNECTED's
+        blockwise kernel, whose scales are float16: 4-bit scales are rounded up to float16
+        values here, so that every backend computes with the same weights."""
         g, w = self.graph, node.inputs[i]
         block = cfg.block_size
         arr = np.asarray(w.const, np.float32)
@@ -336,6 +337,8 @@ class QuantizationPlan:
         rows = np.ascontiguousarray(nk).reshape(n * k // block, block)
         narrow = cfg.narrow_range if cfg.narrow_range is not None else cfg.symmetric
         qp = weight_params(rows, bits=cfg.bits, axis=0, narrow_range=bool(narrow))
+        if cfg.bits == 4:
+            qp = _float16_scales(qp)
         dtype = storage_dtype(cfg.bits)
         codes = g.constant(quantize_array(rows, qp, dtype), before=node, scope=node.scope,
                            loc=node.loc)
@@ -347,6 +350,18 @@ class QuantizationPlan:
         node.set_input(i, full.output)
         node.attrs["transpose_b"] = True
         return qp
+
+
+def _float16_scales(qp: QuantParams) -> QuantParams:
+    """`qp` with each scale rounded up to the nearest positive float16 value (rounding up
+    never clips a code that the float32 scale kept in range)."""
+    scale = np.asarray(qp.scale, np.float32)
+    half = scale.astype(np.float16)
+    low = half.astype(np.float32) < scale
+    half[low] = np.nextafter(half[low], np.float16(np.inf))
+    half = np.maximum(half, np.float16(2.0 ** -24))     # the smallest positive float16
+    return QuantParams(tuple(float(v) for v in half.astype(np.float32)), qp.zero_point,
+                       qp.axis, qp.bits, qp.signed, qp.narrow_range)
 
 
 # Ops whose weight can be quantized blockwise (the contraction dim must be one IR axis).

@@ -73,38 +73,31 @@ def sqnr_db(got: np.ndarray, want: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------- LiteRT side
 
-def _runners(path: Path, threads: int = 2):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    return interp, interp.get_signature_runner("prefill"), interp.get_signature_runner("decode")
-
-
 def litert_decode(path: Path, prompt: np.ndarray) -> dict:
-    """Greedy decode of NEW_TOKENS after `prompt`, as `generate` does it; only the decode calls
-    (and the argmax) are timed. Also the prefill logits and per-position decode seconds."""
-    _, prefill, decode = _runners(path)
+    """Greedy decode of NEW_TOKENS after `prompt`, as `generate` does it (`open_lm`'s
+    runner, LiteRT on 2 threads); only the decode calls (and the argmax) are timed. Also the
+    prefill logits and per-position decode seconds."""
+    from ..generation import open_lm
+
+    runner = open_lm(path, num_threads=2)
     p = len(prompt)
     ids = np.zeros(MAX_LEN, np.int32)
     ids[:p] = prompt
-    out = prefill(token_ids=ids[None])
-    logits, cache = np.array(out["logits"][0, :p]), out["cache"]
-    # One untimed step first (allocations, packing) on a copy of the state.
-    decode(token=ids[None, p - 1:p], cache=cache, index=np.asarray(p - 1, np.int32))
+    logits, cache = runner.prefill(ids)
+    logits = logits[0, :p].copy()
+    # One untimed step first (allocations, packing).
+    runner.decode(int(ids[p - 1]), cache, p - 1)
     start = time.perf_counter()
     for index in range(p, p + NEW_TOKENS):
-        step = decode(token=ids[None, index - 1:index], cache=cache,
-                      index=np.asarray(index - 1, np.int32))
-        cache = step["cache"]
-        ids[index] = int(np.argmax(step["logits"][0, -1]))
+        step, cache = runner.decode(int(ids[index - 1]), cache, index - 1)
+        ids[index] = int(np.argmax(step[0, -1]))
     seconds = time.perf_counter() - start
     per_position = {}
-    token = ids[None, :1]
     for pos in POSITIONS:
         times = []
         for i in range(POSITION_REPEATS + 3):
             t0 = time.perf_counter()
-            decode(token=token, cache=cache, index=np.asarray(pos, np.int32))
+            runner.decode(int(ids[0]), cache, pos)
             if i >= 3:
                 times.append(time.perf_counter() - t0)
         per_position[pos] = statistics.median(times)

@@ -14,7 +14,7 @@ from ....ir.types import DType
 from .common import (ACTIVATION_OPS, F32, FUSED, PADDING, UNKNOWN, Unsupported, _need, _param,
                      _static, emit)
 from .weights import (_bias, _blockwise_weight, _filter, _moved, _per_channel, _stored_weight,
-                      _weight_mode)
+                      _weight_mode, int4_fc_weight)
 
 
 def _finish(e, node, main):
@@ -240,10 +240,21 @@ def _lower_matmul(e, node):
     key = "fc_nk" if tb else "fc_nk_from_kn"
     stored = None
     if b.const is None and b.type.rank == 2 and not ta and mode == "float":
+        int4 = int4_fc_weight(e, b, key, relayout, tb)
+        if int4 is not None:
+            ins = [e.t(a), int4, e.t(node.inputs[2]) if has_bias else -1]
+
+            def int4_fc(out, act):
+                # LiteRT's int4 kernels quantize the input per row at run time.
+                e.op("FULLY_CONNECTED", ins, [out], fb.FullyConnectedOptionsT(
+                    fusedActivationFunction=act, keepNumDims=a.type.rank != 2,
+                    asymmetricQuantizeInputs=True))
+            _finish(e, node, int4_fc)
+            return
         stored = _stored_weight(e, b, key, relayout, lambda q: _moved(q, 0))
         if stored is None and tb and _blockwise_weight(b):
             # Already in FULLY_CONNECTED's [N, K] order: the RESHAPE of the DEQUANTIZE
-            # that expands the blockwise codes feeds FC as a (prepare-time) weight.
+            # that expands the blockwise (8-bit) codes feeds FC as a (prepare-time) weight.
             stored = e.t(b)
     if (b.const is not None or stored is not None) and b.type.rank == 2 and not ta:
         # FULLY_CONNECTED computes x @ W^T with W [N, K] (per-channel axis: N, 0). Inputs of

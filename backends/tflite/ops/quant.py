@@ -8,7 +8,7 @@ import numpy as np
 
 from ....ir.types import DType, QuantParams
 from .common import F32, Unsupported, _need, emit
-from .weights import _expanded_by_users
+from .weights import _expanded_by_users, read_by_int4_fc
 
 _QUANT_OUT = {DType.i8, DType.u8, DType.i16}
 
@@ -62,6 +62,8 @@ def _lower_dequantize(e, node):
     q = node.inputs[0]
     if node.attrs["dtype"] == DType.f32 and q.quant is not None and _expanded_by_users(node):
         return  # a stored weight: its users re-lay and expand it (_stored_weight)
+    if read_by_int4_fc(node):
+        return  # blockwise int4 rows: FULLY_CONNECTED reads the codes (int4_fc_weight)
     # int4: constants stored packed two per byte (writer.pack_int4), DEQUANTIZE version 6.
     _need(node, q, {DType.i4, DType.i8, DType.u8, DType.i16}, "DEQUANTIZE")
     if node.attrs["dtype"] != DType.f32:

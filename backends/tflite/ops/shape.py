@@ -11,9 +11,12 @@ from ai_edge_litert import schema_py_generated as fb
 from ....ir.quantized import is_quantized, quantize_array
 from ....ir.types import DType
 from .common import FUSED, Unsupported, _need, _param, copy_into, emit
+from .weights import read_by_int4_fc
 
 
 def _lower_reshape(e, node):
+    if read_by_int4_fc(node):
+        return  # blockwise int4 weight: FULLY_CONNECTED reads the codes (int4_fc_weight)
     # The IR shape attribute already uses -1 where a dim is inferred (e.g. symbolic batch).
     emit(e, "RESHAPE", [e.t(node.inputs[0]), _param(e, list(node.attrs["shape"]), "shape")],
          out=e.out(node.output))

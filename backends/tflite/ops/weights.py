@@ -11,7 +11,7 @@ import numpy as np
 
 from ....ir.quantized import is_quantized
 from ....ir.types import DType, QuantParams
-from .common import QACT, Unsupported, _param, _static, emit
+from .common import QACT, Unsupported, _param, _static, emit, fb
 
 
 # The three forms of a conv/depthwise/matmul node (ir/quantized.py):
@@ -207,3 +207,76 @@ def _blockwise_weight(v) -> bool:
     d = p.inputs[0].producer
     return (d is not None and d.op == "dequantize" and d.inputs[0].const is not None
             and d.inputs[0].quant is not None)
+
+
+def int4_fc_weight(e, b, key: str, relayout, transpose_b: bool):
+    """FULLY_CONNECTED's int4 weight tensor for a weight-only int4 matmul operand `b`, or
+    None when `b` is not one. LiteRT has no float kernel for int4 weights (only a DEQUANTIZE
+    that expands the whole table into float memory at prepare time); its int4 FULLY_CONNECTED
+    kernels (XNNPACK's, with a reference fallback) read the packed codes directly and
+    quantize the activations per row at run time, as ai-edge-quantizer's int4 models do:
+
+    - per channel: `dequantize` of an int4 constant with symmetric params on the output
+      channel axis; the codes re-laid out to [N, K] keep their per-channel params;
+    - blockwise (`_blockwise_weight`, 4-bit): the rows [N*K/B, B] reshaped to [N, K], with
+      BlockwiseQuantization details pointing at a float16 [N, K/B] scale tensor (XNNPACK
+      takes float16 scales only; the quantize pass rounded them to float16 values)."""
+    p = b.producer
+    if p is not None and p.op == "dequantize" and p.inputs[0].const is not None:
+        src = p.inputs[0]
+        qp = src.quant
+        out_axis = 0 if transpose_b else 1
+        if (src.type.dtype != DType.i4 or qp is None or qp.axis != out_axis
+                or any(qp.zero_point) or p.attrs["dtype"] != DType.f32):
+            return None
+        return e.derived(src, f"{key}_int4", relayout, quant=_moved(qp, 0))
+    if not (transpose_b and _blockwise_weight(b)):
+        return None
+    dq = p.inputs[0].producer
+    rows = dq.inputs[0]
+    qp = rows.quant
+    if rows.type.dtype != DType.i4 or any(qp.zero_point) or dq.attrs["dtype"] != DType.f32:
+        return None
+    n, k = (int(d) for d in b.type.shape)
+    block = int(rows.type.shape[1])
+    scales = np.asarray(qp.scale, np.float32).reshape(n, k // block).astype(np.float16)
+    scale_tensor = e.const(scales, f"{e.value_name(rows)}/block_scales")
+    codes = e.derived(rows, "fc_blockwise", lambda arr: arr.reshape(n, k))
+    e.tensors[codes].quantization = fb.QuantizationParametersT(
+        detailsType=fb.QuantizationDetails.BlockwiseQuantization,
+        details=fb.BlockwiseQuantizationT(scales=scale_tensor, zeroPoints=-1,
+                                          blockSize=block))
+    return codes
+
+
+def _int4_blockwise_rows(reshape) -> bool:
+    """True when `reshape` is a 4-bit blockwise weight (`_blockwise_weight`) with symmetric
+    params dequantized to float32: the form `int4_fc_weight` writes as FC's own weight."""
+    if reshape is None or reshape.op != "reshape" or not _blockwise_weight(reshape.output):
+        return False
+    dq = reshape.inputs[0].producer
+    rows = dq.inputs[0]
+    return (rows.type.dtype == DType.i4 and not any(rows.quant.zero_point)
+            and dq.attrs["dtype"] == DType.f32 and reshape.output.type.rank == 2)
+
+
+def read_by_int4_fc(node) -> bool:
+    """True when `node` (the `reshape` of a blockwise int4 weight, or the `dequantize` of its
+    rows) is read only by float matmuls that take the codes themselves (`int4_fc_weight`),
+    so it emits nothing of its own."""
+    reshape = node if node.op == "reshape" else None
+    if node.op == "dequantize":
+        users = list(node.output.uses)
+        if len(users) != 1 or getattr(users[0][0], "op", None) != "reshape":
+            return False
+        reshape = users[0][0]
+    if not _int4_blockwise_rows(reshape) or not reshape.output.uses:
+        return False
+    for user, i in reshape.output.uses:
+        if getattr(user, "op", None) != "matmul" or i != 1:
+            return False
+        if not user.attrs["transpose_b"] or user.attrs["transpose_a"]:
+            return False
+        if any(is_quantized(v) for v in (user.inputs[0], *user.outputs)):
+            return False
+    return True
