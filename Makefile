@@ -1,4 +1,4 @@
-# tensorforge: `make demo`, `make test`, `make bench`, `make docs`. Each target creates .venv if missing and
+# tensorforge: `make demo`, `make test`, `make fuzz`, `make bench`, `make docs`. Each target creates .venv if missing and
 # installs the project with its pinned dependencies first.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ KERAS_HUB := 0.32.0
 # The TF.js harness: Node.js + @tensorflow/tfjs, pinned by tests/js/package-lock.json.
 JS_STAMP := tests/js/node_modules/.package-lock.json
 
-.PHONY: demo test test-slow bench docs install clean
+.PHONY: demo test test-slow fuzz bench docs install clean
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ $(JS_STAMP): tests/js/package-lock.json
 test: $(STAMP) $(JS_STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --rootdir=tests -m "not slow"
+
+# A long fuzzing campaign over every reader of user input (tests/fuzz runs a short one in
+# `make test`): prints inputs per campaign and the crash signatures; fails on any crash, hang,
+# half-written output or error that does not name its input. FUZZ_N inputs per campaign.
+FUZZ_N ?= 1000
+fuzz: $(STAMP)
+	$(PY) -W ignore -m tensorforge.tools.fuzz --n $(FUZZ_N)
 
 test-slow: $(STAMP) $(JS_STAMP)
 	$(PY) -m pytest --rootdir=tests -m slow

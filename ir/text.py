@@ -32,6 +32,10 @@ from .types import DType, Layout, QuantParams, TensorType
 
 LIST_LIMIT = 16  # constants with at most this many elements print as readable lists
 MAX_NESTING = 64  # attribute lists nested deeper than this are refused (no recursion blowup)
+# The largest constant the parser materializes: a `splat` or list constant is expanded in
+# memory, so its declared size (not the text's length) decides what it costs. Hex payloads
+# are as long as their data and are bounded by the text itself.
+MAX_CONSTANT_BYTES = 1 << 30
 
 _NAME_CHARS = re.compile(r"^[A-Za-z0-9_.$/\-]+$")
 
@@ -333,10 +337,24 @@ class _Parser:
             self.pos += 1
 
     # -- values and types ------------------------------------------------------------------
-    @staticmethod
-    def unquote(text: str) -> str:
-        body = text[1:]
-        return json.loads(body) if body.startswith('"') else body
+    def unquote(self, tok: Token) -> str:
+        """The name in a `%name`, `%"quoted name"`, `@name` or `@"quoted"` token."""
+        body = tok.text[1:]
+        return self.string(tok, body) if body.startswith('"') else body
+
+    def string(self, tok: Token, text: str | None = None) -> str:
+        """The value of a double-quoted string token (JSON escapes, the inverse of the
+        printer's `json.dumps`). A literal control character is taken as itself; a bad
+        escape or an escaped lone surrogate (not Unicode text) is a diagnostic."""
+        text = tok.text if text is None else text
+        try:
+            value = json.loads(text, strict=False)
+        except ValueError as e:
+            raise self.error(f"bad string {_shorten(text)}: {getattr(e, 'msg', e)}", tok)
+        bad = unicode_problem(value)
+        if bad:
+            raise self.error(f"bad string {_shorten(text)}: {bad}", tok)
+        return value
 
     def parse_dtype(self) -> DType:
         t = self.tok
@@ -350,13 +368,14 @@ class _Parser:
         return d
 
     def parse_type(self) -> TensorType:
+        start = self.tok
         dtype = self.parse_dtype()
         self.expect("[", "to open the shape")
         dims: list = []
         if not self.at("]"):
             while True:
                 t = self.next()
-                if t.kind == "number" and re.fullmatch(r"\d+", t.text):
+                if t.kind == "number" and re.fullmatch(r"\d{1,18}", t.text):
                     dims.append(int(t.text))
                 elif t.kind == "ident" and not t.text.startswith("-"):
                     dims.append(t.text)
@@ -368,7 +387,10 @@ class _Parser:
                 if not self.accept(","):
                     break
         self.expect("]", "to close the shape")
-        return TensorType(dtype, tuple(dims))
+        try:
+            return TensorType(dtype, tuple(dims))
+        except (TypeError, ValueError) as e:
+            raise self.error(f"bad type: {e}", start)
 
     def parse_value_type(self):
         ttype = self.parse_type()
@@ -401,7 +423,7 @@ class _Parser:
             return QuantParams(tuple(fields["scale"]), tuple(fields["zero_point"]),
                                fields.get("axis"), fields.get("bits", 8), fields.get("signed", True),
                                fields.get("narrow_range", False))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise self.error(f"bad quant params: {e}", start)
 
     def parse_layout(self) -> Layout:
@@ -423,10 +445,14 @@ class _Parser:
             raise self.error(f"attribute value nested too deeply (over {MAX_NESTING} levels)")
         if t.kind == "number":
             self.next()
-            return float(t.text) if any(c in t.text for c in ".eE") else int(t.text)
+            try:
+                return float(t.text) if any(c in t.text for c in ".eE") else int(t.text)
+            except ValueError:      # an integer of more digits than Python converts
+                raise self.error(f"number too long ({len(t.text)} characters)", t)
         if t.kind == "string":
+            value = self.string(t)
             self.next()
-            return json.loads(t.text)
+            return value
         if t.kind == "ident":
             if t.text == "dense":
                 return self.parse_dense()
@@ -460,6 +486,9 @@ class _Parser:
         self.expect(":", "after the dense type")
         np_dtype = ttype.dtype.np
         count = ttype.num_elements
+        if count * np_dtype.itemsize > MAX_CONSTANT_BYTES:
+            raise self.error(f"constant {ttype} is too large: {count * np_dtype.itemsize:,} "
+                             f"bytes (at most {MAX_CONSTANT_BYTES:,})", start)
         t = self.tok
         if t.kind == "hex":
             self.next()
@@ -473,8 +502,16 @@ class _Parser:
             arr = np.frombuffer(data, dtype=np_dtype.newbyteorder("<")).astype(np_dtype)
         elif self.at("splat"):
             self.next()
+            vt = self.tok
             v = self.parse_attr_value()
-            arr = np.full(ttype.shape, v, dtype=np_dtype)
+            if not isinstance(v, (bool, int, float)):
+                raise self.error(f"splat needs a number or true/false, found "
+                                 f"{self.describe(vt)}", vt)
+            try:
+                arr = _checked_array([v], np_dtype, ttype.dtype)
+                arr = np.full(ttype.shape, arr[0], dtype=np_dtype)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise self.error(f"bad splat value for {ttype.dtype}: {e}", vt)
         elif self.at("..."):
             raise self.error("elided constant (printed with elide) cannot be parsed")
         else:
@@ -484,7 +521,7 @@ class _Parser:
             if len(vals) != count:
                 raise self.error(f"dense<{ttype}> needs {count} values, got {len(vals)}", t)
             try:
-                arr = np.array(vals, dtype=np_dtype).reshape(ttype.shape)
+                arr = _checked_array(vals, np_dtype, ttype.dtype).reshape(ttype.shape)
             except (TypeError, ValueError, OverflowError) as e:
                 raise self.error(f"bad dense values for {ttype.dtype}: {e}", t)
         self.expect(">", "to close dense<...>")
@@ -508,7 +545,7 @@ class _Parser:
     # -- statements and graphs ---------------------------------------------------------------
     def parse_value_ref(self, context: str) -> tuple[str, Token]:
         t = self.expect_kind("value", context)
-        return self.unquote(t.text), t
+        return self.unquote(t), t
 
     def parse_stmt(self) -> _Stmt:
         first = self.tok
@@ -542,7 +579,7 @@ class _Parser:
         while self.tok.kind == "ident" and self.tok.text in ("scope", "loc"):
             key = self.next().text
             self.expect("=", f"after '{key}'")
-            val = json.loads(self.expect_kind("string", f"(the {key})").text)
+            val = self.string(self.expect_kind("string", f"(the {key})"))
             if key == "scope":
                 scope = val
             else:
@@ -557,7 +594,7 @@ class _Parser:
     def parse_graph(self) -> Graph | None:
         self.expect("graph", "to start a graph")
         gname_tok = self.expect_kind("symbol", "(the graph name, e.g. @main)")
-        graph = Graph(self.unquote(gname_tok.text))
+        graph = Graph(self.unquote(gname_tok))
         env: dict[str, Value] = {}
         defined_at: dict[str, Token] = {}
         self.expect("(", "to open the graph arguments")
@@ -708,6 +745,38 @@ class _Parser:
                                  [Diagnostic(f"graph @{g.name} defined twice", file=self.filename)])
             module.add_graph(g)
         return module
+
+
+def _checked_array(vals, np_dtype, dtype: DType) -> np.ndarray:
+    """`vals` as an array of `np_dtype`; ValueError for a value the dtype cannot hold (an
+    integer out of range, a finite float that overflows to infinity, a non-number)."""
+    if any(not isinstance(v, (bool, int, float)) for v in vals):
+        raise ValueError("values must be numbers or true/false")
+    if not dtype.is_float and any(isinstance(v, float) for v in vals):
+        raise ValueError(f"{dtype} values must be integers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.array(vals, dtype=np_dtype)
+    if dtype.is_float:
+        flat = arr.reshape(-1)
+        for k, v in enumerate(vals):
+            if math.isfinite(float(v)) and not np.isfinite(flat[k]):
+                raise ValueError(f"{v} overflows {dtype}")
+    return arr
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not valid Unicode (a lone surrogate, which no file encoding can hold), or
+    None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"holds a lone surrogate U+{ord(text[e.start]):04X} at index {e.start} (not "
+                f"valid Unicode)")
+    return None
 
 
 def parse_module(text: str, filename: str = "<input>") -> Module:

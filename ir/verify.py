@@ -106,6 +106,10 @@ def _check_node(r: _Reporter, node: Node, defined: set[int]) -> None:
                 break
         _check_value_extras(r, out, node)
 
+    for what in ("scope", "loc"):
+        bad = _unicode_problem(getattr(node, what))
+        if bad:
+            r.at(node, f"the {what} is not valid Unicode ({bad})")
     if not has_op(node.op):
         try:
             get_op(node.op)
@@ -152,8 +156,21 @@ def _check_node(r: _Reporter, node: Node, defined: set[int]) -> None:
             r.at(node, f"result {j} is declared {out.type} but {node.op} infers {want}")
 
 
+def _unicode_problem(text) -> str | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate U+{ord(text[e.start]):04X} at index {e.start}"
+    return None
+
+
 def _check_value_extras(r: _Reporter, v: Value, node: Node | None) -> None:
     problems = []
+    bad = _unicode_problem(v.name)
+    if bad:     # no artifact format (or file encoding) can hold it
+        problems.append(f"the name {v.name!r} of {r.name(v)} is not valid Unicode ({bad})")
     if v.quant is not None:
         problems += [f"quant params of {r.name(v)}: {p}" for p in v.quant.problems(v.type)]
     if v.layout is not None and len(v.layout.axes) != v.type.rank:

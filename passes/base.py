@@ -13,10 +13,12 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
+import json
+import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
-from ..ir.errors import ConversionError, Diagnostic
+from ..ir.errors import ConversionError, Diagnostic, TensorforgeError
 from ..ir.graph import Module
 
 
@@ -26,14 +28,25 @@ class PipelineError(ConversionError):
 
 @dataclass(frozen=True)
 class Option:
-    """A pass option: its type (int, float, bool, str), default and one-line doc."""
+    """A pass option: its type (int, float, bool, str), default and one-line doc, and what a
+    value must satisfy: `choices` (the valid values, or a function returning them), `min`
+    (numbers) and `check` (a function raising ValueError, or a TensorforgeError, with the
+    reason). Values are validated when the pipeline is parsed, not when the pass runs."""
 
     type: type
     default: Any
     doc: str = ""
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+    min: int | float | None = None
+    check: Callable[[Any], None] | None = None
+
+    def valid_choices(self) -> list[Any] | None:
+        if self.choices is None:
+            return None
+        return list(self.choices() if callable(self.choices) else self.choices)
 
     def convert(self, text: str) -> Any:
-        """Parses a textual option value; raises ValueError with the reason."""
+        """Parses and validates a textual option value; raises ValueError with the reason."""
         if self.type is bool:
             low = text.lower()
             if low in ("true", "1", "yes", "on"):
@@ -42,16 +55,50 @@ class Option:
                 return False
             raise ValueError(f"expected true or false, got '{text}'")
         if self.type is str:
-            return text
+            return self.validate(text)
         try:
-            return self.type(text)
-        except ValueError:
+            value = self.type(text)
+        except (ValueError, OverflowError):
             raise ValueError(f"expected {self.type.__name__}, got '{text}'") from None
+        return self.validate(value)
+
+    def validate(self, value: Any) -> Any:
+        """`value` if it is valid for this option; ValueError saying why (and listing the
+        valid values) otherwise."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            raise ValueError(f"expected {self.type.__name__}, got {value!r}")
+        if self.type is float and value != value:
+            raise ValueError("expected a number, got nan")
+        choices = self.valid_choices()
+        if choices is not None and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"'{value}' is not one of {', '.join(map(str, choices))}{hint}")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"must be at least {self.min}, got {value}")
+        if self.check is not None:
+            try:
+                self.check(value)
+            except TensorforgeError as e:
+                details = [str(d) for d in getattr(e, "diagnostics", ())]
+                summary = getattr(e, "summary", str(e))
+                raise ValueError("; ".join([summary, *details])) from None
+        return value
+
+
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.+\-/:@]*")
 
 
 def format_option_value(value: Any) -> str:
+    """An option value as pipeline text; a string that the pipeline syntax would split (a
+    comma, a brace, a space, a quote) is double-quoted with JSON escapes, so the printed
+    pipeline always parses back to the same values."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and not _PLAIN_VALUE.fullmatch(value):
+        return json.dumps(value)
     return str(value)
 
 
@@ -71,12 +118,11 @@ class Pass(abc.ABC):
                 problems.append(unknown_option_message(self.name, key, self.options))
                 continue
             opt = self.options[key]
-            if isinstance(value, str) and opt.type is not str:
-                try:
-                    value = opt.convert(value)
-                except ValueError as e:
-                    problems.append(f"option '{key}' of pass '{self.name}': {e}")
-                    continue
+            try:
+                value = opt.convert(value) if isinstance(value, str) else opt.validate(value)
+            except ValueError as e:
+                problems.append(f"option '{key}' of pass '{self.name}': {e}")
+                continue
             self.given[key] = value
         if problems:
             raise PipelineError("bad pass options", [Diagnostic(p) for p in problems])
@@ -140,7 +186,10 @@ def get_pass(name: str) -> type[Pass]:
     except KeyError:
         close = difflib.get_close_matches(name, _PASSES, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PipelineError(f"unknown pass '{name}'{hint} (see `tensorforge passes`)") from None
+        from .plugins import unloaded_plugins_hint
+
+        raise PipelineError(f"unknown pass '{name}'{hint} (see `tensorforge passes`)"
+                            f"{unloaded_plugins_hint()}") from None
 
 
 def registered_passes() -> dict[str, type[Pass]]:

@@ -81,13 +81,24 @@ def widened(module: Module, dtypes=NARROW_FLOATS) -> Module:
     return copy
 
 
+def _narrow_dtypes(text: str) -> tuple[DType, ...]:
+    """`"bf16,f16"` -> its dtypes; ValueError naming the ones that are not float dtypes."""
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [n for n in names if n not in {d.value for d in DType if d.is_float}]
+    if bad:
+        valid = ", ".join(d.value for d in DType if d.is_float)
+        raise ValueError(f"not float dtypes: {', '.join(map(repr, bad))} (valid: {valid})")
+    return tuple(DType(n) for n in names)
+
+
 @register_pass("widen-floats")
 class WidenFloats(Pass):
     """Computes bf16 and f16 values in f32 (values, constants, casts, inputs and outputs), for
     targets whose kernels lack them."""
 
-    options = {"dtypes": Option(str, "bf16,f16", "comma-separated narrow float dtypes")}
+    options = {"dtypes": Option(str, "bf16,f16", "comma-separated narrow float dtypes",
+                                check=lambda text: _narrow_dtypes(text))}
 
     def run(self, module, ctx):
-        dtypes = tuple(DType(d.strip()) for d in self.option("dtypes").split(",") if d.strip())
+        dtypes = _narrow_dtypes(self.option("dtypes"))
         return widen_floats_in_place(module, dtypes)

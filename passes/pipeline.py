@@ -30,7 +30,12 @@ def _split_options(body: str, where: str) -> list[tuple[str, str]]:
             m2 = re.compile(r'"(?:[^"\\]|\\.)*"').match(body, i)
             if not m2:
                 raise PipelineError(f"unterminated quoted value for '{key}' in {where}")
-            value, i = json.loads(m2.group()), m2.end()
+            try:
+                value = json.loads(m2.group())
+            except ValueError as e:   # a bad escape (\x), a control character
+                raise PipelineError(f"bad quoted value for '{key}' in {where}: "
+                                    f"{getattr(e, 'msg', e)} in {m2.group()}") from None
+            i = m2.end()
         else:
             j = body.find(",", i)
             j = n if j < 0 else j
@@ -88,7 +93,12 @@ def parse_pipeline(text: str) -> list[Pass]:
             problems.append(Diagnostic(e.summary))
             continue
         values = {}
-        for key, raw in _split_options(body, f"pass '{name}'") if body else []:
+        try:
+            pairs = _split_options(body, f"pass '{name}'") if body else []
+        except PipelineError as e:
+            problems.append(Diagnostic(e.summary))
+            continue
+        for key, raw in pairs:
             opt = cls.options.get(key)
             if opt is None:
                 problems.append(Diagnostic(unknown_option_message(name, key, cls.options)))

@@ -162,8 +162,14 @@ def test_entry_point_plugin(tmp_path, good):
                 return False
     '''))
     env = {"PYTHONPATH": str(site)}
-    assert "count-nodes" in tf("passes", env=env).stdout
-    proc = tf("opt", good, "--passes", "count-nodes", env=env)
+    listed = tf("passes", env=env).stdout     # listed as installed, not imported
+    assert "installed pass plugins" in listed and "count-nodes" in listed
+    proc = tf("opt", good, "--passes", "count-nodes", env=env)   # opt-in: not loaded
+    assert proc.returncode == 1 and "--plugins all" in proc.stderr
+    proc = tf("opt", good, "--passes", "count-nodes", "--plugins", "all", env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = tf("opt", good, "--passes", "count-nodes", env={**env, "TENSORFORGE_PLUGINS":
+                                                            "count-nodes"})
     assert proc.returncode == 0, proc.stderr
 
 

@@ -1139,6 +1139,11 @@ _SAFE_STR = st.text(alphabet="abcxyzABC0123456789_.-", max_size=8)
 
 
 def option_values(opt):
+    choices = opt.valid_choices()
+    if choices is not None:
+        return st.sampled_from(choices)
+    if opt.type is int and opt.min is not None:
+        return st.integers(opt.min, 10**12)
     if opt.type is bool:
         return st.booleans()
     if opt.type is int:
@@ -1157,7 +1162,8 @@ def pipelines(draw):
     canon, loose = [], []
     for name in draw(st.lists(st.sampled_from(sorted(passes)), min_size=1, max_size=6)):
         cls = passes[name]
-        usable = sorted(k for k, o in cls.options.items() if o.type in (bool, int, float, str))
+        usable = sorted(k for k, o in cls.options.items()
+                        if o.type in (bool, int, float, str) and o.check is None)
         keys = draw(st.permutations(usable))[:draw(st.integers(0, len(usable)))] if usable \
             else []
         parts_c, parts_l = [], []

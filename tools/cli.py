@@ -17,9 +17,10 @@ from typing import Sequence
 from ..ir.errors import TensorforgeError
 from ..ir.text import parse_module, print_module
 from ..ir.verify import verify_module
-from .files import read_text, write_text_atomic
+from .files import check_output_path, read_text, write_text_atomic
 from ..passes import (PassContext, PassManager, load_entry_point_plugins, load_pass_plugin,
                       registered_passes)
+from ..passes.plugins import PLUGINS_ENV, installed_plugins, requested_plugins
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -32,14 +33,19 @@ def read_source(path: str) -> tuple[str, str]:
     return read_text(path), path
 
 
-def load_plugins(files: Sequence[str]) -> None:
-    load_entry_point_plugins()
-    for f in files:
+def load_plugins(args: argparse.Namespace) -> None:
+    """The plugins a command asks for: installed entry points only with --plugins (or
+    TENSORFORGE_PLUGINS), then each --load-pass-plugin file."""
+    load_entry_point_plugins(requested_plugins(args.plugins))
+    for f in args.load_pass_plugin:
         load_pass_plugin(f)
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
-    load_plugins(args.load_pass_plugin)
+    to_file = args.output is not None and args.output != "-"
+    if to_file:
+        check_output_path(args.output)      # before any work
+    load_plugins(args)
     pm = PassManager.parse(args.passes or "")
     text, name = read_source(args.input)
     module = parse_module(text, name)
@@ -50,7 +56,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     if not args.verify_each:
         verify_module(module)  # the result is always checked once
     out = print_module(module)
-    if args.output and args.output != "-":
+    if to_file:
         write_text_atomic(args.output, out)
     else:
         sys.stdout.write(out)
@@ -62,7 +68,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    load_plugins(args.load_pass_plugin)
+    load_plugins(args)
     ctx = PassContext(print_ir_after=set(args.print_ir_after), verify_each=args.verify_each,
                       time_passes=args.time_passes, ir_stream=sys.stderr)
     targets = [t.strip() for t in args.target.split(",")]
@@ -113,12 +119,12 @@ def parse_input_shapes(texts: Sequence[str]) -> dict[str, list[int | None]] | No
 def _quantization_args(args: argparse.Namespace):
     """(quantization for convert, calibration data path) from --quantize/--quant-config/
     --calibration-data. The .npz is read against the model's inputs by the driver."""
-    from ..passes.quantize.config import QuantizationConfigurationMap
+    from ..passes.quantize.quantize_pass import read_config
 
     if args.quant_config and not args.quantize:
-        cfg = QuantizationConfigurationMap.from_json(read_text(args.quant_config))
+        cfg = read_config(args.quant_config)
     elif args.quant_config:
-        cfg = QuantizationConfigurationMap.from_json(read_text(args.quant_config))
+        cfg = read_config(args.quant_config)
         if cfg.scheme.name != args.quantize:
             raise TensorforgeError(f"--quantize {args.quantize} disagrees with the scheme "
                                    f"{cfg.scheme.name!r} in {args.quant_config}")
@@ -126,6 +132,10 @@ def _quantization_args(args: argparse.Namespace):
         cfg = args.quantize
     if args.calibration_data and cfg is None:
         raise TensorforgeError("--calibration-data needs --quantize SCHEME (or --quant-config)")
+    if args.calibration_data:
+        from ..passes.quantize.calibrate import read_npz
+
+        read_npz(args.calibration_data)     # a bad file fails before the model is loaded
     return cfg, args.calibration_data
 
 
@@ -136,6 +146,7 @@ def cmd_quant_report(args: argparse.Namespace) -> int:
     from .sources import load_source
     from ..backends.tf_probe import tf_runner
 
+    check_output_path(args.output, directory=True)   # before any work
     quantization, _ = _quantization_args(args)
     source = load_source(args.source, safe_mode=not args.unsafe,
                          custom_objects=args.custom_objects)
@@ -174,14 +185,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    load_plugins(args.load_pass_plugin)
+    load_plugins(args)
     for name, cls in registered_passes().items():
         print(f"{name:<22} {cls.summary()}")
         for key, opt in cls.options.items():
             default = opt.default
             shown = ("true" if default else "false") if isinstance(default, bool) else default
             setting = f"{key}={shown}"
-            print(f"    {setting:<26} ({opt.type.__name__}) {opt.doc}")
+            choices = opt.valid_choices()
+            kind = opt.type.__name__ + (f": {'|'.join(map(str, choices))}" if choices else "")
+            print(f"    {setting:<26} ({kind}) {opt.doc}")
+    plugins = installed_plugins()      # listed, not imported
+    if plugins:
+        print(f"\ninstalled pass plugins (imported only with --plugins NAME or all, or "
+              f"{PLUGINS_ENV}):")
+        for ep in plugins:
+            dist = getattr(ep, "dist", None)
+            origin = f"  [{dist.name} {dist.version}]" if dist is not None else ""
+            print(f"  {ep.name:<20} {ep.value}{origin}")
     return 0
 
 
@@ -278,9 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=cmd_generate)
 
-    passes = sub.add_parser("passes", help="list registered passes and their options")
-    passes.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
-                        help="load passes from a Python file (repeatable)")
+    passes = sub.add_parser("passes", help="list registered passes and their options",
+                            description="Lists the built-in passes (and those of loaded "
+                                        "plugins) with their options, then the installed "
+                                        "plugin packages, which are not imported unless "
+                                        "asked for with --plugins.")
+    _add_plugin_flags(passes)
     passes.set_defaults(func=cmd_passes)
     return parser
 
@@ -303,8 +327,16 @@ def _add_pass_flags(p: argparse.ArgumentParser) -> None:
                    help="print the IR to stderr after pass NAME, or after every pass with 'all'")
     p.add_argument("--verify-each", action="store_true", help="run the verifier after each pass")
     p.add_argument("--time-passes", action="store_true", help="print a timing table to stderr")
+    _add_plugin_flags(p)
+
+
+def _add_plugin_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load-pass-plugin", metavar="FILE", action="append", default=[],
                    help="load passes from a Python file (repeatable)")
+    p.add_argument("--plugins", metavar="NAMES", default=None,
+                   help=f"import installed plugin packages (entry points of "
+                        f"'tensorforge.passes'): all, none, or names, comma-separated "
+                        f"(default: ${PLUGINS_ENV}, else none)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

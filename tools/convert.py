@@ -28,7 +28,9 @@ from ..passes import PassContext, PassManager
 from ..passes.dtypes import narrow_float_values
 from ..passes.recurrent import tflite_unfused
 from . import quantize as Q
+from . import trainable as T
 from . import verify as V
+from .files import check_output_path
 from .sources import Source, load_source
 
 DEFAULT_PIPELINE = "canonicalize"
@@ -48,9 +50,10 @@ class Target:
 
 def _write_tflite(module: Module, path: Path, *, fp16: bool = False,
                   notes: list[str] | None = None, **_) -> None:
-    from ..backends.tflite import write_tflite
+    from ..backends.tflite.writer import save_tflite
 
-    path.write_bytes(write_tflite(module, fp16=fp16, notes=notes))
+    # Streamed to the file: a model past 2 GiB keeps its weights after the flatbuffer.
+    save_tflite(module, path, fp16=fp16, notes=notes)
 
 
 def _run_tflite(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
@@ -61,10 +64,10 @@ def _run_tflite(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> 
     return [out[n] for n in names]
 
 
-def _write_savedmodel(module: Module, path: Path, **_) -> None:
+def _write_savedmodel(module: Module, path: Path, *, trainable=False, **_) -> None:
     from ..backends.savedmodel import write_savedmodel
 
-    write_savedmodel(module, path)
+    write_savedmodel(module, path, trainable=trainable)
 
 
 def _run_savedmodel(path: Path, inputs, names):
@@ -76,10 +79,11 @@ def _run_savedmodel(path: Path, inputs, names):
 
 
 def _write_tfjs(module: Module, path: Path, *, tfjs_quantize: str | None = None,
-                tfjs_quantize_globs=None, **_) -> None:
+                tfjs_quantize_globs=None, notes: list[str] | None = None, **_) -> None:
     from ..backends.tfjs import write_tfjs
 
-    write_tfjs(module, path, quantize=tfjs_quantize, quantize_globs=tfjs_quantize_globs)
+    write_tfjs(module, path, quantize=tfjs_quantize, quantize_globs=tfjs_quantize_globs,
+               notes=notes)
 
 
 def _run_tfjs(path: Path, inputs, names):
@@ -127,11 +131,16 @@ def output_paths(output: str | Path, targets: list[str]) -> dict[str, Path]:
     artifact of that kind, then the artifact goes inside it. Several targets: `output` is a
     directory with one artifact per target under its default name."""
     out = Path(output)
+    if not os.fspath(output):
+        raise ConversionError("output path is empty")
     if len(targets) == 1:
         t = TARGETS[targets[0]]
         if t.is_dir:
             return {t.name: out}
         if out.is_dir() or out.suffix != ".tflite":
+            if out.exists() and not out.is_dir():
+                raise ConversionError(f"output {out} is an existing file without the .tflite "
+                                      f"suffix; name a .tflite file or a directory")
             return {t.name: out / t.default_name}
         return {t.name: out}
     if out.exists() and not out.is_dir():
@@ -141,8 +150,10 @@ def output_paths(output: str | Path, targets: list[str]) -> dict[str, Path]:
 
 
 def _check_destinations(paths: dict[str, Path]) -> None:
-    """Refuses, before any work, to replace something that is not an artifact of ours."""
+    """Refuses, before any work, to replace something that is not an artifact of ours, or to
+    write where nothing can be written (see files.check_output_path)."""
     for target, path in paths.items():
+        check_output_path(path, directory=TARGETS[target].is_dir)
         if not path.exists():
             continue
         if TARGETS[target].is_dir:
@@ -190,7 +201,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             pass_context: PassContext | None = None, batch: int = 2,
             quantization: Any = None, calibration_data=None, verify_inputs=None,
             custom_objects=None, min_sqnr_db: float = V.DEFAULT_MIN_SQNR_DB,
-            progress: bool = True) -> ConversionResult:
+            progress: bool = True, trainable=False) -> ConversionResult:
     """Compiles `model` (Keras model, JAX function with `example_args` (and `params`),
     JaxModel, `.keras` file, SavedModel directory, `.tfir` file, `file.py:factory` or Module)
     to `target` ("tflite", "savedmodel", "tfjs", a list, or "all") under `output`.
@@ -221,10 +232,18 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     the float source by SQNR (each output at least `min_sqnr_db`, default 5 dB) and collapse
     (a constant output where the float one varies fails).
 
+    `trainable=True` (target "savedmodel" only; float models only) writes the fine-tuning
+    form: the model's parameters (JAX params, Flax variables, Keras weights) are trainable
+    tf.Variables, kept as they are by the pass pipeline, and the SavedModel's object has a
+    differentiable `__call__`, `variables` and `trainable_variables` beside its
+    `serving_default` signature (docs/guide.md, "Fine-tuning a JAX model in TensorFlow").
+    A list of name globs instead of True trains only the parameters it matches.
+
     Every artifact is first written to a staging directory beside `output`; only when all of
     them are written are they moved into place, so a failure leaves nothing behind and never
     clobbers an existing artifact."""
     targets = resolve_targets(target)
+    check_output_path(output, directory=None)   # the staging area's parent, before any work
     paths = output_paths(output, targets)
     _check_destinations(paths)
     source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
@@ -244,7 +263,15 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             # Checked against the signature before any work, and materialized once (a
             # generator is read only once; calibration and verification both need it).
             calibration_data = Q.check_calibration_data(source.module, calibration_data)
-    module = optimize(source.module, passes, pass_context)
+    if trainable is not False:
+        # The pipeline must not fold, merge or delete a parameter (tools/trainable.py).
+        T.check_trainable(targets, quantization, source.module,
+                          fake_quant=Q.has_fake_quant(source.module))
+        shields = T.shield_parameters(source.module)
+        module = optimize(source.module, passes, pass_context)
+        T.restore_parameters(module, shields)
+    else:
+        module = optimize(source.module, passes, pass_context)
     qresult = None
     if quantization is not None:
         qresult = Q.quantize_module(module, quantization, calibration_data,
@@ -256,6 +283,8 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     notes: list[str] = []    # what the artifacts do differently, from the writers too
     options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
                "tfjs_quantize_globs": tfjs_quantize_globs, "notes": notes}
+    if trainable is not False:
+        options["trainable"] = trainable
     anchor = Path(output).resolve()
     anchor.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))

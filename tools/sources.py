@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ir.errors import ConversionError
+from .files import existing_path
 from ..ir.graph import Module
 
 # Runs the original model on named inputs and returns its outputs in output order.
@@ -124,7 +125,11 @@ def import_user_file(path: Path, why: str):
     the user's line when it fails)."""
     import importlib.util
 
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:         # a name too long to look up
+        found = False
+    if not found:
         raise ConversionError(f"no such file: {path} ({why})")
     if path.suffix != ".py":
         raise ConversionError(f"{path} is not a Python file ({why})")
@@ -225,9 +230,7 @@ def load_source(src: Any, *, safe_mode: bool = True, input_signature=None,
         raise ConversionError(f"cannot compile a {type(src).__name__}{hint}: expected a Keras "
                               f"model, a JAX function or JaxModel, a .keras file, a SavedModel "
                               f"directory, a .tfir file, file.py:factory or a Module")
-    path = Path(src)
-    if not path.exists():
-        raise ConversionError(f"no such file or directory: {path}")
+    path = existing_path(src)
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise ConversionError(f"{path} is a directory but not a SavedModel "

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir.errors import ConversionError
+from .files import existing_path
 from ..ir.graph import Module
 
 
@@ -132,9 +133,7 @@ def summarize_keras(path: Path) -> Summary:
 
 def summarize(path: str | Path) -> Summary:
     """A Summary of any file tensorforge reads or writes; ConversionError otherwise."""
-    p = Path(path)
-    if not p.exists():
-        raise ConversionError(f"no such file or directory: {p}")
+    p = existing_path(path)
     if p.is_dir():
         from .sources import load_source
 

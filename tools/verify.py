@@ -238,11 +238,9 @@ def given_inputs(module: Module, data) -> dict[str, np.ndarray]:
     where = "verify_inputs"
     if isinstance(data, (str, os.PathLike)):
         where = str(data)
-        try:
-            with np.load(data, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as e:
-            raise ConversionError(f"cannot read verification inputs {where}: {e}") from None
+        from ..passes.quantize.calibrate import read_npz
+
+        data = read_npz(data, "verification inputs")
     if not isinstance(data, Mapping):
         raise ConversionError(f"{where} must map input names to arrays (or be an .npz path)")
     names = input_names(module)

@@ -22,6 +22,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..jax import from_jax
 from ..tf import lift_concrete_function
+from .quantized import dequantized_tracing
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
@@ -44,10 +45,11 @@ def load_keras_file(path, *, safe_mode: bool = True,
         raise ConversionError(f"{p} is not a valid .keras file (not a zip archive)")
     import keras
 
+    stored = _stored_weights(p)
     _register_packages_of(p)
     try:
-        return keras.saving.load_model(str(p), safe_mode=safe_mode,
-                                       custom_objects=dict(custom_objects or {}))
+        model = keras.saving.load_model(str(p), safe_mode=safe_mode,
+                                        custom_objects=dict(custom_objects or {}))
     except Exception as e:
         text = str(e)
         if "Could not locate" in text or "custom_objects" in text:
@@ -61,6 +63,124 @@ def load_keras_file(path, *, safe_mode: bool = True,
                 f"Python code); if you trust the file, pass safe_mode=False (on the command "
                 f"line: --unsafe)") from None
         raise ConversionError(f"cannot load Keras model {p}: {_one_line(e)}") from None
+    _check_weights(p, model, stored)
+    return model
+
+
+WEIGHTS = "model.weights.h5"
+
+
+def _stored_weights(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{dataset path: (shape, dtype kind)} of the archive's HDF5 weights, read from its
+    metadata (no data is read); ConversionError for a missing, truncated or corrupt weights
+    file, or a dataset whose dtype is not a number. An archive without weights (a model that
+    has none) gives {}."""
+    import h5py
+
+    out, problems = {}, []
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "config.json" not in names:
+                raise ConversionError(f"{path} is not a valid .keras file (no config.json in the "
+                                      f"archive)")
+            if WEIGHTS not in names:
+                return {}
+            with z.open(WEIGHTS) as member, h5py.File(member, "r") as f:
+                def visit(name, obj):
+                    if not isinstance(obj, h5py.Dataset):
+                        return
+                    kind = obj.dtype.kind
+                    if kind not in "biuf":
+                        problems.append(Diagnostic(f"weight {name}: dtype {obj.dtype} is not "
+                                                   f"numeric"))
+                    out[name] = (tuple(obj.shape or ()), kind)
+                f.visititems(visit)
+    except ConversionError:
+        raise
+    except Exception as e:  # zipfile / HDF5 on damaged bytes: truncation, bad headers, ...
+        raise ConversionError(f"cannot load Keras model {path}: its weights ({WEIGHTS}) are "
+                              f"truncated or corrupt: {_one_line(e)}") from None
+    if problems:
+        raise ConversionError(f"cannot load Keras model {path}: bad weights", problems)
+    return out
+
+
+def _own_variables(layer) -> list:
+    own = getattr(layer, "_trainable_variables", None)
+    rest = getattr(layer, "_non_trainable_variables", None)
+    if own is None or rest is None:
+        return list(getattr(layer, "weights", []))
+    return list(own) + list(rest)
+
+
+def _snake_case(name: str) -> str:
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _saved_layer_names(model) -> dict:
+    """{name in the weights file: layer}: Keras saves a model's layers under their class
+    name in snake case, numbered from the second of a class on (`re_lu`, `re_lu_1`)."""
+    out, used = {}, {}
+    for layer in getattr(model, "_layers", None) or getattr(model, "layers", []):
+        name = _snake_case(type(layer).__name__)
+        if name in used:
+            used[name] += 1
+            name = f"{name}_{used[name]}"
+        else:
+            used[name] = 0
+        out[name] = layer
+    return out
+
+
+def _check_weights(path: Path, model, stored: dict) -> None:
+    """Checks each top-level layer's variables (`layers/<name>/vars/<i>` in the archive)
+    against the stored weights: the same number, shapes and dtype kinds (Keras casts an
+    integer array into a float variable without a word). Every mismatch is listed."""
+    per_layer: dict[str, dict[int, tuple]] = {}
+    for key, meta in stored.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == "layers" and parts[2] == "vars" and \
+                parts[3].isdigit():
+            per_layer.setdefault(parts[1], {})[int(parts[3])] = meta
+    layers = _saved_layer_names(model)
+    if not set(per_layer) <= set(layers):
+        return      # another path scheme (nested containers): Keras matched the weights itself
+    problems = []
+    if per_layer:   # the file stores weights per layer: every layer with variables needs them
+        for name, layer in layers.items():
+            if name not in per_layer and _own_variables(layer):
+                problems.append(Diagnostic(f"layer {layer.name!r} has {len(_own_variables(layer))} "
+                                           f"variables but the file stores none for it"))
+    for name, stored_vars in sorted(per_layer.items()):
+        layer = layers.get(name)
+        if layer is None:
+            continue        # saved under another path scheme; Keras matched it itself
+        variables = _own_variables(layer)
+        name = layer.name
+        if len(variables) != len(stored_vars):
+            problems.append(Diagnostic(f"layer {name!r} has {len(variables)} variables, the "
+                                       f"file stores {len(stored_vars)}"))
+            continue
+        for i, v in enumerate(variables):
+            if i not in stored_vars:
+                problems.append(Diagnostic(f"layer {name!r}: variable {i} is missing"))
+                continue
+            shape, kind = stored_vars[i]
+            want_shape = tuple(int(d) for d in v.shape)
+            dname = str(getattr(v.dtype, "name", v.dtype))
+            want_kind = "f" if "float" in dname else "b" if dname == "bool" else "i"
+            if shape != want_shape:
+                problems.append(Diagnostic(f"layer {name!r} variable {i} ({v.name}): stored "
+                                           f"shape {list(shape)}, declared {list(want_shape)}"))
+            if (kind == "f") != (want_kind == "f") or (kind == "b") != (want_kind == "b"):
+                problems.append(Diagnostic(f"layer {name!r} variable {i} ({v.name}): stored "
+                                           f"dtype kind {kind!r}, declared {v.dtype}"))
+    if problems:
+        raise ConversionError(f"cannot load Keras model {path}: its weights do not match the "
+                              f"model", problems)
 
 
 # Packages whose Keras classes register themselves on import (`keras_hub>LlamaBackbone` in
@@ -325,7 +445,9 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     # skipping it saves ~0.2 s on MobileNetV2. Subclassed models may need it.
     fn = tf.function(call, autograph=not functional)
     try:
-        concrete = fn.get_concrete_function(*specs)
+        # Layers Keras quantized trace their float call on their stored integer codes.
+        with dequantized_tracing(model) as keras_quantization:
+            concrete = fn.get_concrete_function(*specs)
     except ConversionError:
         raise
     except Exception as e:
@@ -338,7 +460,8 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
                               f"{type(e).__name__}: {_keras_error_summary(e)}{hint}") from None
     output_names = _output_names(model, concrete.structured_outputs, len(concrete.outputs))
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
-                                    scope_fn=keras_scope_fn(model), source="keras")
+                                    scope_fn=keras_scope_fn(model), source="keras",
+                                    metadata=keras_quantization.metadata())
     return module
 
 

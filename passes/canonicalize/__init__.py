@@ -30,11 +30,13 @@ class Canonicalize(Pass):
     options = {
         "fold": Option(bool, True, "fold nodes whose operands are all constants"),
         "fuse": Option(bool, True, "fold batch-norm / bias / activations into conv and matmul"),
-        "fold-limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)"),
+        "fold-limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)",
+                             min=0),
         "cse": Option(bool, True, "merge identical computations"),
-        "max-iterations": Option(int, 8, "pattern/CSE rounds before giving up on a fixed point"),
+        "max-iterations": Option(int, 8, "pattern/CSE rounds before giving up on a fixed point",
+                                 min=1),
         "unroll-limit": Option(int, DEFAULT_UNROLL_LIMIT,
-                               "unroll scans of at most this many steps (0: never)"),
+                               "unroll scans of at most this many steps (0: never)", min=0),
     }
 
     def run(self, module, ctx):
@@ -64,7 +66,8 @@ class Canonicalize(Pass):
 class FoldConstantsPass(Pass):
     """Evaluates nodes whose operands are all constants with the reference kernels."""
 
-    options = {"limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)")}
+    options = {"limit": Option(int, DEFAULT_FOLD_LIMIT, "largest folded result (elements)",
+                                min=0)}
 
     def run(self, module, ctx):
         return _run_patterns(module, [FoldConstants(self.option("limit"))], ctx)

@@ -17,7 +17,10 @@ TensorFlow function and is much faster (passes cannot import backends, hence the
 from __future__ import annotations
 
 import os
+import struct
 import sys
+import zipfile
+import zlib
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -256,17 +259,95 @@ def calibrate(module: Module, dataset, requests: Mapping[Value, Observer | str],
     return ranges
 
 
+def read_npz(path: str | os.PathLike, what: str = "calibration data") -> dict[str, np.ndarray]:
+    """Every array of an `.npz` archive, read eagerly and checked: ConversionError naming the
+    file and every problem (not a file, not a zip archive, an `.npy` where an `.npz` is
+    expected, a truncated or corrupt member, a bad CRC, object (pickled) arrays, a header
+    declaring more data than the member holds) instead of whatever NumPy or zipfile raise."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise ConversionError(f"cannot read {what} {p}: no such file")
+    if os.path.isdir(p):
+        raise ConversionError(f"cannot read {what} {p}: it is a directory, expected an .npz file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise ConversionError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    if head == b"\x93NUMPY":
+        raise ConversionError(f"cannot read {what} {p}: it is a single .npy array; save an .npz "
+                              f"(numpy.savez) with one array per model input")
+    if not zipfile.is_zipfile(p):
+        raise ConversionError(f"cannot read {what} {p}: not an .npz archive "
+                              f"({'empty file' if not head else 'not a zip file'})")
+    arrays, problems = {}, []
+    try:
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                name = info.filename
+                if info.is_dir():
+                    continue
+                if not name.endswith(".npy"):
+                    problems.append(Diagnostic(f"member {name!r} is not an .npy array"))
+                    continue
+                key = name[:-4]
+                try:
+                    arrays[key] = _read_npy_member(z, info)
+                except ValueError as e:
+                    problems.append(Diagnostic(f"array {key!r}: {e}"))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+            NotImplementedError, RuntimeError, ValueError, IndexError, KeyError, struct.error,
+            OverflowError, MemoryError) as e:
+        # What zipfile raises on damaged archives: RuntimeError for an encrypted member,
+        # NotImplementedError for an unknown compression, IndexError/struct.error for a
+        # malformed extra field, ValueError/OverflowError for impossible sizes.
+        raise ConversionError(f"cannot read {what} {p}: corrupt .npz archive "
+                              f"({type(e).__name__}: {e})") from None
+    if problems:
+        raise ConversionError(f"cannot read {what} {p}", problems)
+    return arrays
+
+
+def _read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One `.npy` member; ValueError saying what is wrong with it."""
+    from numpy.lib import format as npy
+
+    with z.open(info) as f:
+        try:
+            version = npy.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = npy.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, SyntaxError, TypeError, EOFError, OverflowError) as e:
+            raise ValueError(f"bad .npy header: {e}") from None
+        if dtype.hasobject:
+            raise ValueError(f"holds Python objects (dtype {dtype}), which would need pickle; "
+                             f"save numeric arrays")
+        if dtype.kind not in "biuf":
+            raise ValueError(f"dtype {dtype} is not numeric (expected bool, int or float)")
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        want = count * dtype.itemsize
+        if want > info.file_size:
+            raise ValueError(f"header declares {tuple(shape)} {dtype} ({want:,} bytes) but the "
+                             f"member holds {info.file_size:,} bytes (truncated?)")
+        data = f.read(want + 1)
+    if len(data) != want:
+        raise ValueError(f"holds {len(data):,} data bytes, {tuple(shape)} {dtype} needs {want:,}")
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C").copy()
+
+
 def load_npz_samples(path: str | os.PathLike, module: Module) -> list[list[np.ndarray]]:
     """Calibration samples from an .npz: one array per model input (keyed by input name, or
     arr_0, arr_1, ... in input order), each with one row per sample; every row is fed as a
     batch of one."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"cannot read calibration data {path}: {e}") from None
+    data = read_npz(path, "calibration data")
     names = list(module.metadata.get("input_names", ())) or \
         [v.name or f"input_{i}" for i, v in enumerate(module.main.inputs)]
-    keys = list(data.files)
+    keys = list(data)
     if set(names) <= set(keys):
         arrays = [data[n] for n in names]
     elif len(keys) == len(names) and all(k == f"arr_{i}" for i, k in enumerate(keys)):
@@ -275,7 +356,11 @@ def load_npz_samples(path: str | os.PathLike, module: Module) -> list[list[np.nd
         raise ConversionError(f"calibration data {path} has arrays {', '.join(keys) or '(none)'}"
                               f"; the model takes inputs {', '.join(names)} (name the arrays "
                               f"after them, or save them positionally as arr_0, arr_1, ...)")
-    counts = {len(a) for a in arrays if a.ndim > 0}
+    scalars = [n for n, a in zip(names, arrays) if a.ndim == 0]
+    if scalars:
+        raise ConversionError(f"calibration data {path}: array(s) {', '.join(scalars)} are "
+                              f"scalars; each needs one row per sample")
+    counts = {len(a) for a in arrays}
     if len(counts) != 1:
         raise ConversionError(f"calibration data {path}: arrays hold different sample counts "
                               f"{sorted(counts)}")

@@ -216,8 +216,9 @@ class QuantizationConfigurationMap:
         """The map `to_json` wrote; ConfigError listing every problem otherwise."""
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise _error("invalid quantization config JSON", [str(e)]) from None
+        except (ValueError, TypeError, RecursionError) as e:
+            # ValueError: bad JSON, or an integer of more digits than Python converts.
+            raise _error("invalid quantization config JSON", [str(e)[:200]]) from None
         return cls.from_dict(data)
 
     @classmethod
@@ -278,7 +279,7 @@ def _replay(qmap: QuantizationConfigurationMap, call: Any, where: str,
     method = call.get("method")
     fields = {"set_config": ("method", "key", "config", "op_type", "layer"),
               "set_tensor_config": ("method", "key", "config")}
-    if method not in fields:
+    if not isinstance(method, str) or method not in fields:
         problems.append(f"{where}.method: {method!r} is not one of set_config, "
                         f"set_tensor_config")
         return

@@ -280,7 +280,8 @@ class LowerQuantized(Pass):
 
     options = {
         "hybrid": Option(bool, False, "dynamic-range ops: int8 weights, float activations"),
-        "io": Option(str, "float", "model input/output type: float or int8"),
+        "io": Option(str, "float", "model input/output type: float or int8",
+                     choices=("float", "int8")),
     }
 
     def run(self, module, ctx):

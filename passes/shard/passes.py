@@ -26,9 +26,10 @@ class ShardPropagate(Pass):
     data parallelism on `batch`) and annotates every value with its layout."""
 
     options = {
-        "mesh": Option(str, "batch=2,model=4", "mesh axes, e.g. \"batch=2,model=4\""),
-        "style": Option(str, "megatron", "canned layout map (megatron)"),
-        "batch": Option(int, 1, "batch size assumed for byte counts"),
+        "mesh": Option(str, "batch=2,model=4", "mesh axes, e.g. \"batch=2,model=4\"",
+                       check=parse_mesh),
+        "style": Option(str, "megatron", "canned layout map (megatron)", choices=("megatron",)),
+        "batch": Option(int, 1, "batch size assumed for byte counts", min=1),
     }
 
     def run(self, module, ctx):
@@ -48,7 +49,8 @@ class InsertCollectives(Pass):
     program: local shard shapes, sharded constants as extra inputs, and explicit all_reduce /
     all_gather ops where the layouts need them (run it with tensorforge.ir.spmd)."""
 
-    options = {"mesh": Option(str, "", "mesh axes (default: the module's `mesh` metadata)")}
+    options = {"mesh": Option(str, "", "mesh axes (default: the module's `mesh` metadata)",
+                              check=lambda text: text and parse_mesh(text))}
 
     def run(self, module, ctx):
         text = self.option("mesh") or module.metadata.get("mesh", "")

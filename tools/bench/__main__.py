@@ -2,8 +2,10 @@
 conversion side by side with TFLiteConverter (recurrent layers too), JAX and TF.js conversion, KerasHub models side
 by side with TFLiteConverter's concrete-function path, then int8 post-training quantization side by side
 with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset),
-sharding plans, and LLM generation (`convert_lm` artifacts in LiteRT vs Keras's jitted generate on
-JAX: decode tokens/s, decode cost by position, bytes and logits SQNR of the quantized ones)."""
+sharding plans, LLM generation (`convert_lm` artifacts in LiteRT vs Keras's jitted generate on
+JAX: decode tokens/s, decode cost by position, bytes and logits SQNR of the quantized ones), and
+a model past 2 GiB (peak RSS while writing it ÷ its weight bytes, goal <= 1.5;
+TENSORFORGE_BENCH_LARGE_GB sets its size, default 2.2)."""
 
 from __future__ import annotations
 
@@ -27,15 +29,19 @@ def conversion_table(console: Console, rows, title: str, reference: str) -> None
 
 
 def tfjs_table(console: Console) -> None:
-    from .convert import bench_tfjs
+    from .convert import TFJS_BENCH_MODELS, bench_tfjs
 
-    r = bench_tfjs("MobileNetV2")
-    table = Table(title="Keras -> TF.js graph model (MobileNetV2)")
-    for col in ("weights", "convert s", "total bytes"):
-        table.add_column(col, justify="right")
-    for key in ("float32", "uint8"):
-        seconds, size = r[key]
-        table.add_row(key, f"{seconds:.2f}", f"{size:,}")
+    table = Table(title="Keras -> TF.js graph model vs tensorforge's own Keras -> TFLite (same "
+                        "process, best of 2; ratio = TF.js / TFLite, goal <= 1.5)")
+    for col in ("model", "convert s (TF.js / TFLite)", "ratio", "written", "bytes float32",
+                "bytes uint8"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name in TFJS_BENCH_MODELS:
+        r = bench_tfjs(name)
+        a, b = r["sec"]
+        table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
+                      "from the IR" if r["direct"] else "via TensorFlow",
+                      f"{r['float32']:,}", f"{r['uint8']:,}")
     console.print(table)
 
 
@@ -83,6 +89,9 @@ def main() -> None:
     from .llm import llm_table
 
     llm_table(console)
+    from .large import large_table
+
+    large_table(console)
 
 
 if __name__ == "__main__":
