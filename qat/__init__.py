@@ -1,6 +1,8 @@
 """Quantization-aware training: what users train with before any lifting.
 
 - `keras`: `apply_quantization_on_model` (Keras 3 models with trainable fake-quant layers);
+- `keras_inplace`: the same for subclassed models, whose layers are intercepted in place,
+  with batch norms folded into the conv/dense before them;
 - `jax`: `fake_quant` and the Flax `FakeQuant` module (pure JAX, straight-through gradients).
 
 Public as `tensorforge.quantization` (`apply_quantization_on_model`, `scope`, `fake_quant`,

@@ -32,11 +32,13 @@ Lifting a trained QAT model (`tensorforge.from_keras`) turns every FakeQuant TF 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass
 
 import keras
 
 from ..ir.errors import ConversionError, Diagnostic
+from . import keras_inplace
 
 PACKAGE = "tensorforge"
 EMA_DECAY = 0.999          # tfmot's MovingAverageQuantizer default
@@ -258,8 +260,20 @@ class _QATMixin:
 
     def call(self, inputs, training=None):
         """The base layer's computation with the fake-quantized kernel, then the output
-        fake-quant."""
-        kernel = self._quantized_kernel(self._float_kernel()) if self._has_kernel else None
+        fake-quant. With a folded batch norm (`_folded_bn`, set by the in-place QAT of
+        qat/keras_inplace.py) the kernel and bias are folded with the norm's moving statistics
+        first, so the kernel that is fake-quantized is the one the artifact holds."""
+        input_quant = getattr(self, "input_quant", None)
+        if input_quant is not None:
+            inputs = input_quant.fake_quant(inputs, training)
+        # Plain attributes (not tracked by Keras: the bias variable is already the layer's).
+        object.__setattr__(self, "_bias_value", getattr(self, "bias", None))
+        kernel = self._float_kernel() if self._has_kernel else None
+        if getattr(self, "_folded_bn", None) is not None:
+            kernel, bias = _fold_batch_norm(self, inputs, kernel, training)
+            object.__setattr__(self, "_bias_value", bias)
+        if kernel is not None:
+            kernel = self._quantized_kernel(kernel)
         if self.pre_activation_quant is not None:
             self._pre_activation = lambda t: self.pre_activation_quant.fake_quant(t, training)
         try:
@@ -283,14 +297,50 @@ class _QATMixin:
 def _apply_bias_activation(layer, x, bias_shape=None):
     from keras import ops
 
-    if getattr(layer, "bias", None) is not None:
-        b = layer.bias if bias_shape is None else ops.reshape(layer.bias, bias_shape)
+    bias = getattr(layer, "_bias_value", getattr(layer, "bias", None))
+    if bias is not None:
+        b = bias if bias_shape is None else ops.reshape(bias, bias_shape)
         x = ops.add(x, b)
     if getattr(layer, "activation", None) is not None:
         if getattr(layer, "_pre_activation", None) is not None:
             x = layer._pre_activation(x)
         x = layer.activation(x)
     return x
+
+
+def _fold_batch_norm(layer, inputs, kernel, training):
+    """(folded kernel, folded bias) of `layer` followed by its `_folded_bn`: tfmot's folding
+    with the moving statistics, w' = w * s and b' = (b - mean) * s + beta with
+    s = gamma / sqrt(var + eps) per output channel. In training the norm's moving mean and
+    variance are first updated from the batch statistics of the unfolded float output (no
+    gradient through them; skipped when the norm is frozen: `trainable=False`)."""
+    tf = _tf()
+    bn = layer._folded_bn
+    if training and bn.trainable:
+        y = layer._forward_linear(inputs, kernel)
+        if getattr(layer, "bias", None) is not None:
+            y = y + layer.bias
+        y = tf.stop_gradient(y)
+        axes = list(range(len(y.shape) - 1))
+        mean, var = tf.nn.moments(y, axes=axes)
+        m = float(bn.momentum)
+        bn.moving_mean.assign(bn.moving_mean * m + mean * (1.0 - m))
+        bn.moving_variance.assign(bn.moving_variance * m + var * (1.0 - m))
+    mean = tf.convert_to_tensor(bn.moving_mean)
+    var = tf.convert_to_tensor(bn.moving_variance)
+    scale = tf.math.rsqrt(var + bn.epsilon)
+    if bn.gamma is not None:
+        scale = scale * bn.gamma
+    bias = getattr(layer, "bias", None)
+    folded_bias = ((bias if bias is not None else 0.0) - mean) * scale
+    if bn.beta is not None:
+        folded_bias = folded_bias + bn.beta
+    kshape = list(kernel.shape)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):   # [H, W, C, M]: channel c*M + m
+        s = tf.reshape(scale, [1] * (len(kshape) - 2) + kshape[-2:])
+    else:                                                 # output channel = last kernel dim
+        s = tf.reshape(scale, [1] * (len(kshape) - 1) + kshape[-1:])
+    return kernel * s, folded_bias
 
 
 def _fusable(activation) -> bool:
@@ -308,11 +358,14 @@ class QATConv2D(_QATMixin, keras.layers.Conv2D):
     def _float_kernel(self):
         return self.kernel
 
+    def _forward_linear(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
     def _forward(self, inputs, kernel):
         y = self.convolution_op(inputs, kernel)
         shape = ((1,) * (self.rank + 1) + (self.filters,) if self.data_format == "channels_last"
                  else (1, self.filters) + (1,) * self.rank)
-        return _apply_bias_activation(self, y, shape if self.use_bias else None)
+        return _apply_bias_activation(self, y, shape)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -332,15 +385,18 @@ class QATDepthwiseConv2D(_QATMixin, keras.layers.DepthwiseConv2D):
         flat = tf.reshape(kernel, [h, w, 1, c * m])
         return tf.reshape(fake_quantize_kernel(flat, self.weight_quant), [h, w, c, m])
 
-    def _forward(self, inputs, kernel):
+    def _forward_linear(self, inputs, kernel):
         from keras import ops
 
+        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+    def _forward(self, inputs, kernel):
         channels = self._get_input_channel(inputs.shape) * self.depth_multiplier
-        y = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding,
-                               dilation_rate=self.dilation_rate, data_format=self.data_format)
+        y = self._forward_linear(inputs, kernel)
         shape = ((1,) * (self.rank + 1) + (channels,) if self.data_format == "channels_last"
                  else (1, channels) + (1,) * self.rank)
-        return _apply_bias_activation(self, y, shape if self.use_bias else None)
+        return _apply_bias_activation(self, y, shape)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -350,10 +406,13 @@ class QATDense(_QATMixin, keras.layers.Dense):
     def _float_kernel(self):
         return self.kernel
 
-    def _forward(self, inputs, kernel):
+    def _forward_linear(self, inputs, kernel):
         from keras import ops
 
-        return _apply_bias_activation(self, ops.matmul(inputs, kernel))
+        return ops.matmul(inputs, kernel)
+
+    def _forward(self, inputs, kernel):
+        return _apply_bias_activation(self, self._forward_linear(inputs, kernel))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -405,20 +464,30 @@ CUSTOM_OBJECTS = {f"{PACKAGE}>{cls.__name__}": cls for cls in
                   (FakeQuant, QATConv2D, QATDepthwiseConv2D, QATDense, QATEinsumDense, QATAdd,
                    QATConcatenate)}
 CUSTOM_OBJECTS.update({cls.__name__: cls for cls in list(CUSTOM_OBJECTS.values())})
+CUSTOM_OBJECTS.update(keras_inplace.CUSTOM_OBJECTS)
+
+_SCOPED_MAP: contextvars.ContextVar = contextvars.ContextVar("tensorforge_qat_config_map",
+                                                             default=None)
 
 
 @contextlib.contextmanager
 def scope(config_map=None, custom_objects=None):
-    """Custom-object scope in which `keras.models.load_model` restores the QAT layers (and any
-    `custom_objects` of your own), as tfmot's quantize_scope: `with tq.scope(cfg): ...`.
+    """The quantization scope, as in the TF Quantization API preview and tfmot's
+    quantize_scope: `with tq.scope(config_map): ...` around training, saving, loading and
+    export.
 
-    The QAT layers carry their resolved settings in their configs, so `config_map` is accepted
-    for symmetry with `apply_quantization_on_model` and not needed to load. (The layers are
-    also registered globally under the package name `tensorforge`; the scope makes loading
-    independent of registration order and of the class names used at save time.)"""
-    del config_map  # the saved layer configs already hold the resolved settings
-    with keras.saving.custom_object_scope({**CUSTOM_OBJECTS, **(custom_objects or {})}):
-        yield
+    Inside it `keras.models.load_model` restores the QAT layers (and any `custom_objects` of
+    your own), and `apply_quantization_on_model(model)` without a map uses `config_map`. The
+    QAT layers carry their resolved settings in their configs, so loading does not need the
+    map. (The layers are also registered globally under the package name `tensorforge`; the
+    scope makes loading independent of registration order and of the class names used at
+    save time.) Yields `config_map`."""
+    token = _SCOPED_MAP.set(config_map)
+    try:
+        with keras.saving.custom_object_scope({**CUSTOM_OBJECTS, **(custom_objects or {})}):
+            yield config_map
+    finally:
+        _SCOPED_MAP.reset(token)
 
 
 # -- model transformation ----------------------------------------------------------------------
@@ -471,15 +540,21 @@ def _input_quant(name: str, resolver: _Resolver, prefix: str, ema_decay: float):
     return FakeQuant(a.bits, a.symmetric, a.narrow, ema_decay, name=f"{name}_quant")
 
 
+def _is_graph_model(model) -> bool:
+    return (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)
+            or hasattr(model, "_run_through_graph"))
+
+
 def _quantize_model(model, resolver, prefix, ema_decay, *, quantize_inputs: bool):
     if isinstance(model, keras.Sequential):
         return _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs)
-    if getattr(model, "_is_graph_network", False) or hasattr(model, "_run_through_graph"):
+    if _is_graph_model(model):
         return _quantize_functional(model, resolver, prefix, ema_decay, quantize_inputs)
     raise ConversionError(
-        f"cannot apply quantization to model '{model.name}' ({type(model).__name__}): only "
-        f"Sequential and Functional models can be rebuilt with QAT layers; build a subclassed "
-        f"model's graph with the Functional API")
+        f"cannot apply quantization to model '{model.name}' ({type(model).__name__}) nested "
+        f"in a Sequential or Functional model: only Sequential and Functional models can be "
+        f"rebuilt with QAT layers (a subclassed model is quantized in place when it is the "
+        f"model given to apply_quantization_on_model)")
 
 
 def _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs):
@@ -558,24 +633,44 @@ def _copy_weights(src_model, dst_model) -> None:
             d.assign(s)
 
 
-def apply_quantization_on_model(keras_model, config_map=None, *, ema_decay: float = EMA_DECAY):
-    """Returns a NEW Keras model set up for quantization-aware training (see module doc).
+def apply_quantization_on_model(keras_model, config_map=None, *, ema_decay: float = EMA_DECAY,
+                                fold_batch_norm: bool = True, sample_inputs=None):
+    """Returns a Keras model set up for quantization-aware training (see module doc): a NEW
+    model for Sequential and Functional models (rebuilt with QAT layers), and for any other
+    (subclassed) model the SAME model, whose layers are quantized in place with batch norms
+    folded into the conv/dense before them (qat/keras_inplace.py; `fold_batch_norm=False`
+    keeps them separate, `sample_inputs` gives the input shapes of a model never called).
 
     `config_map` is duck-typed: `config_map.layer_configuration(layer_path, op_type)` returns
     `(weight_config, activation_config)`, each None (stay float) or an object with `bits`,
     `symmetric`, `granularity` ("per_tensor" | "per_channel") and `narrow_range`. op_type is
     the IR op the layer becomes: conv2d, depthwise_conv2d, matmul (Dense, EinsumDense), add,
-    concat, or "input" for a model input. config_map None = int8: weights 8-bit symmetric
-    per-channel narrow-range, activations 8-bit asymmetric per-tensor. The float weights are
-    copied; the input model is not modified. Raises ConversionError listing every problem
-    (non-TF backend, subclassed model, unsupported settings)."""
+    concat, or "input" for a model input (in a subclassed model: the input of a conv/dense
+    whose input is not already fake-quantized). config_map None = the map of the enclosing
+    `scope(config_map)`, else int8: weights 8-bit symmetric per-channel narrow-range,
+    activations 8-bit asymmetric per-tensor. Sequential/Functional: the float weights are
+    copied and the input model is not modified. Raises ConversionError listing every problem
+    (non-TF backend, a subclassed model nested in a graph model, unsupported settings)."""
     if keras.config.backend() != "tensorflow":
         raise ConversionError(f"QAT needs the Keras TensorFlow backend (TF's FakeQuant ops), "
                               f"but keras.config.backend() is {keras.config.backend()!r}")
     if not isinstance(keras_model, keras.Model):
         raise ConversionError(f"apply_quantization_on_model expects a keras.Model, got "
                               f"{type(keras_model).__name__}")
+    if config_map is None:
+        config_map = _SCOPED_MAP.get()
     resolver = _Resolver(config_map)
+    if not _is_graph_model(keras_model):
+        keras_inplace.quantize_in_place(
+            keras_model, resolver, float(ema_decay), qat_classes=_QAT_CLASSES,
+            fake_quant_cls=FakeQuant, fold_batch_norm=fold_batch_norm,
+            sample_inputs=sample_inputs)
+        if resolver.problems:
+            raise ConversionError(f"cannot apply quantization to model '{keras_model.name}'",
+                                  resolver.problems)
+        if keras_model.compiled:     # the trainable state changed: compile again
+            keras_model.compile_from_config(keras_model.get_compile_config())
+        return keras_model
     qat = _quantize_model(keras_model, resolver, "", float(ema_decay), quantize_inputs=True)
     if resolver.problems:
         raise ConversionError(f"cannot apply quantization to model '{keras_model.name}'",

@@ -364,7 +364,9 @@ def test_bad_settings_are_reported_together(float_seq):
         def call(self, x):
             return x
 
-    with pytest.raises(ConversionError, match="Sequential and Functional"):
+    # A subclassed model is quantized in place (tests/test_quant_qat_subclassed.py); one that
+    # was never called has no input shapes to trace it with.
+    with pytest.raises(ConversionError, match="has not been called"):
         apply_quantization_on_model(Sub())
 
 

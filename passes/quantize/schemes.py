@@ -16,9 +16,18 @@ Built-ins (mirroring the TFLite converter's modes):
 | `int16x8` | static | 8-bit sym per-channel | 16-bit sym per-tensor | int64 |
 | `fp16` | fp16 | float16 constants | float | float16 |
 | `int4-weight` | weight_only | 4-bit sym per-channel (blockwise by override) | float | float |
+| `pixel_8bit_qat` | static, QAT | 8-bit sym per-channel narrow | 8-bit asym per-tensor EMA | int32 |
+
+`pixel_8bit_qat` is the TF Quantization API preview's named scheme for conv nets on mobile:
+int8 weights per output channel, activations per tensor with moving-average ranges (EMA of
+the batch min/max, in QAT and in calibration alike), relu/relu6 fused into the producing
+conv/dense, ready for QAT (`apply_quantization_on_model`) and PTQ (`convert(...,
+quantization="pixel_8bit_qat", calibration_data=...)`).
 
 User schemes: `register(Scheme(...))`; a variant of a built-in is
-`dataclasses.replace(get("int8"), name="int8-io", io="int8")`.
+`dataclasses.replace(get("int8"), name="int8-io", io="int8")`. The preview's spelling,
+`tq.scheme_registry.get_scheme(name)` (also `register_scheme`, `list_schemes`), is this
+module under another name.
 """
 
 from __future__ import annotations
@@ -189,6 +198,8 @@ _A8 = QuantizationConfiguration(bits=8, symmetric=False, granularity="per_tensor
                                 calibration="minmax")
 _A16 = QuantizationConfiguration(bits=16, symmetric=True, granularity="per_tensor",
                                  calibration="minmax")
+_A8_EMA = QuantizationConfiguration(bits=8, symmetric=False, granularity="per_tensor",
+                                    calibration="moving_average")
 _W4 = QuantizationConfiguration(bits=4, symmetric=True, granularity="per_channel",
                                 narrow_range=True, calibration="minmax")
 _F16 = QuantizationConfiguration(bits=16, dtype="float16")
@@ -214,6 +225,10 @@ _BUILTINS = (
            ops=frozenset({"conv2d", "matmul", "gather"}),
            doc="4-bit symmetric weights (per-channel; blockwise via a layer override), "
                "float compute; depthwise filters stay float."),
+    Scheme("pixel_8bit_qat", "static", _W8, _A8_EMA, 32, ops=INT8_OPS, qat=True,
+           doc="Conv nets on mobile (the TF Quantization API preview's scheme): int8 "
+               "per-channel symmetric weights, int8 per-tensor asymmetric activations with "
+               "moving-average ranges, fused relu/relu6; for QAT and for PTQ."),
 )
 
 _REGISTRY: dict[str, Scheme] = {s.name: s for s in _BUILTINS}
@@ -259,3 +274,10 @@ def unregister(name: str) -> None:
     if name in BUILTIN_NAMES:
         raise ConfigError(f"scheme {name!r} is a built-in and cannot be removed")
     _REGISTRY.pop(name, None)
+
+
+# The TF Quantization API preview's names for the registry functions
+# (`tq.scheme_registry.get_scheme("pixel_8bit_qat")`).
+get_scheme = get
+register_scheme = register
+list_schemes = names
