@@ -13,6 +13,17 @@ checkpoint under `variables/`, never a constant in `saved_model.pb` (a proto mus
 2 GB). When the variables pass `SHARD_BYTES` in all, the checkpoint is cut into data files of
 at most that size (`variables.data-0000i-of-0000n`, TF's MaxShardSizePolicy; a big tensor is
 saved as slices and restored whole). Smaller models keep the one data file.
+
+Fine-tuning (`write_savedmodel(module, dir, trainable=True)`; docs/design/trainable-savedmodel.md):
+the parameters (named float constants: JAX params, Flax variables, Keras weights) are
+trainable `tf.Variable`s, every op is lowered to TF ops with gradients, and the root object
+has a differentiable `__call__`, `variables` and `trainable_variables` beside the
+`serving_default` signature:
+
+    loaded = tf.saved_model.load("out/model")
+    with tf.GradientTape() as tape:
+        loss = loss_fn(loaded(x), y)
+    grads = tape.gradient(loss, loaded.trainable_variables)
 """
 
 from __future__ import annotations
@@ -43,18 +54,53 @@ def _is_replaceable(path: str) -> bool:
     return not entries or "saved_model.pb" in entries
 
 
-def write_savedmodel(module: Module, directory: str | os.PathLike) -> None:
+def write_savedmodel(module: Module, directory: str | os.PathLike, *,
+                     trainable=False) -> None:
     """Saves `module.main` as a TF SavedModel in `directory` with a `serving_default`
     signature (inputs/outputs named by module.metadata input_names/output_names, else the
     value names). Raises ConversionError, before writing anything, listing every node that
     cannot be lowered. Replaces an earlier SavedModel at `directory` only once the new one is
-    complete."""
+    complete.
+
+    trainable=True (or a list of parameter-name globs: only those train) writes the
+    fine-tuning form (see the module docstring): parameters as trainable variables, a
+    differentiable `__call__`; a quantized module, or a node TF cannot differentiate, is a
+    ConversionError naming it."""
     target = os.path.abspath(os.fspath(directory))
     if os.path.lexists(target) and not _is_replaceable(target):
         raise ConversionError("cannot write SavedModel", [Diagnostic(
             f"{target} exists and is not a SavedModel directory; refusing to overwrite it")])
-    lowered = lower_to_tf(module)          # raises with every problem at once
+    if trainable is not False and trainable is not True and isinstance(trainable, str):
+        trainable = [trainable]
+    lowered = lower_to_tf(module, trainable=trainable)   # raises with every problem at once
+    if trainable is not False:
+        _check_differentiable(lowered)
     _save_atomic(lowered.tf_module, target, {SIGNATURE_KEY: lowered.concrete_function()})
+
+
+def _check_differentiable(lowered) -> None:
+    """Traces the gradient of the float outputs' sum with respect to the trainable variables
+    once, so that a graph TF cannot differentiate fails here, not in the user's training
+    loop."""
+    root = lowered.tf_module
+    if not root.trainable_variables:
+        raise ConversionError("cannot write a trainable SavedModel", [Diagnostic(
+            "the module has no trainable parameters (named float constants); "
+            "nothing to fine-tune")])
+
+    def grads(*args):
+        with tf.GradientTape() as tape:
+            outs = lowered._call(*args)
+            loss = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in outs.values()
+                             if t.dtype.is_floating] or [tf.constant(0.0)])
+        return tape.gradient(loss, root.trainable_variables)
+    try:
+        tf.function(grads, input_signature=lowered.input_specs,
+                    autograph=False).get_concrete_function()
+    except (LookupError, ValueError, TypeError) as err:
+        raise ConversionError("cannot write a trainable SavedModel", [Diagnostic(
+            f"TensorFlow cannot differentiate the lowered graph: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}")]) from err
 
 
 def write_savedmodel_signatures(modules: dict[str, Module],

@@ -24,11 +24,22 @@ arithmetic (division in float32 and rounding half away from zero, like TFLite an
 tensors) keeps activation codes as integral float32 values instead of casting them to an
 integer type, and folds `dequantize` of 32/64-bit integer constants (biases) into float32
 constants.
+
+Trainable (`lower_to_tf(module, trainable=True)`, the SavedModel backend's fine-tuning form;
+docs/design/trainable-savedmodel.md): every *parameter* (a named float constant: JAX params,
+Flax variables and Keras weights are lifted as constants named by their paths) is a
+`tf.Variable` whatever its size, trainable unless it is a statistic (see
+`parameter_flags`). Lowerings never fold a parameter into a new constant (`cx.np` answers
+None for it, so batch-norm and dilated filters are computed from the variables), quantized
+modules are refused, and every TF op on a float path must have a registered gradient: the
+dry run lists each IR node whose lowering emits one that has none. The default
+(`trainable=False`) lowering is unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import math
 import re
@@ -102,20 +113,22 @@ class _Ctx:
     cx.np(value)      the NumPy payload of a constant operand, else None
     cx.const(array, dtype)  a small tf.constant (attribute-derived parameters)
     cx.float_codes    True: quantized activations stay integral float32 codes (TF.js)
+    cx.params         trainable lowering: id(parameter value) -> trainable; else None
     """
 
     def __init__(self, variables: dict[int, tf.Variable] | None, record: set | None,
-                 float_codes: bool = False):
+                 float_codes: bool = False, params: dict[int, bool] | None = None):
         self.env: dict[int, tf.Tensor] = {}
         self.variables = variables      # id(const value) -> tf.Variable (None: inline all)
         self.record = record            # ids of constants requested as tensors (dry run)
         self.float_codes = float_codes
+        self.params = params            # trainable lowering: parameters are never folded
         self.problems: list[Diagnostic] | None = None   # the dry run's list (see _emit)
 
     def run_region(self, region: Graph, args: list) -> list:
         """Lowers a region (a while body, an if branch) on `args` into the TF graph being
         traced (a tf.while_loop / tf.cond function); returns its output tensors."""
-        sub = _Ctx(self.variables, self.record, self.float_codes)
+        sub = _Ctx(self.variables, self.record, self.float_codes, self.params)
         return _emit(region, sub, list(args), self.problems)
 
     def x(self, value: Value) -> tf.Tensor:
@@ -143,8 +156,9 @@ class _Ctx:
                                             dtype=_tf_dtype(value.type.dtype))
         return self.env[key]
 
-    @staticmethod
-    def np(value: Value) -> np.ndarray | None:
+    def np(self, value: Value) -> np.ndarray | None:
+        if self.params is not None and id(value) in self.params:
+            return None     # a parameter is a variable: never folded into a constant
         return value.const
 
     @staticmethod
@@ -199,6 +213,25 @@ def _dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
     return out
 
 
+def _dilate_filter_tf(f: tf.Tensor, dilations) -> tf.Tensor:
+    """`_dilate_filter` in TF ops (pad, reshape, slice), differentiable: a trainable filter
+    variable stays the parameter."""
+    for axis, d in enumerate(dilations):
+        if d == 1:
+            continue
+        shape = f.shape.as_list()
+        k = shape[axis]
+        pad = [[0, 0]] * (len(shape) + 1)
+        pad[axis + 1] = [0, d - 1]
+        f = tf.pad(tf.expand_dims(f, axis + 1), pad)          # each tap, then d-1 zeros
+        shape[axis] = k * d
+        f = tf.reshape(f, shape)
+        begin, size = [0] * len(shape), [-1] * len(shape)
+        size[axis] = (k - 1) * d + 1                          # the trailing zeros dropped
+        f = tf.slice(f, begin, size)
+    return f
+
+
 def _explicit_pad(x: tf.Tensor, pad):
     (t, b), (l, r) = pad
     if t or b or l or r:
@@ -212,6 +245,9 @@ def _filter_tensor(cx, node: Node, dilations, what: str):
     if tuple(dilations) == (1, 1):
         return cx.x(fv)
     arr = cx.np(fv)
+    if arr is None and cx.params is not None and all(
+            isinstance(d, int) for d in fv.type.shape[:2]):
+        return _dilate_filter_tf(cx.x(fv), dilations)    # trainable: differentiable
     if arr is None:
         raise Unsupported(f"{what} with dilations {tuple(dilations)} needs a constant filter "
                           f"(TF's CPU kernel has no dilation support)")
@@ -793,6 +829,7 @@ def _emit(graph: Graph, cx: _Ctx, inputs: list, problems: list[Diagnostic] | Non
     cx.problems = problems
     for v, t in zip(graph.inputs, inputs):
         cx.env[id(v)] = t
+    tf_graph = tf.compat.v1.get_default_graph() if cx.params is not None else None
     for node in graph:
         if node.op == "constant":
             continue  # emitted where used
@@ -802,8 +839,13 @@ def _emit(graph: Graph, cx: _Ctx, inputs: list, problems: list[Diagnostic] | Non
                 raise Unsupported(f"op '{node.op}' has no TensorFlow lowering")
             for v in [*node.inputs, *node.outputs]:
                 _tf_dtype(v.type.dtype)
+            if tf_graph is not None and node.op in QUANTIZED_OPS:
+                raise Unsupported(_QUANTIZED_REFUSAL)
+            first = _op_count(tf_graph)
             with tf.name_scope(sanitize(node.scope)) if node.scope else _null():
                 results = lower(cx, node)
+            if tf_graph is not None:
+                _check_gradients(tf_graph, first)
             if len(results) != len(node.outputs):
                 raise Unsupported(f"lowering gave {len(results)} results for "
                                   f"{len(node.outputs)} outputs")
@@ -827,6 +869,42 @@ def _emit(graph: Graph, cx: _Ctx, inputs: list, problems: list[Diagnostic] | Non
     return [cx.x(v) for v in graph.outputs]
 
 
+QUANTIZED_OPS = frozenset({"quantize", "dequantize", "fake_quant"})
+_QUANTIZED_REFUSAL = ("a quantized module cannot be lowered trainable (its weights are integer "
+                      "codes): convert the float model with trainable=True, or fine-tune it "
+                      "with quantization-aware training")
+
+
+def _op_count(tf_graph) -> int:
+    if tf_graph is None:
+        return 0
+    nodes = getattr(tf_graph, "_nodes_by_id", None)
+    return len(nodes) if nodes is not None else len(tf_graph.get_operations())
+
+
+def _check_gradients(tf_graph, first: int) -> None:
+    """Raises Unsupported naming every op (type) created since op number `first` that lies on
+    a float path (a float input and a float output) and has no registered TF gradient."""
+    from tensorflow.python.framework import ops as tf_ops
+
+    nodes = getattr(tf_graph, "_nodes_by_id", None)
+    created = list(nodes.values())[first:] if nodes is not None else \
+        tf_graph.get_operations()[first:]
+    missing = []
+    for op in created:
+        if not any(t.dtype.is_floating for t in op.inputs) or \
+                not any(t.dtype.is_floating for t in op.outputs):
+            continue
+        try:
+            tf_ops.get_gradient_function(op)
+        except LookupError:
+            if op.type not in missing:
+                missing.append(op.type)
+    if missing:
+        raise Unsupported(f"not differentiable in TensorFlow: its lowering uses "
+                          f"{', '.join(missing)}, which has no registered gradient")
+
+
 class _null:
     def __enter__(self):
         return None
@@ -845,9 +923,11 @@ def _signature_names(module: Module, key: str, values, default: str,
     return signature_names(module, key, values, default, problems, transform=sanitize)
 
 
-def _dry_run(module: Module, float_codes: bool = False) -> tuple[list[Diagnostic], set]:
+def _dry_run(module: Module, float_codes: bool = False,
+             params: dict[int, bool] | None = None) -> tuple[list[Diagnostic], set]:
     """Traces the graph in a throwaway tf.Graph: (every problem, ids of constants used as
-    tensors)."""
+    tensors). `params` (trainable lowering): the parameters, never folded, and every op
+    checked for a gradient."""
     graph = module.main
     problems: list[Diagnostic] = []
     used: set = set()
@@ -860,7 +940,7 @@ def _dry_run(module: Module, float_codes: bool = False) -> tuple[list[Diagnostic
             except Unsupported as err:
                 problems.append(Diagnostic(f"graph input %{v.name or '?'}: {err}"))
                 inputs.append(_stand_in(v))
-        cx = _Ctx(None, used, float_codes)
+        cx = _Ctx(None, used, float_codes, params)
         try:
             _emit(graph, cx, inputs, problems)
         except Unsupported as err:  # a constant graph output of an unusable dtype
@@ -902,6 +982,61 @@ class TFModel(tf.Module):
         self.weights = list(weights)
 
 
+class TrainableModel(tf.__internal__.tracking.AutoTrackable):
+    """The root object of a trainable SavedModel, in the shape of TF Hub's reusable SavedModel
+    (and jax2tf's fine-tuning export): `__call__` (a differentiable tf.function: one output is
+    returned as a tensor, several as a dict keyed by the output names), `variables`,
+    `trainable_variables`, `non_trainable_variables` and `regularization_losses` (empty). All
+    of these are attributes, so they survive `tf.saved_model.load`."""
+
+    def __init__(self, variables: list[tf.Variable], call):
+        super().__init__()
+        self.variables = list(variables)
+        self.trainable_variables = [v for v in variables if v.trainable]
+        self.non_trainable_variables = [v for v in variables if not v.trainable]
+        self.regularization_losses = []
+        self.__call__ = call
+
+
+# Parameters that are statistics, not weights (Keras BatchNormalization / Normalization, Flax
+# BatchNorm): variables, but not trainable ones. Matched against a name's last component.
+STATISTIC_NAMES = frozenset({"moving_mean", "moving_variance", "mean", "var", "variance",
+                             "count"})
+
+
+def parameter_flags(module: Module, trainable=True) -> dict[int, bool]:
+    """id(value) -> trainable, for every parameter of `module`: a named float constant (JAX
+    params / Flax variables / Keras weights are lifted as constants named by their paths;
+    small constants a lowering or a pass made are unnamed), in any graph of the module.
+
+    trainable=True: every parameter is trainable except statistics: a name with a
+    `batch_stats` component (Flax) or a last component in STATISTIC_NAMES
+    (`moving_mean`, ...), or a batch_norm's mean or variance operand. trainable=[globs]: a
+    parameter is trainable when its name matches one of the globs (fnmatch), otherwise it is a
+    non-trainable variable."""
+    globs = None if trainable is True else [str(g) for g in trainable]
+    stats: set[int] = set()
+    for graph in module.all_graphs():
+        for node in graph:
+            if node.op == "batch_norm":
+                stats.update(id(v) for v in node.inputs[1:3])
+    flags: dict[int, bool] = {}
+    for graph in module.all_graphs():
+        for node in graph:
+            if node.op != "constant":
+                continue
+            v = node.outputs[0]
+            if not v.name or not v.type.dtype.is_float:
+                continue
+            if globs is not None:
+                flags[id(v)] = any(fnmatch.fnmatchcase(v.name, g) for g in globs)
+                continue
+            parts = v.name.split("/")
+            flags[id(v)] = not (id(v) in stats or "batch_stats" in parts
+                                or parts[-1] in STATISTIC_NAMES)
+    return flags
+
+
 def _content_key(arr: np.ndarray, dtype: DType) -> tuple:
     """A key equal for two constants exactly when they hold the same data (dtype, shape and
     bytes): how modules lowered together find the weights they share."""
@@ -911,21 +1046,27 @@ def _content_key(arr: np.ndarray, dtype: DType) -> tuple:
     return (dtype, data.shape, hashlib.blake2b(flat, digest_size=20).digest())
 
 
-def _make_variables(module: Module, used: set,
-                    shared: dict | None = None) -> dict[int, tf.Variable]:
+def _make_variables(module: Module, used: set, shared: dict | None = None,
+                    params: dict[int, bool] | None = None) -> dict[int, tf.Variable]:
     """id(constant value) -> tf.Variable for every big constant a lowering reads as a tensor.
     `shared` (content key -> tf.Variable), when given, is looked up and filled, so that
-    modules lowered together (`lower_all_to_tf`) read one variable for the same weight."""
+    modules lowered together (`lower_all_to_tf`) read one variable for the same weight.
+    `params` (trainable lowering, see `parameter_flags`): every parameter, of any size and in
+    any graph, is a variable, trainable as the flag says."""
     out: dict[int, tf.Variable] = {}
     taken: dict[str, int] = {}
     # Names already given to the other modules' variables stay unique across the set.
     names = {var.name.split(":")[0] for var in shared.values()} if shared else set()
-    for node in module.main:
+    nodes = module.main if params is None else \
+        (node for graph in module.all_graphs() for node in graph)
+    for node in nodes:
         if node.op != "constant":
             continue
         v = node.outputs[0]
         arr = np.asarray(v.const)
-        if id(v) not in used or arr.size <= VARIABLE_MIN_ELEMENTS:
+        param = params is not None and id(v) in params
+        if id(v) not in used or (arr.size <= VARIABLE_MIN_ELEMENTS and not param) or \
+                (params is not None and node.graph is not module.main and not param):
             continue
         key = _content_key(arr, v.type.dtype) if shared is not None else None
         if key is not None and key in shared:
@@ -941,7 +1082,8 @@ def _make_variables(module: Module, used: set,
             vname = f"{base}_{n}"
         names.add(vname)
         out[id(v)] = tf.Variable(_storage_array(arr, v.type.dtype),
-                                 dtype=_tf_dtype(v.type.dtype), trainable=False, name=vname)
+                                 dtype=_tf_dtype(v.type.dtype), name=vname,
+                                 trainable=bool(param and params[id(v)]))
         if key is not None:
             shared[key] = out[id(v)]
     return out
@@ -951,23 +1093,30 @@ class LoweredTF:
     """A module lowered to TensorFlow: `tf_module` (weights) and `concrete_function()`."""
 
     def __init__(self, module: Module, used: set, float_codes: bool = False,
-                 shared: dict | None = None):
+                 shared: dict | None = None, params: dict[int, bool] | None = None):
         self.module = module
         self.float_codes = float_codes
+        self.params = params
         graph = module.main
         scratch: list[Diagnostic] = []
         self.input_names = _signature_names(module, "input_names", graph.inputs, "input",
                                             scratch)
         self.output_names = _signature_names(module, "output_names", graph.outputs, "output",
                                              scratch)
-        self._variables = _make_variables(module, used, shared)
-        self.tf_module = TFModel(list(self._variables.values()))
+        self._variables = _make_variables(module, used, shared, params)
         self.input_specs = [tf.TensorSpec(_static_shape(v), _tf_dtype(v.type.dtype), name=n)
                             for v, n in zip(graph.inputs, self.input_names)]
+        if params is None:
+            self.tf_module = TFModel(list(self._variables.values()))
+        else:   # the differentiable `__call__` beside the variables (TrainableModel)
+            self.tf_module = TrainableModel(list(self._variables.values()),
+                                            tf.function(self._call_plain,
+                                                        input_signature=self.input_specs,
+                                                        autograph=False))
         self._concrete = None
 
     def _call(self, *args):
-        cx = _Ctx(self._variables, None, self.float_codes)
+        cx = _Ctx(self._variables, None, self.float_codes, self.params)
         outs = _emit(self.module.main, cx, list(args), None)
         result = {}
         for name, t, v in zip(self.output_names, outs, self.module.main.outputs):
@@ -975,6 +1124,12 @@ class LoweredTF:
                 t = tf.cast(t, tf.int32)   # float codes (float_codes) leave as integers
             result[name] = tf.identity(t, name=name)
         return result
+
+    def _call_plain(self, *args):
+        """`_call` as a Python callable returns it: the one output as a tensor, several as a
+        dict keyed by the output names (the trainable module's `__call__`)."""
+        result = self._call(*args)
+        return next(iter(result.values())) if len(result) == 1 else result
 
     def function(self) -> tf.types.experimental.GenericFunction:
         """The tf.function (input_signature fixed to `input_specs`)."""
@@ -991,20 +1146,29 @@ class LoweredTF:
         return self._concrete
 
 
-def lower_to_tf(module: Module, *, float_codes: bool = False) -> LoweredTF:
+def lower_to_tf(module: Module, *, float_codes: bool = False, trainable=False) -> LoweredTF:
     """Lowers `module.main` to TensorFlow. Raises ConversionError listing every node (and
     signature name) that cannot be lowered.
+
+    trainable=True (or a list of name globs, see `parameter_flags`): the fine-tuning form.
+    Parameters are variables (trainable ones per the rule), never folded; a quantized node,
+    or a node whose lowering uses a TF op without a gradient, is a problem listed in the
+    ConversionError; `tf_module` is a `TrainableModel` (variables, trainable_variables,
+    differentiable `__call__`). Not with float_codes.
 
     float_codes=False (SavedModel): `quantize` results are real integer tensors (int8, int16,
     ...). float_codes=True (TF.js, which has no int8/int16/float64): they stay integral float32
     codes, `dequantize` of a 32/64-bit integer constant is folded into a float32 constant, and
     integer graph outputs computed as float codes are cast to int32. Integer weight constants
     keep their dtype either way (the TF.js writer stores them at 1-2 bytes per element)."""
+    if trainable is not False and float_codes:
+        raise ValueError("a trainable lowering is for the SavedModel backend (not float_codes)")
     module = _f32_module(module, float_codes)
-    problems, used = _dry_run(module, float_codes)
+    params = None if trainable is False else parameter_flags(module, trainable)
+    problems, used = _dry_run(module, float_codes, params)
     if problems:
         raise ConversionError("cannot lower to TensorFlow", problems)
-    return LoweredTF(module, used, float_codes)
+    return LoweredTF(module, used, float_codes, params=params)
 
 
 def lower_all_to_tf(modules: dict[str, Module], *, float_codes: bool = False

@@ -318,6 +318,11 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     if doubles:
         notes.append(f"f64 computed in f32 in {', '.join(f32_only)} (TFLite's kernels and "
                      f"TF.js have no float64): {', '.join(doubles)}")
+    if trainable is not False and source.kind == "keras" and not isinstance(model, (str, Path)):
+        frozen = T.unlifted_weights(model, module)
+        if frozen:
+            notes.append(f"not trainable in the SavedModel (the frontend folded them into "
+                         f"constants while lifting): {', '.join(frozen)}")
     for scope, reason in tflite_unfused(module) if "tflite" in targets else []:
         notes.append(f"'{scope}' runs as a WHILE loop in TFLite: the fused sequence kernel "
                      f"{reason}")
