@@ -72,9 +72,16 @@ def as_config_map(quantization: Any) -> QuantizationConfigurationMap:
                       f"or a QuantizationConfigurationMap, got {type(quantization).__name__}")
 
 
+# Set by the Keras frontend on a model Keras quantized (`frontends/keras/quantized.py`).
+_KERAS_QUANTIZATION = "keras_quantization"
+_KERAS_ACTIVATIONS = "keras_activation_quantization"
+
+
 def has_fake_quant(module: Module) -> bool:
-    """True when the module already holds QDQ pairs (a model trained with fake-quant)."""
-    return any(n.op == "quantize" for n in module.main)
+    """True when the module is already quantized: it holds QDQ pairs (a model trained with
+    fake-quant) or integer weights Keras stored (`model.quantize(...)`)."""
+    return bool(module.metadata.get(_KERAS_QUANTIZATION)) or \
+        any(n.op == "quantize" for n in module.main)
 
 
 def _observer(cfg):
@@ -123,7 +130,16 @@ def quantize_module(module: Module, quantization: Any, calibration_data=None, *,
 
 
 def from_fake_quant(module: Module) -> QuantizeResult:
-    """A module lifted from a QAT model is already in QDQ form: wrap it as a result."""
+    """A module lifted from a QAT model, or from a model Keras quantized, is already in QDQ
+    form: wrap it as a result. Keras' int8 layers quantize their input at run time, which is
+    the `dynamic-int8` scheme (TFLite's hybrid kernels on the stored codes); its int4 layers
+    (and int8 ones without an input quantizer) are weight-only (`int4-weight`: DEQUANTIZE of
+    the stored codes before a float kernel)."""
+    if module.metadata.get(_KERAS_QUANTIZATION) and \
+            not any(n.op == "quantize" for n in module.main):
+        dynamic = module.metadata.get(_KERAS_ACTIVATIONS) == "dynamic"
+        return QuantizeResult(module, S.get("dynamic-int8" if dynamic else "int4-weight"),
+                              None, None)
     return QuantizeResult(module, S.get("int8-qat"), None, None)
 
 

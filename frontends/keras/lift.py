@@ -22,7 +22,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..jax import from_jax
 from ..tf import lift_concrete_function
-from .quantized import dequantized_tracing
+from .quantized import dequantized_tracing, fold_weight_transposes
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
@@ -462,6 +462,8 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
                                     scope_fn=keras_scope_fn(model), source="keras",
                                     metadata=keras_quantization.metadata())
+    if keras_quantization.layers:
+        fold_weight_transposes(module)
     return module
 
 

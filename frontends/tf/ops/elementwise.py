@@ -142,7 +142,21 @@ def _div_no_nan(ctx, node, ins):
                               ctx.emit1("div", [x, y])])
 
 
+# TF's quantized dtypes (qint8, quint8, qint32, qint16, quint16) -> the NumPy dtype of codes.
+_QUANTIZED_TF_DTYPES = {11: np.int8, 12: np.uint8, 13: np.int32, 15: np.int16, 16: np.uint16}
+
+
 def _bitcast(ctx, node, ins):
+    qtype = _QUANTIZED_TF_DTYPES.get(node.attr["type"].type)
+    if qtype is not None:
+        # Integer codes viewed as a quantized dtype, only to feed UniformDequantize (which
+        # takes qint8/qint32): the codes stay the same constant (see `quant.py`).
+        c = ctx.const(ins[0])
+        if c is None or np.asarray(c).dtype.itemsize != np.dtype(qtype).itemsize:
+            raise LiftError("Bitcast to a quantized dtype is supported only for constant "
+                            "integer codes of the same width (weights for UniformDequantize)")
+        return [Const(np.asarray(c).view(qtype), node,
+                      ins[0].name if isinstance(ins[0], Const) else None)]
     to = ir_dtype(node.attr["type"].type, "Bitcast target")
     if np.dtype(ctx.type(ins[0]).dtype.np).itemsize != np.dtype(to.np).itemsize:
         raise LiftError("Bitcast between types of different widths (it changes the shape)")

@@ -1,6 +1,9 @@
-"""Fake-quantization TF ops (QAT): FakeQuantWithMinMaxVars, ...PerChannel and ...Args become IR
-quantize -> dequantize pairs with TF's nudged params; a reshape of a fake-quantized constant
-moves onto its integer codes (`reshape_dequantized`)."""
+"""Quantization TF ops. Fake-quantization (QAT): FakeQuantWithMinMaxVars, ...PerChannel and
+...Args become IR quantize -> dequantize pairs with TF's nudged params. UniformDequantize of
+constant codes (stored integer weights: a model Keras quantized, see
+`frontends/keras/quantized.py`) becomes an integer constant with those exact codes and params
+followed by a dequantize. A reshape of either constant form moves onto its integer codes
+(`reshape_dequantized`)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 from ....ir.ops import get_op
 from ....ir.types import DType, QuantParams, TensorType
 from ....passes.quantize.fake_quant import STORAGE_DTYPES, signed_nudge
-from ..context import Const, Lazy, LiftError
+from ..context import Const, Lazy, LiftError, ir_dtype
 from .common import node_attr
 
 
@@ -119,7 +122,51 @@ def reshape_dequantized(ctx, x, dims):
     return _lazy_dequantized(ctx, codes, new_qp, new_params, xt)
 
 
+def _uniform_dequantize(ctx, node, ins):
+    """UniformDequantize(codes, scales, zero_points): real = (codes - zp) * scale, per tensor
+    (quantization_axis -1) or per axis. Constant codes only (stored weights): they become an
+    integer constant (i4 when the attribute range fits 4 bits, else i8 / i16) carrying these
+    params, followed by a dequantize; the codes are kept as they are, never re-quantized."""
+    codes, scales, zps = (ctx.const(e) for e in ins[:3])
+    if codes is None:
+        raise LiftError("UniformDequantize of a run-time tensor is not supported (only "
+                        "constant codes, such as stored integer weights)")
+    if scales is None or zps is None:
+        raise LiftError("UniformDequantize: scales and zero_points must be constant at "
+                        "conversion time")
+    lo = int(node_attr(node, "quantization_min_val"))
+    hi = int(node_attr(node, "quantization_max_val"))
+    axis = int(node_attr(node, "quantization_axis", -1))
+    bits = next((b for b in (4, 8, 16) if lo >= -(1 << (b - 1)) and hi < (1 << (b - 1))), None)
+    if bits is None or lo >= hi:
+        raise LiftError(f"UniformDequantize: code range [{lo}, {hi}] does not fit signed 4, 8 "
+                        f"or 16 bits")
+    dtype = {4: DType.i4, 8: DType.i8, 16: DType.i16}[bits]
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < lo or codes.max() > hi):
+        raise LiftError(f"UniformDequantize: codes outside the declared range [{lo}, {hi}]")
+    scales = np.asarray(scales, np.float32).ravel()
+    zps = np.asarray(zps).astype(np.int64).ravel()
+    if axis < 0:
+        if scales.size != 1 or zps.size != 1:
+            raise LiftError("UniformDequantize per tensor takes one scale and zero point")
+        axis = None
+    elif axis >= codes.ndim or scales.size != codes.shape[axis] or zps.size != scales.size:
+        raise LiftError(f"UniformDequantize: {scales.size} scales and {zps.size} zero points "
+                        f"for axis {axis} of codes {list(codes.shape)}")
+    out_dtype = ir_dtype(node.attr["Tout"].type, "UniformDequantize result")
+    narrow = lo == -(1 << (bits - 1)) + 1
+    params = {"scale": [float(s) for s in scales], "zero_point": [int(z) for z in zps],
+              "axis": axis}
+    qp = QuantParams(params["scale"], params["zero_point"], axis, bits, True, narrow)
+    name = ins[0].name if isinstance(ins[0], Const) and ins[0].name else \
+        "/".join(p for p in (ctx.scope, node.name.rpartition("/")[2]) if p)
+    qc = Const(codes.astype(dtype.np), node, name)
+    return [_lazy_dequantized(ctx, qc, qp, params, TensorType(out_dtype, list(codes.shape)))]
+
+
 TABLE = {
+    "UniformDequantize": _uniform_dequantize,
     "FakeQuantWithMinMaxVars": _fake_quant, "FakeQuantWithMinMaxVarsPerChannel": _fake_quant,
     "FakeQuantWithMinMaxArgs": _fake_quant,
 }
