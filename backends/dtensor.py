@@ -133,6 +133,14 @@ class DTensorProgram:
                               mesh_axes=mesh_axes)
         module, shard_mesh = module_and_mesh(plan, mesh, caller="DTensorProgram")
         self.module = module
+        # The plan's all-gathers of an operand, per (consumer, operand index): DTensor's
+        # expander does not gather on its own where both operands of a contraction are
+        # sharded over different axes (a weight split over "model" and "batch" meeting
+        # batch-sharded activations), so the program relayouts the operand as planned.
+        self.gathers: dict[tuple[int, int], set[int]] = {}
+        for c in getattr(plan, "collectives", ()):
+            if c.kind == "all_gather" and c.operand is not None and c.dim is not None:
+                self.gathers.setdefault((id(c.node), c.operand), set()).add(c.dim)
         self.mesh_axes = dict(shard_mesh.axes)
         graph = module.main
         problems = layout_problems(module, self.mesh_axes)
@@ -204,8 +212,14 @@ class DTensorProgram:
             for node in graph:
                 if node.op == "constant":
                     continue  # read (variable or inline constant) where used
+                saved = self._gather_operands(cx, node)
                 with tf.name_scope(tfl.sanitize(node.scope)) if node.scope else tfl._null():
                     results = tfl.LOWERINGS[node.op](cx, node)
+                for key, t in saved.items():   # other consumers see the value as it was
+                    if t is None:
+                        cx.env.pop(key, None)
+                    else:
+                        cx.env[key] = t
                 for v, t in zip(node.outputs, results):
                     # The planner's layout for an intermediate pins DTensor's choice.
                     if v.layout is not None and id(v) not in out_ids:
@@ -215,6 +229,21 @@ class DTensorProgram:
             outs = [cx.x(v) for v in graph.outputs]
             return [dtensor.relayout(t, dtensor.Layout.replicated(self.mesh, t.shape.rank))
                     for t in outs]
+
+    def _gather_operands(self, cx, node: Node) -> dict:
+        """Relayouts the operands of `node` that the plan all-gathers (`self.gathers`) into
+        `cx.env` for this node's lowering; returns what to restore afterwards."""
+        saved = {}
+        for i, v in enumerate(node.inputs):
+            dims = self.gathers.get((id(node), i))
+            if not dims or v.layout is None:
+                continue
+            t = cx.x(v)
+            saved[id(v)] = cx.env.get(id(v))
+            axes = [None if d in dims else a for d, a in enumerate(v.layout.axes)]
+            cx.env[id(v)] = dtensor.relayout(t, dtensor_layout(Layout(tuple(axes)),
+                                                               t.shape.rank, self.mesh))
+        return saved
 
     def place_inputs(self, inputs: Sequence) -> list[tf.Tensor]:
         """The inputs as DTensors on the mesh with the graph inputs' layouts."""

@@ -72,8 +72,13 @@ async function generate(artifact, prompt, maxNewTokens) {
   const cacheNames = decode.inputs.map(signatureName)
     .filter((name) => name !== 'token' && name !== 'index');
   const tokenIds = tf.tensor(ids, [1, n], 'int32');
-  let cache = await run(prefill, {token_ids: tokenIds}, ['logits', ...cacheNames]);
-  tf.dispose([tokenIds, cache.logits]);
+  const prefillInputs = {token_ids: tokenIds};
+  // Models with a recurrent state also take the prompt's length.
+  if (prefill.inputs.some((t) => signatureName(t) === 'prompt_length')) {
+    prefillInputs.prompt_length = tf.scalar(prompt.length, 'int32');
+  }
+  let cache = await run(prefill, prefillInputs, ['logits', ...cacheNames]);
+  tf.dispose([...Object.values(prefillInputs), cache.logits]);
   delete cache.logits;
   for (let index = prompt.length; index < prompt.length + maxNewTokens; index++) {
     const token = tf.tensor([ids[index - 1]], [1, 1], 'int32');

@@ -84,36 +84,87 @@ def _steps(causal_lm, n: int):
     updates (one cache tensor would be sliced apart and stacked together again each step)."""
     import tensorflow as tf
 
-    _, cache = causal_lm._build_cache(tf.zeros([1, n], tf.int32))
-    shape, dtype = tuple(int(d) for d in cache.shape), cache.dtype
-    names = cache_names(shape)
-    if names is None:
-        names, part = ["cache"], shape
-        pack, unpack = (lambda parts: parts[0]), (lambda whole: [whole])
-    else:
-        layers, part = shape[1], shape[:1] + shape[3:]
+    cache = _empty_cache(causal_lm, n)
+    leaves = tf.nest.flatten(cache)
+    dtypes = [leaf.dtype for leaf in leaves]
+    shapes = [tuple(int(d) for d in leaf.shape) for leaf in leaves]
+    names = cache_names(shapes[0]) if len(leaves) == 1 else None
+    if names is not None:
+        layers, shape = shapes[0][1], shapes[0]
+        parts = [shape[:1] + shape[3:]] * len(names)
+        dtypes = dtypes * len(names)
 
-        def pack(parts):
-            return tf.stack([tf.stack(parts[2 * i:2 * i + 2], axis=1) for i in range(layers)],
-                            axis=1)
+        def pack(tensors):
+            return tf.stack([tf.stack(tensors[2 * i:2 * i + 2], axis=1)
+                             for i in range(layers)], axis=1)
 
         def unpack(whole):
             return [whole[:, i, kv] for i in range(layers) for kv in (0, 1)]
+    else:
+        # Another layout (a recurrent state beside the keys and values, ...): each tensor of
+        # the cache structure is its own signature tensor.
+        names = ["cache"] if len(leaves) == 1 else [f"cache_{i}" for i in range(len(leaves))]
+        parts = shapes
 
-    @tf.function(input_signature=[tf.TensorSpec([1, n], tf.int32)])
-    def prefill(token_ids):
-        logits, _, new_cache = causal_lm.call_with_cache(token_ids, tf.zeros(shape, dtype), 0)
-        return (logits, *unpack(new_cache))
+        def pack(tensors):
+            return tf.nest.pack_sequence_as(cache, list(tensors))
+
+        def unpack(whole):
+            return tf.nest.flatten(whole)
+
+    def zeros():
+        return pack([tf.zeros(p, d) for p, d in zip(parts, dtypes)])
+
+    if needs_prompt_length(causal_lm):
+        # A model whose prefill needs the prompt's extent (a recurrent state, e.g. linear
+        # attention, must not absorb the padding): prefill takes `prompt_length` too.
+        @tf.function(input_signature=[tf.TensorSpec([1, n], tf.int32),
+                                      tf.TensorSpec([], tf.int32)])
+        def prefill(token_ids, prompt_length):
+            mask = tf.range(n)[None, :] < prompt_length
+            logits, _, new_cache = causal_lm.call_with_cache(
+                token_ids, zeros(), tf.constant(0, tf.int32), padding_mask=mask)
+            return (logits, *unpack(new_cache))
+    else:
+        @tf.function(input_signature=[tf.TensorSpec([1, n], tf.int32)])
+        def prefill(token_ids):
+            # Index 0 as a tensor: some models' layers refuse a Python int beside tensors.
+            logits, _, new_cache = causal_lm.call_with_cache(token_ids, zeros(),
+                                                             tf.constant(0, tf.int32))
+            return (logits, *unpack(new_cache))
 
     specs = [tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)]
-    specs += [tf.TensorSpec(part, dtype) for _ in names]
+    specs += [tf.TensorSpec(p, d) for p, d in zip(parts, dtypes)]
 
     @tf.function(input_signature=specs)
-    def decode(token, index, *parts):
-        logits, _, new_cache = causal_lm.call_with_cache(token, pack(list(parts)), index)
+    def decode(token, index, *tensors):
+        logits, _, new_cache = causal_lm.call_with_cache(token, pack(list(tensors)), index)
         return (logits, *unpack(new_cache))
 
-    return prefill, decode, names, {name: tuple(part) for name in names}
+    return prefill, decode, names, {name: tuple(p) for name, p in zip(names, parts)}
+
+
+def needs_prompt_length(causal_lm) -> bool:
+    """True when the model's own prefill (`_build_cache`) takes the prompt's padding mask:
+    its cache holds a state that padding would change (Keras's generate passes the mask)."""
+    import inspect
+
+    param = inspect.signature(causal_lm._build_cache).parameters.get("padding_mask")
+    return param is not None and param.default is inspect.Parameter.empty
+
+
+def _empty_cache(causal_lm, n: int):
+    """The model's empty cache (a tensor or a structure of them) for one sequence of n
+    tokens, from its own `_build_cache`: text-only models take the token ids alone; models
+    that also take images or a padding mask get none and an all-true mask."""
+    import inspect
+
+    import tensorflow as tf
+
+    params = list(inspect.signature(causal_lm._build_cache).parameters.values())[1:]
+    args = [tf.ones([1, n], tf.bool) if p.name == "padding_mask" else None for p in params
+            if p.default is inspect.Parameter.empty]
+    return causal_lm._build_cache(tf.zeros([1, n], tf.int32), *args)[1]
 
 
 def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length: int,
@@ -155,9 +206,11 @@ def convert_lm(causal_lm: Any, *, output: str | os.PathLike, max_sequence_length
     else:
         prefill, decode, names, cache_shapes = _steps(causal_lm, n)
         modules = {
-            PREFILL: lift_concrete_function(prefill.get_concrete_function(),
-                                            input_names=["token_ids"],
-                                            output_names=["logits", *names]),
+            PREFILL: lift_concrete_function(
+                prefill.get_concrete_function(),
+                input_names=["token_ids", "prompt_length"][:len(
+                    prefill.input_signature)],
+                output_names=["logits", *names]),
             DECODE: lift_concrete_function(decode.get_concrete_function(),
                                            input_names=["token", "index", *names],
                                            output_names=["logits", *names]),
@@ -207,6 +260,12 @@ def _check_keras_lm(causal_lm, n: int) -> None:
         raise _problem(f"{type(causal_lm).__name__} has no call_with_cache / _build_cache: "
                        f"not a KerasHub CausalLM with a key/value cache (nor a "
                        f"tensorforge JaxLM)")
+    import inspect
+
+    if "cache_update_index" not in inspect.signature(causal_lm.call_with_cache).parameters:
+        raise _problem(f"{type(causal_lm).__name__}.call_with_cache takes no cache position "
+                       f"(cache_update_index): a recurrent state, not a key/value cache "
+                       f"that prefill and decode steps index; not supported")
     limit = getattr(getattr(causal_lm, "backbone", None), "max_sequence_length", None)
     if n < 2 or (limit is not None and n > int(limit)):
         raise _problem(f"max_sequence_length {n} must be in [2, {limit}] (the model's "
@@ -396,7 +455,8 @@ class LMRunner:
         self.max_sequence_length = int(prefill.get_input_details()["token_ids"]["shape"][1])
         self.cache_specs = {k: (tuple(int(d) for d in v["shape"]), np.dtype(v["dtype"]))
                             for k, v in details.items() if k not in ("token", "index")}
-        self._prefill = lambda ids: prefill(token_ids=ids)
+        self.takes_prompt_length = "prompt_length" in prefill.get_input_details()
+        self._prefill = lambda **inputs: prefill(**inputs)
         self._decode = lambda **inputs: decode(**inputs)
         self._to_numpy = np.asarray
 
@@ -414,7 +474,9 @@ class LMRunner:
         self.cache_specs = {k: (tuple(int(d) for d in v.shape), np.dtype(v.dtype.as_numpy_dtype))
                             for k, v in specs.items() if k not in ("token", "index")}
         # The cache stays in tf.Tensors between steps: no copy through NumPy.
-        self._prefill = lambda ids: prefill(token_ids=tf.constant(ids))
+        self.takes_prompt_length = "prompt_length" in prefill.structured_input_signature[1]
+        self._prefill = lambda **inputs: prefill(**{k: tf.constant(v)
+                                                    for k, v in inputs.items()})
         self._decode = lambda **inputs: decode(**{
             k: v if isinstance(v, tf.Tensor) else tf.constant(v) for k, v in inputs.items()})
         self._to_numpy = lambda t: t.numpy()
@@ -423,14 +485,22 @@ class LMRunner:
         cache = LMCache({k: out[k] for k in self.cache_specs}, self.origin)
         return self._to_numpy(out["logits"]), cache
 
-    def prefill(self, token_ids) -> tuple[np.ndarray, LMCache]:
+    def prefill(self, token_ids, prompt_length: int | None = None
+                ) -> tuple[np.ndarray, LMCache]:
         """Logits [1, N, vocab] and the cache after the prompt `token_ids` ([N] or [1, N]
-        int32, padded with 0 to N)."""
+        int32, padded with 0 to N). Artifacts whose prefill takes `prompt_length` (models
+        with a recurrent state, `takes_prompt_length`) need it: the prompt's length."""
         ids = np.asarray(token_ids, np.int32).reshape(1, -1)
         if ids.shape[1] != self.max_sequence_length:
             raise GenerationError(f"prefill takes {self.max_sequence_length} token ids (the "
                                   f"prompt padded with 0), got {ids.shape[1]}")
-        return self._split(self._prefill(ids))
+        inputs = {"token_ids": ids}
+        if self.takes_prompt_length:
+            if prompt_length is None:
+                raise GenerationError("this artifact's prefill takes prompt_length (the "
+                                      "number of prompt tokens in token_ids)")
+            inputs["prompt_length"] = np.asarray(prompt_length, np.int32)
+        return self._split(self._prefill(**inputs))
 
     def decode(self, token: int, cache: LMCache, index: int) -> tuple[np.ndarray, LMCache]:
         """Logits [1, 1, vocab] and the new cache after `token` at position `index`."""
@@ -498,7 +568,7 @@ def generate(artifact: str | os.PathLike, prompt_ids, max_new_tokens: int, *,
                               f"fit this artifact's max_sequence_length {n}")
     ids = np.zeros(n, np.int32)
     ids[:p] = prompt
-    _, cache = runner.prefill(ids)
+    _, cache = runner.prefill(ids, p)
     rng = np.random.default_rng(seed)
     for index in range(p, p + max_new_tokens):
         logits, cache = runner.decode(ids[index - 1], cache, index - 1)

@@ -312,6 +312,54 @@ class StridedSliceAsReshape(RewritePattern):
                                 {"shape": tuple(node.outputs[0].type.shape)}, rw)
 
 
+# -- empty tensors -----------------------------------------------------------------------------
+# A value with a static zero-size shape holds nothing: it is a constant, and a concat gains
+# nothing from it. (LiteRT's XNNPACK delegate fails to prepare some graphs that move empty
+# tensors around: a model's unused cache slot sliced to zero length and concatenated.)
+
+def _is_empty(v) -> bool:
+    shape = v.type.shape
+    return all(isinstance(d, int) for d in shape) and 0 in shape
+
+
+class EmptyAsConstant(RewritePattern):
+    """A pure single-result node whose result is statically empty -> an empty constant."""
+
+    def match_and_rewrite(self, node, rw):
+        if node.op == "constant" or len(node.outputs) != 1 or not _is_empty(node.outputs[0]):
+            return False
+        if "pure" not in get_op(node.op).traits or node.regions:
+            return False
+        out = node.outputs[0]
+        value = rw.constant(np.zeros(out.type.shape, out.type.dtype.np), like=node,
+                            name=out.name)
+        value.quant, value.layout = out.quant, out.layout
+        rw.replace(node, [value])
+        return True
+
+
+class ConcatDropEmpty(RewritePattern):
+    """concat(a, empty, b) -> concat(a, b) (an operand empty on the concat axis)."""
+
+    root = "concat"
+
+    def match_and_rewrite(self, node, rw):
+        if len(node.inputs) < 2 or _is_empty(node.outputs[0]):
+            return False
+        rank = node.outputs[0].type.rank
+        axis = node.attrs["axis"] % rank
+        keep = [v for v in node.inputs if v.type.shape[axis] != 0]
+        if len(keep) == len(node.inputs) or not keep:
+            return False
+        if len(keep) == 1:
+            return forward(node, keep[0], rw)
+        new = rw.create("concat", keep, node.attrs, like=node).outputs[0]
+        out = node.outputs[0]
+        new.name, new.quant, new.layout = out.name, out.quant, out.layout
+        rw.replace(node, [new])
+        return True
+
+
 def shape_patterns() -> list[RewritePattern]:
     return [ReshapeChain(), TransposeChain(), StaticShapeOf("shape_of"), StaticShapeOf("slice"),
             *(StaticSizes(op) for op in _STATIC_FORM),
@@ -319,4 +367,5 @@ def shape_patterns() -> list[RewritePattern]:
                                          "broadcast_to", "slice", "pad", "tile", "concat")),
             *(FoldBroadcast(op) for op in IMPLICIT_BROADCAST),
             SliceOfConcat("slice"), SliceOfConcat("strided_slice"),
-            SliceOfExpandDims("strided_slice"), StridedSliceAsReshape()]
+            SliceOfExpandDims("strided_slice"), StridedSliceAsReshape(), EmptyAsConstant(),
+            ConcatDropEmpty()]
