@@ -1,11 +1,14 @@
 """`make bench`: the benchmarks, printed as tables: pass scaling, then Keras -> TFLite
-conversion side by side with TFLiteConverter (recurrent layers too), JAX and TF.js conversion, KerasHub models side
+conversion side by side with TFLiteConverter (recurrent layers too), JAX and TF.js conversion,
+Keras -> SavedModel beside Keras's model.export() (MobileNetV2, ResNet50, ConvNeXtTiny, BERT), KerasHub models side
 by side with TFLiteConverter's concrete-function path, then int8 post-training quantization side by side
 with TFLiteConverter (TENSORFORGE_BENCH_QUANT_MODELS=digits,MobileNetV2 runs a subset),
 sharding plans, LLM generation (`convert_lm` artifacts in LiteRT vs Keras's jitted generate on
 JAX: decode tokens/s, decode cost by position, bytes and logits SQNR of the quantized ones), and
 a model past 2 GiB (peak RSS while writing it ÷ its weight bytes, goal <= 1.5;
-TENSORFORGE_BENCH_LARGE_GB sets its size, default 2.2)."""
+TENSORFORGE_BENCH_LARGE_GB sets its size, default 2.2), and the cost of verification:
+`target="all"` with and without `verify=True` (goal <= 3x; TENSORFORGE_BENCH_VERIFY_MODELS
+runs a subset)."""
 
 from __future__ import annotations
 
@@ -73,6 +76,9 @@ def main() -> None:
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")
     tfjs_table(console)
+    from .savedmodel import savedmodel_table
+
+    savedmodel_table(console)
     from .kerashub import bench_kerashub
 
     conversion_table(console, bench_kerashub(),
@@ -80,9 +86,10 @@ def main() -> None:
                      "static) vs TFLiteConverter.from_concrete_functions (static [1, 64]); "
                      "latency at [1, 64]; ratio = tensorforge / anchor; goals: seconds <= "
                      "0.2, latency <= 1.0", "Keras")
-    from .quant import quantization_table
+    from .quant import quantization_table, quantized_training_table
 
     quantization_table(console)
+    quantized_training_table(console)
     from .shard import sharding_table
 
     sharding_table(console)
@@ -92,6 +99,9 @@ def main() -> None:
     from .large import large_table
 
     large_table(console)
+    from .verify import verify_table
+
+    verify_table(console)
 
 
 if __name__ == "__main__":

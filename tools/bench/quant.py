@@ -442,3 +442,24 @@ if __name__ == "__main__":
     from rich.console import Console
 
     quantization_table(Console(width=max(Console().width, 200)))
+
+
+def quantized_training_table(console) -> list[dict]:
+    """Runs `bench_quantized_training` and prints it as one rich Table; returns the rows."""
+    from rich.table import Table
+
+    rows = bench_quantized_training()
+    table = Table(title=(
+        "Quantized training (int8 products forward and backward) vs float training, sklearn "
+        "digits, same batches, steps and seed; int8 LiteRT artifact converted without "
+        "calibration; step time = median after warm-up (this CPU has no int8 matrix units)"))
+    for col in ("model", "float acc", "quantized-training acc", "int8 LiteRT acc",
+                "step ms float / quantized", "ratio"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['float']:.3f}", f"{r['quantized']:.3f}",
+                      f"{r['int8_litert']:.3f}",
+                      f"{r['step_ms_float']:.2f} / {r['step_ms_quantized']:.2f}",
+                      f"{r['step_ratio']:.2f}")
+    console.print(table)
+    return rows
