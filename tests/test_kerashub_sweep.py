@@ -11,20 +11,10 @@ import pytest
 
 pytest.importorskip("keras_hub")
 
-from tensorforge.tools.sweeps import kerashub  # noqa: E402
+from tensorforge.tools.sweeps import kerashub, table_verdicts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "conformance" / "kerashub.md"
-
-
-def _table_rows(text: str) -> dict[str, str]:
-    """model -> its 'passes' cell, from the markdown table."""
-    rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if len(cells) > 3 and cells[2] in ("yes", "no", "n/a"):
-            rows[cells[1]] = cells[2]
-    return rows
 
 
 def test_sweep_command_writes_the_table(tmp_path):
@@ -33,7 +23,7 @@ def test_sweep_command_writes_the_table(tmp_path):
                           "--json", str(tmp_path / "rows.json")]) == 0
     text = out.read_text()
     assert "**1 of 1 pass**" in text
-    assert _table_rows(text) == {"BertBackbone": "yes", "FeaturePyramidBackbone": "n/a"}
+    assert table_verdicts(text) == {"BertBackbone": "yes", "FeaturePyramidBackbone": "n/a"}
     (row, _) = json.loads((tmp_path / "rows.json").read_text())
     assert row["targets"] == ["tflite", "savedmodel", "tfjs"]
     assert "padding_mask: [batch, ?]" in row["dims"]
@@ -42,7 +32,7 @@ def test_sweep_command_writes_the_table(tmp_path):
 def test_docs_table_lists_every_backbone():
     import keras_hub
 
-    rows = _table_rows(TABLE.read_text())
+    rows = table_verdicts(TABLE.read_text())
     backbones = {n for n, c in vars(keras_hub.models).items() if isinstance(c, type)
                  and issubclass(c, keras_hub.models.Backbone)
                  and c is not keras_hub.models.Backbone}
@@ -51,8 +41,8 @@ def test_docs_table_lists_every_backbone():
 
 @pytest.mark.slow
 def test_full_sweep_keeps_every_passing_model(tmp_path):
-    before = {m for m, ok in _table_rows(TABLE.read_text()).items() if ok == "yes"}
+    before = {m for m, ok in table_verdicts(TABLE.read_text()).items() if ok == "yes"}
     out = tmp_path / "kerashub.md"
     assert kerashub.main(["--out", str(out)]) == 0
-    now = {m for m, ok in _table_rows(out.read_text()).items() if ok == "yes"}
+    now = {m for m, ok in table_verdicts(out.read_text()).items() if ok == "yes"}
     assert before <= now, sorted(before - now)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from . import run_worker
 
 TIMEOUT_S = 600
 DEFAULT_OUT = Path("docs/conformance/kerashub.md")
@@ -266,18 +266,9 @@ def _first_problem(e) -> str:
 
 
 def _run_isolated(name: str, backend: str) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "tensorforge.tools.sweeps.kerashub",
-                               "--one", name], capture_output=True, text=True,
-                              timeout=TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        return {"model": name, "targets": [], "reason": f"timed out after {TIMEOUT_S} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return {"model": name, "targets": [], "reason": f"process failed: {tail}"}
-    return json.loads(lines[-1])
+    row = run_worker("tensorforge.tools.sweeps.kerashub", name, TIMEOUT_S, backend)
+    row.setdefault("targets", [])
+    return row
 
 
 def applicable(row: dict) -> bool:
