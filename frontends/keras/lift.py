@@ -1,9 +1,12 @@
 """Keras 3 -> IR: loads `.keras` files, traces the model and lifts the traced graph.
 
 On the JAX backend the model's stateless call is lifted by the JAX frontend (`_lift_on_jax`).
-On the TensorFlow backend the model is traced once, `model(inputs, training=False)` inside a `tf.function` whose inputs
-have a `None` batch, and the traced graph is lifted by the TF frontend (`frontends/tf/lift.py`;
-no freezing, no TFLite converter: see its docstring for why that is fast). Scopes are the
+On the TensorFlow backend the model is traced once, `model(inputs, training=False)` in a
+graph whose inputs have a `None` batch (a bare FuncGraph for Functional/Sequential models, a
+`tf.function` for subclassed ones), with each variable read bound to a placeholder instead of
+a captured handle (`_variable_binding_scope`; docs/design/lifting.md), and the traced graph
+is lifted by the TF frontend (`frontends/tf/lift.py`; no freezing, no TFLite converter: see
+its docstring for why that is fast). Scopes are the
 Keras layer paths: Keras 3 opens each layer's TF name scope twice per call, so a layer
 `block_3_expand` shows up as `block_3_expand_1` in op names (`dense_1` as `dense_1_2`); the
 scope function maps name-scope components back to layer names by walking the model's layer
@@ -441,13 +444,10 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
             x = args[0] if len(args) == 1 else list(args)
         return model(x, training=False)
 
-    # Functional/Sequential graphs need no AutoGraph (no Python control flow on tensors);
-    # skipping it saves ~0.2 s on MobileNetV2. Subclassed models may need it.
-    fn = tf.function(call, autograph=not functional)
     try:
         # Layers Keras quantized trace their float call on their stored integer codes.
         with dequantized_tracing(model) as keras_quantization:
-            concrete = fn.get_concrete_function(*specs)
+            concrete, variables = _trace(call, specs, functional)
     except ConversionError:
         raise
     except Exception as e:
@@ -461,10 +461,85 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     output_names = _output_names(model, concrete.structured_outputs, len(concrete.outputs))
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
                                     scope_fn=keras_scope_fn(model), source="keras",
-                                    metadata=keras_quantization.metadata())
+                                    metadata=keras_quantization.metadata(),
+                                    variables=variables)
     if keras_quantization.layers:
         fold_weight_transposes(module)
     return module
+
+
+class _Traced:
+    """What the TF lifter reads of a ConcreteFunction, for a FuncGraph traced directly."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.inputs, self.outputs = list(graph.inputs), list(graph.outputs)
+        self.structured_outputs = graph.structured_outputs
+
+
+def _variable_binding_scope(variables: dict):
+    """A Keras StatelessScope that, while the model is traced, hands each read of a
+    variable in the function being traced a fresh placeholder of the variable's dtype and
+    shape (named `ReadVariableOp`, in the name scope the read happens in, as the op it
+    replaces) and records it in `variables` (placeholder name -> tf.Variable); the lifter
+    binds it to the variable's value (`lift_concrete_function(variables=...)`).
+
+    Capturing a variable's resource handle into the graph and reading it costs ~1.5 ms per
+    read in TensorFlow's Python (a captured placeholder, a ReadVariableOp, automatic control
+    dependencies on every stateful read); a bare placeholder costs a tenth of that. Reads
+    anywhere else (a loop body, a nested function, eager code) get None, so Keras reads the
+    variable as usual there, and an assignment made while tracing is seen by later reads
+    (StatelessScope keeps it)."""
+    import tensorflow as tf
+    from keras.src.backend.common.stateless_scope import StatelessScope
+    from tensorflow.core.framework import attr_value_pb2
+
+    class Scope(StatelessScope):
+        graph = None        # the function being traced; set when its body starts
+
+        def get_current_value(self, variable):
+            value = super().get_current_value(variable)
+            if value is not None:
+                return value
+            tf_variable = getattr(variable, "_value", None)
+            graph = tf.compat.v1.get_default_graph()
+            if graph is not self.graph or not isinstance(tf_variable, tf.Variable):
+                return None
+            dtype = tf_variable.dtype
+            op = graph._create_op_internal(
+                "Placeholder", [], [dtype], name="ReadVariableOp",
+                attrs={"dtype": attr_value_pb2.AttrValue(type=dtype.as_datatype_enum),
+                       "shape": attr_value_pb2.AttrValue(
+                           shape=tf_variable.shape.as_proto())})
+            variables[op.name] = tf_variable
+            return op.outputs[0]
+
+    return Scope()
+
+
+def _trace(call, specs, functional: bool):
+    """(the traced function, {placeholder name: tf.Variable} of the variable reads bound to
+    placeholders). Functional/Sequential models are traced straight into a FuncGraph: no
+    AutoGraph (no Python control flow on tensors), no automatic control dependencies (the
+    lifter follows data edges only) and no ConcreteFunction; subclassed models, which may
+    need AutoGraph, through `tf.function`."""
+    import tensorflow as tf
+
+    variables: dict = {}
+    scope = _variable_binding_scope(variables)
+
+    def traced(*args):
+        scope.graph = tf.compat.v1.get_default_graph()
+        with scope:
+            return call(*args)
+
+    if not functional:
+        return tf.function(traced).get_concrete_function(*specs), variables
+    from tensorflow.python.framework import func_graph as func_graph_module
+
+    graph = func_graph_module.func_graph_from_py_func(
+        "keras", traced, None, None, signature=list(specs), add_control_dependencies=False)
+    return _Traced(graph), variables
 
 
 def _lift_on_jax(model, specs, input_names: list[str], keys) -> Module:

@@ -266,10 +266,33 @@ def _capture_entries(concrete_fn) -> dict[str, Entry]:
 
 
 def _read_resource(res: Resource, dtype_enum: int) -> np.ndarray:
+    """The variable's value, copied once (by `.numpy()`) and made read-only, so that the IR
+    constant holding it takes the array as it is instead of copying it again."""
     import tensorflow as tf
 
-    return np.asarray(tf.raw_ops.ReadVariableOp(resource=res.handle,
-                                                dtype=tf.dtypes.as_dtype(dtype_enum)).numpy())
+    array = np.asarray(tf.raw_ops.ReadVariableOp(resource=res.handle,
+                                                 dtype=tf.dtypes.as_dtype(dtype_enum)).numpy())
+    array.flags.writeable = False
+    return array
+
+
+def _bind_variables(reader: "_GraphReader", lifter: Lifter, variables) -> None:
+    """Placeholders that stand for variables (`variables`: node name -> tf.Variable, from
+    a trace that bound each variable read to a placeholder instead of capturing its handle)
+    lift exactly as the ReadVariableOp they replace: a read of the variable's resource, one
+    Resource (and so one array) per variable."""
+    resources: dict[int, tuple[str, Resource]] = {}
+    for name, var in variables.items():
+        node = reader.nodes.get(name)
+        if node is None or node.op != "Placeholder":
+            continue
+        key = id(var)
+        if key not in resources:
+            handle_name = f"{name}/_resource"
+            resources[key] = handle_name, Resource(var.handle, var.name.split(":")[0])
+            lifter.env[handle_name] = [resources[key][1]]
+        reader.nodes[name] = TFNode(name, "ReadVariableOp", [(resources[key][0], 0)],
+                                    node.attr, node.path)
 
 
 def _input_type(placeholder, name: str) -> TensorType:
@@ -286,15 +309,20 @@ def _input_type(placeholder, name: str) -> TensorType:
 def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
                            output_names: Sequence[str], scope_prefix_strip: int = 0,
                            scope_fn: Callable[[str], str] | None = None, source: str = "tf",
-                           freeze: bool = False, metadata: dict | None = None) -> Module:
+                           freeze: bool = False, metadata: dict | None = None,
+                           variables=None) -> Module:
     """Lifts a traced `tf.function` (a ConcreteFunction) into a Module with graph `main`.
 
     input_names / output_names name the function's (non-captured) inputs and its flat outputs,
     in order. A `None` dim 0 becomes the symbol `batch`. Node scopes come from `scope_fn(tf
     node name)`, by default the TF name scope minus `scope_prefix_strip` leading components and
     the op name. `freeze=True` freezes variables with `convert_variables_to_constants_v2` first
-    (slower; the default reads captured variables directly). Raises ConversionError listing
-    every unsupported op (and every other node that cannot be lifted) at once.
+    (slower; the default reads captured variables directly). `variables` ({placeholder node
+    name: tf.Variable}) names placeholders of the graph that stand for variable reads (the
+    Keras frontend's trace binds them so; see frontends/keras/lift.py): each lifts as a read
+    of its variable. `concrete_fn` may also be any object with the ConcreteFunction's
+    `graph`, `inputs` and `outputs`. Raises ConversionError listing every unsupported op (and
+    every other node that cannot be lifted) at once.
     """
     captures = {}
     if freeze:
@@ -329,6 +357,8 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
         raise ConversionError("cannot lift the function's inputs", problems)
     for key, entry in captures.items():
         lifter.env[key] = [entry]
+    if variables:
+        _bind_variables(reader, lifter, variables)
 
     table = dict(ops.TABLE)
     table["ReadVariableOp"] = _make_read_variable(captures)

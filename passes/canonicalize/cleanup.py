@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from ...ir.graph import Graph, Node
@@ -24,11 +22,35 @@ def eliminate_dead_code(graph: Graph) -> bool:
     return changed
 
 
+class _TensorKey:
+    """A constant payload as a CSE key: equal exactly when dtype, shape and bytes are equal.
+    It hashes a fingerprint (dtype, shape and up to 256 sampled bytes) and compares the full
+    bytes only when two fingerprints collide, so the common case, weights that all differ,
+    reads a few bytes of each instead of hashing every weight on every CSE run."""
+
+    __slots__ = ("raw", "dtype", "shape", "_hash")
+
+    def __init__(self, v: np.ndarray):
+        # The raw bytes as a uint8 view (ml_dtypes such as bf16 compare by bytes too).
+        self.raw = np.ascontiguousarray(v).reshape(-1).view(np.uint8)
+        self.dtype, self.shape = v.dtype.str, v.shape
+        n = self.raw.size
+        sample = self.raw if n <= 256 else self.raw[::n // 256 + 1]
+        self._hash = hash((self.dtype, self.shape, n, sample.tobytes(),
+                           self.raw[-8:].tobytes()))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, _TensorKey) and self._hash == other._hash
+                and self.dtype == other.dtype and self.shape == other.shape
+                and np.array_equal(self.raw, other.raw))
+
+
 def _freeze(v):
     if isinstance(v, np.ndarray):
-        # Hash the raw bytes (a uint8 view: the buffer protocol rejects ml_dtypes like bf16).
-        raw = np.ascontiguousarray(v).reshape(-1).view(np.uint8)
-        return ("tensor", v.dtype.str, v.shape, hashlib.blake2b(raw).digest())
+        return ("tensor", _TensorKey(v))
     if isinstance(v, float) and v != v:
         return ("nan",)  # NaN != NaN would make equal attrs look different
     return (type(v).__name__, v)

@@ -67,6 +67,9 @@ def main() -> None:
     conversion_table(console, bench_conversion(),
                      "Keras -> TFLite: tensorforge vs TFLiteConverter (same process; "
                      "ratio = tensorforge / TFLiteConverter)", "Keras")
+    from .lifting import lifting_table
+
+    lifting_table(console)
     conversion_table(console, bench_recurrent(),
                      "Keras recurrent layers -> TFLite, run at [1, 32, 16]: tensorforge (shape "
                      "fixed: fused sequence kernels) vs TFLiteConverter on the frozen concrete "
