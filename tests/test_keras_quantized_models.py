@@ -209,3 +209,136 @@ def test_float_model_is_not_marked():
     module = from_keras(_mlp())
     assert "keras_quantization" not in module.metadata
     assert not any(n.op == "dequantize" for n in module.main)
+
+
+# -- GPTQ (`model.quantize("gptq", config=GPTQConfig(...))`) -----------------------------------
+
+@pytest.fixture
+def gptq_shims(monkeypatch):
+    """Two test-only shims around Keras 3.15's GPTQ (not of what it computes, of how fast and
+    whether calibration data reaches it): its per-column `slice_update` runs through XLA
+    (one compilation per call, ~40 ms) and becomes a NumPy assignment; and its Hessian hook
+    patches `layer.call`, which a layer in "gptq" mode never runs (Layer.__call__ dispatches
+    to `quantized_call`), so without the shim every Hessian is zero and GPTQ degenerates to
+    round-to-nearest with an identity act-order."""
+    import contextlib
+
+    import keras.src.backend.tensorflow.core as tf_core
+    import tensorflow as tf
+    from keras.src.quantizers import gptq_core
+
+    original = tf_core.slice_update
+
+    def slice_update(inputs, start_indices, updates):
+        if not tf.executing_eagerly():
+            return original(inputs, start_indices, updates)
+        a, u = np.array(inputs), np.asarray(updates)
+        a[tuple(slice(int(s), int(s) + d) for s, d in zip(start_indices, u.shape))] = u
+        return tf.convert_to_tensor(a)
+
+    @contextlib.contextmanager
+    def stream_hessians(layers_map, gptq_objects):
+        def hook(name, fn):
+            def call(*args, **kwargs):
+                x = args[0] if args else kwargs["inputs"]
+                gptq_objects[name].update_hessian_with_batch(
+                    keras.ops.reshape(x, (-1, gptq_objects[name].rows)))
+                return fn(*args, **kwargs)
+            return call
+        try:
+            for name, layer in layers_map.items():
+                layer.quantized_call = hook(name, layer.quantized_call)
+            yield
+        finally:
+            for layer in layers_map.values():
+                vars(layer).pop("quantized_call", None)
+
+    monkeypatch.setattr(tf_core, "slice_update", slice_update)
+    monkeypatch.setattr(gptq_core, "stream_hessians", stream_hessians)
+
+
+def _gptq_model(bits, group_size, act_order=False, symmetric=False):
+    """Embedding -> block [Dense, EinsumDense, Dense] -> Dense head; GPTQ quantizes the
+    block (the head is outside it: Keras leaves it uncalibrated, float)."""
+    from keras.quantizers import GPTQConfig
+
+    keras.utils.set_random_seed(0)
+    emb = keras.layers.Embedding(50, 48, name="emb")
+    block = keras.Sequential([
+        keras.layers.Dense(32, activation="relu", name="fc1"),
+        keras.layers.EinsumDense("btk,khd->bthd", output_shape=(None, 4, 8), bias_axes="hd",
+                                 name="qkv"),
+        keras.layers.Reshape((-1, 32)),
+        keras.layers.Dense(16, name="fc2"),
+    ], name="block")
+    inp = keras.Input((None,), dtype="int32", name="ids")
+    model = keras.Model(inp, keras.layers.Dense(5, name="head")(block(emb(inp))))
+    ids = np.random.RandomState(0).randint(0, 50, (2, 12)).astype(np.int32)
+    y_float = np.asarray(model(ids))
+    data = np.random.RandomState(1).randint(0, 50, (64, 8))
+    model.quantize("gptq", config=GPTQConfig(
+        dataset=data, tokenizer=object(), weight_bits=bits, num_samples=4, sequence_length=8,
+        group_size=group_size, activation_order=act_order, symmetric=symmetric,
+        quantization_layer_structure={"pre_block_layers": [emb], "sequential_blocks": [block]}))
+    return model, block, ids, y_float
+
+
+def _gptq_codes(layer, bits):
+    from keras import quantizers
+
+    cols = int(getattr(layer, "gptq_unpacked_column_size", None) or layer.units)
+    q = layer.quantized_kernel
+    if bits == 4:
+        q = quantizers.unpack_int4(q, orig_len=cols, axis=0, dtype="uint8")
+    return np.asarray(q).astype(np.int32) - (1 << (bits - 1))      # [N, K], signed
+
+
+@pytest.mark.parametrize("bits,group_size,act_order", [(4, 16, False), (4, 16, True),
+                                                       (8, -1, False)],
+                         ids=["int4-g16", "int4-g16-act-order", "int8-per-channel"])
+def test_gptq_lifts_codes_and_tflite_matches_keras(tmp_path, gptq_shims, bits, group_size,
+                                                  act_order):
+    model, block, ids, y_float = _gptq_model(bits, group_size, act_order)
+    y_keras = np.asarray(model(ids))
+    fc1 = block.get_layer("fc1")
+    g_idx = np.asarray(fc1.g_idx).astype(int)
+    assert act_order == (not np.array_equal(g_idx, np.arange(48) // (group_size if group_size > 0 else 48)))
+    module = from_keras(model)
+    assert module.metadata["keras_quantization"] == "gptq"
+    assert len([n for n in module.main if n.op == "dequantize"]) == 3   # head stays float
+    result = tensorforge.convert(model, target=["tflite", "savedmodel"],
+                                 output=str(tmp_path / "m"), verify=True,
+                                 verify_inputs={"ids": ids})
+    assert result.verification.ok
+    assert result.quantization.scheme.name == "int4-weight"
+    fb_model = fb.ModelT.InitFromPackedBuf(open(result.paths["tflite"], "rb").read(), 0)
+    sg = fb_model.subgraphs[0]
+    want_type = fb.TensorType.INT4 if bits == 4 else fb.TensorType.INT8
+    stored = {}
+    for t in sg.tensors:
+        if t.type != want_type or t.buffer == 0 or not len(fb_model.buffers[t.buffer].data):
+            continue
+        raw = np.asarray(fb_model.buffers[t.buffer].data, np.uint8)
+        if bits == 4:
+            nib = np.stack([raw & 0xF, raw >> 4], axis=1).reshape(-1).astype(np.int8)
+            vals = np.where(nib > 7, nib - 16, nib)[:int(np.prod(t.shape))]
+        else:
+            vals = raw.view(np.int8)
+        stored[t.name.decode()] = np.sort(vals.astype(np.int32))
+    # Keras' GPTQ codes (shifted to signed), byte for byte, in whichever layout.
+    for name in ("fc1", "qkv", "fc2"):
+        codes = np.sort(_gptq_codes(block.get_layer(name), bits).ravel())
+        assert any(s.size == codes.size and np.array_equal(s, codes) for s in stored.values())
+    y = _run_tflite(result.paths["tflite"], {"ids": ids})
+    assert sqnr_db(y_keras, y) > 90          # weight-only, zero points: Keras' arithmetic
+    assert sqnr_db(y_float, y) > (15 if bits == 4 else 35)
+
+
+def test_uncalibrated_gptq_layer_is_traced_unchanged(gptq_shims):
+    from tensorforge.frontends.keras.quantized import dequantized_tracing
+
+    model, _, _, _ = _gptq_model(4, 16)
+    with dequantized_tracing(model) as found:
+        pass
+    assert set(found.layers.values()) == {"gptq"} and len(found.layers) == 3
+    assert "not calibrated" in found.skipped["head"]

@@ -1,4 +1,4 @@
-"""Models quantized by Keras itself (`model.quantize("int8")` / `"int4"`): their Dense,
+"""Models quantized by Keras itself (`model.quantize("int8")` / `"int4"` / `"gptq"`): their Dense,
 EinsumDense and Embedding layers (and subclasses: KerasHub's ReversibleEmbedding, ...) hold
 integer codes and scales in variables of their own (`_kernel` int8, int4 packed two per byte,
 `kernel_scale`, `kernel_zero` for sub-channel int4).
@@ -23,7 +23,8 @@ Why at the layer level, not by matching the traced graph: the quantized `call`s 
 every Keras release (custom gradients, activation quantizers, LoRA, grouped int4 with `g_idx`
 takes), while the stored variables and the float `call` (which reads `self.kernel` /
 `self.embeddings`) are the layer's public, serialized contract. A layer this module does not
-know (or with LoRA enabled, or a mode such as float8 / GPTQ / AWQ) is traced unchanged.
+know (or with LoRA enabled, an uncalibrated GPTQ layer, or a mode such as float8 / AWQ) is
+traced unchanged.
 
 Layouts (real = (q - zp) * scale; Keras' per-channel scales are divisors, so scale = 1/s):
 
@@ -36,6 +37,7 @@ Layouts (real = (q - zp) * scale; Keras' per-channel scales are divisors, so sca
 | EinsumDense int4 | as Dense on [rows, columns], reshaped to the kernel shape | |
 | Embedding int8 / int4 | `_embeddings` [V, D] (int4 unpacked) | per row (axis 0), or blockwise along D |
 | ReversibleEmbedding, untied | `reverse_embeddings` [D, V] | per column (axis 1), or blockwise along D |
+| Dense / EinsumDense GPTQ (2-8 bits) | `quantized_kernel` [N, K] (4-bit unpacked along N), minus 2^(b-1) | `kernel_scale`, `kernel_zero` - 2^(b-1) [N, G]: blockwise; `g_idx` act-order: rows sorted by group, gathered back |
 
 Blockwise (one scale and zero point per block of B along the contraction) has no single
 quantized axis, so the codes are laid out as [N*G, B] (FULLY_CONNECTED's [N, K] order, one
@@ -50,8 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SUPPORTED_MODES = ("int8", "int4")
-METADATA_KEY = "keras_quantization"            # e.g. "int8", "int4", "int4,int8"
+SUPPORTED_MODES = ("int8", "int4", "gptq")
+METADATA_KEY = "keras_quantization"            # e.g. "int8", "int4", "gptq,int8"
 ACTIVATIONS_KEY = "keras_activation_quantization"  # "dynamic" | "none"
 
 
@@ -74,13 +76,15 @@ class KerasQuantization:
 
 # -- TF side: the dequantized weight as one UniformDequantize --------------------------------
 
-def _uniform_dequantize(codes, scale, zero, bits: int, axis: int | None, name: str):
+def _uniform_dequantize(codes, scale, zero, bits: int, axis: int | None, name: str,
+                        full_range: bool = False):
     """UniformDequantize of int8 `codes` (a TF tensor holding the codes) with NumPy `scale`
-    and `zero` (one value, or one per slice of `axis`)."""
+    and `zero` (one value, or one per slice of `axis`). Symmetric int8 codes are narrow range
+    ([-127, 127], Keras' int8) unless `full_range`."""
     import tensorflow as tf
 
     lo, hi = (-8, 7) if bits == 4 else (-127, 127)
-    if zero is not None and np.any(zero) or bits == 4:
+    if zero is not None and np.any(zero) or bits == 4 or full_range:
         lo = -(1 << (bits - 1))
     scale = np.asarray(scale, np.float32).reshape(-1 if axis is not None else ())
     zero = np.zeros(scale.shape, np.int32) if zero is None else \
@@ -121,7 +125,8 @@ def _per_slices(codes, scale_b: np.ndarray, bits: int, name: str):
     return w if contiguous else tf.transpose(w, np.argsort(perm).tolist())
 
 
-def _blockwise_rows(codes_nk, scale_ng, zero_ng, block: int, name: str):
+def _blockwise_rows(codes_nk, scale_ng, zero_ng, block: int, name: str, bits: int = 4,
+                    full_range: bool = False):
     """Dequantized [N, K] codes with one scale and zero point per (row n, block of `block`
     along K): codes laid out as [N*G, block] (padded with each block's zero point when K is
     not a multiple), dequantized per axis 0, reshaped to [N, G*block] and cut to K."""
@@ -130,14 +135,15 @@ def _blockwise_rows(codes_nk, scale_ng, zero_ng, block: int, name: str):
     n, k = (int(d) for d in codes_nk.shape)
     g = int(scale_ng.shape[1])
     if g == 1:      # one block: per row
-        return _uniform_dequantize(codes_nk, scale_ng.reshape(-1), zero_ng, 4, 0, name)
+        return _uniform_dequantize(codes_nk, scale_ng.reshape(-1), zero_ng, bits, 0, name,
+                                   full_range)
     pad = g * block - k
     codes = tf.cast(codes_nk, tf.int8)
     if pad:
         fill = tf.constant(np.repeat(np.asarray(zero_ng, np.int8)[:, -1:], pad, axis=1))
         codes = tf.concat([codes, fill], axis=1)
     w = _uniform_dequantize(tf.reshape(codes, [n * g, block]), scale_ng.reshape(-1),
-                            np.asarray(zero_ng).reshape(-1), 4, 0, name)
+                            np.asarray(zero_ng).reshape(-1), bits, 0, name, full_range)
     w = tf.reshape(w, [n, g * block])
     return w[:, :k] if pad else w
 
@@ -145,11 +151,16 @@ def _blockwise_rows(codes_nk, scale_ng, zero_ng, block: int, name: str):
 # -- the layers -------------------------------------------------------------------------------
 
 def _np(v) -> np.ndarray:
-    """A variable's value, read eagerly (the builders run inside the trace)."""
+    """A variable's value, read eagerly (the builders run inside the trace). The TF variable
+    itself is read, so a Keras scope that binds variable reads while tracing (the Keras
+    frontend's) does not hand back a placeholder."""
     import tensorflow as tf
     from keras import ops
 
+    raw = getattr(v, "_value", None)
     with tf.init_scope():
+        if isinstance(raw, tf.Variable):
+            return np.asarray(raw.numpy())
         return np.asarray(ops.convert_to_numpy(v))
 
 
@@ -199,7 +210,8 @@ def _einsum_kernel(layer):
 
     if layer.quantization_mode == "int8":
         with tf.init_scope():
-            adjusted = layer._adjust_scale_for_dequant(ops.convert_to_tensor(layer.kernel_scale))
+            adjusted = layer._adjust_scale_for_dequant(
+                ops.convert_to_tensor(_np(layer.kernel_scale)))
         scale = np.float32(1) / _np(adjusted).astype(np.float32)
         return _per_slices(ops.convert_to_tensor(layer._kernel), scale, 8, "kernel")
     codes = _unpack(layer._kernel, int(layer._int4_unpacked_column_size), -1)
@@ -239,11 +251,82 @@ def _reverse_table(layer):
                      "reverse_embeddings")
 
 
+def _gptq_layout(layer) -> tuple[int, int, np.ndarray | None] | str:
+    """(bits, group size, act-order permutation or None) of a calibrated GPTQ layer, or why
+    its layout is not one this module lifts. Keras' `g_idx` maps each input channel (row of
+    the kernel) to its group; without act-order it is `k // group_size`, with it the groups
+    are contiguous once the rows are sorted by group (`perm`)."""
+    from keras.src.quantizers import gptq_core
+
+    if not getattr(layer, "is_gptq_calibrated", False):
+        return "GPTQ layer not calibrated (Keras runs its float kernel)"
+    bits = int(gptq_core.get_weight_bits_for_layer(layer, None))
+    if bits not in (2, 3, 4, 8):
+        return f"{bits}-bit GPTQ"
+    g_idx = _np(layer.g_idx).astype(np.int64)      # Keras casts (truncates) the same way
+    k = g_idx.size
+    groups = int(_np(layer.kernel_scale).shape[-1])
+    perm = np.argsort(g_idx, kind="stable")
+    block = int(np.count_nonzero(g_idx == 0)) if groups > 1 else k
+    if block < 1 or not np.array_equal(g_idx[perm], np.arange(k) // block) or \
+            int(g_idx.max()) + 1 != groups:
+        return "GPTQ groups are not blocks of one size"
+    return bits, block, None if np.array_equal(perm, np.arange(k)) else perm
+
+
+def _gptq_weight(layer, columns: int):
+    """The [N, K] weight of a GPTQ layer (Keras stores it transposed: `quantized_kernel`
+    [N, K], 4-bit packed two per byte along N; `kernel_scale`, `kernel_zero` [N, G], the codes
+    unsigned, real = (q - zero) * scale). The codes are shifted to signed ((q - 2^(b-1)) -
+    (zero - 2^(b-1)): the same value), stored in an int4 container for 2 to 4 bits, int8
+    for 8, and dequantized blockwise (`_blockwise_rows`). With act-order the rows are sorted
+    by group first and put back in Keras' order by a gather of the dequantized weight."""
+    import tensorflow as tf
+    from keras import ops, quantizers
+
+    bits, block, perm = _gptq_layout(layer)
+    q = ops.convert_to_tensor(layer.quantized_kernel)
+    if bits == 4:
+        q = quantizers.unpack_int4(q, orig_len=columns, axis=0, dtype="uint8")
+    off = 1 << (bits - 1)
+    codes = tf.cast(tf.cast(q, tf.int32) - off, tf.int8)
+    scale = _np(layer.kernel_scale).astype(np.float32)
+    zero = _np(layer.kernel_zero).astype(np.int32) - off
+    scale = np.broadcast_to(scale, (columns, scale.shape[-1])).copy()
+    zero = np.broadcast_to(zero, scale.shape).copy()
+    if perm is not None:
+        codes = tf.gather(codes, perm, axis=1)
+    w = _blockwise_rows(codes, scale, zero, block, "kernel", 8 if bits == 8 else 4,
+                        full_range=True)
+    if perm is not None:
+        w = tf.gather(w, np.argsort(perm), axis=1)
+    return w
+
+
+def _gptq_dense_kernel(layer):
+    import tensorflow as tf
+
+    return tf.transpose(_gptq_weight(layer, int(layer.units)))
+
+
+def _gptq_einsum_kernel(layer):
+    import tensorflow as tf
+
+    w = tf.transpose(_gptq_weight(layer, int(layer.gptq_unpacked_column_size)))
+    return tf.reshape(w, list(layer.original_kernel_shape))
+
+
 def _weights_of(layer) -> dict | None:
     """{attribute the float call reads: builder of its dequantized value} for a supported
     quantized layer, else None."""
     from keras import layers
 
+    if layer.quantization_mode == "gptq":
+        if isinstance(layer, layers.EinsumDense):
+            return {"kernel": _gptq_einsum_kernel}
+        if isinstance(layer, layers.Dense):
+            return {"kernel": _gptq_dense_kernel}
+        return None
     if isinstance(layer, layers.EinsumDense):
         return {"kernel": _einsum_kernel}
     if isinstance(layer, layers.Dense):
@@ -264,6 +347,10 @@ def _skip_reason(layer) -> str | None:
         return "LoRA is enabled (its float update is traced as Keras computes it)"
     if _weights_of(layer) is None:
         return f"{type(layer).__name__} is not a Dense, EinsumDense or Embedding"
+    if mode == "gptq":
+        layout = _gptq_layout(layer)
+        if isinstance(layout, str):
+            return layout
     return None
 
 
@@ -407,13 +494,36 @@ def _sink_reshapes(graph) -> int:
     return count
 
 
+def _merge_reshapes(graph) -> int:
+    """reshape(reshape(x)) -> reshape(x) for a static outer shape (an EinsumDense's kernel
+    reshaped to its kernel shape and back to 2-D for the matmul)."""
+    count = 0
+    for node in list(graph):
+        if node.op != "reshape" or len(node.inputs) != 1 or not node.output.type.is_static:
+            continue
+        src = node.inputs[0]
+        if src.type.is_static and tuple(src.type.shape) == tuple(node.output.type.shape):
+            graph.replace_node(node, [src])
+            count += 1
+            continue
+        inner = src.producer
+        if inner is None or inner.op != "reshape" or len(inner.inputs) != 1:
+            continue
+        node.set_input(0, inner.inputs[0])
+        node.attrs["shape"] = tuple(int(d) for d in node.output.type.shape)
+        if not inner.output.uses:
+            graph.erase(inner)
+        count += 1
+    return count
+
+
 def fold_weight_transposes(module) -> int:
     """Puts the dequantized weights next to their matmuls: a reshape of one moves onto its
     codes (`_sink_reshapes`), and matmul(x, transpose(w)) becomes matmul(x, w, transpose_b)
     (blockwise weights are laid out [N, K], FULLY_CONNECTED's order, and Keras' float call
     reads them as [K, N]). Returns how many were rewritten."""
     graph = module.main
-    count = _sink_reshapes(graph)
+    count = _merge_reshapes(graph) + _sink_reshapes(graph)
     for node in list(graph):
         if node.op != "matmul" or node.attrs.get("transpose_b") or len(node.inputs) < 2:
             continue
