@@ -4,6 +4,11 @@ saved with one `serving_default` signature.
     from tensorforge.backends.savedmodel import write_savedmodel
     write_savedmodel(module, "out/model")    # ConversionError lists every unlowerable node
 
+The function is built from a GraphDef written straight from the IR and imported in one call
+(`savedmodel_direct`); what that path does not cover (control flow, the trainable form,
+several modules sharing weights) is lowered op by op by `tf_lowering`
+(docs/design/savedmodel.md).
+
 The directory is written atomically: the SavedModel is saved into a temporary sibling directory
 and renamed into place, so a failed compile leaves neither a partial directory nor a clobbered
 earlier artifact.
@@ -37,6 +42,7 @@ import tensorflow as tf
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
 from .common import swap_directory
+from .savedmodel_direct import NotDirect, build_direct
 from .tf_lowering import lower_all_to_tf, lower_to_tf, lowering_problems
 
 SIGNATURE_KEY = "serving_default"
@@ -55,7 +61,8 @@ def _is_replaceable(path: str) -> bool:
 
 
 def write_savedmodel(module: Module, directory: str | os.PathLike, *,
-                     trainable=False) -> None:
+                     trainable=False, notes: list[str] | None = None,
+                     via: str = "auto") -> None:
     """Saves `module.main` as a TF SavedModel in `directory` with a `serving_default`
     signature (inputs/outputs named by module.metadata input_names/output_names, else the
     value names). Raises ConversionError, before writing anything, listing every node that
@@ -65,13 +72,36 @@ def write_savedmodel(module: Module, directory: str | os.PathLike, *,
     trainable=True (or a list of parameter-name globs: only those train) writes the
     fine-tuning form (see the module docstring): parameters as trainable variables, a
     differentiable `__call__`; a quantized module, or a node TF cannot differentiate, is a
-    ConversionError naming it."""
+    ConversionError naming it.
+
+    The forward function is built from a GraphDef written straight from the IR
+    (`savedmodel_direct`, docs/design/savedmodel.md) when that path covers the module;
+    otherwise (control flow, quantized modules, ...) op by op through `tf_lowering`, and
+    `notes`, when given, gets a line saying why. The trainable form always takes
+    `tf_lowering` (its gradients are checked op by op). via="direct" makes the fallback a
+    ConversionError, via="tf" forces the `tf_lowering` path."""
+    if via not in ("auto", "direct", "tf"):
+        raise ValueError(f"via must be 'auto', 'direct' or 'tf', not {via!r}")
     target = os.path.abspath(os.fspath(directory))
     if os.path.lexists(target) and not _is_replaceable(target):
         raise ConversionError("cannot write SavedModel", [Diagnostic(
             f"{target} exists and is not a SavedModel directory; refusing to overwrite it")])
     if trainable is not False and trainable is not True and isinstance(trainable, str):
         trainable = [trainable]
+    if via != "tf" and trainable is False:
+        try:
+            weights, concrete = build_direct(module)
+        except NotDirect as err:
+            where = f" ({err.node.describe()})" if err.node is not None else ""
+            if via == "direct":
+                raise ConversionError(f"cannot write the SavedModel directly: {err}{where}"
+                                      ) from None
+            if notes is not None:
+                notes.append(f"savedmodel: written through TensorFlow op by op (slower): "
+                             f"{err}{where}")
+        else:
+            _save_atomic(weights, target, {SIGNATURE_KEY: concrete})
+            return
     lowered = lower_to_tf(module, trainable=trainable)   # raises with every problem at once
     if trainable is not False:
         _check_differentiable(lowered)

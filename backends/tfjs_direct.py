@@ -142,6 +142,7 @@ class _Builder:
     def __init__(self):
         self.nodes: list[dict] = []
         self.values: dict[str, np.ndarray] = {}     # Const name -> value (original dtype)
+        self.weights: set[str] = set()   # Consts of IR constants named like variables
         self.taken: set[str] = set()
         self.counts: dict[str, int] = {}
         self.scope = ""
@@ -186,6 +187,8 @@ class _Builder:
         if want is not None and arr.dtype != want:
             arr = arr.astype(want)
         nm = exact_name if exact_name is not None else self.unique(name)
+        if exact_name is not None:
+            self.weights.add(nm)
         self.nodes.append({"name": nm, "op": "Const", "attr": {
             "dtype": _ty(dt), "value": {"tensor": {"dtype": dt,
                                                    "tensorShape": _shape_json(arr.shape)}}}})
@@ -199,8 +202,9 @@ class _Ctx:
     """What a mapping sees: `g` (the builder), `x(value)` (the tensor of an IR operand;
     constants become Consts at first use), `np(value)` (a constant's payload, else None)."""
 
-    def __init__(self, g: _Builder):
+    def __init__(self, g: _Builder, savedmodel: bool = False):
         self.g = g
+        self.savedmodel = savedmodel    # for a SavedModel (savedmodel_direct): TF's own ops
         self.env: dict[int, T] = {}
         self.const_names: dict[str, int] = {}
 
@@ -300,6 +304,8 @@ def _binary(cx, node):
 def _div(cx, node):
     a, b = cx.x(node.inputs[0]), cx.x(node.inputs[1])
     if not a.is_float:
+        if cx.savedmodel:
+            return [cx.g.op("TruncateDiv", [a, b], {"T": _ty(a.dt)}, a.dt)]
         raise NotDirect("integer div is TruncateDiv, which TF.js lacks")
     return [cx.g.op("RealDiv", [a, b], {"T": _ty(a.dt)}, a.dt)]
 
@@ -777,7 +783,13 @@ def _quantize(cx, node):
     if dt == DType.i32:
         raise NotDirect("quantize to i32")
     qmin, qmax = code_range(dt.bits, dt != DType.u8, node.attrs["narrow_range"])
-    return [_codes(cx.g, node, cx.x(node.inputs[0]), node.inputs[0].type.rank, qmin, qmax)]
+    x = cx.x(node.inputs[0])
+    if cx.savedmodel and x.dt != "DT_FLOAT":
+        raise NotDirect(f"quantize of {x.dt}")
+    codes = _codes(cx.g, node, x, node.inputs[0].type.rank, qmin, qmax)
+    if cx.savedmodel:   # real integer codes, as tf_lowering without float_codes
+        return [_cast_to(cx.g, codes, _dt(dt))]
+    return [codes]
 
 
 def _dequantize(cx, node):
@@ -786,6 +798,11 @@ def _dequantize(cx, node):
     if out != "DT_FLOAT":
         raise NotDirect(f"dequantize to {out}")
     arr = cx.np(qv)
+    if qv.type.dtype.bits > 16 and cx.savedmodel:
+        # As tf_lowering without float_codes: 32/64-bit codes (biases) stay integer weights,
+        # dequantized in float64 (float32 loses integers past 2^24).
+        q = _cast_to(cx.g, cx.x(qv), "DT_DOUBLE")
+        return [_dequant(cx.g, node, q, qv.type.rank, out)]
     if qv.type.dtype.bits > 16:
         if arr is None:
             raise NotDirect("dequantize of wide integer activations")
@@ -799,6 +816,8 @@ def _fake_quant(cx, node):
     x = cx.x(node.inputs[0])
     if a["bits"] > 24:
         raise NotDirect("fake_quant wider than 24 bits")
+    if cx.savedmodel and x.dt != "DT_FLOAT":
+        raise NotDirect(f"fake_quant of {x.dt}")
     qmin, qmax = code_range(a["bits"], a["signed"], a["narrow_range"])
     rank = node.inputs[0].type.rank
     return [_dequant(cx.g, node, _codes(cx.g, node, x, rank, qmin, qmax), rank, x.dt)]
@@ -1073,10 +1092,12 @@ def _emit(graph: Graph, cx: _Ctx) -> None:
             cx.env[id(v)] = t
 
 
-def build_graph(module: Module):
+def build_graph(module: Module, *, savedmodel: bool = False, weights: set | None = None):
     """The GraphDef (proto3-JSON dict, Const values moved out), {Const name: value}, the
     signature dict and the names of the integer-code Consts ({name: NumPy dtype name}) for
-    `module.main`, already `prepared`. Raises NotDirect."""
+    `module.main`, already `prepared`. Raises NotDirect. savedmodel=True (the SavedModel
+    writer, `savedmodel_direct`): TF ops TF.js lacks are allowed (integer TruncateDiv), and
+    integer Consts feeding Casts stay as they are."""
     graph = module.main
     problems: list[Diagnostic] = []
     in_names = signature_names(module, "input_names", graph.inputs, "input", problems,
@@ -1086,7 +1107,7 @@ def build_graph(module: Module):
     if problems:
         raise NotDirect("; ".join(p.message for p in problems))
     g = _Builder()
-    cx = _Ctx(g)
+    cx = _Ctx(g, savedmodel)
     # The frozen TF function's output nodes are Identity, Identity_1, ... in sorted-key order.
     order = sorted(range(len(out_names)), key=lambda i: out_names[i])
     out_nodes = {i: ("Identity" if k == 0 else f"Identity_{k}") for k, i in enumerate(order)}
@@ -1117,7 +1138,9 @@ def build_graph(module: Module):
         g.nodes.append({"name": out_nodes[i], "op": "Identity", "input": [t.ref],
                         "attr": {"T": _ty(t.dt)}})
     keep = set(in_names) | set(out_nodes.values())
-    codes = _codes_as_float(g, keep)
+    codes = {} if savedmodel else _codes_as_float(g, keep)
+    if weights is not None:
+        weights.update(g.weights)
     nodes = _clean(g.nodes, keep)
     return nodes, g.values, {"inputs": sig_in, "outputs": sig_out}, codes
 
