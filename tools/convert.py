@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,7 +46,21 @@ class Target:
     default_name: str                       # artifact name inside an output directory
     is_dir: bool                            # the artifact is a directory (SavedModel, TF.js)
     write: Callable[..., None]              # (module, path, **options)
-    run: Callable[[Path, dict[str, np.ndarray], list[str]], list[np.ndarray]]
+    # (path, feeds, output names): the artifact loaded once and run on each feed (a dict of
+    # named inputs); per feed its outputs in `names` order or the Exception it failed with.
+    # It may return a `Runs` to say how it ran ("wasm backend"), or, for a `background`
+    # target, something with a `wait()` giving that: verification then starts it first and
+    # runs the source model, the IR and the other targets meanwhile.
+    run: Callable[[Path, list[dict[str, np.ndarray]], list[str]], Any]
+    background: bool = False    # runs in another process (Node.js): started before the rest
+
+
+class Runs(list):
+    """A Target's per-feed results, with a note on how the runtime ran them."""
+
+    def __init__(self, results, detail: str = ""):
+        super().__init__(results)
+        self.detail = detail
 
 
 def _write_tflite(module: Module, path: Path, *, fp16: bool = False,
@@ -56,26 +71,41 @@ def _write_tflite(module: Module, path: Path, *, fp16: bool = False,
     save_tflite(module, path, fp16=fp16, notes=notes)
 
 
-def _run_tflite(path: Path, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+def _run_tflite(path: Path, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list:
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
-    out = runner(**inputs)
-    return [out[n] for n in names]
+    results = []
+    for inputs in feeds:    # the runner resizes its inputs to each feed's shapes
+        try:
+            out = runner(**inputs)
+            results.append([np.array(out[n]) for n in names])
+        except Exception as e:
+            results.append(e)
+    return results
 
 
-def _write_savedmodel(module: Module, path: Path, *, trainable=False, **_) -> None:
+def _write_savedmodel(module: Module, path: Path, *, trainable=False,
+                      notes: list[str] | None = None, **_) -> None:
     from ..backends.savedmodel import write_savedmodel
 
-    write_savedmodel(module, path, trainable=trainable)
+    write_savedmodel(module, path, trainable=trainable, notes=notes)
 
 
-def _run_savedmodel(path: Path, inputs, names):
+def _run_savedmodel(path: Path, feeds, names):
     import tensorflow as tf
 
+    # Loaded once: the first call pays for TF's graph optimization (Grappler), which on a
+    # SavedModel of thousands of nodes is most of the run.
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-    out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-    return [out[n].numpy() for n in names]
+    results = []
+    for inputs in feeds:
+        try:
+            out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            results.append([out[n].numpy() for n in names])
+        except Exception as e:
+            results.append(e)
+    return results
 
 
 def _write_tfjs(module: Module, path: Path, *, tfjs_quantize: str | None = None,
@@ -86,16 +116,35 @@ def _write_tfjs(module: Module, path: Path, *, tfjs_quantize: str | None = None,
                notes=notes)
 
 
-def _run_tfjs(path: Path, inputs, names):
-    from .node_runner import run_in_node
+class _PendingTfjs:
+    """TF.js running in a background Node process; `wait()` gives its Runs."""
 
-    return run_in_node(path, inputs, names)
+    def __init__(self, run):
+        self._run = run
+        self.seconds: float | None = None
+
+    def wait(self) -> Runs:
+        results = self._run.wait()
+        self.seconds = self._run.seconds
+        details = self._run.details
+        used = sorted({d["backend"] for d in details if "backend" in d})
+        detail = f"Node.js, {'/'.join(used)} backend" if used else ""
+        fallback = next((d["wasm_error"] for d in details if "wasm_error" in d), None)
+        if fallback:
+            detail += f"; WASM failed: {fallback[:120]}"
+        return Runs(results, detail)
+
+
+def _run_tfjs(path: Path, feeds, names):
+    from .node_runner import start_feeds_in_node
+
+    return _PendingTfjs(start_feeds_in_node(path, feeds, names))
 
 
 TARGETS: dict[str, Target] = {
     "tflite": Target("tflite", "model.tflite", False, _write_tflite, _run_tflite),
     "savedmodel": Target("savedmodel", "saved_model", True, _write_savedmodel, _run_savedmodel),
-    "tfjs": Target("tfjs", "tfjs", True, _write_tfjs, _run_tfjs),
+    "tfjs": Target("tfjs", "tfjs", True, _write_tfjs, _run_tfjs, background=True),
 }
 
 
@@ -407,23 +456,85 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     names = V.output_names(first)
     result = V.Verification("IR interpreter of the quantized module", _batch_of(inputs, batch),
                             inputs=fed)
-    if source.run_original is not None:
-        want = source.run_original(inputs)
-        V.compare_quantized(result, f"ir ({source.kind} float)", V.run_ir(first, inputs),
-                            want, names, min_sqnr_db)
-    tolerances: dict[int, list] = {}
-    for t, path in artifacts.items():
-        want = V.run_ir(modules[t], inputs)
-        key = id(modules[t])
-        if key not in tolerances:
-            tolerances[key] = _artifact_tolerances(modules[t], inputs, want)
-        try:
-            got = TARGETS[t].run(path, inputs, names)
-        except Exception as e:  # the runtime rejected the artifact: a failed check
-            V.failed_run(result, t, names, e)
+    # The IR of each distinct module runs once, shared by the targets that got it.
+    ir_runs: dict[int, tuple[list, list]] = {}
+
+    def ir_of(m: Module):
+        if id(m) not in ir_runs:
+            with result.timed("ir"):
+                want = V.run_ir(m, inputs)
+                ir_runs[id(m)] = want, _artifact_tolerances(m, inputs, want)
+        return ir_runs[id(m)]
+
+    started = _start_targets(result, artifacts, [inputs], names)
+    try:
+        if source.run_original is not None:
+            with result.timed(source.kind):
+                want = source.run_original(inputs)
+            V.compare_quantized(result, f"ir ({source.kind} float)", ir_of(first)[0],
+                                want, names, min_sqnr_db)
+        for t in artifacts:
+            ir_of(modules[t])
+    except BaseException:
+        _wait_all(started)
+        raise
+    for t in artifacts:
+        want, tolerances = ir_of(modules[t])
+        [got] = _finish_target(result, t, started[t], 1)
+        if isinstance(got, Exception):  # the runtime rejected the artifact: a failed check
+            V.failed_run(result, t, names, got)
             continue
-        V.compare_in_steps(result, t, got, want, names, tolerances[key])
+        V.compare_in_steps(result, t, got, want, names, tolerances)
+    result.order_seconds([source.kind, "ir", *artifacts])
     return result
+
+
+def _start_targets(result: V.Verification, artifacts: dict[str, Path], feeds: list,
+                   names: list[str]) -> dict:
+    """Starts every artifact on all the feeds, each loaded once: background targets (TF.js in
+    Node) first, left running; the others run to completion here. Returns per target what
+    `_finish_target` takes."""
+    order = sorted(artifacts, key=lambda t: not TARGETS[t].background)
+    started = {}
+    for t in order:
+        start = time.perf_counter()
+        try:
+            started[t] = TARGETS[t].run(artifacts[t], feeds, names)
+        except Exception as e:  # the runtime could not load the artifact: every feed fails
+            started[t] = [e] * len(feeds)
+        if not hasattr(started[t], "wait"):
+            result.seconds[t] = time.perf_counter() - start
+    return started
+
+
+def _finish_target(result: V.Verification, t: str, runs, count: int) -> list:
+    """A started target's per-feed outputs (or the exception each feed failed with), its
+    seconds recorded in `result` (a background run's own wall time)."""
+    if hasattr(runs, "wait"):
+        start = time.perf_counter()
+        try:
+            runs_done = runs.wait()
+        except Exception as e:
+            runs_done = [e] * count
+        seconds = getattr(runs, "seconds", None)
+        result.seconds[t] = seconds if seconds is not None else time.perf_counter() - start
+        runs = runs_done
+    if getattr(runs, "detail", ""):
+        result.details[t] = runs.detail
+    if len(runs) != count:
+        return [RuntimeError(f"{t} returned {len(runs)} results for {count} input sets")
+                ] * count
+    return list(runs)
+
+
+def _wait_all(started: dict) -> None:
+    """Waits for background runs nobody will read (an error interrupted verification)."""
+    for runs in started.values():
+        if hasattr(runs, "wait"):
+            try:
+                runs.wait()
+            except Exception:
+                pass
 
 
 def _batch_of(inputs: dict[str, np.ndarray], default: int) -> int:
@@ -452,25 +563,39 @@ def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path],
     names = V.output_names(module)
     reference = source.kind if source.run_original is not None else "IR interpreter"
     result = V.Verification(reference, _batch_of(runs[0], batch), inputs=fed)
-    for feed in runs:
-        sizes = V.sizes_label(module, feed) if len(runs) > 1 else ""
-        ir_out = V.run_ir(module, feed)
-        want = source.run_original(feed) if source.run_original is not None else ir_out
+    sizes = [V.sizes_label(module, feed) if len(runs) > 1 else "" for feed in runs]
+    # bf16/f16 run in f32 in the file formats (passes/dtypes.py): fed and held as such.
+    wide = [{k: v.astype(np.float32) if v.dtype in _NARROW_NP else v for k, v in feed.items()}
+            for feed in runs]
+    floor = V.narrow_float_tolerance(module)
+    # Each runtime runs once per feed, and each artifact is loaded once for all the feeds;
+    # TF.js (in Node) runs in the background meanwhile.
+    started = _start_targets(result, artifacts, wide, names)
+    try:
+        wants = []
         if source.run_original is not None:
-            V.compare(result, "ir", ir_out, want, names, V.FLOAT_RTOL, sizes)
-        # bf16/f16 run in f32 in the file formats (passes/dtypes.py): fed and held as such.
-        wide = {k: v.astype(np.float32) if v.dtype in _NARROW_NP else v
-                for k, v in feed.items()}
-        floor = V.narrow_float_tolerance(module)
-        for t, path in artifacts.items():
-            try:
-                got = TARGETS[t].run(path, wide, names)
-            except Exception as e:  # the runtime rejected the artifact: a failed check
-                V.failed_run(result, t, names, e, sizes)
+            with result.timed(source.kind):
+                wants = [source.run_original(feed) for feed in runs]
+        with result.timed("ir"):
+            ir_outs = [V.run_ir(module, feed) for feed in runs]
+    except BaseException:
+        _wait_all(started)
+        raise
+    if source.run_original is None:
+        wants = ir_outs
+    got_by_target = {t: _finish_target(result, t, started[t], len(runs)) for t in artifacts}
+    # Rows in the order of before: per feed, the IR then each artifact.
+    for i, (want, size) in enumerate(zip(wants, sizes)):
+        if source.run_original is not None:
+            V.compare(result, "ir", ir_outs[i], want, names, V.FLOAT_RTOL, size)
+        for t, got in got_by_target.items():
+            if isinstance(got[i], Exception):  # the runtime rejected the artifact
+                V.failed_run(result, t, names, got[i], size)
                 continue
-            V.compare(result, t, got, want, names,
+            V.compare(result, t, got[i], want, names,
                       max(floor, V.tolerance(t, fp16=fp16, tfjs_quantize=tfjs_quantize)),
-                      sizes)
+                      size)
+    result.order_seconds([source.kind, "ir", *artifacts])
     return result
 
 

@@ -1,5 +1,11 @@
-"""Runs TF.js graph models in Node.js with @tensorflow/tfjs (pure-JS CPU backend), through the
-harness in tests/js (`run_model.js`, dependencies pinned by its package-lock.json).
+"""Runs TF.js graph models in Node.js with @tensorflow/tfjs, through the harness in tests/js
+(`run_model.js`, dependencies pinned by its package-lock.json).
+
+The harness runs each model on the WASM backend (@tensorflow/tfjs-backend-wasm: XNNPACK
+compiled to WebAssembly, what browsers without WebGL/WebGPU run; 2-3x faster than the pure-JS
+CPU backend on convolutional models) and reruns it on the CPU backend when WASM fails on it
+(WASM throws for a kernel it lacks rather than falling back per op). `backend=` (or the
+environment variable TENSORFORGE_TFJS_BACKEND) forces "wasm" or "cpu".
 
 Used by `--verify` for the tfjs target and by the tests. `make test` runs `npm ci` there; when
 the harness is not installed yet, `ensure_harness` installs it from the lock file."""
@@ -10,6 +16,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,25 +65,62 @@ def _js_data(a: np.ndarray) -> list:
     return data
 
 
-def run_jobs(jobs, workdir: Path) -> list:
-    """Runs [(model dir, {input name: array})] in one Node process; returns per job a dict of
-    output arrays, or the error string the harness reported."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    listing = []
-    for i, (model_dir, inputs) in enumerate(jobs):
-        path = workdir / f"inputs{i}.json"
-        path.write_text(json.dumps({
-            name: {"shape": list(a.shape), "dtype": _js_dtype(a.dtype),
-                   "data": _js_data(a)} for name, a in inputs.items()}))
-        listing.append([str(model_dir), str(path)])
-    jobs_path = workdir / "jobs.json"
-    jobs_path.write_text(json.dumps(listing))
-    proc = subprocess.run(["node", str(JS_DIR / "run_model.js"), "--batch", str(jobs_path)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise ConversionError(f"the TF.js harness failed: {proc.stderr.strip()[-1000:]}")
+class NodeRun:
+    """[(model dir, {input name: array})] running in one Node process started in the
+    background (a model directory given by consecutive jobs is loaded once); `results()`
+    waits for it. Its output goes to files in `workdir` (a temporary directory when None),
+    never to a pipe that could fill and stall it."""
+
+    def __init__(self, jobs, workdir: Path | None = None, *, backend: str | None = None):
+        self._tmp = tempfile.TemporaryDirectory() if workdir is None else None
+        workdir = Path(self._tmp.name) if workdir is None else workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        listing = []
+        for i, (model_dir, inputs) in enumerate(jobs):
+            path = workdir / f"inputs{i}.json"
+            path.write_text(json.dumps({
+                name: {"shape": list(a.shape), "dtype": _js_dtype(a.dtype),
+                       "data": _js_data(a)} for name, a in inputs.items()}))
+            listing.append([str(model_dir), str(path)])
+        jobs_path = workdir / "jobs.json"
+        jobs_path.write_text(json.dumps(listing))
+        self._stdout_path, self._stderr_path = workdir / "stdout.json", workdir / "stderr.txt"
+        chosen = ["--backend", backend] if backend else []
+        self.started = time.time()
+        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            self._proc = subprocess.Popen(["node", str(JS_DIR / "run_model.js"), *chosen,
+                                           "--batch", str(jobs_path)], stdout=out, stderr=err)
+        self.seconds: float | None = None   # wall time, start to the results written
+
+    def results(self, details: list | None = None, timeout: float = 600) -> list:
+        """Per job a dict of output arrays, or the error string the harness reported.
+        `details`, a list, receives per job {"backend": the tfjs backend that ran it,
+        "seconds": its load + run time} ({} for a failed job)."""
+        try:
+            try:
+                code = self._proc.wait(timeout=max(1.0, timeout - (time.time() -
+                                                                  self.started)))
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+                raise ConversionError(f"the TF.js harness took over {timeout:g} s") from None
+            # Finished at the last write of its output (the caller may have been busy since).
+            self.seconds = max(0.0, self._stdout_path.stat().st_mtime - self.started)
+            stdout = self._stdout_path.read_text()
+            if code != 0:
+                stderr = self._stderr_path.read_text(errors="replace")
+                raise ConversionError(f"the TF.js harness failed: {stderr.strip()[-1000:]}")
+            return _parse(json.loads(stdout), details)
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+
+def _parse(harness_results: list, details: list | None) -> list:
     results = []
-    for r in json.loads(proc.stdout):
+    for r in harness_results:
+        if details is not None:
+            details.append({k: r[k] for k in ("backend", "seconds", "wasm_error") if k in r})
         if "error" in r:
             results.append(r["error"])
             continue
@@ -87,12 +131,44 @@ def run_jobs(jobs, workdir: Path) -> list:
     return results
 
 
-def run_in_node(model_dir: Path, inputs: dict[str, np.ndarray], names: list[str]
-                ) -> list[np.ndarray]:
+def run_jobs(jobs, workdir: Path, *, backend: str | None = None,
+             details: list | None = None) -> list:
+    """Runs [(model dir, {input name: array})] in one Node process and waits for it; returns
+    per job a dict of output arrays, or the error string the harness reported (`details`:
+    see NodeRun.results)."""
+    return NodeRun(jobs, workdir, backend=backend).results(details)
+
+
+def run_in_node(model_dir: Path, inputs: dict[str, np.ndarray], names: list[str], *,
+                backend: str | None = None) -> list[np.ndarray]:
     """Runs one TF.js model on named inputs; returns its outputs in `names` order."""
-    ensure_harness()
-    with tempfile.TemporaryDirectory() as tmp:
-        [result] = run_jobs([(model_dir, inputs)], Path(tmp))
-    if isinstance(result, str):
-        raise ConversionError(f"TF.js model {model_dir} failed in Node: {result}")
-    return [result[n] for n in names]
+    [result] = start_feeds_in_node(model_dir, [inputs], names, backend=backend).wait()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+class FeedsRun:
+    """One TF.js model running on several feeds in a background Node process (loaded once);
+    `wait()` returns per feed its outputs in `names` order, or the ConversionError saying why
+    it failed, and fills `details` (per feed: backend, seconds) and `seconds` (the wall time
+    of the Node process)."""
+
+    def __init__(self, model_dir: Path, feeds, names: list[str], backend: str | None = None):
+        ensure_harness()
+        self.model_dir, self.names = model_dir, names
+        self.details: list[dict] = []
+        self.seconds: float | None = None
+        self._run = NodeRun([(model_dir, feed) for feed in feeds], backend=backend)
+
+    def wait(self) -> list:
+        results = self._run.results(self.details)
+        self.seconds = self._run.seconds
+        return [ConversionError(f"TF.js model {self.model_dir} failed in Node: {r}")
+                if isinstance(r, str) else [r[n] for n in self.names] for r in results]
+
+
+def start_feeds_in_node(model_dir: Path, feeds: list[dict[str, np.ndarray]], names: list[str],
+                        *, backend: str | None = None) -> FeedsRun:
+    """Starts one TF.js model on each of `feeds` in a background Node process; see FeedsRun."""
+    return FeedsRun(model_dir, feeds, names, backend)

@@ -7,6 +7,8 @@ reference elements do not blow it up)."""
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -103,10 +105,38 @@ class Verification:
     rows: list[ErrorRow] = field(default_factory=list)
     inputs: str = "random inputs"   # what the runtimes were fed, for the table's title
     failures: dict[str, str] = field(default_factory=dict)  # runtime -> why it did not run
+    # Wall seconds each runtime took over all the input sets (loading its artifact included),
+    # in the order they ran, and how it ran where that varies ("wasm backend").
+    seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.rows)
+
+    @contextmanager
+    def timed(self, runtime: str):
+        """Adds the wall time of the block to `runtime`'s seconds."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[runtime] = self.seconds.get(runtime, 0.0) + \
+                time.perf_counter() - start
+
+    def order_seconds(self, order) -> None:
+        """Lists the runtimes' seconds in `order` (those not in it after)."""
+        rank = {k: i for i, k in enumerate(order)}
+        self.seconds = dict(sorted(self.seconds.items(),
+                                   key=lambda kv: rank.get(kv[0], len(rank))))
+
+    def timing_text(self) -> str:
+        """`seconds: keras 1.2, ir 0.8, tflite 0.3, ...` (empty when nothing was timed)."""
+        if not self.seconds:
+            return ""
+        parts = [f"{k} {v:.2f}" + (f" ({self.details[k]})" if k in self.details else "")
+                 for k, v in self.seconds.items()]
+        return "seconds per runtime: " + ", ".join(parts)
 
     def max_rel(self, runtime: str) -> float:
         return max((r.max_rel for r in self.rows if r.runtime == runtime), default=0.0)
@@ -128,6 +158,8 @@ class Verification:
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines += [f"{runtime} did not run: {why}" for runtime, why in self.failures.items()]
+        if self.seconds:
+            lines.append(self.timing_text())
         lines += [f"{r.runtime} {r.output}: the quantized output is constant where the float "
                   f"one is not (quantization collapsed it)" for r in self.rows if r.collapsed]
         return "\n".join(lines)

@@ -65,10 +65,18 @@ def unary(name, fn, *, float_only=True, traits=(), attrs=None, doc=""):
         attrs=attrs or {}, traits=frozenset({"pure", "elementwise", *traits}), doc=doc))
 
 
+try:    # SciPy (a dependency of JAX, so always there) has erf/erfc as float64 ufuncs
+    from scipy.special import erf as _erf_ufunc, erfc as _erfc_ufunc
+except ImportError:     # pragma: no cover - math's, one element at a time (100x slower)
+    _erf_ufunc = np.vectorize(math.erf, otypes=[np.float64])
+    _erfc_ufunc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
 def _erf(x):
-    # math.erf is exact to double precision; vectorize over the flattened array.
-    v = np.vectorize(math.erf, otypes=[np.float64])
-    return v(x.astype(np.float64)) if x.size else x.astype(np.float64)
+    # float64 erf, accurate to a few ulps like math.erf (a ufunc: GELU models run it over
+    # every activation).
+    x = x.astype(np.float64)
+    return _erf_ufunc(x) if x.size else x
 
 
 def _erf_inv(y):
@@ -79,7 +87,7 @@ def _erf_inv(y):
     a = np.abs(y)
     inside = a < 1
     ai = np.where(inside, a, 0.0)
-    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    erfc = _erfc_ufunc
     with np.errstate(invalid="ignore", divide="ignore"):
         x = erf_inv_giles(ai, np)
         for _ in range(12):   # cubic convergence; far in the float64 tail Giles' start is poor

@@ -10,11 +10,17 @@ becomes "?" wherever a size cannot be computed.
 
 Kernels are the NumPy reference semantics. They accumulate in float64 and cast back to the
 operand dtype, so the reference is at least as accurate as any runtime it is compared against.
-Convolutions and pooling loop over the (few) filter taps, never over pixels: each tap is one
-strided slice of the padded input and one matmul / elementwise op.
+Convolutions are one BLAS product each: the windows of the padded input (a strided view,
+[N, oh, ow, kh, kw, C]) gathered into rows (im2col, in chunks of bounded size) times the
+flattened filter; transposed convolutions one product then a scatter-add per tap; grouped and
+depthwise convolutions and pooling loop over the (few) filter taps, never over pixels, each tap
+one strided slice of the padded input and one elementwise op. Matmuls whose right operand has
+no batch dims run as one 2-D product over all the rows of the left one.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -128,6 +134,81 @@ def _tap(xp: np.ndarray, i: int, j: int, oh: int, ow: int, strides, dilations) -
               c0:c0 + (ow - 1) * strides[1] + 1:strides[1], :]
 
 
+def _windows(xp: np.ndarray, oh: int, ow: int, kh: int, kw: int, strides, dilations
+             ) -> np.ndarray:
+    """The read-only [N, oh, ow, kh, kw, C] view of padded input `xp` whose [n, y, x] entry is
+    the window output pixel (y, x) reads (strided and dilated), without copying."""
+    if xp.shape[1] < (oh - 1) * strides[0] + (kh - 1) * dilations[0] + 1 or \
+            xp.shape[2] < (ow - 1) * strides[1] + (kw - 1) * dilations[1] + 1:
+        raise ValueError(f"padded input {xp.shape} is too small for {oh}x{ow} windows")
+    sn, sh, sw, sc = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, (xp.shape[0], oh, ow, kh, kw, xp.shape[3]),
+        (sn, sh * strides[0], sw * strides[1], sh * dilations[0], sw * dilations[1], sc),
+        writeable=False)
+
+
+# Products below this many multiply-adds (~50 ms on one core) run on one BLAS thread.
+# OpenBLAS's threads spin while they wait for work: on a machine whose cores are busy (the
+# runtimes verification runs beside it, Node.js among them, other processes) a float64
+# product split over several threads ran 20-40x slower than on one (measured on 2 shared
+# cores: a 72x1536x384 dgemm at 1.2 GFLOP/s vs 40), and the interpreter's products (batch 2)
+# are rarely larger. Larger ones keep every thread.
+_SMALL_GEMM = 1 << 30
+_blas = None     # threadpoolctl's BLAS controllers, when threadpoolctl is installed
+
+
+def _one_thread():
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController().select(user_api="blas")
+        except Exception:   # not installed (an optional speed-up): BLAS's own threading
+            _blas = False
+    return _blas.limit(limits=1) if _blas else contextlib.nullcontext()
+
+
+def _gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul(a, b); on one BLAS thread when each product is small (_SMALL_GEMM)."""
+    m, k = a.shape[-2:]
+    if m * k * b.shape[-1] >= _SMALL_GEMM:
+        return np.matmul(a, b)
+    with _one_thread():
+        return np.matmul(a, b)
+
+
+# im2col rows are gathered this many float64 values at a time (32 MiB), so a large
+# convolution never materializes all its patches at once.
+_IM2COL_CHUNK = 1 << 22
+
+
+def _im2col_matmul(win: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """[N, oh, ow, kh, kw, C] windows (a strided view) times the [kh*kw*C, O] flattened filter:
+    [N, oh, ow, O], gathering the windows into contiguous rows a bounded chunk at a time
+    (whole images when they are small, else bands of output rows of one image)."""
+    n, oh, ow, kh, kw, c = win.shape
+    k = kh * kw * c
+    out = np.empty((n, oh, ow, w.shape[1]), np.result_type(win, w))
+    if out.size == 0 or k == 0:
+        out[...] = 0
+        return out
+    image = oh * ow * k
+    if image <= _IM2COL_CHUNK:
+        per = _IM2COL_CHUNK // image
+        for b in range(0, n, per):
+            piece = np.ascontiguousarray(win[b:b + per])
+            out[b:b + per] = _gemm(piece.reshape(-1, k), w).reshape(piece.shape[0], oh, ow, -1)
+        return out
+    per = max(1, _IM2COL_CHUNK // (ow * k))
+    for b in range(n):
+        for y in range(0, oh, per):
+            piece = np.ascontiguousarray(win[b, y:y + per])
+            out[b, y:y + per] = _gemm(piece.reshape(-1, k), w).reshape(piece.shape[0], ow, -1)
+    return out
+
+
 def _check_bias(types, c_out, op):
     if len(types) < 3:
         return
@@ -206,19 +287,25 @@ def _conv2d_kernel(ins, attrs):
     oh, ow = _spatial(h, w, kh, kw, strides, dilations, pad, "conv2d")
     xp = _pad_nhwc(x.astype(np.float64), oh, ow, kh, kw, strides, dilations, pad)
     f64 = f.astype(np.float64)
-    acc = np.zeros((n, oh, ow, co))
+    if groups == 1:
+        # im2col: every window as a row of kh*kw*C values (tap-major, as HWIO flattens).
+        win = _windows(xp, oh, ow, kh, kw, strides, dilations)
+        acc = _im2col_matmul(win, f64.reshape(kh * kw * ci, co))
+        return _finish(acc, ins, x.dtype, attrs)
+    # Group g reads input channels [g*ci, (g+1)*ci) and writes output channels
+    # [g*co/G, (g+1)*co/G).
+    m = co // groups
+    acc = np.zeros((n, oh, ow, groups, m))
     for i in range(kh):
         for j in range(kw):
             patch = _tap(xp, i, j, oh, ow, strides, dilations)
-            if groups == 1:
-                acc += patch @ f64[i, j]
+            if ci == 1:     # depthwise: one multiply-add per tap
+                acc += patch[..., None] * f64[i, j, 0].reshape(groups, m)
             else:
-                # Group g reads input channels [g*ci, (g+1)*ci) and writes output channels
-                # [g*co/G, (g+1)*co/G).
-                pg = patch.reshape(n, oh, ow, groups, ci)
-                fg = f64[i, j].reshape(ci, groups, co // groups)
-                acc += np.einsum("nhwgc,cgo->nhwgo", pg, fg).reshape(n, oh, ow, co)
-    return _finish(acc, ins, x.dtype, attrs)
+                pg = patch.reshape(n * oh * ow, groups, ci).transpose(1, 0, 2)
+                fg = f64[i, j].reshape(ci, groups, m).transpose(1, 0, 2)
+                acc += _gemm(pg, fg).transpose(1, 0, 2).reshape(n, oh, ow, groups, m)
+    return _finish(acc.reshape(n, oh, ow, co), ins, x.dtype, attrs)
 
 
 register_op(OpDef(
@@ -275,7 +362,9 @@ def _conv3d_kernel(ins, attrs):
         starts = [t * d for t, d in zip(tap, dilations)]
         window = tuple(slice(b, b + (o - 1) * s + 1, s)
                        for b, o, s in zip(starts, out, strides))
-        acc += xp[(slice(None), *window)] @ f64[tap]
+        taps = xp[(slice(None), *window)]
+        rows = int(np.prod(taps.shape[:-1], dtype=np.int64))
+        acc += _gemm(taps.reshape(rows, taps.shape[-1]), f64[tap]).reshape(acc.shape)
     return _finish(acc, ins, x.dtype, attrs)
 
 
@@ -470,9 +559,12 @@ def _conv2d_transpose_kernel(ins, attrs):
     full_w = (w - 1) * strides[1] + (kw - 1) * dilations[1] + 1
     buf = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), co))
     x64, f64 = x.astype(np.float64), f.astype(np.float64)
+    # Every tap's contribution in one product: [N*H*W, C_in] @ [C_in, kh*kw*C_out].
+    taps = _gemm(x64.reshape(n * h * w, ci), f64.reshape(kh * kw * co, ci).T).reshape(
+        n, h, w, kh, kw, co)
     for i in range(kh):
         for j in range(kw):
-            contrib = x64 @ f64[i, j].T                      # [N, H, W, C_out]
+            contrib = taps[:, :, :, i, j]                    # [N, H, W, C_out]
             r0, c0 = i * dilations[0], j * dilations[1]
             buf[:, r0:r0 + (h - 1) * strides[0] + 1:strides[0],
                 c0:c0 + (w - 1) * strides[1] + 1:strides[1], :] += contrib
@@ -530,7 +622,13 @@ def _matmul_kernel(ins, attrs):
         a = np.swapaxes(a, -1, -2)
     if attrs["transpose_b"]:
         b = np.swapaxes(b, -1, -2)
-    acc = np.matmul(a, b)
+    if b.ndim == 2 and a.ndim > 2:
+        # [..., M, K] @ [K, N]: one 2-D product over all rows (np.matmul would loop over the
+        # batch with one small product each).
+        rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+        acc = _gemm(a.reshape(rows, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    else:
+        acc = _gemm(a, b)
     if wide is np.int64:
         if len(ins) > 2:
             acc = acc + ins[2].astype(np.int64)

@@ -1,8 +1,14 @@
 #!/usr/bin/env node
-// Runs a TF.js graph model in Node with @tensorflow/tfjs's pure-JS CPU backend (tests only).
+// Runs a TF.js graph model in Node with @tensorflow/tfjs (tests and `--verify` only).
 //
-//   node run_model.js MODEL_DIR INPUTS.json
-//   node run_model.js --batch JOBS.json      # JOBS: [[MODEL_DIR, INPUTS.json], ...]
+//   node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json
+//   node run_model.js [--backend auto|wasm|cpu] --batch JOBS.json   # JOBS: [[MODEL_DIR, INPUTS.json], ...]
+//
+// Backends: `wasm` (@tensorflow/tfjs-backend-wasm, XNNPACK in WebAssembly, what browsers run
+// without a GPU; its .wasm binaries ship in the npm package, loaded from node_modules), `cpu`
+// (the pure-JS reference backend), `auto` (the default; TENSORFORGE_TFJS_BACKEND sets it too):
+// WASM, and the model again on the CPU backend when WASM fails on it (the WASM backend throws
+// for a kernel it lacks instead of falling back per op).
 //
 // MODEL_DIR holds model.json and its weight shards. INPUTS.json is {name: {shape, dtype, data}}
 // with `data` flat in row-major order. Prints {name: {shape, dtype, data}} for every output of
@@ -10,12 +16,21 @@
 // tf.io.getModelArtifactsForJSON + tf.io.fromMemory, the same parsing the HTTP loader does
 // (weights manifest, shard concatenation, uint8/uint16/float16 dequantization).
 // --batch runs many models in one process (Node + tfjs start-up costs ~1 s) and prints a JSON
-// list with one {outputs} or {error} per job, in job order.
+// list with one {outputs, backend, seconds} or {error} per job, in job order (`backend`: the
+// backend that ran it; `seconds`: load + run; `wasm_error`: why WASM did not, under auto).
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
+
+let wasmLoaded = false;
+try {
+  require('@tensorflow/tfjs-backend-wasm');
+  wasmLoaded = true;
+} catch (err) {  // an install without the WASM backend: the CPU backend only
+  wasmLoaded = false;
+}
 
 async function loadModel(dir) {
   const modelJSON = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
@@ -34,8 +49,30 @@ async function loadModel(dir) {
   return tf.loadGraphModel(tf.io.fromMemory(artifacts));
 }
 
+// The model last loaded, kept for the next job on the same directory and backend (a
+// verification runs each artifact at several input sizes: it is loaded once).
+let cached = null;
+
+async function modelFor(dir) {
+  const backend = tf.getBackend();
+  if (cached && cached.dir === dir && cached.backend === backend) return cached.model;
+  releaseModel();
+  cached = {dir, backend, model: await loadModel(dir)};
+  return cached.model;
+}
+
+function releaseModel() {
+  if (cached) {
+    try {
+      cached.model.dispose();
+    } catch (err) {  // its backend was switched away from: nothing left to free
+    }
+    cached = null;
+  }
+}
+
 async function runOne(dir, inputsPath) {
-  const model = await loadModel(dir);
+  const model = await modelFor(dir);
   const spec = JSON.parse(fs.readFileSync(inputsPath, 'utf8'));
   const inputs = {};
   for (const [name, {shape, dtype, data}] of Object.entries(spec)) {
@@ -53,7 +90,6 @@ async function runOne(dir, inputsPath) {
     result[names[i]] = {shape: t.shape, dtype: t.dtype, data};
   }
   tf.dispose([...outs, ...Object.values(inputs)]);
-  model.dispose();
   return result;
 }
 
@@ -61,28 +97,66 @@ async function runOne(dir, inputsPath) {
 const toJSON = (obj) => JSON.stringify(obj, (k, v) =>
   (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v));
 
+const errorText = (err) => String(err && err.stack ? err.stack : err);
+
+async function useBackend(name) {
+  if (tf.getBackend() !== name && !(await tf.setBackend(name))) {
+    throw new Error(`the ${name} backend failed to initialize`);
+  }
+  await tf.ready();
+}
+
+// One job on `backend` (auto: wasm, then cpu if wasm fails): {outputs, backend, seconds}.
+async function runJob(dir, inputsPath, backend) {
+  const order = backend === 'auto' ? (wasmLoaded ? ['wasm', 'cpu'] : ['cpu']) : [backend];
+  let wasmError;
+  for (let i = 0; i < order.length; i++) {
+    const start = process.hrtime.bigint();
+    try {
+      await useBackend(order[i]);
+      const outputs = await runOne(dir, inputsPath);
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const result = {outputs, backend: order[i], seconds};
+      if (wasmError) result.wasm_error = wasmError;
+      return result;
+    } catch (err) {
+      releaseModel();
+      if (i === order.length - 1) throw err;
+      wasmError = errorText(err).split('\n')[0].slice(0, 300);
+    }
+  }
+  throw new Error('unreachable');
+}
+
 async function main() {
-  const args = process.argv.slice(2);
-  if (args.length !== 2) {
-    throw new Error('usage: node run_model.js MODEL_DIR INPUTS.json | --batch JOBS.json');
+  let args = process.argv.slice(2);
+  let backend = process.env.TENSORFORGE_TFJS_BACKEND || 'auto';
+  if (args[0] === '--backend') {
+    backend = args[1];
+    args = args.slice(2);
+  }
+  if (args.length !== 2 || !['auto', 'wasm', 'cpu'].includes(backend)) {
+    throw new Error('usage: node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json ' +
+                    '| --batch JOBS.json');
+  }
+  if (backend === 'wasm' && !wasmLoaded) {
+    throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
   }
   // Keep stdout pure JSON: tfjs's console notices (backend hints) go to stderr.
   console.log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
-  await tf.setBackend('cpu');
-  await tf.ready();
   if (args[0] === '--batch') {
     const jobs = JSON.parse(fs.readFileSync(args[1], 'utf8'));
     const results = [];
     for (const [dir, inputsPath] of jobs) {
       try {
-        results.push({outputs: await runOne(dir, inputsPath)});
+        results.push(await runJob(dir, inputsPath, backend));
       } catch (err) {
-        results.push({error: String(err && err.stack ? err.stack : err)});
+        results.push({error: errorText(err)});
       }
     }
     process.stdout.write(toJSON(results) + '\n');
   } else {
-    process.stdout.write(toJSON(await runOne(args[0], args[1])) + '\n');
+    process.stdout.write(toJSON((await runJob(args[0], args[1], backend)).outputs) + '\n');
   }
 }
 

@@ -1,0 +1,91 @@
+"""Verification cost: `convert(target="all")` with and without `verify=True`, side by side in
+one process on the same model (goal: verified <= 3 x unverified).
+
+Verification runs the source model, the IR interpreter and the three artifacts (LiteRT,
+TensorFlow's SavedModel loader, TF.js in Node) on random inputs, at two sizes when the model
+has run-time dims; the row shows the seconds each runtime took (`Verification.seconds`).
+TENSORFORGE_BENCH_VERIFY_MODELS=MobileNetV2,BERT (substrings of the names) runs a subset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .models import application
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+GOAL = 3.0
+
+
+def _tiny_bert():
+    import keras_hub
+
+    from ..sweeps.kerashub_configs import CONFIGS
+
+    return keras_hub.models.BertBackbone(**CONFIGS["BertBackbone"])
+
+
+VERIFY_BENCH_MODELS = {
+    "MobileNetV2": lambda: application("MobileNetV2"),
+    "ResNet50": lambda: application("ResNet50"),
+    "ConvNeXtTiny (96x96)": lambda: application("ConvNeXtTiny", (96, 96, 3)),
+    "BertBackbone (tiny KerasHub)": _tiny_bert,
+}
+
+
+def bench_verify_model(name: str, build=None) -> dict:
+    """Seconds of `convert(target="all")` unverified and verified (after one unverified
+    warm-up conversion, so neither pays for first-time imports and tracing), their ratio,
+    the verification's seconds per runtime and whether it passed."""
+    from ..convert import convert
+
+    model = (build or VERIFY_BENCH_MODELS[name])()
+    with tempfile.TemporaryDirectory() as tmp:
+        convert(model, target="all", output=Path(tmp) / "warm", progress=False)
+        start = time.perf_counter()
+        convert(model, target="all", output=Path(tmp) / "plain", progress=False)
+        plain = time.perf_counter() - start
+        start = time.perf_counter()
+        result = convert(model, target="all", output=Path(tmp) / "verified", verify=True,
+                         progress=False)
+        verified = time.perf_counter() - start
+    v = result.verification
+    return {"model": name, "plain": plain, "verified": verified, "ratio": verified / plain,
+            "runtimes": dict(v.seconds), "details": dict(v.details), "ok": v.ok}
+
+
+def bench_verify(names=None) -> list[dict]:
+    chosen = os.environ.get("TENSORFORGE_BENCH_VERIFY_MODELS")
+    if names is None and chosen:
+        keys = [k.strip().lower() for k in chosen.split(",") if k.strip()]
+        names = [n for n in VERIFY_BENCH_MODELS if any(k in n.lower() for k in keys)]
+    return [bench_verify_model(n) for n in (names or VERIFY_BENCH_MODELS)]
+
+
+def verify_table(console, rows=None) -> None:
+    from rich.table import Table
+
+    rows = bench_verify() if rows is None else rows
+    table = Table(title=f'convert(target="all"): unverified vs verify=True (same process; '
+                        f'ratio = verified / unverified, goal <= {GOAL:g})')
+    for col in ("model", "unverified s", "verified s", "ratio", f"<= {GOAL:g}",
+                "verification seconds per runtime", "checks pass"):
+        table.add_column(col, justify="left" if col in ("model", "verification seconds per "
+                                                        "runtime") else "right")
+    for r in rows:
+        runtimes = ", ".join(f"{k} {s:.1f}" + (f" ({r['details'][k].split(';')[0]})"
+                                                if k in r["details"] else "")
+                             for k, s in r["runtimes"].items())
+        table.add_row(r["model"], f"{r['plain']:.2f}", f"{r['verified']:.2f}",
+                      f"{r['ratio']:.2f}", "yes" if r["ratio"] <= GOAL else "NO", runtimes,
+                      "yes" if r["ok"] else "NO")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    from rich.console import Console
+
+    verify_table(Console(width=200))
