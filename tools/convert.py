@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -157,9 +158,27 @@ class ConversionResult:
     module: Module
     verification: V.Verification | None = None
     source: str = ""
-    artifacts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # The bytes of each single-file artifact (TFLite), read from `paths` when asked for: a
+    # large model is not held in memory a second time unless the caller wants it.
+    artifacts: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     quantization: Any = None    # tools.quantize.QuantizeResult for quantized conversions
     notes: list[str] = field(default_factory=list)  # what the artifacts do differently
+
+
+class ArtifactBytes(Mapping):
+    """{target: bytes} of single-file artifacts, each read from its path on access."""
+
+    def __init__(self, paths: dict[str, Path]):
+        self._paths = dict(paths)
+
+    def __getitem__(self, target: str) -> bytes:
+        return self._paths[target].read_bytes()
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 def resolve_targets(target: str | Sequence[str]) -> list[str]:
@@ -352,7 +371,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
             verification = verify_artifacts(source, module, staged, fp16=fp16,
                                             tfjs_quantize=tfjs_quantize, batch=batch,
                                             inputs=verify_inputs)
-        artifacts = {t: staged[t].read_bytes() for t in targets if not TARGETS[t].is_dir}
+        artifacts = ArtifactBytes({t: paths[t] for t in targets if not TARGETS[t].is_dir})
         for t in targets:
             _place(staged[t], paths[t])
     finally:
