@@ -161,9 +161,10 @@ def test_keras_source(tmp_path):
     for var, g in zip(loaded.trainable_variables, grads):
         np.testing.assert_allclose(g.numpy(), want[_name(var)].numpy(), atol=1e-5)
 
-    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
-                             keras.layers.BatchNormalization(), keras.layers.Flatten(),
-                             keras.layers.Dense(3)])
+    # Named layers: Keras numbers unnamed ones by what the process built before.
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="conv2d"),
+                             keras.layers.BatchNormalization(name="batch_normalization"),
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
     result = tensorforge.convert(conv, "savedmodel", tmp_path / "c", trainable=True)
     (note,) = [n for n in result.notes if "not trainable" in n]
     assert "conv2d/bias" in note and "batch_normalization/gamma" in note
