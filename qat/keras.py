@@ -8,6 +8,11 @@
   fake-quantize their OUTPUT (after bias and fused activation) with an EMA range;
 - every model input is followed by a `FakeQuant` layer, and Add / Concatenate (whose outputs
   are new values, not re-labelled inputs) get their own output fake-quant;
+- a BatchNormalization that alone reads the output of a Conv2D/DepthwiseConv2D/Dense without
+  an activation of its own is FOLDED into it, as in the in-place path (qat/keras_inplace.py):
+  the conv computes `conv(x, fq(w * s)) + (b - mean) * s + beta` with the norm's moving
+  statistics and the norm becomes a `QATFoldedBatchNormalization` that passes its input on
+  (`fold_batch_norm=False` keeps it a separate float layer);
 - every other layer is cloned unchanged (pooling, reshape, activation layers: in TFLite their
   outputs share their producer's params, which the quantization passes enforce).
 
@@ -261,7 +266,8 @@ class _QATMixin:
     def call(self, inputs, training=None):
         """The base layer's computation with the fake-quantized kernel, then the output
         fake-quant. With a folded batch norm (`_folded_bn`, set by the in-place QAT of
-        qat/keras_inplace.py) the kernel and bias are folded with the norm's moving statistics
+        qat/keras_inplace.py, or by the `QATFoldedBatchNormalization` that reads this layer's
+        output in a rebuilt model) the kernel and bias are folded with the norm's moving statistics
         first, so the kernel that is fake-quantized is the one the artifact holds."""
         input_quant = getattr(self, "input_quant", None)
         if input_quant is not None:
@@ -516,10 +522,65 @@ class _Resolver:
         return w, a
 
 
-def _clone_layer(layer, resolver: _Resolver, prefix: str, ema_decay: float):
+_FOLD_INTO = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+class _Folds:
+    """Batch norms to fold while rebuilding one model: `pairs` maps a batch norm's name to the
+    conv/dense whose output it alone reads; `quantized` holds the names of the layers that
+    became QAT layers (cloned before the norms after them)."""
+
+    def __init__(self, pairs: dict[str, str]):
+        self.pairs = pairs
+        self.quantized: set[str] = set()
+
+
+def _foldable(conv, bn) -> bool:
+    return (type(conv) in _FOLD_INTO and conv.built
+            and keras_inplace._foldable_bn(conv, bn))
+
+
+def _fold_pairs(model) -> dict[str, str]:
+    """{batch norm name: conv/dense name} for each foldable pair of a Sequential/Functional
+    model: a BatchNormalization (exact class, channel axis) called once, on the output of a
+    Conv2D/DepthwiseConv2D/Dense (exact classes, called once, no activation of its own) that
+    has no other consumer and is not a model output."""
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        return {bn.name: conv.name for conv, bn in zip(layers, layers[1:])
+                if _foldable(conv, bn)}
+    consumers: dict[int, int] = {}
+    for op in model.operations:
+        for node in op._inbound_nodes:
+            for t in node.input_tensors:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    outputs = {id(t) for t in keras.tree.flatten(model.outputs)}
+    pairs = {}
+    for bn in model.operations:
+        if type(bn) is not keras.layers.BatchNormalization or len(bn._inbound_nodes) != 1:
+            continue
+        ins = bn._inbound_nodes[0].input_tensors
+        if len(ins) != 1:
+            continue
+        t = ins[0]
+        conv = getattr(getattr(t, "_keras_history", None), "operation", None)
+        if (type(conv) in _FOLD_INTO and len(conv._inbound_nodes) == 1
+                and consumers.get(id(t)) == 1 and id(t) not in outputs
+                and _foldable(conv, bn)):
+            pairs[bn.name] = conv.name
+    return pairs
+
+
+def _clone_layer(layer, resolver: _Resolver, prefix: str, ema_decay: float,
+                 folds: _Folds | None = None):
     path = f"{prefix}{layer.name}"
     if isinstance(layer, keras.Model):
-        return _quantize_model(layer, resolver, f"{path}/", ema_decay, quantize_inputs=False)
+        return _quantize_model(layer, resolver, f"{path}/", ema_decay, quantize_inputs=False,
+                               fold_batch_norm=folds is not None)
+    conv_name = folds.pairs.get(layer.name) if folds is not None else None
+    if conv_name is not None and conv_name in folds.quantized:
+        return keras_inplace.QATFoldedBatchNormalization.from_config(
+            {**layer.get_config(), "folded_into": conv_name})
     entry = _QAT_CLASSES.get(type(layer))
     if entry is None:
         return layer.__class__.from_config(layer.get_config())
@@ -530,6 +591,8 @@ def _clone_layer(layer, resolver: _Resolver, prefix: str, ema_decay: float):
     cfg = layer.get_config()
     cfg.update(weight_quant=w.to_config() if w else None,
                activation_quant=a.to_config() if a else None, ema_decay=ema_decay)
+    if folds is not None:
+        folds.quantized.add(layer.name)
     return cls.from_config(cfg)
 
 
@@ -545,11 +608,14 @@ def _is_graph_model(model) -> bool:
             or hasattr(model, "_run_through_graph"))
 
 
-def _quantize_model(model, resolver, prefix, ema_decay, *, quantize_inputs: bool):
-    if isinstance(model, keras.Sequential):
-        return _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs)
+def _quantize_model(model, resolver, prefix, ema_decay, *, quantize_inputs: bool,
+                    fold_batch_norm: bool = True):
     if _is_graph_model(model):
-        return _quantize_functional(model, resolver, prefix, ema_decay, quantize_inputs)
+        folds = _Folds(_fold_pairs(model)) if fold_batch_norm else None
+        if isinstance(model, keras.Sequential):
+            return _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs,
+                                        folds)
+        return _quantize_functional(model, resolver, prefix, ema_decay, quantize_inputs, folds)
     raise ConversionError(
         f"cannot apply quantization to model '{model.name}' ({type(model).__name__}) nested "
         f"in a Sequential or Functional model: only Sequential and Functional models can be "
@@ -557,7 +623,7 @@ def _quantize_model(model, resolver, prefix, ema_decay, *, quantize_inputs: bool
         f"model given to apply_quantization_on_model)")
 
 
-def _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs):
+def _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs, folds=None):
     first = model._layers[0] if model._layers else None
     if isinstance(first, keras.layers.InputLayer):
         batch_shape, dtype, name = first.batch_shape, first.dtype, first.name
@@ -574,15 +640,15 @@ def _quantize_sequential(model, resolver, prefix, ema_decay, quantize_inputs):
         fq = _input_quant(name, resolver, prefix, ema_decay)
         if fq is not None:
             layers.append(fq)
-    layers += [_clone_layer(layer, resolver, prefix, ema_decay) for layer in model.layers]
+    layers += [_clone_layer(layer, resolver, prefix, ema_decay, folds) for layer in model.layers]
     return keras.Sequential(layers, name=model.name, trainable=model.trainable)
 
 
-def _quantize_functional(model, resolver, prefix, ema_decay, quantize_inputs):
+def _quantize_functional(model, resolver, prefix, ema_decay, quantize_inputs, folds=None):
     fqs = {}
 
     def clone_function(layer):
-        return _clone_layer(layer, resolver, prefix, ema_decay)
+        return _clone_layer(layer, resolver, prefix, ema_decay, folds)
 
     def call_function(layer, *args, **kwargs):
         # Route each use of a model input through that input's FakeQuant (one per input).
@@ -637,9 +703,10 @@ def apply_quantization_on_model(keras_model, config_map=None, *, ema_decay: floa
                                 fold_batch_norm: bool = True, sample_inputs=None):
     """Returns a Keras model set up for quantization-aware training (see module doc): a NEW
     model for Sequential and Functional models (rebuilt with QAT layers), and for any other
-    (subclassed) model the SAME model, whose layers are quantized in place with batch norms
-    folded into the conv/dense before them (qat/keras_inplace.py; `fold_batch_norm=False`
-    keeps them separate, `sample_inputs` gives the input shapes of a model never called).
+    (subclassed) model the SAME model, whose layers are quantized in place
+    (qat/keras_inplace.py; `sample_inputs` gives the input shapes of a model never called).
+    In both, batch norms are folded into the conv/dense before them (`fold_batch_norm=False`
+    keeps them separate).
 
     `config_map` is duck-typed: `config_map.layer_configuration(layer_path, op_type)` returns
     `(weight_config, activation_config)`, each None (stay float) or an object with `bits`,
@@ -671,7 +738,8 @@ def apply_quantization_on_model(keras_model, config_map=None, *, ema_decay: floa
         if keras_model.compiled:     # the trainable state changed: compile again
             keras_model.compile_from_config(keras_model.get_compile_config())
         return keras_model
-    qat = _quantize_model(keras_model, resolver, "", float(ema_decay), quantize_inputs=True)
+    qat = _quantize_model(keras_model, resolver, "", float(ema_decay), quantize_inputs=True,
+                          fold_batch_norm=fold_batch_norm)
     if resolver.problems:
         raise ConversionError(f"cannot apply quantization to model '{keras_model.name}'",
                               resolver.problems)

@@ -69,10 +69,47 @@ class _OutputQuantMixin:
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class QATFoldedBatchNormalization(_OutputQuantMixin, keras.layers.BatchNormalization):
     """A batch norm folded into the conv/dense before it: passes its input on (that layer
-    already applied the norm, with its moving statistics, to its folded weights)."""
+    already applied the norm, with its moving statistics, to its folded weights).
+
+    In a rebuilt Sequential/Functional model (qat/keras.py) the norm is created with
+    `folded_into` = the name of the conv/dense whose output it reads; calling it on that
+    layer's (symbolic) output links the two (`_folded_bn`), so the link is remade whenever the
+    model's graph is built, loading a saved model included."""
+
+    folded_into = None
+
+    def __init__(self, *args, folded_into=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.folded_into = folded_into
+
+    def __call__(self, inputs, *args, **kwargs):
+        if self.folded_into is not None and isinstance(inputs, keras.KerasTensor):
+            history = getattr(inputs, "_keras_history", None)
+            producer = getattr(history, "operation", None)
+            if (producer is None or producer.name != self.folded_into
+                    or not hasattr(producer, "_init_qat")):
+                raise ConversionError(
+                    f"batch norm '{self.name}' is folded into layer '{self.folded_into}' but "
+                    f"is called on the output of "
+                    f"'{getattr(producer, 'name', None)}'; it must read that layer's output")
+            object.__setattr__(producer, "_folded_bn", self)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        """The input, fake-quantized when this norm ends a quantized chain (`mask`, which
+        Keras passes on to a batch norm in a graph model, changes nothing: the moving
+        statistics are updated by the conv's folded call)."""
+        return _OutputQuantMixin.call(self, inputs, training)
 
     def _base_call(self, inputs, **kwargs):
         return inputs
+
+    def get_config(self):
+        """The batch norm's config, plus `folded_into` when set."""
+        cfg = super().get_config()
+        if self.folded_into is not None:
+            cfg["folded_into"] = self.folded_into
+        return cfg
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -445,3 +445,103 @@ def test_fake_quant_errors_name_the_node():
 
     with pytest.raises(ConversionError, match=r"num_bits=4 .*supported: 8, 16"):
         _lift(four_bits, spec)
+
+
+# -- batch-norm folding in rebuilt models ------------------------------------------------------
+
+def _functional_bn():
+    inp = keras.Input((8, 8, 1), name="image")
+    h = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inp)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    out = keras.layers.Dense(10, name="fc")(h)
+    return keras.Model(inp, out, name="func_bn")
+
+
+def test_functional_bn_folded_into_conv(digits, tmp_path):
+    """conv -> BN -> ReLU -> flatten -> dense: BN is folded into the rebuilt conv during QAT
+    (moving statistics, as tfmot), so the int8 artifact has no batch-norm arithmetic and
+    computes what was trained."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    from op_helpers import tflite_ops
+    from tensorforge import quantization as tq
+    from tensorforge.qat.keras_inplace import QATFoldedBatchNormalization
+
+    x, y = digits
+    idx = np.random.default_rng(0).permutation(len(x))
+    x, y = x[idx], y[idx]
+    xtr, ytr, xte, yte = x[:1440], y[:1440], x[1440:], y[1440:]
+    keras.utils.set_random_seed(0)
+    m = _compile(_functional_bn())
+    m.fit(xtr, ytr, epochs=3, batch_size=32, verbose=0)
+    float_acc = float(np.mean(np.argmax(_out(m, xte), -1) == yte))
+    cfg = tq.QuantizationConfigurationMap(tq.scheme_registry.get_scheme("pixel_8bit_qat"))
+
+    # fold_batch_norm=False keeps the old behaviour: a separate float batch norm.
+    unfolded = apply_quantization_on_model(m, cfg, fold_batch_norm=False)
+    assert type(unfolded.get_layer("bn")) is keras.layers.BatchNormalization
+    assert getattr(unfolded.get_layer("conv"), "_folded_bn", None) is None
+
+    q = apply_quantization_on_model(m, cfg)
+    conv, bn = q.get_layer("conv"), q.get_layer("bn")
+    assert type(conv) is QATConv2D and type(bn) is QATFoldedBatchNormalization
+    assert conv._folded_bn is bn and bn.output_quant is None
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):     # copied
+        np.testing.assert_array_equal(getattr(bn, name).numpy(),
+                                      getattr(m.get_layer("bn"), name).numpy())
+    var_before = bn.moving_variance.numpy().copy()
+    q.fit(xtr, ytr, epochs=2, batch_size=32, verbose=0)
+    assert not np.allclose(bn.moving_variance.numpy(), var_before)    # follows the batches
+    ref = _out(q, xte)
+
+    # A saved and reloaded model folds again (the link is remade when its graph is built).
+    q.save(tmp_path / "qat_bn.keras")
+    with scope():
+        loaded = keras.models.load_model(tmp_path / "qat_bn.keras")
+    assert loaded.get_layer("conv")._folded_bn is loaded.get_layer("bn")
+    np.testing.assert_array_equal(_out(loaded, xte), ref)
+
+    path = tmp_path / "qat_bn.tflite"
+    tensorforge.convert(q, target="tflite", output=str(path), progress=False)
+    ops = set(tflite_ops(path))
+    assert not ops & {"MUL", "ADD", "SUB", "RSQRT", "BATCH_NORMALIZATION"}, ops
+    assert ops <= {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "RELU", "RESHAPE",
+                   "FULLY_CONNECTED"}, ops
+    it = litert.Interpreter(str(path))
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp["index"], xte.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], xte)
+    it.invoke()
+    got = it.get_tensor(out["index"])
+    qat_acc = float(np.mean(np.argmax(ref, -1) == yte))
+    int8_acc = float(np.mean(np.argmax(got, -1) == yte))
+    print(f"float {float_acc:.4f}  qat {qat_acc:.4f}  int8 litert {int8_acc:.4f}")
+    assert qat_acc > 0.9
+    assert abs(int8_acc - qat_acc) <= 0.005
+
+
+def test_sequential_bn_fold_pairs():
+    """In a Sequential model the batch norm right after a conv/dense without activation is
+    folded; one after a conv with its own activation is not."""
+    from tensorforge.qat.keras_inplace import QATFoldedBatchNormalization
+
+    m = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, name="c1"),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c2"),
+        keras.layers.BatchNormalization(name="bn2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(10, name="fc"),
+        keras.layers.BatchNormalization(name="bn3"),
+    ], name="seq_bn")
+    q = apply_quantization_on_model(m)
+    assert type(q.get_layer("bn1")) is QATFoldedBatchNormalization
+    assert q.get_layer("c1")._folded_bn is q.get_layer("bn1")
+    assert type(q.get_layer("bn2")) is keras.layers.BatchNormalization
+    assert type(q.get_layer("bn3")) is QATFoldedBatchNormalization
+    assert q.get_layer("fc")._folded_bn is q.get_layer("bn3")
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
+    assert _out(q, x).shape == (4, 10)
