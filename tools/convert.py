@@ -9,6 +9,7 @@ artifact.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -136,10 +137,37 @@ class _PendingTfjs:
         return Runs(results, detail)
 
 
+# Ops whose integer form tfjs's WASM backend does not compute bit-exactly (it runs int32
+# arithmetic through float32: wrong past 2^24 and on wrap-around; measured on the bitwise
+# expansion, integer sort and shifts), so graphs with them verify on the CPU backend.
+_WASM_INEXACT_INT_OPS = frozenset({
+    "Add", "AddV2", "Sub", "Mul", "Div", "RealDiv", "FloorDiv", "FloorMod", "TruncateDiv",
+    "Maximum", "Minimum", "Neg", "Abs", "Square", "Pow", "Sum", "Prod", "Cumsum", "TopKV2",
+    "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Invert", "LeftShift", "RightShift"})
+_INT_TYPES = frozenset({"DT_INT32", "DT_INT64", "DT_INT16", "DT_INT8", "DT_UINT8"})
+
+
+def _tfjs_backend(path: Path) -> str | None:
+    """"cpu" when the TF.js graph at `path` does integer arithmetic (`_WASM_INEXACT_INT_OPS`),
+    else None: the harness's default, WASM."""
+    try:
+        topology = json.loads((path / "model.json").read_text())["modelTopology"]
+    except (OSError, ValueError, KeyError):
+        return None
+    nodes = list(topology.get("node", []))
+    for function in topology.get("library", {}).get("function", []):
+        nodes += function.get("nodeDef", [])
+    for node in nodes:
+        dtype = node.get("attr", {}).get("T", {}).get("type")
+        if node.get("op") in _WASM_INEXACT_INT_OPS and dtype in _INT_TYPES:
+            return "cpu"
+    return None
+
+
 def _run_tfjs(path: Path, feeds, names):
     from .node_runner import start_feeds_in_node
 
-    return _PendingTfjs(start_feeds_in_node(path, feeds, names))
+    return _PendingTfjs(start_feeds_in_node(path, feeds, names, backend=_tfjs_backend(path)))
 
 
 TARGETS: dict[str, Target] = {

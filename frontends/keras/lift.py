@@ -447,7 +447,13 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     try:
         # Layers Keras quantized trace their float call on their stored integer codes.
         with dequantized_tracing(model) as keras_quantization:
-            concrete, variables = _trace(call, specs, functional)
+            try:
+                concrete, variables = _trace(call, specs, functional)
+            except Exception:
+                # Code that needs the variables themselves while tracing (a GradientTape
+                # taking gradients with respect to a weight in `call`): trace as TF does,
+                # every read a ReadVariableOp of the captured variable.
+                concrete, variables = tf_function_trace(call, specs), {}
     except ConversionError:
         raise
     except Exception as e:
@@ -515,6 +521,14 @@ def _variable_binding_scope(variables: dict):
             return op.outputs[0]
 
     return Scope()
+
+
+def tf_function_trace(call, specs):
+    """`call` traced by `tf.function` with no variable binding (Keras reads variables as
+    usual): the concrete function."""
+    import tensorflow as tf
+
+    return tf.function(call).get_concrete_function(*specs)
 
 
 def _trace(call, specs, functional: bool):
