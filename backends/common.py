@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from typing import Callable
 
+import numpy as np
+
 from ..ir.errors import Diagnostic
 from ..ir.graph import Module, Node, Value
 from ..ir.ops import get_op
@@ -89,3 +91,15 @@ def swap_directory(staged: str | os.PathLike, target: str | os.PathLike) -> None
         os.rename(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
+    """The HWIO filter with (d-1) zeros between taps: a dilated conv as a plain one (shared
+    by the TF lowering and the TF.js writer, which must not import TensorFlow)."""
+    dh, dw = dilations
+    if (dh, dw) == (1, 1):
+        return f
+    kh, kw = f.shape[:2]
+    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + f.shape[2:], f.dtype)
+    out[::dh, ::dw] = f
+    return out

@@ -60,7 +60,7 @@ from ..passes.control import without_scans
 from ..passes.dtypes import NARROW_FLOATS, NON_F32_FLOATS, widened
 from ..passes.recurrent import with_recurrent_expanded
 from . import tf_control
-from .common import constant_name, log_scan, signature_names
+from .common import constant_name, dilate_filter, log_scan, signature_names
 
 VARIABLE_MIN_ELEMENTS = 16   # constants with more elements than this become tf.Variables
 
@@ -202,19 +202,8 @@ def _pair4(p):
     return [1, p[0], p[1], 1]
 
 
-def _dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
-    """The filter with (d-1) zeros between taps: a dilated conv as a plain one."""
-    dh, dw = dilations
-    if (dh, dw) == (1, 1):
-        return f
-    kh, kw = f.shape[:2]
-    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + f.shape[2:], f.dtype)
-    out[::dh, ::dw] = f
-    return out
-
-
 def _dilate_filter_tf(f: tf.Tensor, dilations) -> tf.Tensor:
-    """`_dilate_filter` in TF ops (pad, reshape, slice), differentiable: a trainable filter
+    """`dilate_filter` in TF ops (pad, reshape, slice), differentiable: a trainable filter
     variable stays the parameter."""
     for axis, d in enumerate(dilations):
         if d == 1:
@@ -251,7 +240,7 @@ def _filter_tensor(cx, node: Node, dilations, what: str):
     if arr is None:
         raise Unsupported(f"{what} with dilations {tuple(dilations)} needs a constant filter "
                           f"(TF's CPU kernel has no dilation support)")
-    return tf.constant(_dilate_filter(_storage_array(arr, fv.type.dtype), dilations),
+    return tf.constant(dilate_filter(_storage_array(arr, fv.type.dtype), dilations),
                        dtype=_tf_dtype(fv.type.dtype))
 
 

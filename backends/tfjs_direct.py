@@ -42,7 +42,7 @@ from ..passes.bitwise import TFJS_MISSING, with_bitwise_expanded
 from ..passes.control import without_scans
 from ..passes.dtypes import NON_F32_FLOATS, widened
 from ..passes.recurrent import with_recurrent_expanded
-from .common import constant_name, signature_names
+from .common import constant_name, dilate_filter, signature_names
 
 __all__ = ["DIRECT_OPS", "FALLBACK_OPS", "NotDirect", "build_graph", "direct_problems",
            "prepared"]
@@ -422,16 +422,6 @@ def _explicit_pad(g, x: T, pad) -> T:
     return x
 
 
-def _dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
-    dh, dw = dilations
-    if (dh, dw) == (1, 1):
-        return f
-    kh, kw = f.shape[:2]
-    out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + f.shape[2:], f.dtype)
-    out[::dh, ::dw] = f
-    return out
-
-
 def _filter(cx, node, dilations) -> T:
     fv = node.inputs[1]
     if tuple(dilations) == (1, 1):
@@ -442,7 +432,7 @@ def _filter(cx, node, dilations) -> T:
     arr = np.asarray(arr)
     if fv.type.dtype == DType.i4:
         arr = arr.astype(np.int64).astype(np.int8)
-    return cx.g.const(_dilate_filter(arr, dilations), _dt(fv.type.dtype))
+    return cx.g.const(dilate_filter(arr, dilations), _dt(fv.type.dtype))
 
 
 def _conv_attrs(x: T, strides, pad: str, dilations) -> dict:
