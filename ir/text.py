@@ -37,7 +37,7 @@ MAX_NESTING = 64  # attribute lists nested deeper than this are refused (no recu
 # are as long as their data and are bounded by the text itself.
 MAX_CONSTANT_BYTES = 1 << 30
 
-_NAME_CHARS = re.compile(r"^[A-Za-z0-9_.$/\-]+$")
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_.$/\-]+")
 
 
 # ============================================================================================
@@ -137,7 +137,7 @@ def format_value_type(v: Value) -> str:
 
 
 def _format_name(name: str) -> str:
-    return name if _NAME_CHARS.match(name) else json.dumps(name)
+    return name if _NAME_CHARS.fullmatch(name) else json.dumps(name)
 
 
 class _Namer:

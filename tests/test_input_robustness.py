@@ -393,3 +393,12 @@ def test_keras_weights_are_checked(tmp_path, kind, message):
     with pytest.raises(ConversionError) as e:
         load_keras_file(path)
     assert "m.keras" in str(e.value) and message in str(e.value)
+
+
+def test_a_name_ending_in_a_newline_is_quoted():
+    """(Found by the property above: `$` also matches before a final newline.)"""
+    module = parse_module(GOOD)
+    next(iter(module.main)).outputs[0].name = "0\n"
+    printed = print_module(module)
+    assert '%"0\\n"' in printed
+    assert print_module(parse_module(printed)) == printed
