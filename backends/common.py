@@ -103,3 +103,15 @@ def dilate_filter(f: np.ndarray, dilations) -> np.ndarray:
     out = np.zeros(((kh - 1) * dh + 1, (kw - 1) * dw + 1) + f.shape[2:], f.dtype)
     out[::dh, ::dw] = f
     return out
+
+
+WRITE_CHUNK_BYTES = 1 << 20
+
+
+def write_chunked(f, data) -> None:
+    """Writes the bytes-like `data` (bytes, a memoryview, a contiguous array) to the binary
+    file `f` in 1 MiB pieces. Why: on the sandboxed kernels CI runs on, one write() of
+    114 MB took 0.57 s and the same bytes in 1 MiB pieces 0.035 s."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_CHUNK_BYTES):
+        f.write(view[start:start + WRITE_CHUNK_BYTES])

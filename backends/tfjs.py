@@ -49,7 +49,7 @@ import numpy as np
 from ..ir.errors import ConversionError, Diagnostic
 from ..ir.graph import Module
 from ..version import package_version
-from .common import swap_directory
+from .common import swap_directory, write_chunked
 
 __all__ = ["SHARD_BYTES", "TFJS_OPS", "quantize_weight", "tfjs_problems", "weight_entries",
            "write_tfjs", "write_tfjs_function"]
@@ -677,7 +677,7 @@ def _write_atomic(directory: str, text: str, shards: list[bytes]) -> None:
         n = len(shards)
         for i, data in enumerate(shards, 1):
             with open(os.path.join(tmp, f"group1-shard{i}of{n}.bin"), "wb") as f:
-                f.write(data)
+                write_chunked(f, data)
                 f.flush()
                 os.fsync(f.fileno())
         with open(os.path.join(tmp, "model.json"), "w", encoding="utf-8") as f:

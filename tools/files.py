@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..backends.common import write_chunked
 from ..ir.errors import ConversionError
 
 
@@ -17,7 +18,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write_chunked(f, data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import copy
+import mmap
 import os
 import tempfile
 
@@ -35,7 +36,7 @@ from ...passes.control import without_scans
 from ...passes.dtypes import NON_F32_FLOATS, widened
 from ...passes.recurrent import with_fused_recurrent
 from ...version import package_version
-from ..common import signature_names
+from ..common import signature_names, write_chunked
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
 from .ops.common import emit
 
@@ -48,6 +49,12 @@ BUFFER_OFFSET_THRESHOLD = 2**31 - 2**29
 BUFFER_OFFSET_ENV = "TENSORFORGE_TFLITE_BUFFER_OFFSET"   # "1": always append, "0": never
 BUFFER_LOCATION = b"outside flatbuffers"    # the `buffer_location` metadata of that layout
 _PLACEHOLDER = 2    # any offset > 1: the flatbuffer's size does not depend on the value
+# Weight vectors at least this long are reserved in the builder, not copied into it: the file
+# takes them straight from the IR's arrays (`_WeightBuilder`).
+DEFER_MIN_BYTES = 4096
+# Room for everything but the weights (tables, names, shapes, small vectors); reserved as
+# untouched virtual memory, so over-reserving costs nothing.
+_GRAPH_HEADROOM = 256 << 20
 
 
 def _payload(data) -> np.ndarray:
@@ -68,6 +75,28 @@ def _fingerprint(data: np.ndarray) -> tuple:
     return n, data[::step][:256].tobytes(), data[-64:].tobytes()
 
 
+class _WeightBuilder(flatbuffers.Builder):
+    """A flatbuffers Builder over an anonymous memory map whose weight vectors are reserved,
+    not filled: `deferred` lists (distance from the end of the buffer, payload) for each, and
+    the writer streams the payloads into those holes from the IR's arrays.
+
+    Why: copying every weight into the builder (and a builder too small for them doubling and
+    copying itself) was most of the TFLite writer's time on large models. The map is sized
+    for the weights plus `_GRAPH_HEADROOM` up front; pages that are never written (the holes,
+    the unused headroom) are never allocated."""
+
+    def __init__(self, size: int):
+        super().__init__(0)
+        self.Bytes = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.head = size
+        self.deferred: list[tuple[int, np.ndarray]] = []
+
+    def reserve(self, payload: np.ndarray) -> None:
+        """Leaves room for `payload` at the head (filled in when the file is written)."""
+        self.head -= len(payload)
+        self.deferred.append((self.Offset(), payload))
+
+
 class _AlignedBufferT(fb.BufferT):
     """BufferT whose data vector starts on a 16-byte boundary.
 
@@ -80,8 +109,11 @@ class _AlignedBufferT(fb.BufferT):
         if self.data is not None:
             payload = _payload(self.data)
             builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
-            builder.head -= len(payload)
-            builder.Bytes[builder.head:builder.head + len(payload)] = memoryview(payload)
+            if isinstance(builder, _WeightBuilder) and len(payload) >= DEFER_MIN_BYTES:
+                builder.reserve(payload)
+            else:
+                builder.head -= len(payload)
+                builder.Bytes[builder.head:builder.head + len(payload)] = memoryview(payload)
             data = builder.EndVector()
         fb.BufferStart(builder)
         if data is not None:
@@ -513,24 +545,28 @@ def _align(n: int) -> int:
     return -(-n // BUFFER_ALIGNMENT) * BUFFER_ALIGNMENT
 
 
-def _finish(model: fb.ModelT) -> memoryview:
-    """The packed flatbuffer, a view of the builder's own bytes (no copy of them)."""
-    # Sized for the weights up front: a builder that grows copies itself at each doubling.
+def _finish(model: fb.ModelT) -> tuple[memoryview, list[tuple[int, np.ndarray]]]:
+    """(the packed flatbuffer, a view of the builder's own bytes with holes where its large
+    weight vectors go, [(offset in it, payload)] for those holes); nothing is copied."""
     inline = sum(len(b.data) + BUFFER_ALIGNMENT for b in model.buffers or []
                  if b.data is not None)
-    builder = flatbuffers.Builder(min(inline + (1 << 16), flatbuffers.Builder.MAX_BUFFER_SIZE))
+    builder = _WeightBuilder(min(inline + _GRAPH_HEADROOM, flatbuffers.Builder.MAX_BUFFER_SIZE))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return memoryview(builder.Bytes)[builder.Head():]
+    end = len(builder.Bytes)
+    holes = sorted(((end - back - builder.Head(), payload) for back, payload in builder.deferred),
+                   key=lambda hole: hole[0])
+    return memoryview(builder.Bytes)[builder.Head():], holes
 
 
 def serialize(model: fb.ModelT, buffer_offset: bool | None = None
               ) -> tuple[memoryview, list[tuple[int, np.ndarray]]]:
-    """(the flatbuffer, [(file offset, payload)] to write after it). Inline layout: every
-    weight inside the flatbuffer and no tail. Offset layout (`use_buffer_offset`): each
-    non-empty weight buffer appended at a 16-byte-aligned offset past the flatbuffer; the
-    metadata buffers (a few bytes) stay inline."""
+    """(the flatbuffer, [(file offset, payload)] in offset order): each payload is written at
+    its offset, into a hole of the flatbuffer or after it. Inline layout: every weight inside
+    the flatbuffer (the large ones as holes, `_WeightBuilder`). Offset layout
+    (`use_buffer_offset`): each non-empty weight buffer appended at a 16-byte-aligned offset
+    past the flatbuffer; the metadata buffers (a few bytes) stay inline."""
     if not use_buffer_offset(model, buffer_offset):
-        return _finish(model), []
+        return _finish(model)
     inline = {m.buffer for m in model.metadata or []}
     payloads = [None if b.data is None or i in inline or not len(b.data) else _payload(b.data)
                 for i, b in enumerate(model.buffers)]
@@ -554,36 +590,38 @@ def serialize(model: fb.ModelT, buffer_offset: bool | None = None
 
     # The offsets are scalars of fixed width, so placeholder values give a flatbuffer of the
     # final size: pack once to learn it, then again with the real offsets.
-    size = len(layout([_PLACEHOLDER] * len(payloads)))
+    size = len(layout([_PLACEHOLDER] * len(payloads))[0])
     offsets, tail, at = [], [], _align(size)
     for p in payloads:
         offsets.append(at if p is not None else 0)
         if p is not None:
             tail.append((at, p))
             at = _align(at + len(p))
-    head = layout(offsets)
+    head, holes = layout(offsets)
     if len(head) != size:
         raise AssertionError(f"flatbuffer changed size with its offsets ({size} -> {len(head)})")
-    return head, tail
+    return head, sorted(holes + tail, key=lambda piece: piece[0])
 
 
 def _chunks(head: memoryview, tail: list[tuple[int, np.ndarray]]):
-    """The file's bytes in order: the flatbuffer, then each payload after its padding."""
-    yield head
-    at = len(head)
+    """The file's bytes in order: the flatbuffer, each payload at its offset (in a hole of
+    the flatbuffer, or after it past zero padding)."""
+    at = 0
     for offset, payload in tail:
-        if offset > at:
-            yield bytes(offset - at)
+        if offset > at and at < len(head):
+            yield head[at:min(offset, len(head))]
+        if offset > max(at, len(head)):
+            yield bytes(offset - max(at, len(head)))
         yield payload
         at = offset + len(payload)
+    if at < len(head):
+        yield head[at:]
 
 
 def pack(model: fb.ModelT, buffer_offset: bool | None = None) -> bytes:
     """Serializes a ModelT with the TFL3 file identifier (the whole file: the flatbuffer,
     then the appended weights in the offset layout; see `serialize`)."""
     head, tail = serialize(model, buffer_offset)
-    if not tail:
-        return bytes(head)
     return b"".join(memoryview(c) for c in _chunks(head, tail))
 
 
@@ -597,7 +635,7 @@ def save(model: fb.ModelT, path: str | os.PathLike, buffer_offset: bool | None =
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in _chunks(head, tail):
-                f.write(chunk)
+                write_chunked(f, chunk)
             size = f.tell()
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
