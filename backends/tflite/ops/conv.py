@@ -14,7 +14,7 @@ from ....ir.types import DType
 from .common import (ACTIVATION_OPS, F32, FUSED, PADDING, UNKNOWN, Unsupported, _need, _param,
                      _static, emit)
 from .weights import (_bias, _blockwise_weight, _filter, _moved, _per_channel, _stored_weight,
-                      _weight_mode, int4_fc_weight)
+                      _weight_mode, int4_fc_weight, last_axis_first)
 
 
 def _finish(e, node, main):
@@ -71,7 +71,7 @@ def _lower_conv2d(e, node):
     a = node.attrs
     # IR HWIO -> TFLite OHWI (per-channel axis 3 -> 0). Grouped conv keeps I = C_in / groups:
     # CONV_2D infers the group count from the channel ratio (version 6).
-    w = _filter(e, node, "ohwi", lambda arr: np.transpose(arr, (3, 0, 1, 2)), perm=(3, 0, 1, 2),
+    w = _filter(e, node, "ohwi", last_axis_first, perm=(3, 0, 1, 2),
                 quant=_moved(f.quant, 0), move=lambda q: _moved(q, 0))
     xt, padding = _conv_input(e, node, kh, kw)
     bias = _bias(e, node, co, mode)
@@ -234,7 +234,7 @@ def _lower_matmul(e, node):
     if mode != "float" and not (b.const is not None and b.type.rank == 2 and not ta):
         raise Unsupported("a quantized matmul lowers to FULLY_CONNECTED only: it needs a "
                           "rank-2 constant weight and transpose_a=False")
-    relayout = (lambda arr: arr) if tb else (lambda arr: arr.T)
+    relayout = (lambda arr: arr) if tb else last_axis_first
     # One constant may feed matmuls with and without transpose_b (XLNet's relative
     # attention): each layout is its own derived weight.
     key = "fc_nk" if tb else "fc_nk_from_kn"

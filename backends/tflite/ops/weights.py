@@ -24,6 +24,27 @@ from .common import QACT, Unsupported, _param, _static, emit, fb
 # (the output channel of the IR layout) moves with the re-layout (the table in
 # docs/design/quantization.md).
 
+_BLOCK_ROWS = 128
+
+
+def last_axis_first(arr: np.ndarray) -> np.ndarray:
+    """`arr` with its last axis moved to the front, contiguous (HWIO -> OHWI; a matrix's
+    transpose). Large arrays are copied 128 rows at a time: numpy's one strided copy of a
+    wide power-of-two transpose misses the cache on nearly every element (a [4608, 512]
+    ResNet filter: 11 ms against 5.5 ms in blocks)."""
+    arr = np.asarray(arr)
+    if arr.ndim < 2:
+        return np.ascontiguousarray(arr)
+    rows = arr.reshape(-1, arr.shape[-1]) if arr.flags.c_contiguous else None
+    if rows is None or arr.nbytes < (1 << 20):
+        return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+    m, n = rows.shape
+    out = np.empty((n, m), arr.dtype)
+    for start in range(0, m, _BLOCK_ROWS):
+        out[:, start:start + _BLOCK_ROWS] = rows[start:start + _BLOCK_ROWS].T
+    return out.reshape((arr.shape[-1], *arr.shape[:-1]))
+
+
 def _weight_mode(node, what: str, out_axis: int) -> str:
     """'float', 'integer' or 'hybrid' for a conv/depthwise/matmul node, or Unsupported naming
     every TFLite requirement the node's quantization misses. `out_axis` is the IR weight's
