@@ -639,3 +639,19 @@ def test_application(name):
     module = check_model(model, batches=(2,))
     assert module.main.inputs[0].type.shape == ("batch", *shape)
     assert module.main.outputs[0].type.shape == ("batch", 1000)
+
+
+def test_lifted_weights_do_not_change_when_the_model_trains_afterwards():
+    """The lift reads variables without copying them (a view of TF's read tensor): TF must
+    copy a variable before assigning to it while the lifted constant shares its buffer."""
+    x = keras.Input((4,))
+    model = keras.Model(x, L.Dense(3, name="d")(x))
+    module = from_keras(model)
+    kernel = next(v.const for n in module.main for v in n.inputs
+                  if v.const is not None and v.const.shape == (4, 3))
+    before = np.array(kernel)
+    assert not kernel.flags.writeable
+    model.layers[1].kernel.assign(np.full((4, 3), 7.0, np.float32))
+    model.layers[1].kernel.assign_add(np.ones((4, 3), np.float32))
+    np.testing.assert_array_equal(kernel, before)
+    np.testing.assert_array_equal(model.layers[1].kernel.numpy(), np.full((4, 3), 8.0))

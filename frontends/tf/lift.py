@@ -266,12 +266,16 @@ def _capture_entries(concrete_fn) -> dict[str, Entry]:
 
 
 def _read_resource(res: Resource, dtype_enum: int) -> np.ndarray:
-    """The variable's value, copied once (by `.numpy()`) and made read-only, so that the IR
-    constant holding it takes the array as it is instead of copying it again."""
+    """The variable's value as a read-only view of the tensor TF's read returns (not a copy),
+    so the IR constant holding it takes the array as it is. The view keeps that tensor alive,
+    and TF copies a variable's buffer before assigning to it while another tensor shares it,
+    so training the model afterwards never changes the lifted constant (a test checks)."""
     import tensorflow as tf
 
-    array = np.asarray(tf.raw_ops.ReadVariableOp(resource=res.handle,
-                                                 dtype=tf.dtypes.as_dtype(dtype_enum)).numpy())
+    value = tf.raw_ops.ReadVariableOp(resource=res.handle, dtype=tf.dtypes.as_dtype(dtype_enum))
+    # `_numpy` is EagerTensor's read without the copy `numpy()` adds (a device tensor is
+    # still copied to host memory).
+    array = np.asarray(value._numpy())
     array.flags.writeable = False
     return array
 
