@@ -25,6 +25,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..jax import from_jax
 from ..tf import lift_concrete_function
+from .direct import lift_direct
 from .quantized import dequantized_tracing, fold_weight_transposes
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
@@ -373,23 +374,40 @@ def keras_scope_fn(model) -> Callable[[str], str]:
     the model's own scope and the trailing op name are dropped, and so are name scopes below
     the innermost layer (`moments`, `Tensordot`, ...)."""
     tree = _layer_tree(model)
-    top = model.name
 
     def scope(name: str) -> str:
-        parts = name.split("/")[:-1]
-        if parts and (parts[0] == top or _match(parts[0], {top}) == top):
-            parts = parts[1:]
-        out, level = [], tree
-        for comp in parts:
-            hit = _match(comp, level)
-            if hit is None:
-                break
-            out.append(hit)
-            level = level[hit]
+        parts, out = _layer_path(name, model.name, tree)
         if not out and parts:
             # Not a tracked layer (an ad-hoc tf.name_scope): keep the raw name scope.
             return "/".join(parts)
         return "/".join(out)
+    return scope
+
+
+def _layer_path(name: str, top: str, tree: dict) -> tuple[list[str], list[str]]:
+    """(the name scopes of TF node `name` below the layer `top`, the leading ones that are
+    tracked layers in `tree`)."""
+    parts = name.split("/")[:-1]
+    if parts and (parts[0] == top or _match(parts[0], {top}) == top):
+        parts = parts[1:]
+    out, level = [], tree
+    for comp in parts:
+        hit = _match(comp, level)
+        if hit is None:
+            break
+        out.append(hit)
+        level = level[hit]
+    return parts, out
+
+
+def _layer_scope_fn(layer, prefix: str) -> Callable[[str], str]:
+    """Scopes for a layer traced on its own: `prefix` (the layer's path in the model) plus
+    the path of the tracked sub-layer a TF node was made in; name scopes that are not layers
+    (`convolution`, `moments`) stay in the layer's scope, as in a whole-model trace."""
+    tree = _layer_tree(layer)
+
+    def scope(name: str) -> str:
+        return "/".join([prefix] * bool(prefix) + _layer_path(name, layer.name, tree)[1])
     return scope
 
 
@@ -436,6 +454,14 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
                               f"models on the 'tensorflow' and 'jax' backends (set "
                               f"KERAS_BACKEND before importing keras)")
     functional = hasattr(model, "_inputs_struct") or type(model).__name__ == "Sequential"
+    if functional and input_signature is None and _direct_enabled():
+        struct = getattr(model, "_inputs_struct", None)
+        keras_inputs = [struct[k] for k in keys] if keys is not None else _model_inputs(model)
+        module = lift_direct(model, keras_inputs or [], specs, input_names,
+                             lambda structured, n: _output_names(model, structured, n),
+                             trace_layer=_trace_layer)
+        if module is not None:
+            return module
 
     def call(*args):
         if keys is not None:
@@ -472,6 +498,73 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     if keras_quantization.layers:
         fold_weight_transposes(module)
     return module
+
+
+DIRECT_ENV = "TENSORFORGE_KERAS_DIRECT"     # "0": always trace the whole model
+
+
+def _direct_enabled() -> bool:
+    return os.environ.get(DIRECT_ENV, "1").strip() not in ("0", "false", "no")
+
+
+def _trace_layer(ctx, layer, args, kwargs):
+    """A layer direct lifting has no rule for (frontends/keras/direct.py), traced on its own:
+    its call on placeholders traced into a FuncGraph (variable reads bound as in `_trace`),
+    lifted by the TF lifter with the layer's scope, and inlined. Only where the result is
+    what tracing the whole model would give: no masks (a layer that computes one would
+    change what later layers do), no Keras quantization, inputs and outputs with static dims
+    past the batch (symbolic dims of a separate lift would not be the model's)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import func_graph as func_graph_module
+
+    from ...ir.graph import Value
+    from .direct import NoRule
+
+    if (getattr(type(layer), "compute_mask", None) not in (None, keras.layers.Layer.compute_mask)
+            or getattr(layer, "mask_zero", False) or getattr(layer, "quantization_mode", None)):
+        raise NoRule(f"{type(layer).__name__} is not traced on its own")
+    flat = keras.tree.flatten((args, kwargs))
+    values = [v for v in flat if isinstance(v, Value)]
+    if any(not isinstance(x, (Value, str, int, float, bool, type(None))) for x in flat):
+        raise NoRule("call arguments that are neither tensors nor Python scalars")
+    for v in values:
+        if any(not isinstance(d, int) for d in v.type.shape[1:]):
+            raise NoRule("run-time dims past the batch")
+    specs = [tf.TensorSpec([None if isinstance(v.type.shape[0], str) else v.type.shape[0],
+                            *v.type.shape[1:]], v.type.dtype.np) for v in values]
+    variables: dict = {}
+    scope = _variable_binding_scope(variables)
+    if getattr(layer, "_call_has_training_arg", False) and "training" not in kwargs:
+        kwargs = {**kwargs, "training": False}
+
+    def traced(*tensors):
+        scope.graph = tf.compat.v1.get_default_graph()
+        it = iter(tensors)
+        call_args, call_kwargs = keras.tree.map_structure(
+            lambda x: next(it) if isinstance(x, Value) else x, (args, kwargs))
+        with scope:
+            return layer(*call_args, **call_kwargs)
+
+    try:
+        graph = func_graph_module.func_graph_from_py_func(
+            "layer", traced, None, None, signature=specs, add_control_dependencies=False)
+        n_out = len(graph.outputs)
+        sub = lift_concrete_function(
+            _Traced(graph), input_names=[f"input_{i}" for i in range(len(values))],
+            output_names=[f"output_{i}" for i in range(n_out)],
+            scope_fn=_layer_scope_fn(layer, ctx.scope), source="keras", variables=variables)
+    except Exception as e:
+        raise NoRule(f"tracing {layer.name} alone failed: {e}") from None
+    for v in sub.main.outputs:
+        dims = v.type.shape
+        if not dims or any(not isinstance(d, int) for d in dims[1:]) or \
+                not (isinstance(dims[0], int) or dims[0] == "batch"):
+            raise NoRule(f"{layer.name} gives an output with run-time dims")
+    for v in sub.main.outputs:
+        v.name = None       # the layer's results are intermediates of the model
+    outs = ctx.graph.inline(sub.main, values)
+    return keras.tree.pack_sequence_as(graph.structured_outputs, outs)
 
 
 class _Traced:

@@ -1,0 +1,480 @@
+"""Direct lifting: a Functional or Sequential Keras model (on the TensorFlow backend) becomes
+IR layer by layer, each standard layer emitted straight from its config and weights, without
+tracing TensorFlow.
+
+Why: tracing costs TF's Python ~0.3 ms per op plus Keras's per-call machinery; on a
+ResNet-sized model that was most of a conversion. A rule here emits a layer's IR nodes in
+microseconds, with the same ops, scopes and constant names the traced path gives (the
+canonicalizer then folds batch norms and biases the same way).
+
+Exactness first. A rule covers one layer class exactly (`type(layer) is Conv2D`: a subclass
+may override `call`) and only the configurations it checks: float32 dtype policy, channels
+last, no LoRA, no Keras quantization, no call arguments beyond the tensors. A layer without a
+rule is traced on its own (`_traced_layer`: its TF graph lifted by the TF lifter and inlined)
+when its inputs and outputs have static dims past the batch; anything else makes
+`lift_direct` return None and `from_keras` traces the whole model as before. Tests compare
+both paths on the interpreter (tests/test_keras_direct.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ...ir.graph import Graph, Module, Value
+from ...ir.types import DType, TensorType
+from ...version import package_version
+
+BATCH = "batch"
+
+
+class NoRule(Exception):
+    """The layer (or this use of it) is outside what direct lifting covers."""
+
+
+class _Context:
+    """The graph being built and where its nodes come from (scope = layer path)."""
+
+    def __init__(self, graph: Graph, trace_layer: Callable | None):
+        self.graph = graph
+        self.scope = ""
+        self.loc = ""
+        self.trace_layer = trace_layer
+        self.op_rules = _op_rules()
+
+    def add(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
+        return self.graph.add(op, list(inputs), attrs or {}, scope=self.scope,
+                              loc=self.loc).outputs[0]
+
+    def const(self, array, name: str | None = None) -> Value:
+        return self.graph.constant(array, name=f"{self.scope}/{name}" if name else None,
+                                   scope=self.scope, loc=self.loc)
+
+    def weight(self, variable) -> Value:
+        """A Keras variable's value as a constant named `scope/name`, read without a copy
+        (frontends/tf/lift.py `_read_resource`)."""
+        from ..tf.lift import Resource, _read_resource
+
+        tf_variable = getattr(variable, "_value", None)
+        if tf_variable is None or not hasattr(tf_variable, "handle"):
+            raise NoRule("a variable that is not a TF resource variable")
+        array = _read_resource(Resource(tf_variable.handle, None),
+                               tf_variable.dtype.as_datatype_enum)
+        return self.const(array, variable.name)
+
+
+# -- checks shared by the rules ----------------------------------------------------------------
+
+def _require(cond: bool, why: str) -> None:
+    if not cond:
+        raise NoRule(why)
+
+
+def _plain(layer) -> None:
+    policy = getattr(layer, "dtype_policy", None)
+    _require(getattr(policy, "name", "float32") == "float32", "a non-float32 dtype policy")
+    _require(not getattr(layer, "quantization_mode", None), "a Keras-quantized layer")
+    _require(not getattr(layer, "lora_enabled", False), "LoRA")
+    _require(getattr(layer, "data_format", "channels_last") == "channels_last",
+             "channels_first")
+
+
+def _f32(*values: Value) -> None:
+    for v in values:
+        _require(isinstance(v, Value) and v.type.dtype == DType.f32, "a non-float32 operand")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+def _padding(layer) -> str:
+    p = str(layer.padding).lower()
+    _require(p in ("valid", "same"), f"padding {p!r}")
+    return p.upper()
+
+
+def _activation(ctx: _Context, fn, x: Value) -> Value:
+    """`fn` (a keras.activations function) applied to `x` as the traced path lifts it."""
+    from keras import activations as A
+
+    unary = {A.relu: "relu", A.relu6: "relu6", A.sigmoid: "sigmoid", A.tanh: "tanh",
+             A.elu: "elu", A.softplus: "softplus", A.hard_sigmoid: "hard_sigmoid",
+             A.hard_silu: "hard_swish", A.hard_swish: "hard_swish", A.gelu: "gelu"}
+    if fn is None or fn is A.linear:
+        return x
+    if fn in unary:
+        return ctx.add(unary[fn], [x])
+    if fn is A.softmax:
+        return ctx.add("softmax", [x], {"axis": -1})
+    if fn is A.log_softmax:
+        return ctx.add("log_softmax", [x], {"axis": -1})
+    if fn in (A.silu, A.swish):
+        return ctx.add("mul", [x, ctx.add("sigmoid", [x])])
+    if fn is A.leaky_relu:
+        return ctx.add("leaky_relu", [x], {"alpha": 0.2})
+    raise NoRule(f"activation {getattr(fn, '__name__', fn)!r}")
+
+
+def _bias_and_activation(ctx: _Context, layer, y: Value) -> Value:
+    if getattr(layer, "use_bias", False):
+        y = ctx.add("add", [y, ctx.weight(layer.bias)])
+    return _activation(ctx, getattr(layer, "activation", None), y)
+
+
+# -- rules: (ctx, layer, inputs) -> outputs ------------------------------------------------------
+
+def _conv2d(ctx, layer, x):
+    _f32(x)
+    _require(x.type.rank == 4, "a non-4-D input")
+    c = x.type.shape[3]
+    _require(isinstance(c, int) and c % layer.groups == 0, "unknown or uneven channels")
+    y = ctx.add("conv2d", [x, ctx.weight(layer.kernel)], {
+        "strides": _pair(layer.strides), "dilations": _pair(layer.dilation_rate),
+        "padding": _padding(layer), "groups": int(layer.groups)})
+    return _bias_and_activation(ctx, layer, y)
+
+
+def _depthwise(ctx, layer, x, kernel) -> Value:
+    _f32(x)
+    _require(x.type.rank == 4, "a non-4-D input")
+    return ctx.add("depthwise_conv2d", [x, ctx.weight(kernel)], {
+        "strides": _pair(layer.strides), "dilations": _pair(layer.dilation_rate),
+        "padding": _padding(layer)})
+
+
+def _depthwise_conv2d(ctx, layer, x):
+    return _bias_and_activation(ctx, layer, _depthwise(ctx, layer, x, layer.kernel))
+
+
+def _separable_conv2d(ctx, layer, x):
+    y = _depthwise(ctx, layer, x, layer.depthwise_kernel)
+    y = ctx.add("conv2d", [y, ctx.weight(layer.pointwise_kernel)], {"padding": "VALID"})
+    return _bias_and_activation(ctx, layer, y)
+
+
+def _dense(ctx, layer, x):
+    _f32(x)
+    _require(x.type.rank >= 2, "a rank-1 input")
+    y = ctx.add("matmul", [x, ctx.weight(layer.kernel)])
+    return _bias_and_activation(ctx, layer, y)
+
+
+def _batch_norm(ctx, layer, x):
+    _f32(x)
+    axis = layer.axis if isinstance(layer.axis, int) else None
+    _require(axis is not None and axis in (-1, x.type.rank - 1), "a batch norm axis that is "
+             "not the last")
+    _require(not getattr(layer, "renorm", False), "batch renormalization")
+    c = x.type.shape[-1]
+    mean, var = ctx.weight(layer.moving_mean), ctx.weight(layer.moving_variance)
+    gamma = ctx.weight(layer.gamma) if layer.scale else ctx.const(np.ones(c, np.float32))
+    beta = ctx.weight(layer.beta) if layer.center else ctx.const(np.zeros(c, np.float32))
+    return ctx.add("batch_norm", [x, mean, var, gamma, beta],
+                   {"epsilon": float(layer.epsilon), "axis": -1})
+
+
+def _layer_norm(ctx, layer, x):
+    """The ops TF's batch_normalization formula gives (what the traced path lifts, so the
+    quantization passes see the same graph): mean and variance over the last axis, then
+    x * inv + (-mean * inv + beta) with inv = rsqrt(var + eps) * gamma."""
+    _f32(x)
+    _require(not getattr(layer, "rms_scaling", False), "RMS scaling")
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    rank = x.type.rank
+    _require(sorted(a % rank for a in axes) == [rank - 1],
+             "layer norm over axes other than the last")
+    c = x.type.shape[-1]
+    _require(isinstance(c, int), "a run-time normalized dim")
+    stats = {"axes": (-1,), "keepdims": True}
+    mean = ctx.add("reduce_mean", [x], stats)
+    centered = ctx.add("sub", [x, mean])
+    var = ctx.add("reduce_mean", [ctx.add("mul", [centered, centered])], stats)
+    inv = ctx.add("rsqrt", [ctx.add("add", [var, ctx.const(np.float32(layer.epsilon))])])
+    per_channel = (1,) * (rank - 1) + (c,)
+    if layer.scale:
+        gamma = ctx.weight(layer.gamma)
+        inv = ctx.add("mul", [inv, ctx.add("reshape", [gamma], {"shape": per_channel})])
+    shift = ctx.add("mul", [ctx.add("neg", [mean]), inv])
+    if layer.center:
+        beta = ctx.weight(layer.beta)
+        shift = ctx.add("add", [shift, ctx.add("reshape", [beta], {"shape": per_channel})])
+    return ctx.add("add", [ctx.add("mul", [x, inv]), shift])
+
+
+def _activation_layer(ctx, layer, x):
+    _f32(x)
+    return _activation(ctx, layer.activation, x)
+
+
+def _relu(ctx, layer, x):
+    _f32(x)
+    slope, top, threshold = (float(layer.negative_slope), layer.max_value,
+                             float(layer.threshold))
+    _require(slope == 0.0 and threshold == 0.0, "a leaky or thresholded ReLU")
+    if top is None:
+        return ctx.add("relu", [x])
+    _require(float(top) == 6.0, f"ReLU max_value {top}")
+    return ctx.add("relu6", [x])
+
+
+def _softmax(ctx, layer, x):
+    _f32(x)
+    axis = layer.axis if isinstance(layer.axis, int) else None
+    _require(axis is not None, "softmax over several axes")
+    return ctx.add("softmax", [x], {"axis": axis})
+
+
+def _merge(op):
+    def rule(ctx, layer, *xs):
+        _f32(*xs)
+        # Keras merges tensors of one rank, broadcasting (a squeeze-excite scale).
+        _require(len({v.type.rank for v in xs}) == 1, "merging tensors of different ranks")
+        y = xs[0]
+        for x in xs[1:]:
+            y = ctx.add(op, [y, x])
+        return y
+    return rule
+
+
+def _concatenate(ctx, layer, *xs):
+    _f32(*xs)
+    return ctx.add("concat", list(xs), {"axis": int(layer.axis)})
+
+
+def _zero_padding2d(ctx, layer, x):
+    _f32(x)
+    (t, b), (left, r) = layer.padding
+    return ctx.add("pad", [x], {"pads": ((0, 0), (int(t), int(b)), (int(left), int(r)),
+                                         (0, 0))})
+
+
+def _pool(op):
+    def rule(ctx, layer, x):
+        _f32(x)
+        _require(x.type.rank == 4, "a non-4-D input")
+        return ctx.add(op, [x], {"ksize": _pair(layer.pool_size),
+                                 "strides": _pair(layer.strides), "padding": _padding(layer)})
+    return rule
+
+
+def _global_pool(op):
+    def rule(ctx, layer, x):
+        _f32(x)
+        _require(x.type.rank == 4, "a non-4-D input")
+        return ctx.add(op, [x], {"axes": (1, 2), "keepdims": bool(layer.keepdims)})
+    return rule
+
+
+def _static_tail(x: Value) -> tuple[int, ...]:
+    tail = x.type.shape[1:]
+    _require(all(isinstance(d, int) for d in tail), "run-time dims past the batch")
+    return tuple(tail)
+
+
+def _flatten(ctx, layer, x):
+    tail = _static_tail(x)
+    return ctx.add("reshape", [x], {"shape": (-1, int(np.prod(tail, dtype=np.int64)))})
+
+
+def _reshape(ctx, layer, x):
+    tail = _static_tail(x)
+    target = tuple(int(d) for d in layer.target_shape)
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+        _require(known > 0, "an empty reshape")
+        target = tuple(int(np.prod(tail, dtype=np.int64)) // known if d == -1 else d
+                       for d in target)
+    _require(int(np.prod(target, dtype=np.int64)) == int(np.prod(tail, dtype=np.int64)),
+             "a reshape that changes the element count")
+    return ctx.add("reshape", [x], {"shape": (-1, *target)})
+
+
+def _identity(ctx, layer, x):
+    return x
+
+
+def _rescaling(ctx, layer, x):
+    _f32(x)
+    scale = np.asarray(layer.scale, np.float32)
+    offset = np.asarray(layer.offset, np.float32)
+    return ctx.add("add", [ctx.add("mul", [x, ctx.const(scale)]), ctx.const(offset)])
+
+
+def _binary_op(op):
+    """A Keras op in a Functional graph (`x + y`, `keras.ops.multiply(x, 3.0)`): two float32
+    tensors, or one and a Python number."""
+    def rule(ctx, layer, args, kwargs):
+        _require(not kwargs and len(args) == 2, "call arguments")
+        _require(any(isinstance(a, Value) for a in args), "no tensor operand")
+        operands = []
+        for a in args:
+            if isinstance(a, Value):
+                _f32(a)
+                operands.append(a)
+            else:
+                _require(isinstance(a, (int, float)) and not isinstance(a, bool),
+                         "a non-number operand")
+                operands.append(ctx.const(np.float32(a)))
+        return ctx.add(op, operands)
+    return rule
+
+
+def _op_rules() -> dict[type, Callable]:
+    """Rules for Keras ops (not layers) recorded in Functional graphs: (ctx, op, args,
+    kwargs) -> outputs."""
+    from keras.src.ops import numpy as N
+
+    return {N.Add: _binary_op("add"), N.Subtract: _binary_op("sub"),
+            N.Multiply: _binary_op("mul"), N.Maximum: _binary_op("maximum"),
+            N.Minimum: _binary_op("minimum")}
+
+
+def _rules() -> dict[type, Callable]:
+    from keras import layers as L
+
+    rules = {
+        L.Conv2D: _conv2d, L.DepthwiseConv2D: _depthwise_conv2d,
+        L.SeparableConv2D: _separable_conv2d, L.Dense: _dense,
+        L.BatchNormalization: _batch_norm, L.LayerNormalization: _layer_norm,
+        L.Activation: _activation_layer, L.ReLU: _relu, L.Softmax: _softmax,
+        L.Add: _merge("add"), L.Subtract: _merge("sub"), L.Multiply: _merge("mul"),
+        L.Maximum: _merge("maximum"), L.Minimum: _merge("minimum"),
+        L.Concatenate: _concatenate, L.ZeroPadding2D: _zero_padding2d,
+        L.MaxPooling2D: _pool("max_pool2d"), L.AveragePooling2D: _pool("avg_pool2d"),
+        L.GlobalAveragePooling2D: _global_pool("reduce_mean"),
+        L.GlobalMaxPooling2D: _global_pool("reduce_max"),
+        L.Flatten: _flatten, L.Reshape: _reshape, L.Rescaling: _rescaling,
+        L.Dropout: _identity, L.SpatialDropout2D: _identity, L.GaussianNoise: _identity,
+        L.GaussianDropout: _identity, L.AlphaDropout: _identity, L.Identity: _identity,
+        L.ActivityRegularization: _identity,
+    }
+    return rules
+
+
+# -- the walk ----------------------------------------------------------------------------------
+
+def _call_args(args, kwargs) -> list[Value]:
+    """The tensors a node passes to its layer: positional IR Values, or one list of them (a
+    layer called with other arguments, such as a mask, is not covered by a rule)."""
+    # Keras records `mask=None` (and callers may pass `training`): inference either way.
+    _require(all(v is None or (k == "training" and v is False) for k, v in kwargs.items()),
+             "call arguments")
+    flat = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            flat.extend(a)
+        else:
+            flat.append(a)
+    _require(all(isinstance(v, Value) for v in flat), "non-tensor call arguments")
+    return flat
+
+
+def _graph_model(layer):
+    """The Functional graph that runs `layer` (a Sequential's own), or None."""
+    if hasattr(layer, "_nodes_by_depth") and hasattr(layer, "_run_through_graph"):
+        return layer
+    inner = getattr(layer, "_functional", None)
+    if inner is not None and hasattr(inner, "_run_through_graph"):
+        return inner
+    return None
+
+
+def _erase_after(graph: Graph, mark) -> None:
+    """Erases the nodes added after node `mark` (None: all of them), newest first."""
+    while graph.last is not None and graph.last is not mark:
+        graph.erase(graph.last)
+
+
+def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
+    """Runs `model`'s graph of layers on `inputs` (IR Values in `model.inputs` order), each
+    layer through its rule (a nested Functional/Sequential model recursively, a layer
+    without a rule through `ctx.trace_layer`); returns the outputs in the model's output
+    structure."""
+    def operation_fn(layer):
+        def call(*args, **kwargs):
+            scope = f"{prefix}{layer.name}"
+            inner = _graph_model(layer)
+            if inner is not None:
+                xs = _call_args(args, kwargs)
+                _require(not isinstance(getattr(inner, "_inputs_struct", None), dict),
+                         "a nested model with dict inputs")
+                return _lift_layers(ctx, inner, xs, scope + "/", rules)
+            rule = rules.get(type(layer))
+            saved = ctx.scope, ctx.loc
+            ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
+            try:
+                op_rule = ctx.op_rules.get(type(layer))
+                if op_rule is not None:
+                    return op_rule(ctx, layer, args, kwargs)
+                if rule is not None:
+                    mark = ctx.graph.last
+                    try:
+                        _plain(layer)
+                        return rule(ctx, layer, *_call_args(args, kwargs))
+                    except NoRule:
+                        # A configuration the rule does not cover (an activation it does
+                        # not know, a float16 operand): drop what it emitted, trace it.
+                        _erase_after(ctx.graph, mark)
+                _require(ctx.trace_layer is not None, f"no rule for {type(layer).__name__}")
+                return ctx.trace_layer(ctx, layer, args, kwargs)
+            finally:
+                ctx.scope, ctx.loc = saved
+        return call
+
+    _require(len(model.inputs) == len(inputs), "an input count mismatch")
+    return model._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def _input_type(spec) -> TensorType:
+    dims = spec.shape.as_list()
+    _require(len(dims) >= 1, "a scalar input")
+    _require(all(d is not None for d in dims[1:]), "run-time dims past the batch")
+    dtype = DType.from_numpy(np.dtype(spec.dtype.as_numpy_dtype))
+    return TensorType(dtype, (BATCH if dims[0] is None else dims[0], *dims[1:]))
+
+
+def lift_direct(model, keras_inputs, specs, input_names: list[str],
+                output_names: Callable, trace_layer: Callable | None = None) -> Module | None:
+    """The Module of a Functional/Sequential `model` lifted layer by layer, or None when some
+    layer (or its use) has no rule and cannot be traced on its own: the caller then traces
+    the whole model. `keras_inputs` are the model's symbolic inputs in the order of `specs`
+    (their TensorSpecs: a None batch, other dims static) and `input_names`;
+    `output_names(structure, n)` names the n flat outputs; `trace_layer(ctx, layer, args,
+    kwargs)` lifts a layer without a rule (or raises NoRule)."""
+    import keras
+
+    graph_model = _graph_model(model)
+    if graph_model is None:
+        return None
+    graph = Graph("main")
+    ctx = _Context(graph, trace_layer)
+    try:
+        inputs = [graph.add_input(_input_type(s), name) for s, name in zip(specs, input_names)]
+        by_tensor = {id(t): v for t, v in zip(keras_inputs, inputs)}
+        _require(all(id(t) in by_tensor for t in graph_model.inputs), "unmatched inputs")
+        structured = _lift_layers(ctx, graph_model, [by_tensor[id(t)] for t in
+                                                     graph_model.inputs], "", _rules())
+        outputs = keras.tree.flatten(structured)
+        _require(all(isinstance(v, Value) for v in outputs), "a non-tensor output")
+    except NoRule:
+        return None
+    except Exception:   # a rule meeting a layer state it does not expect: trace instead
+        return None
+    names = output_names(structured, len(outputs))
+    seen: set[int] = set()
+    final = []
+    for v, name in zip(outputs, names):
+        if v.producer is None or id(v) in seen:
+            # An input returned as is, or one value returned twice: an identity gives each
+            # output its own name.
+            v = graph.add("identity", [v], scope="", loc="keras:output").outputs[0]
+        seen.add(id(v))
+        if v.producer.op != "constant":
+            v.name = name
+        final.append(v)
+    graph.set_outputs(final)
+    meta = {"source": "keras", "producer": f"tensorforge {package_version()}",
+            "input_names": list(input_names), "output_names": list(names)}
+    return Module([graph], meta)
