@@ -464,7 +464,7 @@ def _unique_function_consts(graph_def) -> None:
 def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | None,
                      codes: dict[str, str] | None = None):
     """Moves every Const node's value into the weights (node order); returns (manifest weight
-    entries, payload bytes). Const nodes keep op, dtype and the tensor's dtype and shape."""
+    entries, payload arrays). Const nodes keep op, dtype and the tensor's dtype and shape."""
     from tensorflow.python.framework import tensor_util
 
     # The Consts of loop bodies and branches too (tensorflowjs_converter's extract_weights):
@@ -483,8 +483,9 @@ def _extract_weights(graph_def, quantize: str | None, globs: Sequence[str] | Non
 
 def weight_entries(items: Iterable[tuple[str, np.ndarray]], quantize: str | None,
                    globs: Sequence[str] | None, codes: dict[str, str] | None = None):
-    """(manifest weight entries, payload bytes) for the Const values `items` ((name, value) in
-    node order), shared by the TF and the direct path. Consts named in `codes` (float32 codes of
+    """(manifest weight entries, payload: flat uint8 arrays, one per weight, in order) for
+    the Const values `items` ((name, value) in node order), shared by the TF and the direct
+    path. A weight stored as it is comes as a view of its array, not a copy. Consts named in `codes` (float32 codes of
     that integer dtype, see `_codes_as_float`) and small-integer Consts are stored at 1-2 bytes
     per element, float16 Consts as float16 (all lossless); `quantize` then applies to the
     float32 ones."""
@@ -505,16 +506,28 @@ def weight_entries(items: Iterable[tuple[str, np.ndarray]], quantize: str | None
             stored, entry["quantization"] = quantize_weight(arr, quantize)
         elif orig.dtype == np.float16:
             stored, entry["quantization"] = quantize_weight(arr, "float16")   # lossless
-        chunks.append(np.ascontiguousarray(stored).astype(
-            stored.dtype.newbyteorder("<"), copy=False).tobytes())
+        little = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<"),
+                                                     copy=False)
+        chunks.append(little.reshape(-1).view(np.uint8))
         entries.append(entry)
-    return entries, b"".join(chunks)
+    return entries, chunks
 
 
-def _shards(payload: bytes) -> list[bytes]:
-    if not payload:
-        return []
-    return [payload[i:i + SHARD_BYTES] for i in range(0, len(payload), SHARD_BYTES)]
+def _shards(payload: list[np.ndarray]) -> list[list[memoryview]]:
+    """The weights cut into SHARD_BYTES files, each a list of views of the weights' bytes
+    (written one after another; no joined copy of the payload is made)."""
+    shards: list[list[memoryview]] = []
+    room = 0
+    for piece in payload:
+        view = memoryview(piece)
+        while len(view):
+            if not room:
+                shards.append([])
+                room = SHARD_BYTES
+            shards[-1].append(view[:room])
+            taken = min(room, len(view))
+            view, room = view[taken:], room - taken
+    return shards
 
 
 # -- model.json --------------------------------------------------------------------------------
@@ -667,7 +680,7 @@ def _check_target(directory: str) -> None:
                               f"refusing to replace it")
 
 
-def _write_atomic(directory: str, text: str, shards: list[bytes]) -> None:
+def _write_atomic(directory: str, text: str, shards: list[list[memoryview]]) -> None:
     directory = os.path.abspath(directory)
     parent, base = os.path.split(directory)
     os.makedirs(parent, exist_ok=True)
@@ -677,7 +690,8 @@ def _write_atomic(directory: str, text: str, shards: list[bytes]) -> None:
         n = len(shards)
         for i, data in enumerate(shards, 1):
             with open(os.path.join(tmp, f"group1-shard{i}of{n}.bin"), "wb") as f:
-                write_chunked(f, data)
+                for piece in data:
+                    write_chunked(f, piece)
                 f.flush()
                 os.fsync(f.fileno())
         with open(os.path.join(tmp, "model.json"), "w", encoding="utf-8") as f:
