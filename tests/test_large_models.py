@@ -187,3 +187,33 @@ def test_model_past_2gb_converts_runs_and_stays_bounded(tmp_path):
     assert tfl["shape_ok"] and tfl["max_abs_err"] == 0.0
     assert tfl["ratio"] <= 1.5, tfl
     assert sm["shape_ok"] and sm["max_abs_err"] <= 1e-5, sm
+
+
+@pytest.mark.parametrize("buffer_offset", [False, True])
+def test_weights_relaid_while_writing_give_the_same_bytes(tmp_path, monkeypatch, buffer_offset):
+    """Large float filters are re-laid out (HWIO -> OHWI, [K, N] -> [N, K]) block by block
+    while the file is written (`RelaidWeight`): the file, `write_tflite`'s bytes and a model
+    written with the relayout done up front are the same bytes, and LiteRT runs it. Two
+    convs reading one filter read one tensor."""
+    g = Graph()
+    x = g.add_input(TensorType(DType.f32, ("batch", 8, 8, 64)), "x")
+    f = g.constant(rand(3, 3, 64, 600, seed=1))                 # 1.3 MiB
+    y = g.add("conv2d", [x, f], {"padding": "SAME"}).output
+    z = g.add("conv2d", [x, f], {"padding": "SAME"}).output
+    m = g.add("matmul", [g.add("reduce_mean", [g.add("add", [y, z]).output],
+                                {"axes": (1, 2)}).output, g.constant(rand(600, 500, seed=2))])
+    g.set_outputs(m.outputs)
+    module = Module([g])
+    path = tmp_path / "m.tflite"
+    W.save_tflite(module, path, buffer_offset=buffer_offset)
+    relaid = W.write_tflite(module, buffer_offset=buffer_offset)
+    monkeypatch.setattr(W, "RELAID_MIN_BYTES", 1 << 62)
+    upfront = W.write_tflite(module, buffer_offset=buffer_offset)
+    assert path.read_bytes() == relaid == upfront
+    model, _ = _layout(relaid)
+    shared = [t.buffer for t in model.subgraphs[0].tensors if t.shape.tolist()[:1] == [600]
+              and len(t.shape) == 4]
+    assert len(shared) == 1
+    interp = Interpreter(model_path=str(path))
+    xs = _inputs(g)
+    np.testing.assert_allclose(_run(interp, xs), run_graph(g, [xs])[0], rtol=1e-4, atol=1e-3)
