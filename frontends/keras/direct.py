@@ -7,13 +7,18 @@ ResNet-sized model that was most of a conversion. A rule here emits a layer's IR
 microseconds, with the same ops, scopes and constant names the traced path gives (the
 canonicalizer then folds batch norms and biases the same way).
 
-Exactness first. A rule covers one layer class exactly (`type(layer) is Conv2D`: a subclass
-may override `call`) and only the configurations it checks: float32 dtype policy, channels
-last, no LoRA, no Keras quantization, no call arguments beyond the tensors. A layer without a
-rule is traced on its own (`_traced_layer`: its TF graph lifted by the TF lifter and inlined)
-when its inputs and outputs have static dims past the batch; anything else makes
-`lift_direct` return None and `from_keras` traces the whole model as before. Tests compare
-both paths on the interpreter (tests/test_keras_direct.py).
+Exactness first: the IR is the traced path's, node for node, and so are the artifacts, byte
+for byte. A rule emits the ops Keras's TF backend would create, in the order the TF lifter
+lifts them (layers walked depth-first from the outputs, `_run_graph`), with constants folded
+by the IR's own kernels as the lifter folds them (`_folded`). A rule covers one layer class
+exactly (`type(layer) is Conv2D`: a subclass may override `call`) and only the
+configurations it checks: float32 dtype policy and operands, channels last, no LoRA, no Keras
+quantization, no call arguments beyond the tensors. A layer without a rule, or outside what
+its rule covers, is traced on its own (`_trace_layer` in lift.py: its TF graph lifted by the
+TF lifter and inlined) when its inputs and outputs have static dims past the batch and it
+makes no mask; anything else makes `lift_direct` return None and `from_keras` traces the
+whole model. tests/test_keras_direct.py checks both paths against Keras and against each
+other (TFLite bytes), tests/test_lifting_identity.py the recorded artifact hashes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...ir.graph import Graph, Module, Value
+from ...ir.ops import get_op
 from ...ir.types import DType, TensorType
 from ...version import package_version
 
@@ -51,17 +57,21 @@ class _Context:
         return self.graph.constant(array, name=f"{self.scope}/{name}" if name else None,
                                    scope=self.scope, loc=self.loc)
 
-    def weight(self, variable) -> Value:
-        """A Keras variable's value as a constant named `scope/name`, read without a copy
-        (frontends/tf/lift.py `_read_resource`)."""
+    def read(self, variable) -> np.ndarray:
+        """A Keras variable's value, read without a copy (frontends/tf/lift.py
+        `_read_resource`: a read-only view of TF's read)."""
         from ..tf.lift import Resource, _read_resource
 
         tf_variable = getattr(variable, "_value", None)
         if tf_variable is None or not hasattr(tf_variable, "handle"):
             raise NoRule("a variable that is not a TF resource variable")
-        array = _read_resource(Resource(tf_variable.handle, None),
-                               tf_variable.dtype.as_datatype_enum)
-        return self.const(array, variable.name)
+        return _read_resource(Resource(tf_variable.handle, None),
+                              tf_variable.dtype.as_datatype_enum)
+
+    def weight(self, variable) -> Value:
+        """A Keras variable's value as a constant named `scope/name` (as the traced path
+        names a variable read)."""
+        return self.const(self.read(variable), variable.name)
 
 
 # -- checks shared by the rules ----------------------------------------------------------------
@@ -100,8 +110,7 @@ def _activation(ctx: _Context, fn, x: Value) -> Value:
     from keras import activations as A
 
     unary = {A.relu: "relu", A.relu6: "relu6", A.sigmoid: "sigmoid", A.tanh: "tanh",
-             A.elu: "elu", A.softplus: "softplus", A.hard_sigmoid: "hard_sigmoid",
-             A.hard_silu: "hard_swish", A.hard_swish: "hard_swish", A.gelu: "gelu"}
+             A.elu: "elu", A.softplus: "softplus"}
     if fn is None or fn is A.linear:
         return x
     if fn in unary:
@@ -114,12 +123,45 @@ def _activation(ctx: _Context, fn, x: Value) -> Value:
         return ctx.add("mul", [x, ctx.add("sigmoid", [x])])
     if fn is A.leaky_relu:
         return ctx.add("leaky_relu", [x], {"alpha": 0.2})
+    # The ones Keras's TF backend computes in several ops: those ops, so that the
+    # artifact is the traced path's.
+    if fn in (A.hard_sigmoid, A.hard_silu, A.hard_swish):
+        # relu6(x + 3) / 6, times x for hard_silu
+        y = ctx.add("relu6", [ctx.add("add", [x, ctx.const(np.float32(3.0))])])
+        y = ctx.add("div", [y, ctx.const(np.float32(6.0))])
+        return y if fn is A.hard_sigmoid else ctx.add("mul", [x, y])
+    if fn is A.gelu:
+        # tf.nn.gelu(approximate=False): 0.5 * x * erfc(-x / sqrt(2)), erfc as 1 - erf
+        half = ctx.add("mul", [ctx.const(np.float32(0.5)), x])
+        scaled = ctx.add("mul", [ctx.add("neg", [x]), ctx.const(np.float32(0.7071067811865476))])
+        erfc = ctx.add("sub", [ctx.const(np.float32(1.0)), ctx.add("erf", [scaled])])
+        return ctx.add("mul", [half, erfc])
     raise NoRule(f"activation {getattr(fn, '__name__', fn)!r}")
 
 
-def _bias_and_activation(ctx: _Context, layer, y: Value) -> Value:
+def _folded(op: str, *arrays) -> np.ndarray:
+    """`op` on constant operands through the IR's reference kernel: what the TF lifter's
+    constant folding computes for the traced graph, so that the constants a rule emits are
+    the traced path's bit for bit (and the artifacts byte for byte)."""
+    opdef = get_op(op)
+    with np.errstate(all="ignore"):
+        return np.asarray(opdef.kernel([np.asarray(a) for a in arrays],
+                                       opdef.complete_attrs({}))[0])
+
+
+def _bias_and_activation(ctx: _Context, layer, y: Value, *, reshaped: bool = False) -> Value:
+    """The bias add and activation of a conv or dense layer. A conv's bias is reshaped to
+    [1, ..., C] and Keras's TF backend squeezes it back into a BiasAdd, so the traced graph
+    holds an unnamed [C] constant (a [1, ..., 1] one when C is 1: no BiasAdd then); Dense
+    adds the variable itself (named)."""
     if getattr(layer, "use_bias", False):
-        y = ctx.add("add", [y, ctx.weight(layer.bias)])
+        if reshaped:
+            bias = ctx.read(layer.bias)
+            if bias.size == 1:
+                bias = bias.reshape((1,) * y.type.rank)
+            y = ctx.add("add", [y, ctx.const(bias)])
+        else:
+            y = ctx.add("add", [y, ctx.weight(layer.bias)])
     return _activation(ctx, getattr(layer, "activation", None), y)
 
 
@@ -133,7 +175,7 @@ def _conv2d(ctx, layer, x):
     y = ctx.add("conv2d", [x, ctx.weight(layer.kernel)], {
         "strides": _pair(layer.strides), "dilations": _pair(layer.dilation_rate),
         "padding": _padding(layer), "groups": int(layer.groups)})
-    return _bias_and_activation(ctx, layer, y)
+    return _bias_and_activation(ctx, layer, y, reshaped=True)
 
 
 def _depthwise(ctx, layer, x, kernel) -> Value:
@@ -145,13 +187,14 @@ def _depthwise(ctx, layer, x, kernel) -> Value:
 
 
 def _depthwise_conv2d(ctx, layer, x):
-    return _bias_and_activation(ctx, layer, _depthwise(ctx, layer, x, layer.kernel))
+    return _bias_and_activation(ctx, layer, _depthwise(ctx, layer, x, layer.kernel),
+                                reshaped=True)
 
 
 def _separable_conv2d(ctx, layer, x):
     y = _depthwise(ctx, layer, x, layer.depthwise_kernel)
     y = ctx.add("conv2d", [y, ctx.weight(layer.pointwise_kernel)], {"padding": "VALID"})
-    return _bias_and_activation(ctx, layer, y)
+    return _bias_and_activation(ctx, layer, y, reshaped=True)
 
 
 def _dense(ctx, layer, x):
@@ -162,22 +205,39 @@ def _dense(ctx, layer, x):
 
 
 def _batch_norm(ctx, layer, x):
+    """Keras's TF backend computes `tf.nn.batch_normalization`: x * inv + (beta - mean * inv)
+    with inv = rsqrt(var + eps) * gamma, every factor a constant the traced path folds (the
+    statistics reshaped to the channel axis first when `axis` is not -1)."""
     _f32(x)
     axis = layer.axis if isinstance(layer.axis, int) else None
-    _require(axis is not None and axis in (-1, x.type.rank - 1), "a batch norm axis that is "
-             "not the last")
+    rank = x.type.rank
+    _require(axis is not None and -rank <= axis < rank, "a batch norm over several axes")
     _require(not getattr(layer, "renorm", False), "batch renormalization")
-    c = x.type.shape[-1]
-    mean, var = ctx.weight(layer.moving_mean), ctx.weight(layer.moving_variance)
-    gamma = ctx.weight(layer.gamma) if layer.scale else ctx.const(np.ones(c, np.float32))
-    beta = ctx.weight(layer.beta) if layer.center else ctx.const(np.zeros(c, np.float32))
-    return ctx.add("batch_norm", [x, mean, var, gamma, beta],
-                   {"epsilon": float(layer.epsilon), "axis": -1})
+
+    def stat(variable):
+        array = ctx.read(variable)
+        if axis != -1:
+            shape = [1] * rank
+            shape[axis] = array.shape[0]
+            array = array.reshape(shape)
+        return array
+
+    mean, var = stat(layer.moving_mean), stat(layer.moving_variance)
+    inv = _folded("rsqrt", _folded("add", var, np.float32(layer.epsilon)))
+    if layer.scale:
+        inv = _folded("mul", inv, stat(layer.gamma))
+    if layer.center:
+        shift = _folded("sub", stat(layer.beta), _folded("mul", mean, inv))
+    else:
+        shift = _folded("mul", _folded("neg", mean), inv)
+    y = ctx.add("mul", [x, ctx.const(inv)])
+    return ctx.add("add", [y, ctx.const(shift)])
 
 
 def _layer_norm(ctx, layer, x):
-    """The ops TF's batch_normalization formula gives (what the traced path lifts, so the
-    quantization passes see the same graph): mean and variance over the last axis, then
+    """The ops Keras's TF backend gives (tf.nn.moments, then tf.nn.batch_normalization's
+    formula), in the traced path's order, so the quantization passes see the same graph and
+    the artifact is the same: mean and variance over the last axis, then
     x * inv + (-mean * inv + beta) with inv = rsqrt(var + eps) * gamma."""
     _f32(x)
     _require(not getattr(layer, "rms_scaling", False), "RMS scaling")
@@ -188,19 +248,18 @@ def _layer_norm(ctx, layer, x):
     c = x.type.shape[-1]
     _require(isinstance(c, int), "a run-time normalized dim")
     stats = {"axes": (-1,), "keepdims": True}
+    per_channel = (1,) * (rank - 1) + (c,)
     mean = ctx.add("reduce_mean", [x], stats)
     centered = ctx.add("sub", [x, mean])
     var = ctx.add("reduce_mean", [ctx.add("mul", [centered, centered])], stats)
     inv = ctx.add("rsqrt", [ctx.add("add", [var, ctx.const(np.float32(layer.epsilon))])])
-    per_channel = (1,) * (rank - 1) + (c,)
     if layer.scale:
-        gamma = ctx.weight(layer.gamma)
-        inv = ctx.add("mul", [inv, ctx.add("reshape", [gamma], {"shape": per_channel})])
+        inv = ctx.add("mul", [inv, ctx.const(ctx.read(layer.gamma).reshape(per_channel))])
+    scaled = ctx.add("mul", [x, inv])
     shift = ctx.add("mul", [ctx.add("neg", [mean]), inv])
     if layer.center:
-        beta = ctx.weight(layer.beta)
-        shift = ctx.add("add", [shift, ctx.add("reshape", [beta], {"shape": per_channel})])
-    return ctx.add("add", [ctx.add("mul", [x, inv]), shift])
+        shift = ctx.add("add", [shift, ctx.const(ctx.read(layer.beta).reshape(per_channel))])
+    return ctx.add("add", [scaled, shift])
 
 
 def _activation_layer(ctx, layer, x):
@@ -407,12 +466,19 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
             try:
                 op_rule = ctx.op_rules.get(type(layer))
                 if op_rule is not None:
+                    # A Keras op is not a layer: its nodes sit in the enclosing model's
+                    # scope, as the traced path's scope function puts them.
+                    ctx.scope = prefix.rstrip("/")
                     return op_rule(ctx, layer, args, kwargs)
                 if rule is not None:
                     mark = ctx.graph.last
                     try:
                         _plain(layer)
-                        return rule(ctx, layer, *_call_args(args, kwargs))
+                        # Keras casts a float input to the layer's compute dtype in
+                        # `__call__`: float32 operands only, or no cast is needed.
+                        xs = _call_args(args, kwargs)
+                        _f32(*xs)
+                        return rule(ctx, layer, *xs)
                     except NoRule:
                         # A configuration the rule does not cover (an activation it does
                         # not know, a float16 operand): drop what it emitted, trace it.
@@ -424,7 +490,56 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
         return call
 
     _require(len(model.inputs) == len(inputs), "an input count mismatch")
-    return model._run_through_graph(inputs, operation_fn=operation_fn)
+    return _run_graph(model, inputs, operation_fn)
+
+
+def _run_graph(model, inputs: list[Value], operation_fn):
+    """`model`'s layers run on `inputs` in the order the traced path lifts their ops: a
+    depth-first walk from the outputs, each layer after the layers its inputs come from (in
+    argument order). (Keras's own `_run_through_graph` goes by depth, a different order of
+    independent branches: the nodes, and so the artifact's tensors, would be numbered
+    differently.) Returns the outputs in the model's output structure."""
+    import keras
+
+    values = {id(x): v for x, v in zip(model.inputs, inputs)}
+
+    def producer(tensor):
+        history = getattr(tensor, "_keras_history", None)
+        _require(history is not None, "a tensor without a producing layer")
+        operation, node_index, _ = history
+        return operation._inbound_nodes[node_index]
+
+    def pending_inputs(node):
+        return iter([t for t in node.input_tensors if id(t) not in values])
+
+    done: set[int] = set()
+    for root in model.outputs:
+        if id(root) in values:
+            continue
+        first = producer(root)
+        stack = [(first, pending_inputs(first))]
+        while stack:
+            node, it = stack[-1]
+            for tensor in it:
+                if id(tensor) in values:
+                    continue
+                dep = producer(tensor)
+                if id(dep) not in done:
+                    _require(all(n is not dep for n, _ in stack), "a cycle")
+                    stack.append((dep, pending_inputs(dep)))
+                    break
+            else:
+                stack.pop()
+                if id(node) in done:
+                    continue
+                done.add(id(node))
+                args, kwargs = node.arguments.fill_in(values)
+                outputs = operation_fn(node.operation)(*args, **kwargs)
+                for x, y in zip(node.outputs, keras.tree.flatten(outputs)):
+                    values[id(x)] = y
+    _require(all(id(x) in values for x in model.outputs), "an output not reached")
+    return keras.tree.pack_sequence_as(model._outputs_struct,
+                                       [values[id(x)] for x in model.outputs])
 
 
 def _input_type(spec) -> TensorType:

@@ -405,9 +405,16 @@ def _layer_scope_fn(layer, prefix: str) -> Callable[[str], str]:
     the path of the tracked sub-layer a TF node was made in; name scopes that are not layers
     (`convolution`, `moments`) stay in the layer's scope, as in a whole-model trace."""
     tree = _layer_tree(layer)
+    top = layer.name
+    outside = prefix.rpartition("/")[0]
 
     def scope(name: str) -> str:
-        return "/".join([prefix] * bool(prefix) + _layer_path(name, layer.name, tree)[1])
+        first = name.split("/")[0] if "/" in name else ""
+        if first != top and _match(first, {top}) != top:
+            # Made outside the layer's name scope (Keras casting the inputs to its compute
+            # dtype): the enclosing model's scope, as in a whole-model trace.
+            return outside
+        return "/".join([prefix] * bool(prefix) + _layer_path(name, top, tree)[1])
     return scope
 
 
