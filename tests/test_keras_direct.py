@@ -115,7 +115,7 @@ def test_standard_layers_lift_directly_and_match_keras_and_the_trace():
     a = L.MaxPooling2D(2, padding="same")(y)
     b = L.AveragePooling2D(3, strides=2, padding="same")(y)
     y = L.Concatenate()([a, L.Maximum()([a, b]), L.Subtract()([a, b])])
-    inner = keras.Sequential([L.Conv2D(6, 1), L.LayerNormalization(center=False),
+    inner = keras.Sequential([L.Conv2D(6, 1, name="pw"), L.LayerNormalization(center=False),
                               L.Dropout(0.5)], name="inner")
     y = inner(y)
     flat = L.Flatten()(y)
@@ -133,7 +133,7 @@ def test_standard_layers_lift_directly_and_match_keras_and_the_trace():
     assert traced and {n.scope for n in traced} == {"custom_scale"}
     # Weights are named by layer path, as the traced path names them.
     names = {v.name for n in module.main for v in n.outputs if v.name}
-    assert {"c1/kernel", "inner/conv2d/kernel"} <= names
+    assert {"c1/kernel", "inner/pw/kernel"} <= names
     assert module.main.inputs[0].type.shape == ("batch", 12, 12, 4)
 
 
@@ -147,7 +147,7 @@ def test_lifting_is_deterministic():
 @pytest.mark.parametrize("build", [
     # Embedding(mask_zero) makes a mask that later layers read: the whole model is traced.
     lambda: keras.Sequential([keras.Input((6,), dtype="int32"),
-                              L.Embedding(10, 4, mask_zero=True), L.LSTM(3)]),
+                              L.Embedding(10, 4, mask_zero=True), L.LSTM(3, name="masked_lstm")]),
     # A run-time sequence length.
     lambda: keras.Sequential([keras.Input((None, 4)), L.Dense(3)]),
     # Mixed precision.

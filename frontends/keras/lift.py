@@ -531,6 +531,11 @@ def _trace_layer(ctx, layer, args, kwargs):
     if (getattr(type(layer), "compute_mask", None) not in (None, keras.layers.Layer.compute_mask)
             or getattr(layer, "mask_zero", False) or getattr(layer, "quantization_mode", None)):
         raise NoRule(f"{type(layer).__name__} is not traced on its own")
+    if _layer_tree(layer):
+        # A layer made of layers (Bidirectional, a custom block): TF uniquifies its
+        # sub-layers' name scopes per trace, so their scopes would not be the whole-model
+        # trace's; the whole model is traced instead.
+        raise NoRule(f"{type(layer).__name__} holds layers")
     flat = keras.tree.flatten((args, kwargs))
     values = [v for v in flat if isinstance(v, Value)]
     if any(not isinstance(x, (Value, str, int, float, bool, type(None))) for x in flat):
