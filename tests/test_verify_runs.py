@@ -55,3 +55,92 @@ def test_tfjs_runs_on_wasm_and_cpu_alike(tmp_path):
     np.testing.assert_allclose(outs["wasm"], outs["cpu"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outs["cpu"], (x @ x.T) * 0.5 + 1.0, rtol=1e-5, atol=1e-5)
 
+
+
+def test_harness_exchanges_raw_values_exactly(tmp_path):
+    """Inputs and outputs cross to Node as raw float32/int32/bool bytes: NaN, infinities,
+    integers and booleans arrive and come back unchanged."""
+    import jax.numpy as jnp
+
+    from tensorforge.tools.node_runner import start_feeds_in_node
+    from tensorforge.tools.verify import input_names, output_names
+
+    x = np.array([[np.nan, np.inf, -np.inf, 1.5], [-0.0, 3.25, -7.0, 1e-30]], np.float32)
+    k = np.array([[1, -2, 3, 2**20], [0, 5, -6, 7]], np.int32)
+    m = np.array([[True, False, True, False], [False, False, True, True]])
+    result = tensorforge.convert(lambda a, b, c: (a * 1.0, b * 1, jnp.logical_not(c)),
+                                 target="tfjs", output=tmp_path / "js", example_args=[x, k, m])
+    feed = dict(zip(input_names(result.module), (x, k, m)))
+    run = start_feeds_in_node(result.paths["tfjs"], [feed], output_names(result.module),
+                              backend="cpu")
+    [got] = run.wait()
+    assert not isinstance(got, Exception), got
+    np.testing.assert_array_equal(got[0], x)
+    assert got[0].dtype == np.float32
+    np.testing.assert_array_equal(got[1], k)
+    assert got[2].dtype == np.bool_
+    np.testing.assert_array_equal(got[2], ~m)
+
+
+def _dense_model():
+    import keras
+
+    inputs = keras.Input((3,), name="x")
+    return keras.Model(inputs, keras.layers.Dense(4, name="d")(inputs))
+
+
+def test_tfjs_starts_before_the_other_artifacts_are_written(tmp_path, monkeypatch):
+    """Under verification, the TF.js artifact is written first and Node starts on it at once
+    (it runs while the other artifacts are written); the writers' notes keep target order."""
+    events = []
+    for t, target in list(C.TARGETS.items()):
+        def write(module, path, _w=target.write, _t=t, **options):
+            events.append(f"write {_t}")
+            options["notes"].append(f"note {_t}")
+            return _w(module, path, **options)
+
+        def run(path, feeds, names, _r=target.run, _t=t):
+            events.append(f"run {_t}")
+            return _r(path, feeds, names)
+        monkeypatch.setitem(C.TARGETS, t, dataclasses.replace(target, write=write, run=run))
+    result = tensorforge.convert(_dense_model(), target="all", output=tmp_path / "m",
+                                 verify=True)
+    assert result.verification.ok, result.verification.table()
+    assert events[:3] == ["write tfjs", "run tfjs", "write tflite"]
+    assert [n for n in result.notes if n.startswith("note ")] == [
+        "note tflite", "note savedmodel", "note tfjs"]
+    # Unverified, the targets are written in their own order.
+    events.clear()
+    tensorforge.convert(_dense_model(), target="all", output=tmp_path / "n")
+    assert events == ["write tflite", "write savedmodel", "write tfjs"]
+
+
+def test_a_failed_write_stops_the_node_run_it_started(tmp_path, monkeypatch):
+    """When a later artifact fails to write, the TF.js run already started is stopped, the
+    verification's threads end and nothing is left behind."""
+    import threading
+
+    from tensorforge.ir.errors import ConversionError
+
+    pending = []
+    tfjs = C.TARGETS["tfjs"]
+
+    def run(path, feeds, names):
+        pending.append(tfjs.run(path, feeds, names))
+        return pending[-1]
+
+    def fail(module, path, **options):
+        raise ConversionError("no SavedModel today")
+    monkeypatch.setitem(C.TARGETS, "tfjs", dataclasses.replace(tfjs, run=run))
+    monkeypatch.setitem(C.TARGETS, "savedmodel",
+                        dataclasses.replace(C.TARGETS["savedmodel"], write=fail))
+    try:
+        tensorforge.convert(_dense_model(), target="all", output=tmp_path / "m", verify=True)
+    except ConversionError as e:
+        assert "no SavedModel today" in str(e)
+    else:
+        raise AssertionError("the failed write did not raise")
+    [node] = pending
+    assert node._run._run._proc.poll() is not None       # Node was stopped
+    assert not any(t.name == "tensorforge-verify" for t in threading.enumerate())
+    assert list(tmp_path.iterdir()) == []

@@ -125,6 +125,13 @@ class _PendingTfjs:
         self._run = run
         self.seconds: float | None = None
 
+    def cancel(self) -> None:
+        self._run.cancel()
+
+    def join(self) -> None:
+        """Waits until Node has finished (its results are read by `wait`)."""
+        self._run.join()
+
     def wait(self) -> Runs:
         results = self._run.wait()
         self.seconds = self._run.seconds
@@ -386,8 +393,13 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))
     try:
         staged = {t: stage / TARGETS[t].default_name for t in targets}
-        for t in targets:
-            TARGETS[t].write(modules[t], staged[t], **options)
+        # A float verification begins before the artifacts are written: TF.js (Node, in the
+        # background) starts as soon as its artifact is, and runs while the others are
+        # written (see _FloatCheck).
+        check = _FloatCheck(source, module, staged, fp16=fp16, tfjs_quantize=tfjs_quantize,
+                            batch=batch, inputs=verify_inputs) \
+            if verify and qresult is None else None
+        _write_all(targets, modules, staged, options, check)
         if not verify:
             verification = None
         elif qresult is not None:
@@ -396,9 +408,7 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
                                             batch=batch, inputs=verify_inputs and
                                             verify_inputs[0])
         else:
-            verification = verify_artifacts(source, module, staged, fp16=fp16,
-                                            tfjs_quantize=tfjs_quantize, batch=batch,
-                                            inputs=verify_inputs)
+            verification = check.finish()
         artifacts = ArtifactBytes({t: paths[t] for t in targets if not TARGETS[t].is_dir})
         for t in targets:
             _place(staged[t], paths[t])
@@ -590,60 +600,212 @@ def _batch_of(inputs: dict[str, np.ndarray], default: int) -> int:
     return int(first.shape[0]) if first is not None and first.ndim else default
 
 
+def _write_all(targets: list[str], modules: dict[str, Module], staged: dict[str, Path],
+               options: dict, check: "_FloatCheck | None") -> None:
+    """Writes every target's artifact. Under a float verification (`check`), background
+    targets (TF.js) are written first and started at once, so that their runtime works while
+    the other artifacts are written; the writers' notes keep the order of `targets` either
+    way. When a write fails, whatever `check` started is stopped."""
+    order = targets if check is None else \
+        sorted(targets, key=lambda t: not TARGETS[t].background)
+    notes = {t: [] for t in targets}
+    try:
+        for t in order:
+            TARGETS[t].write(modules[t], staged[t], **{**options, "notes": notes[t]})
+            if check is not None:
+                check.written(t)
+    except BaseException:
+        if check is not None:
+            check.cancel()
+        raise
+    finally:
+        for t in targets:
+            options["notes"].extend(notes[t])
+
+
+class _FloatCheck:
+    """The verification of a float conversion (`verify_artifacts`), begun before the artifacts
+    are written, so that what can run early does.
+
+    The input sets are drawn (or the user's taken) up front. A `background` target (TF.js:
+    single-threaded WebAssembly in its own Node process, the longest runtime on CNNs) starts
+    the moment `written(t)` says its artifact is on disk, and works while the other artifacts
+    are written. `finish()` then queues the reference (the source model), the IR interpreter
+    and the other artifacts for worker threads, waits for everything and tabulates the
+    errors. Every runtime still runs once per artifact and input set, each artifact loaded
+    once; `Verification.seconds` has each runtime's own wall time (they overlap).
+
+    Threads: TensorFlow, LiteRT and NumPy's BLAS release the GIL, so runtimes on different
+    threads overlap. One worker runs the queue while a background run is alive (Node keeps
+    a core busy; more threads would only slice that core between them and leave Node, the
+    longest single runtime, as the last thing running); once the background runs are done,
+    up to one worker per core (at most 4) share what is left. The source model is not
+    started while the artifacts are written: Keras's eager dispatch and the writers are both
+    Python-bound and contend for the GIL; measured on 2 shared cores, starting it before the
+    writes was no faster (MobileNetV2, ResNet50) and took more CPU."""
+
+    def __init__(self, source: Source, module: Module, artifacts: dict[str, Path], *,
+                 fp16: bool = False, tfjs_quantize: str | None = None, batch: int = 2,
+                 inputs=None):
+        import queue
+
+        self.source, self.module, self.artifacts = source, module, dict(artifacts)
+        self.fp16, self.tfjs_quantize = fp16, tfjs_quantize
+        fed = "given inputs" if inputs is not None else "random inputs"
+        if inputs is not None:
+            runs = list(inputs) if isinstance(inputs, list) else [inputs]
+            if len(runs) > 1:
+                fed += f" at {len(runs)} sizes"
+        else:
+            runs = [V.sample_inputs(module, batch=batch)]
+            if V.has_runtime_dims(module):
+                # The same artifacts at other run-time sizes: one file must serve them all.
+                runs.append(V.sample_inputs(module, batch=batch + 1, dim=batch + 3, seed=1))
+                fed += f" at {len(runs)} sizes"
+        self.runs = runs
+        self.names = V.output_names(module)
+        reference = source.kind if source.run_original is not None else "IR interpreter"
+        self.result = V.Verification(reference, _batch_of(runs[0], batch), inputs=fed)
+        # bf16/f16 run in f32 in the file formats (passes/dtypes.py): fed and held as such.
+        self.wide = [{k: v.astype(np.float32) if v.dtype in _NARROW_NP else v
+                      for k, v in feed.items()} for feed in runs]
+        self.started: dict[str, Any] = {}   # background target -> its pending run
+        # Runtime name -> Future of its outputs, run by the worker threads from the queue
+        # (None in the queue ends one worker).
+        self._futures: dict[str, Any] = {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers: list = []
+
+    @staticmethod
+    def _start_thread(target):
+        import threading
+
+        thread = threading.Thread(target=target, name="tensorforge-verify", daemon=True)
+        thread.start()
+        return thread
+
+    def _submit(self, runtime: str, fn: Callable[[], Any]) -> None:
+        from concurrent.futures import Future
+
+        def timed():
+            start = time.perf_counter()
+            try:
+                return fn()
+            finally:    # each runtime's own wall time (one thread sets one key)
+                self.result.seconds[runtime] = time.perf_counter() - start
+        self._futures[runtime] = future = Future()
+        self._queue.put((timed, future))
+
+    def _work(self) -> None:
+        """A worker: runs queued tasks until it takes a None."""
+        while (item := self._queue.get()) is not None:
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:     # handed to whoever reads the future
+                future.set_exception(e)
+
+    def _work_after_background(self) -> None:
+        """A worker that joins in once every background run has ended."""
+        for runs in list(self.started.values()):
+            join = getattr(runs, "join", None)
+            if join is not None:
+                join()
+        self._work()
+
+    def written(self, t: str) -> None:
+        """Artifact `t` is written: a background target starts running it now."""
+        if TARGETS[t].background:
+            self.started.update(_start_targets(self.result, {t: self.artifacts[t]},
+                                               self.wide, self.names))
+
+    def _end_workers(self) -> None:
+        """Ends every worker once the queue before it is done, and waits for them."""
+        for _ in self._workers:
+            self._queue.put(None)
+        for thread in self._workers:
+            thread.join()
+
+    def cancel(self) -> None:
+        """Stops the background runs and the queued tasks and waits for the running ones (the
+        conversion failed: nobody will read their results)."""
+        for runs in self.started.values():
+            stop = getattr(runs, "cancel", None)
+            try:
+                stop() if stop is not None else runs.wait()
+            except Exception:
+                pass
+        self.started.clear()
+        for future in self._futures.values():
+            future.cancel()
+        self._end_workers()
+
+    def finish(self) -> V.Verification:
+        """Runs what has not run yet (the background targets are started here if `written`
+        was not called for them), waits for everything and returns the table."""
+        for t in self.artifacts:
+            if TARGETS[t].background and t not in self.started:
+                self.written(t)
+        result, runs, names, source = self.result, self.runs, self.names, self.source
+        try:
+            # The longest first: the source model and the interpreter compute the whole model
+            # at every size, through Python-driven kernels.
+            if source.run_original is not None:
+                self._submit(source.kind, lambda: [source.run_original(feed) for feed in runs])
+            self._submit("ir", lambda: [V.run_ir(self.module, feed) for feed in runs])
+            for t in self.artifacts:
+                if not TARGETS[t].background:
+                    self._submit(t, lambda t=t: _run_target(t, self.artifacts[t], self.wide,
+                                                            names))
+            self._workers += [self._start_thread(self._work)] + [
+                self._start_thread(self._work_after_background)
+                for _ in range(min(os.cpu_count() or 1, 4) - 1)]
+            self._end_workers()
+            # Every task has ended here; the reference's or the IR's error propagates.
+            done = {k: f.result() for k, f in self._futures.items()}
+        except BaseException:
+            self.cancel()
+            raise
+        ir_outs = done["ir"]
+        wants = done[source.kind] if source.run_original is not None else ir_outs
+        got_by_target = {t: _finish_target(result, t, self.started[t] if TARGETS[t].background
+                                           else done[t], len(runs)) for t in self.artifacts}
+        sizes = [V.sizes_label(self.module, feed) if len(runs) > 1 else "" for feed in runs]
+        floor = V.narrow_float_tolerance(self.module)
+        # Rows per feed: the IR then each artifact.
+        for i, (want, size) in enumerate(zip(wants, sizes)):
+            if source.run_original is not None:
+                V.compare(result, "ir", ir_outs[i], want, names, V.FLOAT_RTOL, size)
+            for t, got in got_by_target.items():
+                if isinstance(got[i], Exception):  # the runtime rejected the artifact
+                    V.failed_run(result, t, names, got[i], size)
+                    continue
+                V.compare(result, t, got[i], want, names,
+                          max(floor, V.tolerance(t, fp16=self.fp16,
+                                                 tfjs_quantize=self.tfjs_quantize)), size)
+        result.order_seconds([source.kind, "ir", *self.artifacts])
+        return result
+
+
+def _run_target(t: str, path: Path, feeds: list, names: list[str]):
+    """A foreground target run on every feed; a load failure fails every feed."""
+    try:
+        return TARGETS[t].run(path, feeds, names)
+    except Exception as e:  # the runtime could not load the artifact
+        return [e] * len(feeds)
+
+
 def verify_artifacts(source: Source, module: Module, artifacts: dict[str, Path], *,
                      fp16: bool = False, tfjs_quantize: str | None = None,
                      batch: int = 2, inputs=None) -> V.Verification:
     """Runs the reference (source model, else the IR interpreter), the IR and every artifact on
     the same inputs (`inputs`: one dict or a list of dicts, else random ones the model accepts
-    at two sizes when it has run-time dims) and tabulates their errors."""
-    fed = "given inputs" if inputs is not None else "random inputs"
-    if inputs is not None:
-        runs = list(inputs) if isinstance(inputs, list) else [inputs]
-        if len(runs) > 1:
-            fed += f" at {len(runs)} sizes"
-    else:
-        runs = [V.sample_inputs(module, batch=batch)]
-        if V.has_runtime_dims(module):
-            # The same artifacts at other run-time sizes: one file must serve them all.
-            runs.append(V.sample_inputs(module, batch=batch + 1, dim=batch + 3, seed=1))
-            fed += f" at {len(runs)} sizes"
-    names = V.output_names(module)
-    reference = source.kind if source.run_original is not None else "IR interpreter"
-    result = V.Verification(reference, _batch_of(runs[0], batch), inputs=fed)
-    sizes = [V.sizes_label(module, feed) if len(runs) > 1 else "" for feed in runs]
-    # bf16/f16 run in f32 in the file formats (passes/dtypes.py): fed and held as such.
-    wide = [{k: v.astype(np.float32) if v.dtype in _NARROW_NP else v for k, v in feed.items()}
-            for feed in runs]
-    floor = V.narrow_float_tolerance(module)
-    # Each runtime runs once per feed, and each artifact is loaded once for all the feeds;
-    # TF.js (in Node) runs in the background meanwhile.
-    started = _start_targets(result, artifacts, wide, names)
-    try:
-        wants = []
-        if source.run_original is not None:
-            with result.timed(source.kind):
-                wants = [source.run_original(feed) for feed in runs]
-        with result.timed("ir"):
-            ir_outs = [V.run_ir(module, feed) for feed in runs]
-    except BaseException:
-        _wait_all(started)
-        raise
-    if source.run_original is None:
-        wants = ir_outs
-    got_by_target = {t: _finish_target(result, t, started[t], len(runs)) for t in artifacts}
-    # Rows in the order of before: per feed, the IR then each artifact.
-    for i, (want, size) in enumerate(zip(wants, sizes)):
-        if source.run_original is not None:
-            V.compare(result, "ir", ir_outs[i], want, names, V.FLOAT_RTOL, size)
-        for t, got in got_by_target.items():
-            if isinstance(got[i], Exception):  # the runtime rejected the artifact
-                V.failed_run(result, t, names, got[i], size)
-                continue
-            V.compare(result, t, got[i], want, names,
-                      max(floor, V.tolerance(t, fp16=fp16, tfjs_quantize=tfjs_quantize)),
-                      size)
-    result.order_seconds([source.kind, "ir", *artifacts])
-    return result
+    at two sizes when it has run-time dims) and tabulates their errors. (`convert` begins
+    this before writing the artifacts: see _FloatCheck.)"""
+    return _FloatCheck(source, module, artifacts, fp16=fp16, tfjs_quantize=tfjs_quantize,
+                       batch=batch, inputs=inputs).finish()
 
 
 _NARROW_NP = (np.dtype(np.float16), np.dtype(DType.bf16.np))

@@ -2,7 +2,7 @@
 // Runs a TF.js graph model in Node with @tensorflow/tfjs (tests and `--verify` only).
 //
 //   node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json
-//   node run_model.js [--backend auto|wasm|cpu] --batch JOBS.json   # JOBS: [[MODEL_DIR, INPUTS.json], ...]
+//   node run_model.js [--backend auto|wasm|cpu] [--out DIR] --batch JOBS.json   # JOBS: [[MODEL_DIR, INPUTS.json], ...]
 //
 // Backends: `wasm` (@tensorflow/tfjs-backend-wasm, XNNPACK in WebAssembly, what browsers run
 // without a GPU; its .wasm binaries ship in the npm package, loaded from node_modules), `cpu`
@@ -11,13 +11,20 @@
 // for a kernel it lacks instead of falling back per op).
 //
 // MODEL_DIR holds model.json and its weight shards. INPUTS.json is {name: {shape, dtype, data}}
-// with `data` flat in row-major order. Prints {name: {shape, dtype, data}} for every output of
-// the model's signature, in signature order, as one JSON object on stdout. Loading goes through
-// tf.io.getModelArtifactsForJSON + tf.io.fromMemory, the same parsing the HTTP loader does
-// (weights manifest, shard concatenation, uint8/uint16/float16 dequantization).
+// with `data` flat in row-major order, or {name: {shape, dtype, file}} with `file` (absolute, or
+// relative to INPUTS.json's directory) holding the values as raw little-endian float32, int32
+// or uint8 (bool) bytes: Python writes and Node reads those without any text conversion, which
+// for an image batch (~10^6 numbers) took the better part of a second as JSON.
+// Prints {name: {shape, dtype, data}} for every output of the model's signature, in signature
+// order, as one JSON object on stdout. Loading goes through tf.io.getModelArtifactsForJSON +
+// tf.io.fromMemory, the same parsing the HTTP loader does (weights manifest, shard
+// concatenation, uint8/uint16/float16 dequantization).
 // --batch runs many models in one process (Node + tfjs start-up costs ~1 s) and prints a JSON
 // list with one {outputs, backend, seconds} or {error} per job, in job order (`backend`: the
 // backend that ran it; `seconds`: load + run; `wasm_error`: why WASM did not, under auto).
+// With --out DIR (before --batch), each output held as a Float32Array, Int32Array or Uint8Array
+// is written to a raw file in DIR and listed as {shape, dtype, file, layout} (layout: float32,
+// int32 or uint8, the bytes' own type) instead of inline `data`.
 'use strict';
 
 const fs = require('fs');
@@ -71,14 +78,35 @@ function releaseModel() {
   }
 }
 
-async function runOne(dir, inputsPath) {
+// The typed array class of each dtype exchanged as raw bytes (bool as one byte per value),
+// and the layout name Python reads raw output bytes by.
+const RAW_TYPES = {float32: Float32Array, int32: Int32Array, bool: Uint8Array};
+const RAW_LAYOUTS = new Map([[Float32Array, 'float32'], [Int32Array, 'int32'],
+                             [Uint8Array, 'uint8']]);
+
+// One input tensor from its spec: raw bytes in `file`, else the JSON list `data`.
+function inputTensor({shape, dtype, data, file}, baseDir) {
+  if (file !== undefined) {
+    const Typed = RAW_TYPES[dtype];
+    if (!Typed) throw new Error(`raw input files hold float32, int32 or bool, not ${dtype}`);
+    const b = fs.readFileSync(path.resolve(baseDir, file));
+    // A copy into a fresh, aligned buffer (a Buffer may start at any byte offset).
+    const values = new Typed(b.byteLength / Typed.BYTES_PER_ELEMENT);
+    new Uint8Array(values.buffer).set(b);
+    return tf.tensor(values, shape, dtype);
+  }
+  // NaN and +-Infinity arrive as strings (JSON has no such numbers).
+  return tf.tensor(data.map((v) => (typeof v === 'string' ? Number(v) : v)), shape, dtype);
+}
+
+// `outDir`: where raw output files go (null: outputs inline as JSON lists); `tag` makes their
+// names unique per job.
+async function runOne(dir, inputsPath, outDir, tag) {
   const model = await modelFor(dir);
   const spec = JSON.parse(fs.readFileSync(inputsPath, 'utf8'));
   const inputs = {};
-  for (const [name, {shape, dtype, data}] of Object.entries(spec)) {
-    // NaN and +-Infinity arrive as strings (JSON has no such numbers).
-    inputs[name] = tf.tensor(data.map((v) => (typeof v === 'string' ? Number(v) : v)), shape,
-                             dtype);
+  for (const [name, s] of Object.entries(spec)) {
+    inputs[name] = inputTensor(s, path.dirname(inputsPath));
   }
   const names = model.outputNodes;
   let outs = await model.executeAsync(inputs, names);
@@ -86,8 +114,18 @@ async function runOne(dir, inputsPath) {
   const result = {};
   for (let i = 0; i < names.length; i++) {
     const t = outs[i];
-    const data = Array.from(await t.data(), (v) => (typeof v === 'number' ? v : Number(v)));
-    result[names[i]] = {shape: t.shape, dtype: t.dtype, data};
+    const values = await t.data();
+    // The layout of the bytes is the typed array's, which need not match the dtype (the CPU
+    // backend can hold a float32 tensor cast from bool as a Uint8Array).
+    const layout = RAW_LAYOUTS.get(values.constructor);
+    if (outDir !== null && layout !== undefined) {
+      const file = path.join(outDir, `${tag}_out${i}.bin`);
+      fs.writeFileSync(file, Buffer.from(values.buffer, values.byteOffset, values.byteLength));
+      result[names[i]] = {shape: t.shape, dtype: t.dtype, file, layout};
+    } else {
+      const data = Array.from(values, (v) => (typeof v === 'number' ? v : Number(v)));
+      result[names[i]] = {shape: t.shape, dtype: t.dtype, data};
+    }
   }
   tf.dispose([...outs, ...Object.values(inputs)]);
   return result;
@@ -107,14 +145,14 @@ async function useBackend(name) {
 }
 
 // One job on `backend` (auto: wasm, then cpu if wasm fails): {outputs, backend, seconds}.
-async function runJob(dir, inputsPath, backend) {
+async function runJob(dir, inputsPath, backend, outDir = null, tag = 'job') {
   const order = backend === 'auto' ? (wasmLoaded ? ['wasm', 'cpu'] : ['cpu']) : [backend];
   let wasmError;
   for (let i = 0; i < order.length; i++) {
     const start = process.hrtime.bigint();
     try {
       await useBackend(order[i]);
-      const outputs = await runOne(dir, inputsPath);
+      const outputs = await runOne(dir, inputsPath, outDir, tag);
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       const result = {outputs, backend: order[i], seconds};
       if (wasmError) result.wasm_error = wasmError;
@@ -135,9 +173,15 @@ async function main() {
     backend = args[1];
     args = args.slice(2);
   }
+  let outDir = null;
+  if (args[0] === '--out' && args[2] === '--batch') {
+    outDir = args[1];
+    args = args.slice(2);
+    fs.mkdirSync(outDir, {recursive: true});
+  }
   if (args.length !== 2 || !['auto', 'wasm', 'cpu'].includes(backend)) {
     throw new Error('usage: node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json ' +
-                    '| --batch JOBS.json');
+                    '| [--out DIR] --batch JOBS.json');
   }
   if (backend === 'wasm' && !wasmLoaded) {
     throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
@@ -149,7 +193,7 @@ async function main() {
     const results = [];
     for (const [dir, inputsPath] of jobs) {
       try {
-        results.push(await runJob(dir, inputsPath, backend));
+        results.push(await runJob(dir, inputsPath, backend, outDir, `job${results.length}`));
       } catch (err) {
         results.push({error: errorText(err)});
       }
