@@ -31,8 +31,7 @@ from ...ir.graph import Graph, Module, Value
 from ...ir.ops import get_op
 from ...ir.types import DType, TensorType
 from ...version import package_version
-
-BATCH = "batch"
+from ..tf.lift import BATCH
 
 
 class NoRule(Exception):
