@@ -144,3 +144,49 @@ def test_a_failed_write_stops_the_node_run_it_started(tmp_path, monkeypatch):
     assert node._run._run._proc.poll() is not None       # Node was stopped
     assert not any(t.name == "tensorforge-verify" for t in threading.enumerate())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warm_node_process_serves_the_next_run_and_is_stopped_when_untaken(tmp_path,
+                                                                           monkeypatch):
+    """`warm_node` starts Node ahead (tfjs loaded, WASM ready); the next run takes that process
+    (no new one is spawned) and gives the outputs a cold run gives; a warm process nobody
+    took is stopped when the block ends, and one whose stdin ends exits by itself."""
+    import subprocess
+
+    from tensorforge.tools import node_runner as N
+    from tensorforge.tools.verify import input_names, output_names
+
+    x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+    result = tensorforge.convert(lambda a: a * 2.0 + 1.0, target="tfjs",
+                                 output=tmp_path / "js", example_args=[x])
+    feed = {input_names(result.module)[0]: x}
+    names = output_names(result.module)
+    [cold] = N.start_feeds_in_node(result.paths["tfjs"], [feed], names).wait()
+
+    spawned = []
+    real_popen = subprocess.Popen
+
+    def popen(args, *a, **k):
+        spawned.append(args[-1])
+        return real_popen(args, *a, **k)
+
+    monkeypatch.setattr(N.subprocess, "Popen", popen)
+    with N.warm_node():
+        assert spawned == ["--serve"]
+        warm_proc = N._warm.proc
+        run = N.start_feeds_in_node(result.paths["tfjs"], [feed], names)
+        [warm] = run.wait()
+        assert spawned == ["--serve"]       # the warm process ran it
+        assert N._warm is None
+    assert warm_proc.poll() == 0
+    np.testing.assert_array_equal(warm[0], cold[0])
+    assert {d["backend"] for d in run.details} == {"wasm"}
+
+    with N.warm_node():
+        untaken = N._warm
+    assert untaken.proc.poll() is not None and not untaken.stdout_path.exists()
+
+    idle = N._WarmNode()
+    idle.proc.stdin.close()                 # end of input without a request: a quiet exit
+    assert idle.proc.wait(timeout=60) == 0
+    idle.close()

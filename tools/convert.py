@@ -9,6 +9,7 @@ artifact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -169,6 +170,13 @@ def _tfjs_backend(path: Path) -> str | None:
         if node.get("op") in _WASM_INEXACT_INT_OPS and dtype in _INT_TYPES:
             return "cpu"
     return None
+
+
+def _warm_node():
+    """node_runner.warm_node: a Node process started ahead for the TF.js verification."""
+    from .node_runner import warm_node
+
+    return warm_node()
 
 
 def _run_tfjs(path: Path, feeds, names):
@@ -349,91 +357,95 @@ def convert(model: Any, target: str | Sequence[str] = "tflite",
     check_output_path(output, directory=None)   # the staging area's parent, before any work
     paths = output_paths(output, targets)
     _check_destinations(paths)
-    source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
-                         example_args=example_args, params=params, input_shapes=input_shapes,
-                         custom_objects=custom_objects)
-    if verify_inputs is not None:
-        # One set of inputs, or several (the same artifacts checked at several sizes).
-        sets = verify_inputs if isinstance(verify_inputs, (list, tuple)) else [verify_inputs]
-        verify, verify_inputs = True, [V.given_inputs(source.module, x) for x in sets]
-    if isinstance(calibration_data, (str, os.PathLike)):
-        from ..passes.quantize.calibrate import load_npz_samples
+    # Node.js (TF.js's runtime) starts now when it will verify, so that its start-up overlaps
+    # lifting and writing.
+    with _warm_node() if (verify or verify_inputs is not None) and "tfjs" in targets \
+            else contextlib.nullcontext():
+        source = load_source(model, safe_mode=safe_mode, input_signature=input_signature,
+                             example_args=example_args, params=params, input_shapes=input_shapes,
+                             custom_objects=custom_objects)
+        if verify_inputs is not None:
+            # One set of inputs, or several (the same artifacts checked at several sizes).
+            sets = verify_inputs if isinstance(verify_inputs, (list, tuple)) else [verify_inputs]
+            verify, verify_inputs = True, [V.given_inputs(source.module, x) for x in sets]
+        if isinstance(calibration_data, (str, os.PathLike)):
+            from ..passes.quantize.calibrate import load_npz_samples
 
-        calibration_data = load_npz_samples(calibration_data, source.module)
-    if quantization is not None:
-        Q.as_config_map(quantization)       # an unknown scheme fails before any work
-        if calibration_data is not None:
-            # Checked against the signature before any work, and materialized once (a
-            # generator is read only once; calibration and verification both need it).
-            calibration_data = Q.check_calibration_data(source.module, calibration_data)
-    if trainable is not False:
-        # The pipeline must not fold, merge or delete a parameter (tools/trainable.py).
-        T.check_trainable(targets, quantization, source.module,
-                          fake_quant=Q.has_fake_quant(source.module))
-        shields = T.shield_parameters(source.module)
-        module = optimize(source.module, passes, pass_context)
-        T.restore_parameters(module, shields)
-    else:
-        module = optimize(source.module, passes, pass_context)
-    qresult = None
-    if quantization is not None:
-        qresult = Q.quantize_module(module, quantization, calibration_data,
-                                    runner=_calibration_runner, progress=progress)
-    elif Q.has_fake_quant(module):
-        qresult = Q.from_fake_quant(module)
-    modules = {t: Q.for_target(qresult, t) if qresult is not None else module
-               for t in targets}
-    notes: list[str] = []    # what the artifacts do differently, from the writers too
-    options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
-               "tfjs_quantize_globs": tfjs_quantize_globs, "notes": notes}
-    if trainable is not False:
-        options["trainable"] = trainable
-    anchor = Path(output).resolve()
-    anchor.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))
-    try:
-        staged = {t: stage / TARGETS[t].default_name for t in targets}
-        # A float verification begins before the artifacts are written: TF.js (Node, in the
-        # background) starts as soon as its artifact is, and runs while the others are
-        # written (see _FloatCheck).
-        check = _FloatCheck(source, module, staged, fp16=fp16, tfjs_quantize=tfjs_quantize,
-                            batch=batch, inputs=verify_inputs) \
-            if verify and qresult is None else None
-        _write_all(targets, modules, staged, options, check)
-        if not verify:
-            verification = None
-        elif qresult is not None:
-            verification = verify_quantized(source, modules, staged, calibration_data,
-                                            min_sqnr_db=min_sqnr_db,
-                                            batch=batch, inputs=verify_inputs and
-                                            verify_inputs[0])
+            calibration_data = load_npz_samples(calibration_data, source.module)
+        if quantization is not None:
+            Q.as_config_map(quantization)       # an unknown scheme fails before any work
+            if calibration_data is not None:
+                # Checked against the signature before any work, and materialized once (a
+                # generator is read only once; calibration and verification both need it).
+                calibration_data = Q.check_calibration_data(source.module, calibration_data)
+        if trainable is not False:
+            # The pipeline must not fold, merge or delete a parameter (tools/trainable.py).
+            T.check_trainable(targets, quantization, source.module,
+                              fake_quant=Q.has_fake_quant(source.module))
+            shields = T.shield_parameters(source.module)
+            module = optimize(source.module, passes, pass_context)
+            T.restore_parameters(module, shields)
         else:
-            verification = check.finish()
-        artifacts = ArtifactBytes({t: paths[t] for t in targets if not TARGETS[t].is_dir})
-        for t in targets:
-            _place(staged[t], paths[t])
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    result_module = qresult.module if qresult is not None else module
-    narrow = narrow_float_values(module)
-    if narrow:
-        notes.append(f"bf16/f16 computed in f32 in {', '.join(targets)} (their kernels lack "
-                     f"them); widened: {', '.join(narrow)}")
-    f32_only = [t for t in targets if t in ("tflite", "tfjs")]
-    doubles = narrow_float_values(module, (DType.f64,)) if f32_only else []
-    if doubles:
-        notes.append(f"f64 computed in f32 in {', '.join(f32_only)} (TFLite's kernels and "
-                     f"TF.js have no float64): {', '.join(doubles)}")
-    if trainable is not False and source.kind == "keras" and not isinstance(model, (str, Path)):
-        frozen = T.unlifted_weights(model, module)
-        if frozen:
-            notes.append(f"not trainable in the SavedModel (the frontend folded them into "
-                         f"constants while lifting): {', '.join(frozen)}")
-    for scope, reason in tflite_unfused(module) if "tflite" in targets else []:
-        notes.append(f"'{scope}' runs as a WHILE loop in TFLite: the fused sequence kernel "
-                     f"{reason}")
-    return ConversionResult(paths, result_module, verification, source.description, artifacts,
-                            quantization=qresult, notes=notes)
+            module = optimize(source.module, passes, pass_context)
+        qresult = None
+        if quantization is not None:
+            qresult = Q.quantize_module(module, quantization, calibration_data,
+                                        runner=_calibration_runner, progress=progress)
+        elif Q.has_fake_quant(module):
+            qresult = Q.from_fake_quant(module)
+        modules = {t: Q.for_target(qresult, t) if qresult is not None else module
+                   for t in targets}
+        notes: list[str] = []    # what the artifacts do differently, from the writers too
+        options = {"fp16": fp16, "tfjs_quantize": tfjs_quantize,
+                   "tfjs_quantize_globs": tfjs_quantize_globs, "notes": notes}
+        if trainable is not False:
+            options["trainable"] = trainable
+        anchor = Path(output).resolve()
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{anchor.name}.staging-", dir=anchor.parent))
+        try:
+            staged = {t: stage / TARGETS[t].default_name for t in targets}
+            # A float verification begins before the artifacts are written: TF.js (Node, in the
+            # background) starts as soon as its artifact is, and runs while the others are
+            # written (see _FloatCheck).
+            check = _FloatCheck(source, module, staged, fp16=fp16, tfjs_quantize=tfjs_quantize,
+                                batch=batch, inputs=verify_inputs) \
+                if verify and qresult is None else None
+            _write_all(targets, modules, staged, options, check)
+            if not verify:
+                verification = None
+            elif qresult is not None:
+                verification = verify_quantized(source, modules, staged, calibration_data,
+                                                min_sqnr_db=min_sqnr_db,
+                                                batch=batch, inputs=verify_inputs and
+                                                verify_inputs[0])
+            else:
+                verification = check.finish()
+            artifacts = ArtifactBytes({t: paths[t] for t in targets if not TARGETS[t].is_dir})
+            for t in targets:
+                _place(staged[t], paths[t])
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        result_module = qresult.module if qresult is not None else module
+        narrow = narrow_float_values(module)
+        if narrow:
+            notes.append(f"bf16/f16 computed in f32 in {', '.join(targets)} (their kernels lack "
+                         f"them); widened: {', '.join(narrow)}")
+        f32_only = [t for t in targets if t in ("tflite", "tfjs")]
+        doubles = narrow_float_values(module, (DType.f64,)) if f32_only else []
+        if doubles:
+            notes.append(f"f64 computed in f32 in {', '.join(f32_only)} (TFLite's kernels and "
+                         f"TF.js have no float64): {', '.join(doubles)}")
+        if trainable is not False and source.kind == "keras" and not isinstance(model, (str, Path)):
+            frozen = T.unlifted_weights(model, module)
+            if frozen:
+                notes.append(f"not trainable in the SavedModel (the frontend folded them into "
+                             f"constants while lifting): {', '.join(frozen)}")
+        for scope, reason in tflite_unfused(module) if "tflite" in targets else []:
+            notes.append(f"'{scope}' runs as a WHILE loop in TFLite: the fused sequence kernel "
+                         f"{reason}")
+        return ConversionResult(paths, result_module, verification, source.description, artifacts,
+                                quantization=qresult, notes=notes)
 
 
 def _calibration_runner(module: Module, values):
@@ -594,6 +606,11 @@ def _wait_all(started: dict) -> None:
                 pass
 
 
+def _other_batch(batch: int) -> int:
+    """The batch of the second input set of a model with run-time dims."""
+    return 2 if batch == 1 else 1
+
+
 def _batch_of(inputs: dict[str, np.ndarray], default: int) -> int:
     """The leading size of the given inputs (the table's `batch`)."""
     first = next(iter(inputs.values()), None)
@@ -660,7 +677,10 @@ class _FloatCheck:
             runs = [V.sample_inputs(module, batch=batch)]
             if V.has_runtime_dims(module):
                 # The same artifacts at other run-time sizes: one file must serve them all.
-                runs.append(V.sample_inputs(module, batch=batch + 1, dim=batch + 3, seed=1))
+                # The second batch is 1 (2 when the first is): the size most deployments
+                # run, where a squeezed or broadcast batch axis shows, and the cheapest.
+                runs.append(V.sample_inputs(module, batch=_other_batch(batch),
+                                            dim=batch + 3, seed=1))
                 fed += f" at {len(runs)} sizes"
         self.runs = runs
         self.names = V.output_names(module)

@@ -12,10 +12,12 @@ the harness is not installed yet, `ensure_harness` installs it from the lock fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +90,79 @@ def _read_output(o: dict) -> np.ndarray:
                        for v in o["data"]]).reshape(o["shape"])
 
 
+class _WarmNode:
+    """A Node process started with `--serve`: tfjs loaded and the WASM backend initialized
+    while it waits on stdin for the jobs of one NodeRun (`warm_node`)."""
+
+    def __init__(self):
+        ensure_harness()
+        self.tmp = tempfile.TemporaryDirectory()
+        workdir = Path(self.tmp.name)
+        self.stdout_path, self.stderr_path = workdir / "stdout.json", workdir / "stderr.txt"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(["node", str(JS_DIR / "run_model.js"), "--serve"],
+                                         stdin=subprocess.PIPE, stdout=out, stderr=err)
+
+    def send(self, jobs_path: Path, out_dir: Path, backend: str | None) -> bool:
+        """Hands the process its jobs; False when it has already died (start a fresh one)."""
+        line = json.dumps({"batch": str(jobs_path), "out": str(out_dir), "backend": backend})
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.close()
+            return True
+        except OSError:     # BrokenPipeError: it exited (an install problem, a kill)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        """Stops the process if it still runs and removes its files."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.tmp.cleanup()
+
+
+_warm_lock = threading.Lock()
+_warm: _WarmNode | None = None     # started by warm_node, taken by the next NodeRun
+
+
+@contextlib.contextmanager
+def warm_node():
+    """Within this block the next NodeRun takes a Node process started on entry, so that
+    Node's start-up (~0.25 s: tfjs and the WASM module) overlaps the caller's work (a
+    conversion that will verify its TF.js artifact). One left untaken is stopped on exit.
+    When Node cannot be started here, NodeRun starts (and reports on) its own."""
+    global _warm
+    try:
+        mine = _WarmNode()
+    except Exception:
+        mine = None
+    with _warm_lock:
+        if _warm is None:
+            _warm = mine
+        elif mine is not None:     # an enclosing block's process is still waiting: keep it
+            mine.close()
+            mine = None
+    try:
+        yield
+    finally:
+        with _warm_lock:
+            untaken = mine is not None and _warm is mine
+            if untaken:
+                _warm = None
+        if untaken:
+            mine.close()
+
+
+def _take_warm() -> _WarmNode | None:
+    global _warm
+    with _warm_lock:
+        taken, _warm = _warm, None
+    return taken
+
+
 class NodeRun:
     """[(model dir, {input name: array})] running in one Node process started in the
     background (a model directory given by consecutive jobs is loaded once); `results()`
@@ -108,13 +183,21 @@ class NodeRun:
         jobs_path = workdir / "jobs.json"
         jobs_path.write_text(json.dumps(listing))
         self._stdout_path, self._stderr_path = workdir / "stdout.json", workdir / "stderr.txt"
-        chosen = ["--backend", backend] if backend else []
+        self.seconds: float | None = None   # wall time, start to the results written
+        self._warm = _take_warm()
         self.started = time.time()
+        if self._warm is not None and self._warm.send(jobs_path, workdir / "outputs", backend):
+            # Already running (warm_node): its output files are its own.
+            self._proc = self._warm.proc
+            self._stdout_path, self._stderr_path = self._warm.stdout_path, \
+                self._warm.stderr_path
+            return
+        self._warm = None
+        chosen = ["--backend", backend] if backend else []
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self._proc = subprocess.Popen(["node", str(JS_DIR / "run_model.js"), *chosen,
                                            "--out", str(workdir / "outputs"),
                                            "--batch", str(jobs_path)], stdout=out, stderr=err)
-        self.seconds: float | None = None   # wall time, start to the results written
 
     def results(self, details: list | None = None, timeout: float = 600) -> list:
         """Per job a dict of output arrays, or the error string the harness reported.
@@ -136,9 +219,13 @@ class NodeRun:
                 raise ConversionError(f"the TF.js harness failed: {stderr.strip()[-1000:]}")
             return _parse(json.loads(stdout), details)
         finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
+            self._cleanup()
 
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        if self._warm is not None:
+            self._warm.close()     # its process has ended: this removes its files
 
     def join(self, timeout: float = 600) -> None:
         """Waits until the Node process has exited, or `timeout` seconds from its start have
@@ -157,8 +244,7 @@ class NodeRun:
                 self._proc.kill()
             self._proc.wait()
         finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
+            self._cleanup()
 
 
 def _parse(harness_results: list, details: list | None) -> list:

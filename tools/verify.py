@@ -70,7 +70,7 @@ class ErrorRow:
     max_abs: float
     max_rel: float
     tolerance: float   # on max_rel, unless one of the checks below replaces it
-    sizes: str = ""    # the run-time sizes of this run ("batch=3, seq=5"), when several
+    sizes: str = ""    # the run-time sizes of this run ("batch=1, seq=5"), when several
     abs_tolerance: float | None = None   # on max_abs instead (quantized artifacts)
     steps: float | None = None           # abs_tolerance in output quantization steps
     sqnr_db: float | None = None         # float vs quantized: signal-to-quantization-noise
@@ -373,7 +373,7 @@ def has_runtime_dims(module: Module) -> bool:
 
 
 def sizes_label(module: Module, inputs: dict[str, np.ndarray]) -> str:
-    """`batch=3, dim=5`: the sizes the run-time dims of the inputs took."""
+    """`batch=1, dim=5`: the sizes the run-time dims of the inputs took."""
     seen, unnamed = {}, []
     for v, arr in zip(module.main.inputs, inputs.values()):
         for d, n in zip(v.type.shape, np.shape(arr)):

@@ -467,9 +467,18 @@ def _depthwise_kernel(ins, attrs):
     xp = _pad_nhwc(x.astype(np.float64), oh, ow, kh, kw, strides, dilations, pad)
     f64 = f.astype(np.float64)
     acc = np.zeros((n, oh, ow, c, m))
+    # Each tap's product goes through one reused buffer (a new temporary per tap made the
+    # large early layers of MobileNets ~1.5x slower); multiplier 1 drops the broadcast axis.
+    product = np.empty_like(acc)
+    acc_v, product_v = (acc[..., 0], product[..., 0]) if m == 1 else (acc, product)
     for i in range(kh):
         for j in range(kw):
-            acc += _tap(xp, i, j, oh, ow, strides, dilations)[..., None] * f64[i, j]
+            tap = _tap(xp, i, j, oh, ow, strides, dilations)
+            if m == 1:
+                np.multiply(tap, f64[i, j, :, 0], out=product_v)
+            else:
+                np.multiply(tap[..., None], f64[i, j], out=product_v)
+            acc_v += product_v
     # Output channel c*m + k, as TF orders them.
     return _finish(acc.reshape(n, oh, ow, c * m), ins, x.dtype, attrs)
 

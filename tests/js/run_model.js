@@ -3,6 +3,7 @@
 //
 //   node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json
 //   node run_model.js [--backend auto|wasm|cpu] [--out DIR] --batch JOBS.json   # JOBS: [[MODEL_DIR, INPUTS.json], ...]
+//   node run_model.js --serve   # then one line on stdin: {"batch": JOBS.json, "out": DIR, "backend": ...}
 //
 // Backends: `wasm` (@tensorflow/tfjs-backend-wasm, XNNPACK in WebAssembly, what browsers run
 // without a GPU; its .wasm binaries ship in the npm package, loaded from node_modules), `cpu`
@@ -22,6 +23,10 @@
 // --batch runs many models in one process (Node + tfjs start-up costs ~1 s) and prints a JSON
 // list with one {outputs, backend, seconds} or {error} per job, in job order (`backend`: the
 // backend that ran it; `seconds`: load + run; `wasm_error`: why WASM did not, under auto).
+// --serve starts Node, loads tfjs and initializes the WASM backend, then waits for one line on
+// stdin, {"batch": JOBS.json, "out": DIR or null, "backend": auto|wasm|cpu or null}, and runs
+// it as --batch would (end of input without a line: exits quietly). Python starts it before
+// the artifacts exist, so its start-up overlaps the conversion.
 // With --out DIR (before --batch), each output held as a Float32Array, Int32Array or Uint8Array
 // is written to a raw file in DIR and listed as {shape, dtype, file, layout} (layout: float32,
 // int32 or uint8, the bytes' own type) instead of inline `data`.
@@ -166,8 +171,61 @@ async function runJob(dir, inputsPath, backend, outDir = null, tag = 'job') {
   throw new Error('unreachable');
 }
 
+// The batch of jobs listed in `jobsPath`, run in order; prints their JSON list on stdout.
+async function runBatch(jobsPath, backend, outDir) {
+  if (outDir !== null) fs.mkdirSync(outDir, {recursive: true});
+  const jobs = JSON.parse(fs.readFileSync(jobsPath, 'utf8'));
+  const results = [];
+  for (const [dir, inputsPath] of jobs) {
+    try {
+      results.push(await runJob(dir, inputsPath, backend, outDir, `job${results.length}`));
+    } catch (err) {
+      results.push({error: errorText(err)});
+    }
+  }
+  process.stdout.write(toJSON(results) + '\n');
+}
+
+// The first line of stdin ('' when it ends without one).
+function firstLine() {
+  return new Promise((resolve) => {
+    let text = '';
+    const done = () => {
+      process.stdin.removeAllListeners();
+      process.stdin.pause();
+      resolve(text.split('\n')[0]);
+    };
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (chunk) => {
+      text += chunk;
+      if (text.includes('\n')) done();
+    });
+    process.stdin.on('end', done);
+  });
+}
+
+async function serve() {
+  console.log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
+  if (wasmLoaded) {
+    try {
+      await useBackend('wasm');   // compiles the WASM module while Python still converts
+    } catch (err) {  // reported when a job asks for it
+    }
+  }
+  const line = await firstLine();
+  if (!line.trim()) return;
+  const request = JSON.parse(line);
+  const backend = request.backend || process.env.TENSORFORGE_TFJS_BACKEND || 'auto';
+  if (!['auto', 'wasm', 'cpu'].includes(backend)) throw new Error(`unknown backend ${backend}`);
+  if (backend === 'wasm' && !wasmLoaded) {
+    throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
+  }
+  await runBatch(request.batch, backend, request.out === undefined ? null : request.out);
+}
+
 async function main() {
   let args = process.argv.slice(2);
+  if (args.length === 1 && args[0] === '--serve') return serve();
   let backend = process.env.TENSORFORGE_TFJS_BACKEND || 'auto';
   if (args[0] === '--backend') {
     backend = args[1];
@@ -177,7 +235,6 @@ async function main() {
   if (args[0] === '--out' && args[2] === '--batch') {
     outDir = args[1];
     args = args.slice(2);
-    fs.mkdirSync(outDir, {recursive: true});
   }
   if (args.length !== 2 || !['auto', 'wasm', 'cpu'].includes(backend)) {
     throw new Error('usage: node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json ' +
@@ -189,16 +246,7 @@ async function main() {
   // Keep stdout pure JSON: tfjs's console notices (backend hints) go to stderr.
   console.log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
   if (args[0] === '--batch') {
-    const jobs = JSON.parse(fs.readFileSync(args[1], 'utf8'));
-    const results = [];
-    for (const [dir, inputsPath] of jobs) {
-      try {
-        results.push(await runJob(dir, inputsPath, backend, outDir, `job${results.length}`));
-      } catch (err) {
-        results.push({error: errorText(err)});
-      }
-    }
-    process.stdout.write(toJSON(results) + '\n');
+    await runBatch(args[1], backend, outDir);
   } else {
     process.stdout.write(toJSON((await runJob(args[0], args[1], backend)).outputs) + '\n');
   }
