@@ -143,7 +143,16 @@ def scale_filter(node: Node, s: np.ndarray) -> np.ndarray | None:
     # Each product in float64, rounded once to the filter's dtype; the ufunc casts in small
     # buffers, so no float64 copy of the whole filter is made (those copies were most of
     # folding ResNet50's batch norms).
-    return np.multiply(f, factor, out=np.empty_like(f), dtype=np.float64, casting="unsafe")
+    return _frozen(np.multiply(f, factor, out=np.empty_like(f), dtype=np.float64,
+                               casting="unsafe"))
+
+
+def _frozen(fresh: np.ndarray) -> np.ndarray:
+    """`fresh` (an array nothing else holds) made read-only, so that the constant made of it
+    takes it as it is (`normalize_attr` copies writable arrays: one more copy of every folded
+    filter, 0.07 s on ResNet50)."""
+    fresh.flags.writeable = False
+    return fresh
 
 
 # -- building the fused node -------------------------------------------------------------------
@@ -204,7 +213,7 @@ def _new_filter(affine: Node, array: np.ndarray) -> NewConst:
 def _new_bias(affine: Node, array64: np.ndarray, old: Value | None,
               name_from: Value | None) -> NewConst:
     dtype = affine.outputs[0].type.dtype.np
-    arr = array64.astype(dtype)
+    arr = _frozen(array64.astype(dtype))
     if old is not None:
         return NewConst(arr, old.producer, old.name, old.layout)
     return NewConst(arr, affine, name_from.name if name_from is not None else None)
