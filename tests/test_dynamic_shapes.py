@@ -258,6 +258,10 @@ def test_keras_run_time_shape_arithmetic_converts_dynamic(tmp_path):
     assert inp.type.shape == ("batch", "?")
     ops = {n.op for n in result.module.main}
     assert {"shape_of", "range"} <= ops      # computed at run time, not frozen
+    # Checked at batch 1 first, the second size is batch 2.
+    again = tensorforge.convert(model, target="tflite", output=tmp_path / "b1.tflite",
+                                verify=True, batch=1)
+    assert {r.sizes for r in again.verification.rows} == {"batch=1, dim=1", "batch=2, dim=4"}
     ids = np.random.default_rng(1).integers(0, 20, (4, 11)).astype(np.int32)
     runner = Interpreter(model_path=str(result.paths["tflite"])).get_signature_runner()
     (got,) = runner(token_ids=ids).values()
