@@ -8,7 +8,10 @@ JAX: decode tokens/s, decode cost by position, bytes and logits SQNR of the quan
 a model past 2 GiB (peak RSS while writing it ÷ its weight bytes, goal <= 1.5;
 TENSORFORGE_BENCH_LARGE_GB sets its size, default 2.2), and the cost of verification:
 `target="all"` with and without `verify=True` (goal <= 3x; TENSORFORGE_BENCH_VERIFY_MODELS
-runs a subset)."""
+runs a subset); last, the speed goals of issue 20 in one table (tools/bench/speed.py): per
+model (MobileNetV2, ResNet50, ConvNeXtTiny 96x96, a tiny KerasHub BERT) the TFLite,
+SavedModel, TF.js and verification ratios of the tables above with their goals, and the peak
+RSS of conversion ÷ weight bytes."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def conversion_table(console: Console, rows, title: str, reference: str) -> None
     console.print(table)
 
 
-def tfjs_table(console: Console) -> None:
+def tfjs_table(console: Console) -> list[dict]:
     from .convert import TFJS_BENCH_MODELS, bench_tfjs
 
     table = Table(title="Keras -> TF.js graph model vs tensorforge's own Keras -> TFLite (same "
@@ -39,13 +42,16 @@ def tfjs_table(console: Console) -> None:
     for col in ("model", "convert s (TF.js / TFLite)", "ratio", "written", "bytes float32",
                 "bytes uint8"):
         table.add_column(col, justify="left" if col == "model" else "right")
+    rows = []
     for name in TFJS_BENCH_MODELS:
         r = bench_tfjs(name)
+        rows.append(r)
         a, b = r["sec"]
         table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
                       "from the IR" if r["direct"] else "via TensorFlow",
                       f"{r['float32']:,}", f"{r['uint8']:,}")
     console.print(table)
+    return rows
 
 
 def main() -> None:
@@ -69,7 +75,7 @@ def main() -> None:
                      "ratio = tensorforge / TFLiteConverter)", "Keras")
     from .lifting import lifting_table
 
-    lifting_table(console)
+    lifting = lifting_table(console)
     conversion_table(console, bench_recurrent(),
                      "Keras recurrent layers -> TFLite, run at [1, 32, 16]: tensorforge (shape "
                      "fixed: fused sequence kernels) vs TFLiteConverter on the frozen concrete "
@@ -78,10 +84,10 @@ def main() -> None:
     conversion_table(console, bench_jax(),
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")
-    tfjs_table(console)
+    tfjs = tfjs_table(console)
     from .savedmodel import savedmodel_table
 
-    savedmodel_table(console)
+    savedmodel = savedmodel_table(console)
     from .kerashub import bench_kerashub
 
     conversion_table(console, bench_kerashub(),
@@ -104,7 +110,10 @@ def main() -> None:
     large_table(console)
     from .verify import verify_table
 
-    verify_table(console)
+    verify = verify_table(console)
+    from .speed import speed_table
+
+    speed_table(console, lifting, savedmodel, tfjs, verify)
 
 
 if __name__ == "__main__":

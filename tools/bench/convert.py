@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import BENCH_MODELS, RECURRENT_BENCH_MODELS, application
+from .models import BENCH_MODELS, RECURRENT_BENCH_MODELS, application, tiny_kerashub_bert
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -121,7 +121,9 @@ def bench_recurrent(names=None) -> list[dict]:
 
 TFJS_BENCH_MODELS = {
     "MobileNetV2": lambda: BENCH_MODELS["MobileNetV2"](),
+    "ResNet50": lambda: BENCH_MODELS["ResNet50"](),
     "ConvNeXtTiny (96x96)": lambda: application("ConvNeXtTiny", (96, 96, 3)),
+    "BERT (tiny KerasHub BertBackbone)": tiny_kerashub_bert,
 }
 
 

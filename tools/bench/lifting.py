@@ -212,7 +212,7 @@ def bench_lifting(names=None) -> list[dict]:
     return rows
 
 
-def lifting_table(console, rows=None) -> None:
+def lifting_table(console, rows=None) -> list[dict]:
     from rich.table import Table
 
     rows = bench_lifting() if rows is None else rows
@@ -243,6 +243,7 @@ def lifting_table(console, rows=None) -> None:
                       f"{extra:.2f}" + ("" if r["peak_exact"] else " (since start)"),
                       f"{r['framework_rss'] / 1e6:.0f} / {r['before_rss'] / 1e6:.0f}")
     console.print(table)
+    return rows
 
 
 def main(argv=None) -> None:

@@ -25,6 +25,16 @@ def transformer_encoder(num_layers: int = 4, d_model: int = 256, heads: int = 4,
     return keras.Model(tokens, out, name=f"encoder{num_layers}")
 
 
+def tiny_kerashub_bert():
+    """The KerasHub model sweep's tiny BertBackbone (random weights, run-time batch and
+    sequence length)."""
+    import keras_hub
+
+    from ..sweeps.kerashub_configs import CONFIGS
+
+    return keras_hub.models.BertBackbone(**CONFIGS["BertBackbone"])
+
+
 def application(name: str, input_shape=(224, 224, 3)):
     """A keras.applications model with random weights."""
     import keras

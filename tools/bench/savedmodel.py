@@ -15,24 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import application
+from .models import application, tiny_kerashub_bert
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _bert():
-    import keras_hub
-
-    from ..sweeps.kerashub_configs import CONFIGS
-
-    return keras_hub.models.BertBackbone(**CONFIGS["BertBackbone"])
 
 
 SAVEDMODEL_BENCH_MODELS = {
     "MobileNetV2": lambda: application("MobileNetV2"),
     "ResNet50": lambda: application("ResNet50"),
     "ConvNeXtTiny (96x96)": lambda: application("ConvNeXtTiny", (96, 96, 3)),
-    "BERT (tiny KerasHub BertBackbone)": _bert,
+    "BERT (tiny KerasHub BertBackbone)": tiny_kerashub_bert,
 }
 
 
@@ -91,7 +83,7 @@ def bench_savedmodel(name: str, build=None, repeats: int = 2) -> dict:
             "diff": diff}
 
 
-def savedmodel_table(console, names=None) -> None:
+def savedmodel_table(console, names=None) -> list[dict]:
     from rich.table import Table
 
     table = Table(title="Keras -> SavedModel: tensorforge vs Keras model.export() (same "
@@ -99,13 +91,16 @@ def savedmodel_table(console, names=None) -> None:
     for col in ("model", "convert s (tensorforge / export)", "ratio", "function written",
                 "max abs diff of outputs"):
         table.add_column(col, justify="left" if col == "model" else "right")
+    rows = []
     for name in names or SAVEDMODEL_BENCH_MODELS:
         r = bench_savedmodel(name)
+        rows.append(r)
         a, b = r["sec"]
         table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
                       "GraphDef from the IR" if r["direct"] else "op by op (tf_lowering)",
                       f"{r['diff']:.1e}")
     console.print(table)
+    return rows
 
 
 if __name__ == "__main__":

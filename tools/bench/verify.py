@@ -13,26 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from .models import application
+from .models import application, tiny_kerashub_bert
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 GOAL = 3.0
 
 
-def _tiny_bert():
-    import keras_hub
-
-    from ..sweeps.kerashub_configs import CONFIGS
-
-    return keras_hub.models.BertBackbone(**CONFIGS["BertBackbone"])
-
-
 VERIFY_BENCH_MODELS = {
     "MobileNetV2": lambda: application("MobileNetV2"),
     "ResNet50": lambda: application("ResNet50"),
     "ConvNeXtTiny (96x96)": lambda: application("ConvNeXtTiny", (96, 96, 3)),
-    "BertBackbone (tiny KerasHub)": _tiny_bert,
+    "BertBackbone (tiny KerasHub)": tiny_kerashub_bert,
 }
 
 
@@ -65,7 +57,7 @@ def bench_verify(names=None) -> list[dict]:
     return [bench_verify_model(n) for n in (names or VERIFY_BENCH_MODELS)]
 
 
-def verify_table(console, rows=None) -> None:
+def verify_table(console, rows=None) -> list[dict]:
     from rich.table import Table
 
     rows = bench_verify() if rows is None else rows
@@ -83,6 +75,7 @@ def verify_table(console, rows=None) -> None:
                       f"{r['ratio']:.2f}", "yes" if r["ratio"] <= GOAL else "NO", runtimes,
                       "yes" if r["ok"] else "NO")
     console.print(table)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""The speed goals of issue 20 in one table: per model (MobileNetV2, ResNet50, ConvNeXtTiny
+96x96, a tiny KerasHub BERT), the ratio each benchmark of this `make bench` run measured
+against its anchor, beside its goal:
+
+- Keras -> TFLite seconds ÷ TFLiteConverter's (lifting.py; goal 0.08, moonshot 0.05);
+- Keras -> SavedModel seconds ÷ Keras's `model.export()` (savedmodel.py; goal 0.5);
+- Keras -> TF.js seconds ÷ tensorforge's own Keras -> TFLite (convert.py; goal 1.5);
+- `target="all", verify=True` seconds ÷ unverified (verify.py; goal 3);
+- peak RSS of the Keras -> TFLite conversion ÷ the model's weight bytes (lifting.py).
+
+The rows come from the tables printed before it; a benchmark that did not run a model (or
+failed on it) leaves its cell empty."""
+
+from __future__ import annotations
+
+GOALS = {"tflite": 0.08, "savedmodel": 0.5, "tfjs": 1.5, "verify": 3.0}
+MODELS = ("MobileNetV2", "ResNet50", "ConvNeXtTiny 96x96", "tiny KerasHub BERT")
+
+
+def model_key(name: str) -> str | None:
+    """Which of MODELS a benchmark's row name is (the benchmarks spell them differently)."""
+    low = name.lower()
+    for key, needle in (("MobileNetV2", "mobilenetv2"), ("ResNet50", "resnet50"),
+                        ("ConvNeXtTiny 96x96", "convnexttiny"),
+                        ("tiny KerasHub BERT", "bert")):
+        if needle in low:
+            return key
+    return None
+
+
+def ratios(lifting, savedmodel, tfjs, verify) -> dict[str, dict[str, float]]:
+    """{model: {"tflite" | "savedmodel" | "tfjs" | "verify" | "peak_rss": value}}."""
+    out: dict[str, dict[str, float]] = {m: {} for m in MODELS}
+
+    def put(rows, goal, value):
+        for r in rows or []:
+            key = model_key(r.get("model", ""))
+            if key is not None and "error" not in r:
+                out[key][goal] = value(r)
+
+    put(lifting, "tflite", lambda r: r["sec"][0] / r["sec"][1])
+    put(lifting, "peak_rss", lambda r: (r["peak_rss"] - r["before_rss"]) / r["weight_bytes"])
+    put(savedmodel, "savedmodel", lambda r: r["sec"][0] / r["sec"][1])
+    put(tfjs, "tfjs", lambda r: r["sec"][0] / r["sec"][1])
+    put(verify, "verify", lambda r: r["ratio"])
+    return out
+
+
+def speed_table(console, lifting, savedmodel, tfjs, verify) -> dict:
+    """Prints the table; returns what `ratios` returns."""
+    from rich.table import Table
+
+    values = ratios(lifting, savedmodel, tfjs, verify)
+    table = Table(title="Issue 20 speed goals: each ratio from this run's tables, with its "
+                        "goal (met: yes / NO)")
+    columns = [("tflite", "Keras->TFLite ÷ TFLiteConverter"),
+               ("savedmodel", "Keras->SavedModel ÷ model.export()"),
+               ("tfjs", "Keras->TF.js ÷ own TFLite"),
+               ("verify", "all, verified ÷ unverified")]
+    table.add_column("model")
+    for key, title in columns:
+        table.add_column(f"{title} (<= {GOALS[key]:g})", justify="right")
+    table.add_column("peak RSS ÷ weights", justify="right")
+    for model in MODELS:
+        row = values[model]
+        cells = [f"{row[k]:.3f} {'yes' if row[k] <= GOALS[k] else 'NO'}" if k in row else "-"
+                 for k, _ in columns]
+        cells.append(f"{row['peak_rss']:.2f}" if "peak_rss" in row else "-")
+        table.add_row(model, *cells)
+    console.print(table)
+    return values
