@@ -19,11 +19,11 @@ def test_rows_are_filed_by_model_and_checked_against_their_goals():
     verify = [{"model": "ConvNeXtTiny (96x96)", "ratio": 3.5},
               {"model": "BertBackbone (tiny KerasHub)", "ratio": 1.5}]
     values = ratios(lifting, savedmodel, tfjs, verify)
-    assert values["MobileNetV2"] == {"tflite": 0.02, "peak_rss": 2.0}
+    assert values["MobileNetV2"] == {"tflite": 0.02, "peak_rss": 2.0, "peak_since_start": False}
     assert values["ResNet50"] == {"tfjs": 1.5}
     assert values["ConvNeXtTiny 96x96"] == {"verify": 3.5}
     assert values["tiny KerasHub BERT"] == {"savedmodel": 0.3, "verify": 1.5}   # error: no cell
-    assert model_key("EfficientNetB0") is None
+    assert model_key("EfficientNetB0") is None and model_key("DistilBertBackbone") is None
 
     out = io.StringIO()
     speed_table(Console(file=out, width=300), lifting, savedmodel, tfjs, verify)
@@ -33,3 +33,15 @@ def test_rows_are_filed_by_model_and_checked_against_their_goals():
     assert "1.500 yes" in lines["ResNet50"]             # at the goal is within it
     assert "3.500 NO" in lines["ConvNeXtTiny 96x96"]
     assert GOALS["verify"] == 3.0 and GOALS["tflite"] == 0.08
+
+
+def test_every_benchmark_row_name_is_one_of_the_models():
+    from tensorforge.tools.bench.convert import TFJS_BENCH_MODELS
+    from tensorforge.tools.bench.lifting import LIFT_BENCH_MODELS
+    from tensorforge.tools.bench.savedmodel import SAVEDMODEL_BENCH_MODELS
+    from tensorforge.tools.bench.verify import VERIFY_BENCH_MODELS
+
+    for models in (LIFT_BENCH_MODELS, SAVEDMODEL_BENCH_MODELS, TFJS_BENCH_MODELS,
+                   VERIFY_BENCH_MODELS):
+        assert sorted(model_key(name) for name in models) == sorted(
+            ["MobileNetV2", "ResNet50", "ConvNeXtTiny 96x96", "tiny KerasHub BERT"]), models

@@ -4,6 +4,7 @@ Node process started in the background) and reports the seconds each runtime too
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -148,10 +149,12 @@ def test_a_failed_write_stops_the_node_run_it_started(tmp_path, monkeypatch):
 
 def test_a_warm_node_process_serves_the_next_run_and_is_stopped_when_untaken(tmp_path,
                                                                            monkeypatch):
-    """`warm_node` starts Node ahead (tfjs loaded, WASM ready); the next run takes that process
-    (no new one is spawned) and gives the outputs a cold run gives; a warm process nobody
-    took is stopped when the block ends, and one whose stdin ends exits by itself."""
+    """`warm_node` starts Node ahead (tfjs loaded, WASM ready); the next run of the same
+    thread takes that process (no new one is spawned) and gives the outputs a cold run gives;
+    a nested block starts no second process, another thread does not take it, a warm process
+    nobody took is stopped when the block ends, and one whose stdin ends exits by itself."""
     import subprocess
+    import threading
 
     from tensorforge.tools import node_runner as N
     from tensorforge.tools.verify import input_names, output_names
@@ -172,21 +175,52 @@ def test_a_warm_node_process_serves_the_next_run_and_is_stopped_when_untaken(tmp
 
     monkeypatch.setattr(N.subprocess, "Popen", popen)
     with N.warm_node():
-        assert spawned == ["--serve"]
-        warm_proc = N._warm.proc
+        with N.warm_node():                 # nested: the outer block's process serves
+            assert spawned == ["--serve"]
+        warm_proc = N._slot.get().node.proc
+        other = []
+        thread = threading.Thread(target=lambda: other.append(N._take_warm()))
+        thread.start()
+        thread.join()
+        assert other == [None]              # another thread starts its own
         run = N.start_feeds_in_node(result.paths["tfjs"], [feed], names)
         [warm] = run.wait()
         assert spawned == ["--serve"]       # the warm process ran it
-        assert N._warm is None
+        assert N._slot.get().node is None
+    assert N._slot.get() is None
     assert warm_proc.poll() == 0
     np.testing.assert_array_equal(warm[0], cold[0])
     assert {d["backend"] for d in run.details} == {"wasm"}
 
     with N.warm_node():
-        untaken = N._warm
+        untaken = N._slot.get().node
     assert untaken.proc.poll() is not None and not untaken.stdout_path.exists()
+    assert untaken.proc.stdin.closed
 
     idle = N._WarmNode()
     idle.proc.stdin.close()                 # end of input without a request: a quiet exit
     assert idle.proc.wait(timeout=60) == 0
     idle.close()
+
+
+def test_a_missing_harness_is_reported_once_per_block(monkeypatch):
+    """When Node cannot be set up as the block begins, runs in the block raise that error
+    instead of installing again."""
+    from tensorforge.ir.errors import ConversionError
+    from tensorforge.tools import node_runner as N
+
+    calls = []
+
+    def missing(force=False):
+        calls.append(1)
+        raise ConversionError("running TF.js models needs node on PATH")
+
+    monkeypatch.setattr(N, "ensure_harness", missing)
+    with N.warm_node():
+        try:
+            N.start_feeds_in_node(Path("unused"), [{}], [])
+        except ConversionError as e:
+            assert "needs node" in str(e)
+        else:
+            raise AssertionError("no error")
+    assert calls == [1]

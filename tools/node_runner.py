@@ -13,11 +13,12 @@ the harness is not installed yet, `ensure_harness` installs it from the lock fil
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
+import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -105,6 +106,9 @@ class _WarmNode:
 
     def send(self, jobs_path: Path, out_dir: Path, backend: str | None) -> bool:
         """Hands the process its jobs; False when it has already died (start a fresh one)."""
+        # The backend as a cold start would choose it now (the environment may have changed
+        # since this process started).
+        backend = backend or os.environ.get("TENSORFORGE_TFJS_BACKEND") or None
         line = json.dumps({"batch": str(jobs_path), "out": str(out_dir), "backend": backend})
         try:
             self.proc.stdin.write(line.encode() + b"\n")
@@ -117,6 +121,11 @@ class _WarmNode:
     def close(self) -> None:
         """Stops the process if it still runs and removes its files."""
         try:
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
@@ -124,43 +133,60 @@ class _WarmNode:
             self.tmp.cleanup()
 
 
-_warm_lock = threading.Lock()
-_warm: _WarmNode | None = None     # started by warm_node, taken by the next NodeRun
+class _Slot:
+    """What a `warm_node` block holds: its waiting process until a NodeRun takes it, or the
+    error that kept one from starting."""
+
+    def __init__(self):
+        self.node: _WarmNode | None = None
+        self.failure: Exception | None = None
+
+
+# The innermost warm_node block of this thread (a context variable: a NodeRun on another
+# thread, or outside any block, starts its own process).
+_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("tensorforge_warm_node",
+                                                                     default=None)
 
 
 @contextlib.contextmanager
 def warm_node():
-    """Within this block the next NodeRun takes a Node process started on entry, so that
-    Node's start-up (~0.25 s: tfjs and the WASM module) overlaps the caller's work (a
-    conversion that will verify its TF.js artifact). One left untaken is stopped on exit.
-    When Node cannot be started here, NodeRun starts (and reports on) its own."""
-    global _warm
+    """Within this block the next NodeRun of this thread takes a Node process started on
+    entry, so that Node's start-up (~0.25 s: tfjs and the WASM module) overlaps the caller's
+    work (a conversion that will verify its TF.js artifact). One left untaken is stopped on
+    exit. Inside another block, that block's process serves (none is started). When the
+    harness is missing (no node, a failed `npm ci`), the runs in the block report that error
+    without trying again."""
+    if _slot.get() is not None:
+        yield
+        return
+    slot = _Slot()
     try:
-        mine = _WarmNode()
-    except Exception:
-        mine = None
-    with _warm_lock:
-        if _warm is None:
-            _warm = mine
-        elif mine is not None:     # an enclosing block's process is still waiting: keep it
-            mine.close()
-            mine = None
+        slot.node = _WarmNode()
+    except Exception as e:
+        slot.failure = e
+    token = _slot.set(slot)
     try:
         yield
     finally:
-        with _warm_lock:
-            untaken = mine is not None and _warm is mine
-            if untaken:
-                _warm = None
-        if untaken:
-            mine.close()
+        _slot.reset(token)
+        if slot.node is not None:   # nobody took it
+            slot.node.close()
 
 
 def _take_warm() -> _WarmNode | None:
-    global _warm
-    with _warm_lock:
-        taken, _warm = _warm, None
-    return taken
+    slot = _slot.get()
+    if slot is None:
+        return None
+    node, slot.node = slot.node, None
+    return node
+
+
+def _harness_failure() -> ConversionError | None:
+    """Why this thread's warm_node block could not start Node (the harness is missing or
+    failed to install), else None."""
+    slot = _slot.get()
+    failure = slot.failure if slot is not None else None
+    return failure if isinstance(failure, ConversionError) else None
 
 
 class NodeRun:
@@ -214,18 +240,22 @@ class NodeRun:
             # Finished at the last write of its output (the caller may have been busy since).
             self.seconds = max(0.0, self._stdout_path.stat().st_mtime - self.started)
             stdout = self._stdout_path.read_text()
-            if code != 0:
+            if code != 0 or not stdout.strip():
                 stderr = self._stderr_path.read_text(errors="replace")
-                raise ConversionError(f"the TF.js harness failed: {stderr.strip()[-1000:]}")
+                raise ConversionError(f"the TF.js harness failed (exit {code}"
+                                      f"{', no results' if code == 0 else ''}): "
+                                      f"{stderr.strip()[-1000:]}")
             return _parse(json.loads(stdout), details)
         finally:
             self._cleanup()
 
     def _cleanup(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-        if self._warm is not None:
-            self._warm.close()     # its process has ended: this removes its files
+        try:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+        finally:
+            if self._warm is not None:
+                self._warm.close()     # its process has ended: this removes its files
 
     def join(self, timeout: float = 600) -> None:
         """Waits until the Node process has exited, or `timeout` seconds from its start have
@@ -283,6 +313,9 @@ class FeedsRun:
     of the Node process)."""
 
     def __init__(self, model_dir: Path, feeds, names: list[str], backend: str | None = None):
+        failure = _harness_failure()
+        if failure is not None:     # found missing when the block began: not installed again
+            raise failure
         ensure_harness()
         self.model_dir, self.names = model_dir, names
         self.details: list[dict] = []

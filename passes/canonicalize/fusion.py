@@ -143,7 +143,8 @@ def scale_filter(node: Node, s: np.ndarray) -> np.ndarray | None:
     # Each product in float64, rounded once to the filter's dtype; the ufunc casts in small
     # buffers, so no float64 copy of the whole filter is made (those copies were most of
     # folding ResNet50's batch norms).
-    return _frozen(np.multiply(f, factor, out=np.empty_like(f), dtype=np.float64,
+    # Into a C-ordered array, as the copy the constant made of it before was.
+    return _frozen(np.multiply(f, factor, out=np.empty(f.shape, f.dtype), dtype=np.float64,
                                casting="unsafe"))
 
 

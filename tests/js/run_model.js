@@ -191,22 +191,24 @@ function firstLine() {
   return new Promise((resolve) => {
     let text = '';
     const done = () => {
-      process.stdin.removeAllListeners();
-      process.stdin.pause();
+      process.stdin.off('data', onData);
+      process.stdin.off('end', done);
+      process.stdin.destroy();   // nothing more is read: let Node exit when the jobs are done
       resolve(text.split('\n')[0]);
     };
-    process.stdin.setEncoding('utf8');
-    process.stdin.on('data', (chunk) => {
+    const onData = (chunk) => {
       text += chunk;
       if (text.includes('\n')) done();
-    });
+    };
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', onData);
     process.stdin.on('end', done);
   });
 }
 
 async function serve() {
   console.log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
-  if (wasmLoaded) {
+  if (wasmLoaded && process.env.TENSORFORGE_TFJS_BACKEND !== 'cpu') {
     try {
       await useBackend('wasm');   // compiles the WASM module while Python still converts
     } catch (err) {  // reported when a job asks for it

@@ -36,6 +36,7 @@ def conversion_table(console: Console, rows, title: str, reference: str) -> None
 
 def tfjs_table(console: Console) -> list[dict]:
     from .convert import TFJS_BENCH_MODELS, bench_tfjs
+    from .rows import measure_row
 
     table = Table(title="Keras -> TF.js graph model vs tensorforge's own Keras -> TFLite (same "
                         "process, best of 2; ratio = TF.js / TFLite, goal <= 1.5)")
@@ -44,8 +45,10 @@ def tfjs_table(console: Console) -> list[dict]:
         table.add_column(col, justify="left" if col == "model" else "right")
     rows = []
     for name in TFJS_BENCH_MODELS:
-        r = bench_tfjs(name)
+        r = measure_row(console, table, name, bench_tfjs, 5)
         rows.append(r)
+        if "error" in r:
+            continue
         a, b = r["sec"]
         table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
                       "from the IR" if r["direct"] else "via TensorFlow",

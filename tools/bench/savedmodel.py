@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import application, tiny_kerashub_bert
+from .rows import measure_row
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,8 +94,10 @@ def savedmodel_table(console, names=None) -> list[dict]:
         table.add_column(col, justify="left" if col == "model" else "right")
     rows = []
     for name in names or SAVEDMODEL_BENCH_MODELS:
-        r = bench_savedmodel(name)
+        r = measure_row(console, table, name, bench_savedmodel, 4)
         rows.append(r)
+        if "error" in r:
+            continue
         a, b = r["sec"]
         table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
                       "GraphDef from the IR" if r["direct"] else "op by op (tf_lowering)",

@@ -8,8 +8,8 @@ against its anchor, beside its goal:
 - `target="all", verify=True` seconds ÷ unverified (verify.py; goal 3);
 - peak RSS of the Keras -> TFLite conversion ÷ the model's weight bytes (lifting.py).
 
-The rows come from the tables printed before it; a benchmark that did not run a model (or
-failed on it) leaves its cell empty."""
+The rows come from the tables printed before it; a benchmark that did not run a model, or
+failed on it (its table prints the error), leaves the cell as "-"."""
 
 from __future__ import annotations
 
@@ -17,15 +17,20 @@ GOALS = {"tflite": 0.08, "savedmodel": 0.5, "tfjs": 1.5, "verify": 3.0}
 MODELS = ("MobileNetV2", "ResNet50", "ConvNeXtTiny 96x96", "tiny KerasHub BERT")
 
 
+# The row names of the benchmarks (their *_BENCH_MODELS keys), by model.
+_ROW_NAMES = {
+    "MobileNetV2": ("MobileNetV2",),
+    "ResNet50": ("ResNet50",),
+    "ConvNeXtTiny 96x96": ("ConvNeXtTiny 96x96", "ConvNeXtTiny (96x96)"),
+    "tiny KerasHub BERT": ("KerasHub BERT tiny (2 layers, 64 wide)",
+                           "BERT (tiny KerasHub BertBackbone)", "BertBackbone (tiny KerasHub)"),
+}
+_MODEL_OF = {row: model for model, rows in _ROW_NAMES.items() for row in rows}
+
+
 def model_key(name: str) -> str | None:
     """Which of MODELS a benchmark's row name is (the benchmarks spell them differently)."""
-    low = name.lower()
-    for key, needle in (("MobileNetV2", "mobilenetv2"), ("ResNet50", "resnet50"),
-                        ("ConvNeXtTiny 96x96", "convnexttiny"),
-                        ("tiny KerasHub BERT", "bert")):
-        if needle in low:
-            return key
-    return None
+    return _MODEL_OF.get(name)
 
 
 def ratios(lifting, savedmodel, tfjs, verify) -> dict[str, dict[str, float]]:
@@ -40,6 +45,7 @@ def ratios(lifting, savedmodel, tfjs, verify) -> dict[str, dict[str, float]]:
 
     put(lifting, "tflite", lambda r: r["sec"][0] / r["sec"][1])
     put(lifting, "peak_rss", lambda r: (r["peak_rss"] - r["before_rss"]) / r["weight_bytes"])
+    put(lifting, "peak_since_start", lambda r: not r.get("peak_exact", True))
     put(savedmodel, "savedmodel", lambda r: r["sec"][0] / r["sec"][1])
     put(tfjs, "tfjs", lambda r: r["sec"][0] / r["sec"][1])
     put(verify, "verify", lambda r: r["ratio"])
@@ -65,7 +71,8 @@ def speed_table(console, lifting, savedmodel, tfjs, verify) -> dict:
         row = values[model]
         cells = [f"{row[k]:.3f} {'yes' if row[k] <= GOALS[k] else 'NO'}" if k in row else "-"
                  for k, _ in columns]
-        cells.append(f"{row['peak_rss']:.2f}" if "peak_rss" in row else "-")
+        cells.append(f"{row['peak_rss']:.2f}" + (" (since start)" if row.get("peak_since_start")
+                                                 else "") if "peak_rss" in row else "-")
         table.add_row(model, *cells)
     console.print(table)
     return values

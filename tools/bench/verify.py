@@ -54,7 +54,13 @@ def bench_verify(names=None) -> list[dict]:
     if names is None and chosen:
         keys = [k.strip().lower() for k in chosen.split(",") if k.strip()]
         names = [n for n in VERIFY_BENCH_MODELS if any(k in n.lower() for k in keys)]
-    return [bench_verify_model(n) for n in (names or VERIFY_BENCH_MODELS)]
+    rows = []
+    for name in names or VERIFY_BENCH_MODELS:
+        try:
+            rows.append(bench_verify_model(name))
+        except Exception as e:     # reported in the table's place (e.g. keras_hub missing)
+            rows.append({"model": name, "error": f"{type(e).__name__}: {e}"})
+    return rows
 
 
 def verify_table(console, rows=None) -> list[dict]:
@@ -68,6 +74,10 @@ def verify_table(console, rows=None) -> list[dict]:
         table.add_column(col, justify="left" if col in ("model", "verification seconds per "
                                                         "runtime") else "right")
     for r in rows:
+        if "error" in r:
+            table.add_row(r["model"], *["-"] * 6)
+            console.print(f"{r['model']}: {r['error']}")
+            continue
         runtimes = ", ".join(f"{k} {s:.1f}" + (f" ({r['details'][k].split(';')[0]})"
                                                 if k in r["details"] else "")
                              for k, s in r["runtimes"].items())
