@@ -1,5 +1,6 @@
 """Verification cost: `convert(target="all")` with and without `verify=True`, side by side in
-one process on the same model (goal: verified <= 3 x unverified).
+one process on the same model, best of two alternating runs each (goal: verified <= 3 x
+unverified).
 
 Verification runs the source model, the IR interpreter and the three artifacts (LiteRT,
 TensorFlow's SavedModel loader, TF.js in Node) on random inputs, at two sizes when the model
@@ -28,25 +29,32 @@ VERIFY_BENCH_MODELS = {
 }
 
 
-def bench_verify_model(name: str, build=None) -> dict:
+def bench_verify_model(name: str, build=None, repeats: int = 2) -> dict:
     """Seconds of `convert(target="all")` unverified and verified (after one unverified
-    warm-up conversion, so neither pays for first-time imports and tracing), their ratio,
-    the verification's seconds per runtime and whether it passed."""
+    warm-up conversion, so neither pays for first-time imports and tracing; best of
+    `repeats`, alternating, as the other tables measure), their ratio, the verification's
+    seconds per runtime (of the fastest verified run) and whether every run passed."""
     from ..convert import convert
 
     model = (build or VERIFY_BENCH_MODELS[name])()
+    plain = verified = float("inf")
+    result, ok = None, True
     with tempfile.TemporaryDirectory() as tmp:
         convert(model, target="all", output=Path(tmp) / "warm", progress=False)
-        start = time.perf_counter()
-        convert(model, target="all", output=Path(tmp) / "plain", progress=False)
-        plain = time.perf_counter() - start
-        start = time.perf_counter()
-        result = convert(model, target="all", output=Path(tmp) / "verified", verify=True,
-                         progress=False)
-        verified = time.perf_counter() - start
+        for i in range(repeats):
+            start = time.perf_counter()
+            convert(model, target="all", output=Path(tmp) / f"plain{i}", progress=False)
+            plain = min(plain, time.perf_counter() - start)
+            start = time.perf_counter()
+            run = convert(model, target="all", output=Path(tmp) / f"verified{i}", verify=True,
+                          progress=False)
+            seconds = time.perf_counter() - start
+            ok = ok and run.verification.ok
+            if seconds < verified:
+                verified, result = seconds, run
     v = result.verification
     return {"model": name, "plain": plain, "verified": verified, "ratio": verified / plain,
-            "runtimes": dict(v.seconds), "details": dict(v.details), "ok": v.ok}
+            "runtimes": dict(v.seconds), "details": dict(v.details), "ok": ok}
 
 
 def bench_verify(names=None) -> list[dict]:
@@ -67,8 +75,8 @@ def verify_table(console, rows=None) -> list[dict]:
     from rich.table import Table
 
     rows = bench_verify() if rows is None else rows
-    table = Table(title=f'convert(target="all"): unverified vs verify=True (same process; '
-                        f'ratio = verified / unverified, goal <= {GOAL:g})')
+    table = Table(title=f'convert(target="all"): unverified vs verify=True (same process, '
+                        f'best of 2; ratio = verified / unverified, goal <= {GOAL:g})')
     for col in ("model", "unverified s", "verified s", "ratio", f"<= {GOAL:g}",
                 "verification seconds per runtime", "checks pass"):
         table.add_column(col, justify="left" if col in ("model", "verification seconds per "
