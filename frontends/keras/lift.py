@@ -25,6 +25,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..jax import from_jax
 from ..tf import lift_concrete_function
+from .block_reuse import reuse_repeated_blocks
 from .direct import lift_direct
 from .quantized import dequantized_tracing, fold_weight_transposes
 
@@ -481,7 +482,7 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
         # Layers Keras quantized trace their float call on their stored integer codes.
         with dequantized_tracing(model) as keras_quantization:
             try:
-                concrete, variables = _trace(call, specs, functional)
+                concrete, variables = _trace(call, specs, functional, model)
             except Exception:
                 # Code that needs the variables themselves while tracing (a GradientTape
                 # taking gradients with respect to a weight in `call`): trace as TF does,
@@ -636,7 +637,7 @@ def tf_function_trace(call, specs):
     return tf.function(call).get_concrete_function(*specs)
 
 
-def _trace(call, specs, functional: bool):
+def _trace(call, specs, functional: bool, model=None):
     """(the traced function, {placeholder name: tf.Variable} of the variable reads bound to
     placeholders). Functional/Sequential models are traced straight into a FuncGraph: no
     AutoGraph (no Python control flow on tensors), no automatic control dependencies (the
@@ -649,7 +650,8 @@ def _trace(call, specs, functional: bool):
 
     def traced(*args):
         scope.graph = tf.compat.v1.get_default_graph()
-        with scope:
+        # Repeated transformer blocks are traced once and imported again (block_reuse.py).
+        with scope, reuse_repeated_blocks(model, variables):
             return call(*args)
 
     if not functional:
