@@ -84,3 +84,20 @@ def test_copies_compute_with_their_own_weights_and_different_blocks_are_traced(t
     assert imported == [("same_b", True)]
     reused = hashlib.sha256(result.artifacts["tflite"]).hexdigest()
     assert reused == _convert(model, tmp_path, "full", monkeypatch, False)
+
+
+def test_blocks_quantized_by_keras_are_traced_each(tmp_path, monkeypatch):
+    """A Keras-quantized block traces its own dequantized weights as constants: a copy would
+    carry the first block's, so such blocks are not reused."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=100, num_layers=2, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32,
+                                             max_sequence_length=64)
+    backbone.quantize("int8")
+    imported = _count_imports(monkeypatch)
+    monkeypatch.setenv(block_reuse.ENV, "1")
+    tensorforge.convert(backbone, target="tflite", output=tmp_path / "q.tflite",
+                        progress=False)
+    assert imported == []

@@ -23,7 +23,8 @@ input, a name already taken, TF refusing the import) makes that block traced as 
 
 Only classes known to compute from their configuration, weights and inputs alone are reused
 (`REUSABLE`): a layer keeping other per-instance state could trace differently with an equal
-configuration. `TENSORFORGE_KERAS_BLOCK_REUSE=0` turns it off."""
+configuration. Blocks with a layer quantized by Keras are not (their weights are traced as
+constants, frontends/keras/quantized.py). `TENSORFORGE_KERAS_BLOCK_REUSE=0` turns it off."""
 
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ def _config_key(layer) -> Any:
     try:
         configs = []
         for sub in layer._flatten_layers(include_self=True, recursive=True):
+            if getattr(sub, "quantization_mode", None):
+                # Quantized by Keras: traced with its own dequantized weights built in as
+                # constants (frontends/keras/quantized.py), which a copy would share.
+                return None
             config = dict(sub.get_config())
             config.pop("name", None)
             configs.append((_class_path(sub), repr(sorted(config.items(), key=lambda kv: kv[0]))))
