@@ -267,13 +267,17 @@ def _import_copy(graph, recorded: _Recorded, layer, args, kwargs, variables: dic
     with graph.name_scope(None):
         imported = tf.graph_util.import_graph_def(
             graph_def, input_map=input_map, return_elements=wanted, name="")
-    lower = {op.name.lower(): op.name for op in ops}
-    for k, count in list(in_use.items()):
-        if k.startswith(old_key):
-            # Scope keys are not op names; they are renamed as a name below them would be.
-            original = lower.get(k) or old + k[len(old_key):]
-            in_use[rename(original + "/x")[:-2].lower() if k not in lower
-                   else rename(original).lower()] = count
+    op_names = {op.name.lower(): op.name for op in ops}
+
+    def renamed_key(key: str) -> str:
+        if key in op_names:     # an op: its last part is its own name, kept as it is
+            return rename(op_names[key]).lower()
+        # A name scope: every part may name a layer, so it is renamed as a name inside it.
+        return rename(old + key[len(old_key):] + "/_")[:-len("/_")].lower()
+
+    for key, count in list(in_use.items()):
+        if key.startswith(old_key):
+            in_use[renamed_key(key)] = count
     for name, variable in reads:
         variables[name] = variable
     return tf.nest.pack_sequence_as(recorded.outputs, imported)
