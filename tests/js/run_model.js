@@ -171,6 +171,15 @@ async function runJob(dir, inputsPath, backend, outDir = null, tag = 'job') {
   throw new Error('unreachable');
 }
 
+const BACKENDS = ['auto', 'wasm', 'cpu'];
+
+// A forced WASM backend needs its package.
+function requireInstalled(backend) {
+  if (backend === 'wasm' && !wasmLoaded) {
+    throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
+  }
+}
+
 // The batch of jobs listed in `jobsPath`, run in order; prints their JSON list on stdout.
 async function runBatch(jobsPath, backend, outDir) {
   if (outDir !== null) fs.mkdirSync(outDir, {recursive: true});
@@ -218,10 +227,8 @@ async function serve() {
   if (!line.trim()) return;
   const request = JSON.parse(line);
   const backend = request.backend || process.env.TENSORFORGE_TFJS_BACKEND || 'auto';
-  if (!['auto', 'wasm', 'cpu'].includes(backend)) throw new Error(`unknown backend ${backend}`);
-  if (backend === 'wasm' && !wasmLoaded) {
-    throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
-  }
+  if (!BACKENDS.includes(backend)) throw new Error(`unknown backend ${backend}`);
+  requireInstalled(backend);
   await runBatch(request.batch, backend, request.out === undefined ? null : request.out);
 }
 
@@ -238,13 +245,11 @@ async function main() {
     outDir = args[1];
     args = args.slice(2);
   }
-  if (args.length !== 2 || !['auto', 'wasm', 'cpu'].includes(backend)) {
+  if (args.length !== 2 || !BACKENDS.includes(backend)) {
     throw new Error('usage: node run_model.js [--backend auto|wasm|cpu] MODEL_DIR INPUTS.json ' +
                     '| [--out DIR] --batch JOBS.json');
   }
-  if (backend === 'wasm' && !wasmLoaded) {
-    throw new Error('@tensorflow/tfjs-backend-wasm is not installed (npm ci in tests/js)');
-  }
+  requireInstalled(backend);
   // Keep stdout pure JSON: tfjs's console notices (backend hints) go to stderr.
   console.log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
   if (args[0] === '--batch') {
