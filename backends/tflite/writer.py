@@ -37,6 +37,7 @@ from ...passes.dtypes import NON_F32_FLOATS, widened
 from ...passes.recurrent import with_fused_recurrent
 from ...version import package_version
 from ..common import signature_names, write_chunked
+from .fast_builder import FastBuilder
 from .ops import LOWERINGS, TFL_TYPES, Unsupported, copy_into, op_version
 from .ops.common import emit
 from .ops.weights import last_axis_first
@@ -129,8 +130,8 @@ def _same_payload(a, b) -> bool:
     return np.array_equal(a, b)
 
 
-class _WeightBuilder(flatbuffers.Builder):
-    """A flatbuffers Builder over an anonymous memory map whose weight vectors are reserved,
+class _WeightBuilder(FastBuilder):
+    """A flatbuffers Builder (the lean one of fast_builder.py) over an anonymous memory map whose weight vectors are reserved,
     not filled: `deferred` lists (distance from the end of the buffer, payload) for each, and
     the writer streams the payloads into those holes from the IR's arrays.
 

@@ -181,16 +181,25 @@ def _renamer(first, layer, old: str, new: str):
     at the same place, with the same suffix (Keras numbers unnamed sub-layers per process:
     one block's `softmax_1` is the next one's `softmax_2`). None when the two blocks' trees
     of sub-layers differ."""
+    # Both trees are walked once per pair of layers, and each name renamed once: a block's
+    # hundreds of op names share a few dozen scope prefixes.
+    children_of: dict = {}
+    renamed: dict = {}
+
     def pairs(a, b):
-        ca, cb = _children(a), _children(b)
-        if len(ca) != len(cb) or any(type(x) is not type(y) for x, y in zip(ca, cb)):
-            return None
-        return list(zip(ca, cb))
+        key = (id(a), id(b))
+        if key not in children_of:
+            ca, cb = _children(a), _children(b)
+            same = len(ca) == len(cb) and all(type(x) is type(y) for x, y in zip(ca, cb))
+            children_of[key] = list(zip(ca, cb)) if same else None
+        return children_of[key]
 
     if pairs(first, layer) is None:
         return None
 
     def rename(name: str) -> str:
+        if name in renamed:
+            return renamed[name]
         parts = name[len(old):].split("/")
         level = (first, layer)
         for k, part in enumerate(parts[:-1]):
@@ -206,7 +215,8 @@ def _renamer(first, layer, old: str, new: str):
                 continue
             parts[k] = hit[1].name + part[len(hit[0].name):]
             level = hit
-        return new + "/".join(parts)
+        renamed[name] = new + "/".join(parts)
+        return renamed[name]
     return rename
 
 

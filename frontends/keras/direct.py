@@ -32,6 +32,7 @@ from ...ir.ops import get_op
 from ...ir.types import DType, TensorType
 from ...version import package_version
 from ..tf.lift import BATCH
+from ..tf.variables import VariableValues
 
 
 class NoRule(Exception):
@@ -41,12 +42,14 @@ class NoRule(Exception):
 class _Context:
     """The graph being built and where its nodes come from (scope = layer path)."""
 
-    def __init__(self, graph: Graph, trace_layer: Callable | None):
+    def __init__(self, graph: Graph, trace_layer: Callable | None,
+                 values: VariableValues | None = None):
         self.graph = graph
         self.scope = ""
         self.loc = ""
         self.trace_layer = trace_layer
         self.op_rules = _op_rules()
+        self.values = values if values is not None else VariableValues()
 
     def add(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
         return self.graph.add(op, list(inputs), attrs or {}, scope=self.scope,
@@ -57,15 +60,21 @@ class _Context:
                                    scope=self.scope, loc=self.loc)
 
     def read(self, variable) -> np.ndarray:
-        """A Keras variable's value, read without a copy (frontends/tf/lift.py
-        `_read_resource`: a read-only view of TF's read)."""
-        from ..tf.lift import Resource, _read_resource
-
+        """A Keras variable's value, read without a copy (frontends/tf/variables.py: a
+        read-only view of TF's read; those of `prefetch` read in one op)."""
         tf_variable = getattr(variable, "_value", None)
         if tf_variable is None or not hasattr(tf_variable, "handle"):
             raise NoRule("a variable that is not a TF resource variable")
-        return _read_resource(Resource(tf_variable.handle, None),
-                              tf_variable.dtype.as_datatype_enum)
+        return self.values.get(tf_variable.handle, tf_variable.dtype.as_datatype_enum)
+
+    def prefetch(self, variables) -> None:
+        """Reads the TF resource variables among Keras `variables` in one op."""
+        reads = []
+        for variable in variables:
+            tf_variable = getattr(variable, "_value", None)
+            if tf_variable is not None and hasattr(tf_variable, "handle"):
+                reads.append((tf_variable.handle, tf_variable.dtype.as_datatype_enum))
+        self.values.prefetch(reads)
 
     def weight(self, variable) -> Value:
         """A Keras variable's value as a constant named `scope/name` (as the traced path
@@ -550,21 +559,24 @@ def _input_type(spec) -> TensorType:
 
 
 def lift_direct(model, keras_inputs, specs, input_names: list[str],
-                output_names: Callable, trace_layer: Callable | None = None) -> Module | None:
+                output_names: Callable, trace_layer: Callable | None = None,
+                values: VariableValues | None = None) -> Module | None:
     """The Module of a Functional/Sequential `model` lifted layer by layer, or None when some
     layer (or its use) has no rule and cannot be traced on its own: the caller then traces
     the whole model. `keras_inputs` are the model's symbolic inputs in the order of `specs`
     (their TensorSpecs: a None batch, other dims static) and `input_names`;
     `output_names(structure, n)` names the n flat outputs; `trace_layer(ctx, layer, args,
-    kwargs)` lifts a layer without a rule (or raises NoRule)."""
+    kwargs)` lifts a layer without a rule (or raises NoRule); `values` keeps the variables
+    read (all of the model's in one op, tf/variables.py) for a trace that may follow."""
     import keras
 
     graph_model = _graph_model(model)
     if graph_model is None:
         return None
     graph = Graph("main")
-    ctx = _Context(graph, trace_layer)
+    ctx = _Context(graph, trace_layer, values)
     try:
+        ctx.prefetch(model.weights)
         inputs = [graph.add_input(_input_type(s), name) for s, name in zip(specs, input_names)]
         by_tensor = {id(t): v for t, v in zip(keras_inputs, inputs)}
         _require(all(id(t) in by_tensor for t in graph_model.inputs), "unmatched inputs")

@@ -25,6 +25,7 @@ from ...ir.errors import ConversionError, Diagnostic
 from ...ir.graph import Module
 from ..jax import from_jax
 from ..tf import lift_concrete_function
+from ..tf.variables import VariableValues
 from .block_reuse import reuse_repeated_blocks
 from .direct import lift_direct
 from .quantized import dequantized_tracing, fold_weight_transposes
@@ -462,12 +463,13 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
                               f"models on the 'tensorflow' and 'jax' backends (set "
                               f"KERAS_BACKEND before importing keras)")
     functional = hasattr(model, "_inputs_struct") or type(model).__name__ == "Sequential"
+    values = VariableValues()   # each variable read once, whichever way the model is lifted
     if functional and input_signature is None and _direct_enabled():
         struct = getattr(model, "_inputs_struct", None)
         keras_inputs = [struct[k] for k in keys] if keys is not None else _model_inputs(model)
         module = lift_direct(model, keras_inputs or [], specs, input_names,
                              lambda structured, n: _output_names(model, structured, n),
-                             trace_layer=_trace_layer)
+                             trace_layer=_trace_layer, values=values)
         if module is not None:
             return module
 
@@ -502,7 +504,7 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
     module = lift_concrete_function(concrete, input_names=input_names, output_names=output_names,
                                     scope_fn=keras_scope_fn(model), source="keras",
                                     metadata=keras_quantization.metadata(),
-                                    variables=variables)
+                                    variables=variables, variable_values=values)
     if keras_quantization.layers:
         fold_weight_transposes(module)
     return module
@@ -566,7 +568,8 @@ def _trace_layer(ctx, layer, args, kwargs):
         sub = lift_concrete_function(
             _Traced(graph), input_names=[f"input_{i}" for i in range(len(values))],
             output_names=[f"output_{i}" for i in range(n_out)],
-            scope_fn=_layer_scope_fn(layer, ctx.scope), source="keras", variables=variables)
+            scope_fn=_layer_scope_fn(layer, ctx.scope), source="keras", variables=variables,
+            variable_values=ctx.values)
     except Exception as e:
         raise NoRule(f"tracing {layer.name} alone failed: {e}") from None
     for v in sub.main.outputs:

@@ -43,6 +43,7 @@ from ...version import package_version
 from . import ops
 from .context import (DT_RESOURCE, Const, Entry, Lifter, LiftError, Resource, TFNode,
                       ir_dtype)
+from .variables import VariableValues
 
 BATCH = "batch"
 _CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
@@ -265,21 +266,6 @@ def _capture_entries(concrete_fn) -> dict[str, Entry]:
     return out
 
 
-def _read_resource(res: Resource, dtype_enum: int) -> np.ndarray:
-    """The variable's value as a read-only view of the tensor TF's read returns (not a copy),
-    so the IR constant holding it takes the array as it is. The view keeps that tensor alive,
-    and TF copies a variable's buffer before assigning to it while another tensor shares it,
-    so training the model afterwards never changes the lifted constant (a test checks)."""
-    import tensorflow as tf
-
-    value = tf.raw_ops.ReadVariableOp(resource=res.handle, dtype=tf.dtypes.as_dtype(dtype_enum))
-    # `_numpy` is EagerTensor's read without the copy `numpy()` adds (a device tensor is
-    # still copied to host memory).
-    array = np.asarray(value._numpy())
-    array.flags.writeable = False
-    return array
-
-
 def _bind_variables(reader: "_GraphReader", lifter: Lifter, variables) -> None:
     """Placeholders that stand for variables (`variables`: node name -> tf.Variable, from
     a trace that bound each variable read to a placeholder instead of capturing its handle)
@@ -314,7 +300,8 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
                            output_names: Sequence[str], scope_prefix_strip: int = 0,
                            scope_fn: Callable[[str], str] | None = None, source: str = "tf",
                            freeze: bool = False, metadata: dict | None = None,
-                           variables=None) -> Module:
+                           variables=None, variable_values: VariableValues | None = None
+                           ) -> Module:
     """Lifts a traced `tf.function` (a ConcreteFunction) into a Module with graph `main`.
 
     input_names / output_names name the function's (non-captured) inputs and its flat outputs,
@@ -324,7 +311,8 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
     (slower; the default reads captured variables directly). `variables` ({placeholder node
     name: tf.Variable}) names placeholders of the graph that stand for variable reads (the
     Keras frontend's trace binds them so; see frontends/keras/lift.py): each lifts as a read
-    of its variable. `concrete_fn` may also be any object with the ConcreteFunction's
+    of its variable. `variable_values` holds values already read (one per variable across
+    the lifts of one model; tf/variables.py). `concrete_fn` may also be any object with the ConcreteFunction's
     `graph`, `inputs` and `outputs`. Raises ConversionError listing every unsupported op (and
     every other node that cannot be lifted) at once.
     """
@@ -364,8 +352,10 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
     if variables:
         _bind_variables(reader, lifter, variables)
 
+    values = variable_values if variable_values is not None else VariableValues()
+    _prefetch_reads(reader, lifter, values)
     table = dict(ops.TABLE)
-    table["ReadVariableOp"] = _make_read_variable(captures)
+    table["ReadVariableOp"] = _make_read_variable(values)
     lifter.reader, lifter.table = reader, table
     out_refs = [(t.op.name, t.value_index) for t in outputs]
     for node in reader.topo_order(name for name, _ in out_refs):
@@ -398,23 +388,32 @@ def lift_concrete_function(concrete_fn, *, input_names: Sequence[str],
     return Module([graph], meta)
 
 
-def _make_read_variable(captures):
-    read: dict[tuple[int, int], np.ndarray] = {}    # a loop body may be lifted more than once
-
+def _make_read_variable(values: VariableValues):
     def read_variable(ctx: Lifter, node: TFNode, ins):
         (res,) = ins
         if not isinstance(res, Resource):
             raise LiftError("ReadVariableOp of a resource that is not a captured variable")
-        key = (id(res), node.attr["dtype"].type)
-        array = read.get(key)
-        if array is None:
-            array = read[key] = _read_resource(res, node.attr["dtype"].type)
+        # A loop body may be lifted more than once: `values` reads each variable once.
+        array = values.get(res.handle, node.attr["dtype"].type)
         # Name weights by layer path + variable name (`encoder_0/attention/query/kernel`).
         name = res.name.rpartition("/")[2] if res.name else None
         if name and ctx.scope:
             name = f"{ctx.scope}/{name}"
         return [Const(array, node, name or res.name)]
     return read_variable
+
+
+def _prefetch_reads(reader: "_GraphReader", lifter: Lifter, values: VariableValues) -> None:
+    """Reads every variable the graph's ReadVariableOps read, in one op (tf/variables.py)."""
+    reads = []
+    for node in reader.nodes.values():
+        if node.op != "ReadVariableOp" or not node.inputs:
+            continue
+        producer, port = node.inputs[0]
+        entries = lifter.env.get(producer)
+        if entries and port < len(entries) and isinstance(entries[port], Resource):
+            reads.append((entries[port].handle, node.attr["dtype"].type))
+    values.prefetch(reads)
 
 
 def _one_line(e: BaseException) -> str:

@@ -17,11 +17,14 @@ def _const(ctx, node, ins):
     from tensorflow.python.framework import tensor_util
 
     tensor = node.attr["value"].tensor
-    pair = complex_constant(tensor.dtype, tensor_util.MakeNdarray(tensor), node)
+    array = np.asarray(tensor_util.MakeNdarray(tensor))
+    # A fresh array nothing else holds: read-only, the IR constant takes it without a copy.
+    array.flags.writeable = False
+    pair = complex_constant(tensor.dtype, array, node)
     if pair is not None:
         return [pair]
     ir_dtype(tensor.dtype, "constant")
-    return [Const(np.asarray(tensor_util.MakeNdarray(tensor)), node)]
+    return [Const(array, node)]
 
 
 def _placeholder(ctx, node, ins):
