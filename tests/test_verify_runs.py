@@ -224,3 +224,76 @@ def test_a_missing_harness_is_reported_once_per_block(monkeypatch):
         else:
             raise AssertionError("no error")
     assert calls == [1]
+
+
+def _counting_layers():
+    """Keras layers that count their eager calls (the reference runs; traced calls are not
+    counted): one that works per item, one that mixes the items of a batch."""
+    import keras
+    import tensorflow as tf
+
+    class Counted(keras.layers.Layer):
+        eager_calls = 0
+
+        def call(self, x):
+            if not tf.inside_function():
+                type(self).eager_calls += 1
+            return self.compute(x)
+
+    class PerItem(Counted):
+        def compute(self, x):
+            return keras.ops.tanh(x) * 2.0
+
+    class BatchCentered(Counted):
+        def compute(self, x):
+            return x - keras.ops.mean(x, axis=0, keepdims=True)
+
+    return PerItem, BatchCentered
+
+
+def test_the_reference_runs_once_on_input_sets_that_differ_only_in_batch(tmp_path):
+    import keras
+
+    PerItem, _ = _counting_layers()
+    x = keras.Input((5,), name="x")
+    model = keras.Model(x, keras.layers.Dense(3)(PerItem()(x)))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    v = result.verification
+    assert v.ok, v.table()
+    assert {r.sizes for r in v.rows} == {"batch=2", "batch=1"}
+    assert PerItem.eager_calls == 1     # batches 2 and 1 as one batch of 3
+
+
+def test_a_model_mixing_its_batch_is_checked_on_each_set_alone(tmp_path):
+    """The stacked reference is only a shortcut: a model whose items depend on each other
+    (here: centered on the batch mean) gives other values per set, so each set whose
+    runtimes do not match its slice is run alone, and the check passes as it should."""
+    import keras
+
+    _, BatchCentered = _counting_layers()
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, BatchCentered()(x))
+    result = tensorforge.convert(model, target="all", output=tmp_path / "m", verify=True,
+                                 progress=False)
+    v = result.verification
+    assert v.ok, v.table()
+    assert BatchCentered.eager_calls == 3   # stacked, then each of the two sets alone
+
+
+def test_reference_sets_of_other_shapes_run_one_by_one():
+    calls = []
+
+    def run(feed):
+        calls.append(feed["x"].shape)
+        return [feed["x"] * 2]
+
+    sets = [{"x": np.ones((2, 3), np.float32)}, {"x": np.ones((1, 5), np.float32)}]
+    outs, stacked = C._run_reference(run, sets)
+    assert not stacked and calls == [(2, 3), (1, 5)]
+    calls.clear()
+    sets[1]["x"] = np.full((1, 3), 3.0, np.float32)
+    outs, stacked = C._run_reference(run, sets)
+    assert stacked and calls == [(3, 3)]
+    np.testing.assert_array_equal(outs[0][0], np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(outs[1][0], np.full((1, 3), 6.0))
