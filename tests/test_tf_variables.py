@@ -27,14 +27,48 @@ def _reads(variables):
     return [(v.handle, v.dtype.as_datatype_enum) for v in variables]
 
 
-def test_read_together_gives_each_variables_value():
+def _counting_batched_reads(monkeypatch) -> list:
+    """Records the number of variables of each `_ReadVariablesOp` that runs."""
+    from tensorflow.python.eager import execute
+
+    batched, real = [], execute.execute
+
+    def counted(op_name, num_outputs, inputs, attrs, ctx, name=None):
+        out = real(op_name, num_outputs, inputs, attrs, ctx, name)
+        if op_name == "_ReadVariablesOp":
+            batched.append(len(inputs))
+        return out
+
+    monkeypatch.setattr(execute, "execute", counted)
+    return batched
+
+
+def test_read_together_gives_each_variables_value_in_one_op(monkeypatch):
+    batched = _counting_batched_reads(monkeypatch)
     variables = _variables()
     values = V.read_variables(_reads(variables))
+    assert batched == [len(variables)]
     for v, got in zip(variables, values):
         want = v.numpy()
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
         assert not got.flags.writeable
+
+
+def test_variables_of_a_widely_shared_shape_are_read_when_asked(monkeypatch):
+    batched = _counting_batched_reads(monkeypatch)
+    singles = []
+    monkeypatch.setattr(V, "read_variable", lambda h, d, _real=V.read_variable:
+                        singles.append(h) or _real(h, d))
+    monkeypatch.setattr(V, "SHARED_SHAPE_READ_ALONE", 2)
+    shared = [tf.Variable(np.full((3, 4), k, np.float32)) for k in range(3)]
+    own = [tf.Variable(np.zeros((5,), np.float32)), tf.Variable(np.zeros((6,), np.int32))]
+    values = V.VariableValues()
+    values.prefetch(_reads(shared + own))
+    assert batched == [2] and singles == []
+    for v in shared + own:
+        np.testing.assert_array_equal(values.get(v.handle, v.dtype.as_datatype_enum), v.numpy())
+    assert singles == [v.handle for v in shared]        # read once each, when asked
 
 
 @pytest.mark.parametrize("alone", [-1, 2, 10**9])
@@ -66,3 +100,13 @@ def test_reads_the_batched_op_cannot_run_fall_back_to_one_by_one(monkeypatch):
     for v, got in zip(variables, V.read_variables(_reads(variables))):
         np.testing.assert_array_equal(got, v.numpy())
 
+
+
+def test_a_read_that_fails_is_left_to_the_lift_that_asks_for_it():
+    v = tf.Variable(np.ones((2, 2), np.float32))
+    wrong = tf.int32.as_datatype_enum     # a read as another dtype: TF refuses it
+    values = V.VariableValues()
+    values.prefetch([(v.handle, wrong), (v.handle, v.dtype.as_datatype_enum)])  # no raise
+    np.testing.assert_array_equal(values.get(v.handle, v.dtype.as_datatype_enum), v.numpy())
+    with pytest.raises(Exception):
+        values.get(v.handle, wrong)

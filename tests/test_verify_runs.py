@@ -281,19 +281,56 @@ def test_a_model_mixing_its_batch_is_checked_on_each_set_alone(tmp_path):
     assert BatchCentered.eager_calls == 3   # stacked, then each of the two sets alone
 
 
-def test_reference_sets_of_other_shapes_run_one_by_one():
+def _module(dim0):
+    from tensorforge.ir import DType, Graph, Module, TensorType
+
+    g = Graph("main")
+    x = g.add_input(TensorType(DType.f32, (dim0, 3)), "x")
+    g.set_outputs([g.add("neg", [x]).outputs[0]])
+    return Module([g])
+
+
+def test_reference_sets_are_stacked_only_when_they_differ_in_batch_alone():
     calls = []
 
     def run(feed):
         calls.append(feed["x"].shape)
         return [feed["x"] * 2]
 
+    batched = _module("batch")
     sets = [{"x": np.ones((2, 3), np.float32)}, {"x": np.ones((1, 5), np.float32)}]
-    outs, stacked = C._run_reference(run, sets)
+    outs, stacked = C._run_reference(run, batched, sets)
     assert not stacked and calls == [(2, 3), (1, 5)]
     calls.clear()
     sets[1]["x"] = np.full((1, 3), 3.0, np.float32)
-    outs, stacked = C._run_reference(run, sets)
+    outs, stacked = C._run_reference(run, batched, sets)
     assert stacked and calls == [(3, 3)]
     np.testing.assert_array_equal(outs[0][0], np.full((2, 3), 2.0))
     np.testing.assert_array_equal(outs[1][0], np.full((1, 3), 6.0))
+    calls.clear()       # dim 0 is not a run-time batch: never concatenated
+    outs, stacked = C._run_reference(run, _module(2), [sets[0], dict(sets[0])])
+    assert not stacked and calls == [(2, 3), (2, 3)]
+
+
+def test_a_reference_refusing_the_stacked_batch_runs_each_set():
+    calls = []
+
+    def run(feed):
+        calls.append(feed["x"].shape[0])
+        if feed["x"].shape[0] > 2:
+            raise ValueError("this model runs batches of up to 2")
+        return [feed["x"] + 1]
+
+    sets = [{"x": np.zeros((2, 3), np.float32)}, {"x": np.zeros((1, 3), np.float32)}]
+    outs, stacked = C._run_reference(run, _module("batch"), sets)
+    assert not stacked and calls == [3, 2, 1]
+    np.testing.assert_array_equal(outs[1][0], np.ones((1, 3)))
+
+
+def test_a_runtime_that_failed_does_not_make_the_reference_rerun():
+    want = [np.ones((2, 3))]
+    checks = [("tflite", RuntimeError("could not load"), 1e-3),
+              ("savedmodel", [np.ones((2, 3))], 1e-3)]
+    assert C._all_within(checks, want)
+    checks.append(("tfjs", [np.full((2, 3), 2.0)], 1e-3))
+    assert not C._all_within(checks, want)

@@ -8,10 +8,13 @@ TFLite writer spent most of its graph packing there (a tiny KerasHub BERT: 7.5 m
 
 `FastBuilder` overrides those primitives with the same arithmetic inlined. It lays out every
 byte exactly as `flatbuffers.Builder` does (the same alignment, vtable sharing and
-order): tests/test_tflite_fast_builder.py packs models both ways and compares the bytes. A
-value out of its type's range still fails, as `struct.error` / `OverflowError` from
-`pack_into` instead of the builder's TypeError (the writer never hands the builder such a
-value: its fields come from IR types and validated attributes)."""
+order): tests/test_tflite_fast_builder.py packs models both ways and compares the bytes, and
+the recorded artifact hashes (tests/test_lifting_identity.py) hold through the writer's own
+memory-mapped builder. What it drops is the stock builder's checks of its caller: an
+integer out of its type's range still fails (`struct.error` from `pack_into` instead of a
+TypeError), but a bool slot packs any truthy value as true, and slots are not checked to be
+inside an object. The object API's generated `Pack` methods, the only caller, never rely on
+those checks."""
 
 from __future__ import annotations
 

@@ -181,8 +181,8 @@ def _renamer(first, layer, old: str, new: str):
     at the same place, with the same suffix (Keras numbers unnamed sub-layers per process:
     one block's `softmax_1` is the next one's `softmax_2`). None when the two blocks' trees
     of sub-layers differ."""
-    # Both trees are walked once per pair of layers, and each name renamed once: a block's
-    # hundreds of op names share a few dozen scope prefixes.
+    # Each pair of sub-layer lists is walked once (a name renamed walks one pair per scope
+    # component), and each name is renamed once (op names come back as input references).
     children_of: dict = {}
     renamed: dict = {}
 

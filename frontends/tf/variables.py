@@ -55,7 +55,7 @@ def read_variables(reads: Sequence[tuple[object, int]]) -> list[np.ndarray]:
 
 # A resource read's kernel is keyed by its variable's shape: the first read of a shape costs
 # ~0.4 ms, later reads of that shape ~15 us, and each variable in a `_ReadVariablesOp`
-# ~50-70 us. A shape shared by more variables than this is read one by one.
+# ~50-70 us. Variables of a shape that more than this many share are read one by one.
 SHARED_SHAPE_READ_ALONE = 8
 
 
@@ -77,8 +77,10 @@ class VariableValues:
         self._handles: list = []    # keeps each keyed handle alive (its id stays unique)
 
     def prefetch(self, reads: Sequence[tuple[object, int]]) -> None:
-        """Reads [(handle, dtype enum)] not read yet: one op for all but those whose shape
-        many share (those one by one, each shape's kernel built once)."""
+        """Reads [(handle, dtype enum)] not read yet in one op, except those whose shape
+        more than SHARED_SHAPE_READ_ALONE of them share (`get` reads those when asked, each
+        shape's kernel built once). A read that fails leaves its variables to `get`, whose
+        error the lifter reports against the node that reads them."""
         todo, seen = [], set()
         for handle, dtype in reads:
             key = (id(handle), int(dtype))
@@ -89,7 +91,11 @@ class VariableValues:
         shared = Counter(keys)
         together = [r for r, key in zip(todo, keys)
                     if key is None or shared[key] <= SHARED_SHAPE_READ_ALONE]
-        for (handle, dtype), value in zip(together, read_variables(together)):
+        try:
+            values = read_variables(together)
+        except Exception:
+            return
+        for (handle, dtype), value in zip(together, values):
             self._values[(id(handle), dtype)] = value
             self._handles.append(handle)
 

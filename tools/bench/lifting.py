@@ -1,14 +1,12 @@
 """Lifting benchmark: Keras -> TFLite through tensorforge, phase by phase, side by side with
-TFLiteConverter in one process, and the peak memory of the conversion.
+TFLiteConverter on the same model, and the peak memory of the conversion.
 
 Each tool converts each model in a fresh subprocess of its own
 (`python -m tensorforge.tools.bench.lifting --one NAME ours|theirs`), so that each meets the
 model for the first time: a conversion warms per-model caches the other would otherwise
 inherit (TF builds an eager kernel per variable shape on the first read of a variable,
-~0.4 ms a shape), and the memory is the conversion's own:
-
-Each tool runs three times (alternating; `TENSORFORGE_BENCH_LIFT_RUNS`), and its fastest run
-counts.
+~0.4 ms a shape), and the memory is the conversion's own. Each tool runs three times
+(alternating; `TENSORFORGE_BENCH_LIFT_RUNS`), and its fastest run counts. A run:
 
 1. the frameworks are imported (their RSS is the *framework baseline*), both converters are
    warmed up on a small model, the model is built (weights are random: nothing is

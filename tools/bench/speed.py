@@ -8,7 +8,8 @@ against its anchor, beside its goal:
 - `target="all", verify=True` seconds ÷ unverified (verify.py; goal 3);
 - peak RSS of the Keras -> TFLite conversion ÷ the model's weight bytes (lifting.py).
 
-The rows come from the tables printed before it; a benchmark that did not run a model, or
+`python -m tensorforge.tools.bench.speed` runs only those tables and this one. The rows come
+from the tables printed before it; a benchmark that did not run a model, or
 failed on it (its table prints the error), leaves the cell as "-"."""
 
 from __future__ import annotations
@@ -79,3 +80,26 @@ def speed_table(console, lifting, savedmodel, tfjs, verify) -> dict:
         table.add_row(model, *cells)
     console.print(table)
     return values
+
+
+def main() -> None:
+    """`python -m tensorforge.tools.bench.speed`: only the tables this summary reads
+    (lifting, TF.js, SavedModel, verification), then the summary: the issue's goals without
+    the rest of `make bench`."""
+    from rich.console import Console
+
+    from .__main__ import tfjs_table
+    from .lifting import lifting_table
+    from .savedmodel import savedmodel_table
+    from .verify import verify_table
+
+    console = Console(width=max(Console().width, 160))
+    lifting = lifting_table(console)
+    tfjs = tfjs_table(console)
+    savedmodel = savedmodel_table(console)
+    verify = verify_table(console)
+    speed_table(console, lifting, savedmodel, tfjs, verify)
+
+
+if __name__ == "__main__":
+    main()
