@@ -34,29 +34,6 @@ def conversion_table(console: Console, rows, title: str, reference: str) -> None
     console.print(table)
 
 
-def tfjs_table(console: Console) -> list[dict]:
-    from .convert import TFJS_BENCH_MODELS, bench_tfjs
-    from .rows import measure_row
-
-    table = Table(title="Keras -> TF.js graph model vs tensorforge's own Keras -> TFLite (same "
-                        "process, best of 2; ratio = TF.js / TFLite, goal <= 1.5)")
-    for col in ("model", "convert s (TF.js / TFLite)", "ratio", "written", "bytes float32",
-                "bytes uint8"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    rows = []
-    for name in TFJS_BENCH_MODELS:
-        r = measure_row(console, table, name, bench_tfjs, 5)
-        rows.append(r)
-        if "error" in r:
-            continue
-        a, b = r["sec"]
-        table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
-                      "from the IR" if r["direct"] else "via TensorFlow",
-                      f"{r['float32']:,}", f"{r['uint8']:,}")
-    console.print(table)
-    return rows
-
-
 def main() -> None:
     console = Console(width=max(Console().width, 160))
     rows = bench_canonicalize()
@@ -87,6 +64,8 @@ def main() -> None:
     conversion_table(console, bench_jax(),
                      "JAX -> TFLite: tensorforge vs jax2tf + TFLiteConverter (same process; "
                      "ratio = tensorforge / anchor)", "JAX")
+    from .convert import tfjs_table
+
     tfjs = tfjs_table(console)
     from .savedmodel import savedmodel_table
 

@@ -206,3 +206,29 @@ def bench_jax() -> list[dict]:
     from .models import JAX_BENCH_MODELS
 
     return [bench_jax_model(n, b) for n, b in JAX_BENCH_MODELS.items()]
+
+
+def tfjs_table(console) -> list[dict]:
+    """Prints the Keras -> TF.js vs own Keras -> TFLite table (`bench_tfjs`, best of 2 per
+    model; a model that fails becomes an error row); returns its rows."""
+    from rich.table import Table
+
+    from .rows import measure_row
+
+    table = Table(title="Keras -> TF.js graph model vs tensorforge's own Keras -> TFLite (same "
+                        "process, best of 2; ratio = TF.js / TFLite, goal <= 1.5)")
+    for col in ("model", "convert s (TF.js / TFLite)", "ratio", "written", "bytes float32",
+                "bytes uint8"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    rows = []
+    for name in TFJS_BENCH_MODELS:
+        r = measure_row(console, table, name, bench_tfjs, 5)
+        rows.append(r)
+        if "error" in r:
+            continue
+        a, b = r["sec"]
+        table.add_row(name, f"{a:.2f} / {b:.2f}", f"{a / b:.2f}",
+                      "from the IR" if r["direct"] else "via TensorFlow",
+                      f"{r['float32']:,}", f"{r['uint8']:,}")
+    console.print(table)
+    return rows

@@ -88,7 +88,7 @@ def main() -> None:
     the rest of `make bench`."""
     from rich.console import Console
 
-    from .__main__ import tfjs_table
+    from .convert import tfjs_table
     from .lifting import lifting_table
     from .savedmodel import savedmodel_table
     from .verify import verify_table
