@@ -334,3 +334,34 @@ def test_a_runtime_that_failed_does_not_make_the_reference_rerun():
     assert C._all_within(checks, want)
     checks.append(("tfjs", [np.full((2, 3), 2.0)], 1e-3))
     assert not C._all_within(checks, want)
+
+
+def test_a_savedmodel_source_is_the_reference_beside_its_savedmodel_artifact(tmp_path,
+                                                                              monkeypatch):
+    """A SavedModel converted to every target has a source and an artifact of one kind: the
+    reference is the source's own run (the artifact's outputs once stood in for it), and
+    the two are timed apart. An artifact giving wrong outputs fails its rows alone."""
+    import tensorflow as tf
+
+    class Scale(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable([[1.0, -2.0], [0.5, 3.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.tanh(tf.matmul(x, self.w))}
+
+    module = Scale()
+    tf.saved_model.save(module, str(tmp_path / "src"),
+                        signatures={"serving_default": module.__call__})
+    target = C.TARGETS["savedmodel"]
+
+    def off_by_one(path, feeds, names):
+        return [[o + 1.0 for o in outs] for outs in target.run(path, feeds, names)]
+
+    monkeypatch.setitem(C.TARGETS, "savedmodel", dataclasses.replace(target, run=off_by_one))
+    result = tensorforge.convert(str(tmp_path / "src"), target="all", output=tmp_path / "m",
+                                 verify=True, progress=False)
+    v = result.verification
+    assert {r.runtime for r in v.rows if not r.ok} == {"savedmodel"}, v.table()
+    assert {"source savedmodel", "ir", "savedmodel"} <= set(v.seconds)

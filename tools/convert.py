@@ -704,7 +704,8 @@ class _FloatCheck:
         thread.start()
         return thread
 
-    def _submit(self, runtime: str, fn: Callable[[], Any]) -> None:
+    def _submit(self, runtime: str, fn: Callable[[], Any], key: str | None = None) -> None:
+        """Queues `fn`, timed as `runtime`; its Future is `self._futures[key or runtime]`."""
         from concurrent.futures import Future
 
         def timed():
@@ -713,7 +714,7 @@ class _FloatCheck:
                 return fn()
             finally:    # each runtime's own wall time (one thread sets one key)
                 self.result.seconds[runtime] = time.perf_counter() - start
-        self._futures[runtime] = future = Future()
+        self._futures[key or runtime] = future = Future()
         self._queue.put((timed, future))
 
     def _work(self) -> None:
@@ -769,12 +770,17 @@ class _FloatCheck:
             if TARGETS[t].background and t not in self.started:
                 self.written(t)
         result, runs, names, source = self.result, self.runs, self.names, self.source
+        # The source's seconds under its kind, unless an artifact has that name (a SavedModel
+        # converted to a SavedModel): then "source savedmodel".
+        reference = source.kind if source.kind not in self.artifacts else \
+            f"source {source.kind}"
         try:
             # The longest first: the source model and the interpreter compute the whole model
             # at every size, through Python-driven kernels.
             if source.run_original is not None:
-                self._submit(source.kind, lambda: _run_reference(source.run_original,
-                                                                 self.module, runs))
+                self._submit(reference, lambda: _run_reference(source.run_original,
+                                                               self.module, runs),
+                             key=_REFERENCE)
             self._submit("ir", lambda: [V.run_ir(self.module, feed) for feed in runs])
             for t in self.artifacts:
                 if not TARGETS[t].background:
@@ -790,8 +796,8 @@ class _FloatCheck:
             self.cancel()
             raise
         ir_outs = done["ir"]
-        wants, stacked = done[source.kind] if source.run_original is not None else (ir_outs,
-                                                                                    False)
+        wants, stacked = done[_REFERENCE] if source.run_original is not None else (ir_outs,
+                                                                                   False)
         got_by_target = {t: _finish_target(result, t, self.started[t] if TARGETS[t].background
                                            else done[t], len(runs)) for t in self.artifacts}
         sizes = [V.sizes_label(self.module, feed) if len(runs) > 1 else "" for feed in runs]
@@ -807,15 +813,21 @@ class _FloatCheck:
                 # The reference ran on all the sets at once (`_run_reference`): a model whose
                 # items depend on each other in a batch gives other values for this set
                 # alone, so the set is run alone before any mismatch is reported.
-                with result.timed(source.kind):
+                with result.timed(reference):
                     want = source.run_original(runs[i])
             for t, got, tolerance in checks:
                 if isinstance(got, Exception):  # the runtime rejected the artifact
                     V.failed_run(result, t, names, got, size)
                 else:
                     V.compare(result, t, got, want, names, tolerance, size)
-        result.order_seconds([source.kind, "ir", *self.artifacts])
+        result.order_seconds([reference, "ir", *self.artifacts])
         return result
+
+
+# The key of the reference run's Future: a runtime name would be shared with an artifact of
+# the same kind (a SavedModel source converted to a SavedModel), whose outputs then stood in
+# for the source's.
+_REFERENCE = "<reference>"
 
 
 def _stacked_feeds(module: Module, runs: list[dict]) -> dict | None:
