@@ -538,7 +538,7 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
     started = _start_targets(result, artifacts, [inputs], names)
     try:
         if source.run_original is not None:
-            with result.timed(source.kind):
+            with result.timed(_reference_label(source, artifacts)):
                 want = source.run_original(inputs)
             V.compare_quantized(result, f"ir ({source.kind} float)", ir_of(first)[0],
                                 want, names, min_sqnr_db)
@@ -554,8 +554,14 @@ def verify_quantized(source: Source, modules: dict[str, Module], artifacts: dict
             V.failed_run(result, t, names, got)
             continue
         V.compare_in_steps(result, t, got, want, names, tolerances)
-    result.order_seconds([source.kind, "ir", *artifacts])
+    result.order_seconds([_reference_label(source, artifacts), "ir", *artifacts])
     return result
+
+
+def _reference_label(source: Source, artifacts) -> str:
+    """The source's name in the seconds per runtime: its kind, or "source savedmodel" where
+    an artifact has that name (a SavedModel converted to a SavedModel)."""
+    return source.kind if source.kind not in artifacts else f"source {source.kind}"
 
 
 def _start_targets(result: V.Verification, artifacts: dict[str, Path], feeds: list,
@@ -770,10 +776,7 @@ class _FloatCheck:
             if TARGETS[t].background and t not in self.started:
                 self.written(t)
         result, runs, names, source = self.result, self.runs, self.names, self.source
-        # The source's seconds under its kind, unless an artifact has that name (a SavedModel
-        # converted to a SavedModel): then "source savedmodel".
-        reference = source.kind if source.kind not in self.artifacts else \
-            f"source {source.kind}"
+        reference = _reference_label(source, self.artifacts)
         try:
             # The longest first: the source model and the interpreter compute the whole model
             # at every size, through Python-driven kernels.
