@@ -180,3 +180,51 @@ def test_conv3d_matches_the_definition(strides, dilations, pad):
                 want[(slice(None), *o)] += x[(slice(None), *src)].astype(np.float64) @ \
                     f[t].astype(np.float64)
     assert got.shape == want.shape and _rel(got, want) < 1e-6
+
+
+# -- float32 accumulation (verification's IR run) ------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_float32_accumulation_stays_within_float32_rounding(case, monkeypatch):
+    """Under `float_accumulation(np.float32)` the products really are float32 (the BLAS
+    calls see float32 operands) and the results stay within float32 accumulation error of
+    the float64 reference; outside the block the kernels are float64 again."""
+    from tensorforge.ir.ops import nn
+
+    n, h, w, c, kh, kw, co, strides, dilations, pad, groups = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    f = rng.standard_normal((kh, kw, c // groups, co)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    seen = []
+    real_gemm = nn._gemm
+    monkeypatch.setattr(nn, "_gemm", lambda a, m: seen.append(a.dtype) or real_gemm(a, m))
+    attrs = dict(strides=strides, dilations=dilations, padding=pad, groups=groups,
+                 activation="relu6")
+    want = _run("conv2d", [x, f, b], **attrs)
+    with nn.float_accumulation(np.float32):
+        got = _run("conv2d", [x, f, b], **attrs)
+        mm = _run("matmul", [x.reshape(-1, c), f.reshape(-1, co)[:c]], transpose_a=False)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert _rel(got, want) < 1e-5
+    np.testing.assert_allclose(mm, _run("matmul", [x.reshape(-1, c), f.reshape(-1, co)[:c]]),
+                               rtol=1e-4, atol=1e-5)
+    if groups == 1 and n:
+        assert seen[0] == np.float64 and seen[1] == np.float32
+    assert _run("conv2d", [x, f, b], **attrs).tobytes() == want.tobytes()
+
+
+def test_float32_accumulation_is_float32_arithmetic():
+    """Depthwise taps summed in float32: 1e8 + 3 + 3 stays 1e8 (float32's spacing there is
+    8), where float64 sums to 1e8 + 6 and rounds to 1e8 + 8."""
+    from tensorforge.ir.ops import nn
+
+    x = np.array([1e8, 3.0, 3.0], np.float32).reshape(1, 1, 3, 1)
+    f = np.ones((1, 3, 1, 1), np.float32)
+    wide = _run("depthwise_conv2d", [x, f], padding="VALID")
+    with nn.float_accumulation(np.float32):
+        narrow = _run("depthwise_conv2d", [x, f], padding="VALID")
+    assert wide.ravel().tolist() == [100000008.0] and narrow.ravel().tolist() == [1e8]
+    with pytest.raises(ValueError):
+        with nn.float_accumulation(np.float16):
+            pass

@@ -365,3 +365,24 @@ def test_a_savedmodel_source_is_the_reference_beside_its_savedmodel_artifact(tmp
     v = result.verification
     assert {r.runtime for r in v.rows if not r.ok} == {"savedmodel"}, v.table()
     assert {"source savedmodel", "ir", "savedmodel"} <= set(v.seconds)
+
+
+def test_the_ir_runs_in_float32_only_where_it_is_not_the_reference(tmp_path, monkeypatch):
+    import keras
+
+    from tensorforge.frontends.keras import from_keras
+    from tensorforge.tools import verify as V
+
+    modes = []
+    real = V.run_ir
+    monkeypatch.setattr(V, "run_ir", lambda m, feed, float32=False:
+                        modes.append(float32) or real(m, feed, float32=float32))
+    x = keras.Input((6,), name="x")
+    model = keras.Model(x, keras.layers.Dense(3, activation="tanh")(x))
+    v = tensorforge.convert(model, target="tflite", output=tmp_path / "k.tflite",
+                            verify=True, progress=False).verification
+    assert v.ok and v.reference == "keras" and modes and all(modes)     # checked: float32
+    modes.clear()
+    v = tensorforge.convert(from_keras(model), target="tflite", output=tmp_path / "m.tflite",
+                            verify=True, progress=False).verification
+    assert v.ok and v.reference == "IR interpreter" and modes and not any(modes)

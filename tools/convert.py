@@ -784,7 +784,11 @@ class _FloatCheck:
                 self._submit(reference, lambda: _run_reference(source.run_original,
                                                                self.module, runs),
                              key=_REFERENCE)
-            self._submit("ir", lambda: [V.run_ir(self.module, feed) for feed in runs])
+            # Checked against the source model, the IR runs as one more runtime, in float32
+            # arithmetic; it stays the float64 reference where there is no source.
+            checked = source.run_original is not None
+            self._submit("ir", lambda: [V.run_ir(self.module, feed, float32=checked)
+                                        for feed in runs])
             for t in self.artifacts:
                 if not TARGETS[t].background:
                     self._submit(t, lambda t=t: _run_target(t, self.artifacts[t], self.wide,

@@ -10,6 +10,9 @@ becomes "?" wherever a size cannot be computed.
 
 Kernels are the NumPy reference semantics. They accumulate in float64 and cast back to the
 operand dtype, so the reference is at least as accurate as any runtime it is compared against.
+`float_accumulation(np.float32)` makes the heavy ones (2-D convolutions: plain, grouped,
+depthwise, transposed; matmul) accumulate in float32 instead, about twice as fast: for a run that is checked against another reference
+(verification against the source model), not for the reference itself.
 Convolutions are one BLAS product each: the windows of the padded input (a strided view,
 [N, oh, ow, kh, kw, C]) gathered into rows (im2col, in chunks of bounded size) times the
 flattened filter; transposed convolutions one product then a scatter-add per tap; grouped and
@@ -21,6 +24,7 @@ no batch dims run as one 2-D product over all the rows of the left one.
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -236,7 +240,7 @@ def _finish(acc: np.ndarray, ins, dtype, attrs) -> list[np.ndarray]:
     """Adds the optional bias (third operand), applies the fused activation and casts back
     to the operand dtype."""
     if len(ins) > 2:
-        acc = acc + ins[2].astype(np.float64)
+        acc = acc + ins[2].astype(acc.dtype)
     return [ACTIVATIONS[attrs["activation"]](acc).astype(dtype)]
 
 
@@ -278,6 +282,27 @@ def _infer_conv2d(types, attrs):
     return [TensorType(x.dtype, (n, oh, ow, co))]
 
 
+# What the heavy float kernels accumulate in (see the module docstring); per thread/context.
+_FLOAT_ACCUMULATION: ContextVar = ContextVar("float_accumulation", default=np.float64)
+
+
+@contextlib.contextmanager
+def float_accumulation(dtype):
+    """Within the block (this thread or context), 2-D convolutions and matmuls on floats
+    accumulate in `dtype` (np.float32 or np.float64, the default) and cast back as before."""
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"float accumulation in {np.dtype(dtype)}: float32 or float64 only")
+    token = _FLOAT_ACCUMULATION.set(np.dtype(dtype).type)
+    try:
+        yield
+    finally:
+        _FLOAT_ACCUMULATION.reset(token)
+
+
+def _acc():
+    return _FLOAT_ACCUMULATION.get()
+
+
 def _conv2d_kernel(ins, attrs):
     x, f = ins[0], ins[1]
     strides, dilations, pad = attrs["strides"], attrs["dilations"], attrs["padding"]
@@ -285,8 +310,9 @@ def _conv2d_kernel(ins, attrs):
     n, h, w, c = x.shape
     kh, kw, ci, co = f.shape
     oh, ow = _spatial(h, w, kh, kw, strides, dilations, pad, "conv2d")
-    xp = _pad_nhwc(x.astype(np.float64), oh, ow, kh, kw, strides, dilations, pad)
-    f64 = f.astype(np.float64)
+    acc_t = _acc()
+    xp = _pad_nhwc(x.astype(acc_t), oh, ow, kh, kw, strides, dilations, pad)
+    f64 = f.astype(acc_t)
     if groups == 1:
         # im2col: every window as a row of kh*kw*C values (tap-major, as HWIO flattens).
         win = _windows(xp, oh, ow, kh, kw, strides, dilations)
@@ -295,7 +321,7 @@ def _conv2d_kernel(ins, attrs):
     # Group g reads input channels [g*ci, (g+1)*ci) and writes output channels
     # [g*co/G, (g+1)*co/G).
     m = co // groups
-    acc = np.zeros((n, oh, ow, groups, m))
+    acc = np.zeros((n, oh, ow, groups, m), acc_t)
     for i in range(kh):
         for j in range(kw):
             patch = _tap(xp, i, j, oh, ow, strides, dilations)
@@ -464,9 +490,10 @@ def _depthwise_kernel(ins, attrs):
     n, h, w, c = x.shape
     kh, kw, _, m = f.shape
     oh, ow = _spatial(h, w, kh, kw, strides, dilations, pad, "depthwise_conv2d")
-    xp = _pad_nhwc(x.astype(np.float64), oh, ow, kh, kw, strides, dilations, pad)
-    f64 = f.astype(np.float64)
-    acc = np.zeros((n, oh, ow, c, m))
+    acc_t = _acc()
+    xp = _pad_nhwc(x.astype(acc_t), oh, ow, kh, kw, strides, dilations, pad)
+    f64 = f.astype(acc_t)
+    acc = np.zeros((n, oh, ow, c, m), acc_t)
     # Each tap's product goes through one reused buffer (a new temporary per tap made the
     # large early layers of MobileNets ~1.5x slower); multiplier 1 drops the broadcast axis.
     product = np.empty_like(acc)
@@ -566,8 +593,9 @@ def _conv2d_transpose_kernel(ins, attrs):
     pl, _ = _pads(ow, w, kw, strides[1], dilations[1], pad)
     full_h = (h - 1) * strides[0] + (kh - 1) * dilations[0] + 1
     full_w = (w - 1) * strides[1] + (kw - 1) * dilations[1] + 1
-    buf = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), co))
-    x64, f64 = x.astype(np.float64), f.astype(np.float64)
+    acc_t = _acc()
+    buf = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), co), acc_t)
+    x64, f64 = x.astype(acc_t), f.astype(acc_t)
     # Every tap's contribution in one product: [N*H*W, C_in] @ [C_in, kh*kw*C_out].
     taps = _gemm(x64.reshape(n * h * w, ci), f64.reshape(kh * kw * co, ci).T).reshape(
         n, h, w, kh, kw, co)
@@ -623,9 +651,10 @@ def _infer_matmul(types, attrs):
 def _matmul_kernel(ins, attrs):
     a, b = ins[0], ins[1]
     dtype = a.dtype
-    # Accumulate wide: float64 for every float type (bf16 included), int64 for integers
-    # (the cast back wraps around like a fixed-width runtime would).
-    wide = np.float64 if DType.from_numpy(dtype).is_float else np.int64
+    # Accumulate wide: float64 for every float type (bf16 included; `float_accumulation`
+    # may say float32), int64 for integers (the cast back wraps around like a fixed-width
+    # runtime would).
+    wide = _acc() if DType.from_numpy(dtype).is_float else np.int64
     a, b = a.astype(wide), b.astype(wide)
     if attrs["transpose_a"]:
         a = np.swapaxes(a, -1, -2)
