@@ -184,11 +184,20 @@ def test_conv3d_matches_the_definition(strides, dilations, pad):
 
 # -- float32 accumulation (verification's IR run) ------------------------------------------------
 
+def _gemm_dtypes(monkeypatch) -> list:
+    """Records the dtype of the left operand of every BLAS product the kernels make."""
+    from tensorforge.ir.ops import nn
+
+    seen, real = [], nn._gemm
+    monkeypatch.setattr(nn, "_gemm", lambda a, b: seen.append(a.dtype) or real(a, b))
+    return seen
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_float32_accumulation_stays_within_float32_rounding(case, monkeypatch):
-    """Under `float_accumulation(np.float32)` the products really are float32 (the BLAS
-    calls see float32 operands) and the results stay within float32 accumulation error of
-    the float64 reference; outside the block the kernels are float64 again."""
+    """Under `float_accumulation(np.float32)` every product is float32 (plain and grouped
+    convs) and the results stay within float32 accumulation error of the float64
+    reference; outside the block the kernels are float64 again, bit for bit."""
     from tensorforge.ir.ops import nn
 
     n, h, w, c, kh, kw, co, strides, dilations, pad, groups = case
@@ -196,35 +205,75 @@ def test_float32_accumulation_stays_within_float32_rounding(case, monkeypatch):
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
     f = rng.standard_normal((kh, kw, c // groups, co)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
-    seen = []
-    real_gemm = nn._gemm
-    monkeypatch.setattr(nn, "_gemm", lambda a, m: seen.append(a.dtype) or real_gemm(a, m))
     attrs = dict(strides=strides, dilations=dilations, padding=pad, groups=groups,
                  activation="relu6")
     want = _run("conv2d", [x, f, b], **attrs)
+    seen = _gemm_dtypes(monkeypatch)
     with nn.float_accumulation(np.float32):
         got = _run("conv2d", [x, f, b], **attrs)
-        mm = _run("matmul", [x.reshape(-1, c), f.reshape(-1, co)[:c]], transpose_a=False)
+    assert set(seen) <= {np.dtype(np.float32)}
     assert got.dtype == np.float32 and got.shape == want.shape
     assert _rel(got, want) < 1e-5
-    np.testing.assert_allclose(mm, _run("matmul", [x.reshape(-1, c), f.reshape(-1, co)[:c]]),
-                               rtol=1e-4, atol=1e-5)
-    if groups == 1 and n:
-        assert seen[0] == np.float64 and seen[1] == np.float32
     assert _run("conv2d", [x, f, b], **attrs).tobytes() == want.tobytes()
 
 
-def test_float32_accumulation_is_float32_arithmetic():
-    """Depthwise taps summed in float32: 1e8 + 3 + 3 stays 1e8 (float32's spacing there is
-    8), where float64 sums to 1e8 + 6 and rounds to 1e8 + 8."""
+def test_float32_accumulation_of_transposed_convs_and_matmuls(monkeypatch):
+    from tensorforge.ir.ops import nn
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    f = rng.standard_normal((3, 3, 4, 3)).astype(np.float32)
+    a16 = rng.standard_normal((2, 3, 6)).astype(np.float16)
+    b16 = rng.standard_normal((6, 4)).astype(np.float16)
+    bias16 = rng.standard_normal(4).astype(np.float16)
+    cases = [("conv2d_transpose", [x, f], dict(strides=(2, 2), padding="SAME")),
+             ("matmul", [a16, b16, bias16], dict(activation="tanh"))]
+    for op, ins, attrs in cases:
+        want = _run(op, ins, **attrs)
+        seen = _gemm_dtypes(monkeypatch)
+        with nn.float_accumulation(np.float32):
+            got = _run(op, ins, **attrs)
+        assert seen and set(seen) == {np.dtype(np.float32)}, op
+        assert got.dtype == want.dtype and _rel(got, want) < 1e-3, op
+    # float64 operands are not narrowed
+    a64, b64 = a16.astype(np.float64), b16.astype(np.float64)
+    seen = _gemm_dtypes(monkeypatch)
+    with nn.float_accumulation(np.float32):
+        got = _run("matmul", [a64, b64])
+    assert set(seen) == {np.dtype(np.float64)}
+    assert got.tobytes() == _run("matmul", [a64, b64]).tobytes()
+
+
+def _sums_in_float32(op, **attrs) -> bool:
+    """1e8 + 3 + 3 over three taps: 1e8 in float32 arithmetic (its spacing there is 8),
+    1e8 + 6, rounded to 1e8 + 8, in float64."""
     from tensorforge.ir.ops import nn
 
     x = np.array([1e8, 3.0, 3.0], np.float32).reshape(1, 1, 3, 1)
     f = np.ones((1, 3, 1, 1), np.float32)
-    wide = _run("depthwise_conv2d", [x, f], padding="VALID")
+    assert _run(op, [x, f], padding="VALID", **attrs).ravel().tolist() == [100000008.0]
     with nn.float_accumulation(np.float32):
-        narrow = _run("depthwise_conv2d", [x, f], padding="VALID")
-    assert wide.ravel().tolist() == [100000008.0] and narrow.ravel().tolist() == [1e8]
+        return _run(op, [x, f], padding="VALID", **attrs).ravel().tolist() == [1e8]
+
+
+def test_float32_accumulation_is_float32_arithmetic():
+    from tensorforge.ir.ops import nn
+
+    # (BLAS products may sum in any order or with fused multiply-adds: the plain conv and
+    # matmul are checked by their float32 operands above.)
+    assert _sums_in_float32("depthwise_conv2d")
     with pytest.raises(ValueError):
         with nn.float_accumulation(np.float16):
             pass
+
+
+def test_grouped_depthwise_path_sums_in_float32():
+    """conv2d with one input channel per group (the grouped path's depthwise branch)."""
+    from tensorforge.ir.ops import nn
+
+    x = np.tile(np.array([1e8, 3.0, 3.0], np.float32).reshape(1, 1, 3, 1), (1, 1, 1, 2))
+    f = np.ones((1, 3, 1, 2), np.float32)
+    wide = _run("conv2d", [x, f], padding="VALID", groups=2)
+    with nn.float_accumulation(np.float32):
+        narrow = _run("conv2d", [x, f], padding="VALID", groups=2)
+    assert wide.ravel().tolist() == [100000008.0] * 2 and narrow.ravel().tolist() == [1e8] * 2

@@ -365,6 +365,15 @@ def test_a_savedmodel_source_is_the_reference_beside_its_savedmodel_artifact(tmp
     v = result.verification
     assert {r.runtime for r in v.rows if not r.ok} == {"savedmodel"}, v.table()
     assert {"source savedmodel", "ir", "savedmodel"} <= set(v.seconds)
+    # The quantized check times them apart too.
+    monkeypatch.setitem(C.TARGETS, "savedmodel", target)
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((1, 2)).astype(np.float32) for _ in range(8)]
+    q = tensorforge.convert(str(tmp_path / "src"), target=["tflite", "savedmodel"],
+                            output=tmp_path / "q", quantization="int8",
+                            calibration_data=samples, verify=True, progress=False)
+    assert list(q.verification.seconds)[:2] == ["source savedmodel", "ir"]
+    assert "savedmodel" in q.verification.seconds
 
 
 def test_the_ir_runs_in_float32_only_where_it_is_not_the_reference(tmp_path, monkeypatch):
@@ -386,3 +395,20 @@ def test_the_ir_runs_in_float32_only_where_it_is_not_the_reference(tmp_path, mon
     v = tensorforge.convert(from_keras(model), target="tflite", output=tmp_path / "m.tflite",
                             verify=True, progress=False).verification
     assert v.ok and v.reference == "IR interpreter" and modes and not any(modes)
+
+
+def test_run_ir_sets_its_accumulation_whatever_the_caller_set():
+    """`run_ir(float32=True)` computes in float32 arithmetic, `float32=False` in float64 even
+    inside a caller's float32 block (the reference must not follow the caller)."""
+    from tensorforge.ir import DType, Graph, Module, TensorType
+    from tensorforge.ir.ops.nn import float_accumulation
+    from tensorforge.tools import verify as V
+
+    g = Graph("main")
+    x = g.add_input(TensorType(DType.f32, (1, 1, 3, 1)), "x")
+    f = g.constant(np.ones((1, 3, 1, 1), np.float32))
+    g.set_outputs([g.add("depthwise_conv2d", [x, f], {"padding": "VALID"}).outputs[0]])
+    feed = {"x": np.array([1e8, 3.0, 3.0], np.float32).reshape(1, 1, 3, 1)}
+    assert V.run_ir(Module([g]), feed, float32=True)[0].ravel().tolist() == [1e8]
+    with float_accumulation(np.float32):
+        assert V.run_ir(Module([g]), feed)[0].ravel().tolist() == [100000008.0]

@@ -392,7 +392,6 @@ def run_ir(module: Module, inputs: dict[str, np.ndarray], *, float32: bool = Fal
     """The IR interpreter's outputs; `float32`: convolutions and matmuls accumulate in
     float32 (twice as fast; for a run checked against the source model, which computes in
     float32 itself, not where the IR is the reference)."""
-    if not float32:
-        return run_graph(module.main, list(inputs.values()))
-    with float_accumulation(np.float32):
+    # Set either way: a caller's own float_accumulation block must not change the reference.
+    with float_accumulation(np.float32 if float32 else np.float64):
         return run_graph(module.main, list(inputs.values()))

@@ -11,7 +11,8 @@ becomes "?" wherever a size cannot be computed.
 Kernels are the NumPy reference semantics. They accumulate in float64 and cast back to the
 operand dtype, so the reference is at least as accurate as any runtime it is compared against.
 `float_accumulation(np.float32)` makes the heavy ones (2-D convolutions: plain, grouped,
-depthwise, transposed; matmul) accumulate in float32 instead, about twice as fast: for a run that is checked against another reference
+depthwise, transposed; matmul) accumulate in float32 instead (float64 operands stay
+float64), about twice as fast: for a run that is checked against another reference
 (verification against the source model), not for the reference itself.
 Convolutions are one BLAS product each: the windows of the padded input (a strided view,
 [N, oh, ow, kh, kw, C]) gathered into rows (im2col, in chunks of bounded size) times the
@@ -183,7 +184,7 @@ def _gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.matmul(a, b)
 
 
-# im2col rows are gathered this many float64 values at a time (32 MiB), so a large
+# im2col rows are gathered this many values at a time (32 MiB of float64), so a large
 # convolution never materializes all its patches at once.
 _IM2COL_CHUNK = 1 << 22
 
@@ -299,7 +300,11 @@ def float_accumulation(dtype):
         _FLOAT_ACCUMULATION.reset(token)
 
 
-def _acc():
+def _acc(*arrays) -> type:
+    """The accumulation dtype for float operands `arrays`: the context's, but float64 for
+    float64 operands (never narrowed)."""
+    if any(a.dtype == np.float64 for a in arrays):
+        return np.float64
     return _FLOAT_ACCUMULATION.get()
 
 
@@ -310,7 +315,7 @@ def _conv2d_kernel(ins, attrs):
     n, h, w, c = x.shape
     kh, kw, ci, co = f.shape
     oh, ow = _spatial(h, w, kh, kw, strides, dilations, pad, "conv2d")
-    acc_t = _acc()
+    acc_t = _acc(x, f)
     xp = _pad_nhwc(x.astype(acc_t), oh, ow, kh, kw, strides, dilations, pad)
     f64 = f.astype(acc_t)
     if groups == 1:
@@ -490,7 +495,7 @@ def _depthwise_kernel(ins, attrs):
     n, h, w, c = x.shape
     kh, kw, _, m = f.shape
     oh, ow = _spatial(h, w, kh, kw, strides, dilations, pad, "depthwise_conv2d")
-    acc_t = _acc()
+    acc_t = _acc(x, f)
     xp = _pad_nhwc(x.astype(acc_t), oh, ow, kh, kw, strides, dilations, pad)
     f64 = f.astype(acc_t)
     acc = np.zeros((n, oh, ow, c, m), acc_t)
@@ -593,7 +598,7 @@ def _conv2d_transpose_kernel(ins, attrs):
     pl, _ = _pads(ow, w, kw, strides[1], dilations[1], pad)
     full_h = (h - 1) * strides[0] + (kh - 1) * dilations[0] + 1
     full_w = (w - 1) * strides[1] + (kw - 1) * dilations[1] + 1
-    acc_t = _acc()
+    acc_t = _acc(x, f)
     buf = np.zeros((n, max(full_h, pt + oh), max(full_w, pl + ow), co), acc_t)
     x64, f64 = x.astype(acc_t), f.astype(acc_t)
     # Every tap's contribution in one product: [N*H*W, C_in] @ [C_in, kh*kw*C_out].
@@ -654,7 +659,7 @@ def _matmul_kernel(ins, attrs):
     # Accumulate wide: float64 for every float type (bf16 included; `float_accumulation`
     # may say float32), int64 for integers (the cast back wraps around like a fixed-width
     # runtime would).
-    wide = _acc() if DType.from_numpy(dtype).is_float else np.int64
+    wide = _acc(a, b) if DType.from_numpy(dtype).is_float else np.int64
     a, b = a.astype(wide), b.astype(wide)
     if attrs["transpose_a"]:
         a = np.swapaxes(a, -1, -2)
