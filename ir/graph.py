@@ -299,6 +299,29 @@ class Graph:
         node.prev = node.next = node.graph = None
         self._count -= 1
 
+    def reorder(self, nodes: Sequence[Node]) -> None:
+        """Relinks this graph's nodes in the order `nodes` (every node of the graph once, each
+        after the producers of its operands)."""
+        if len(nodes) != self._count or any(n.graph is not self for n in nodes) or \
+                len({id(n) for n in nodes}) != len(nodes):
+            raise ValueError("reorder needs every node of the graph exactly once")
+        seen: set[int] = set()
+        for n in nodes:
+            if any(v.producer is not None and v.producer.graph is self
+                   and id(v.producer) not in seen for v in n.inputs):
+                raise ValueError(f"reorder puts {n.describe()} before an operand's producer")
+            seen.add(id(n))
+        prev = None
+        for n in nodes:
+            n.prev = prev
+            if prev is not None:
+                prev.next = n
+            prev = n
+        if prev is not None:
+            prev.next = None
+        self._first = nodes[0] if nodes else None
+        self._last = prev
+
     def replace_node(self, node: Node, new_values: Sequence[Value]) -> None:
         """Replaces every use of `node`'s outputs with `new_values`, then erases it."""
         for old, new in zip(node.outputs, new_values, strict=True):

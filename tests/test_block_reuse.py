@@ -15,6 +15,15 @@ from tensorforge.frontends.keras import block_reuse
 keras_hub = pytest.importorskip("keras_hub")
 
 
+@pytest.fixture(autouse=True)
+def _traced(monkeypatch):
+    """Block reuse is a tracing device: these models are traced whole (with static shapes
+    they would be lifted layer by layer, frontends/keras/block_rules.py)."""
+    from tensorforge.frontends.keras.lift import DIRECT_ENV
+
+    monkeypatch.setenv(DIRECT_ENV, "0")
+
+
 def _seeded(model):
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in model.get_weights()])

@@ -43,13 +43,39 @@ class _Context:
     """The graph being built and where its nodes come from (scope = layer path)."""
 
     def __init__(self, graph: Graph, trace_layer: Callable | None,
-                 values: VariableValues | None = None):
+                 values: VariableValues | None = None,
+                 call_rules: dict[str, Callable] | None = None):
         self.graph = graph
         self.scope = ""
         self.loc = ""
         self.trace_layer = trace_layer
         self.op_rules = _op_rules()
+        self.call_rules = call_rules or {}
         self.values = values if values is not None else VariableValues()
+        # Set by a rule whose nodes are not emitted in the TF lifter's order (block_rules.py):
+        # the graph is put into that order at the end (`depth_first_order`, which `units`
+        # and `after` guide).
+        self.reorder = False
+        self.units: dict = {}   # Node -> ([nodes from one TF op], [that op's inputs])
+        self.after: dict = {}   # Node -> [nodes the walk visits before its operands]
+
+    def one_op(self, since, inputs: Sequence[Value]) -> None:
+        """The nodes added after node `since` came from one TF op with `inputs` (in its
+        order; `depth_first_order`)."""
+        nodes = []
+        node = self.graph.last
+        while node is not None and node is not since:
+            nodes.append(node)
+            node = node.prev
+        nodes.reverse()
+        unit = (nodes, list(inputs))
+        for n in nodes:
+            self.units[n] = unit
+
+    def forget_erased(self) -> None:
+        """Drops what `units` and `after` say of nodes no longer in the graph."""
+        self.units = {n: u for n, u in self.units.items() if n.graph is self.graph}
+        self.after = {n: d for n, d in self.after.items() if n.graph is self.graph}
 
     def add(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
         return self.graph.add(op, list(inputs), attrs or {}, scope=self.scope,
@@ -138,6 +164,8 @@ def _activation(ctx: _Context, fn, x: Value) -> Value:
         y = ctx.add("relu6", [ctx.add("add", [x, ctx.const(np.float32(3.0))])])
         y = ctx.add("div", [y, ctx.const(np.float32(6.0))])
         return y if fn is A.hard_sigmoid else ctx.add("mul", [x, y])
+    if _is_gelu_approximate(fn):
+        return _gelu_approximate(ctx, x)
     if fn is A.gelu:
         # tf.nn.gelu(approximate=False): 0.5 * x * erfc(-x / sqrt(2)), erfc as 1 - erf
         half = ctx.add("mul", [ctx.const(np.float32(0.5)), x])
@@ -145,6 +173,23 @@ def _activation(ctx: _Context, fn, x: Value) -> Value:
         erfc = ctx.add("sub", [ctx.const(np.float32(1.0)), ctx.add("erf", [scaled])])
         return ctx.add("mul", [half, erfc])
     raise NoRule(f"activation {getattr(fn, '__name__', fn)!r}")
+
+
+def _is_gelu_approximate(fn) -> bool:
+    """KerasHub's `gelu_approximate` (its BERT-family feed-forward activation)."""
+    return (getattr(fn, "__name__", None) == "gelu_approximate"
+            and getattr(fn, "__module__", None) == "keras_hub.src.utils.keras_utils")
+
+
+def _gelu_approximate(ctx: _Context, x: Value) -> Value:
+    """tf.nn.gelu(x, approximate=True) as TF builds it:
+    0.5 * x * (1 + tanh(0.7978845608 * (x + 0.044715 * x^3)))."""
+    half = ctx.add("mul", [ctx.const(np.float32(0.5)), x])
+    cube = ctx.add("pow", [x, ctx.const(np.float32(3.0))])
+    inner = ctx.add("add", [x, ctx.add("mul", [ctx.const(np.float32(0.044715)), cube])])
+    inner = ctx.add("mul", [ctx.const(np.float32(0.7978845608028654)), inner])
+    return ctx.add("mul", [half, ctx.add("add", [ctx.const(np.float32(1.0)),
+                                                  ctx.add("tanh", [inner])])])
 
 
 def _folded(op: str, *arrays) -> np.ndarray:
@@ -388,6 +433,45 @@ def _binary_op(op):
     return rule
 
 
+def _index(ctx, op, args, kwargs):
+    """`x[key]` in a Functional graph (Keras's GetItem op) as TF's `_slice_helper` builds its
+    StridedSlice: one spec entry per key item (a slice: its bounds, a missing one set in the
+    begin/end mask; an int: [i, i + 1) with the shrink bit; Ellipsis and None: their mask
+    bits). Keys of ints, int-or-None slices, Ellipsis and None only."""
+    _require(not kwargs and len(args) == 2 and isinstance(args[0], Value), "call arguments")
+    x, key = args
+    key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+    begin, end, strides = [], [], []
+    masks = dict.fromkeys(("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                           "shrink_axis_mask"), 0)
+
+    def whole(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    for i, item in enumerate(key):
+        bit = 1 << i
+        if isinstance(item, slice):
+            for bound, values, mask in ((item.start, begin, "begin_mask"),
+                                        (item.stop, end, "end_mask")):
+                _require(bound is None or whole(bound), "a slice bound that is not an int")
+                values.append(0 if bound is None else int(bound))
+                if bound is None:
+                    masks[mask] |= bit
+            _require(item.step is None or (whole(item.step) and item.step != 0),
+                     "a slice step that is not a nonzero int")
+            strides.append(1 if item.step is None else int(item.step))
+        elif item is Ellipsis or item is None:
+            begin.append(0), end.append(0), strides.append(1)
+            masks["ellipsis_mask" if item is Ellipsis else "new_axis_mask"] |= bit
+        else:
+            _require(whole(item), f"an index {item!r}")
+            begin.append(int(item)), end.append(int(item) + 1), strides.append(1)
+            masks["shrink_axis_mask"] |= bit
+    _require(bin(masks["ellipsis_mask"]).count("1") <= 1, "two ellipses")
+    return ctx.add("strided_slice", [x], {**masks, "begin": tuple(begin), "end": tuple(end),
+                                          "strides": tuple(strides)})
+
+
 def _op_rules() -> dict[type, Callable]:
     """Rules for Keras ops (not layers) recorded in Functional graphs: (ctx, op, args,
     kwargs) -> outputs."""
@@ -395,7 +479,7 @@ def _op_rules() -> dict[type, Callable]:
 
     return {N.Add: _binary_op("add"), N.Subtract: _binary_op("sub"),
             N.Multiply: _binary_op("mul"), N.Maximum: _binary_op("maximum"),
-            N.Minimum: _binary_op("minimum")}
+            N.Minimum: _binary_op("minimum"), N.GetItem: _index}
 
 
 def _rules() -> dict[type, Callable]:
@@ -438,6 +522,11 @@ def _call_args(args, kwargs) -> list[Value]:
     return flat
 
 
+def _class_path(layer) -> str:
+    cls = type(layer)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _graph_model(layer):
     """The Functional graph that runs `layer` (a Sequential's own), or None."""
     if hasattr(layer, "_nodes_by_depth") and hasattr(layer, "_run_through_graph"):
@@ -478,6 +567,15 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
                     # scope, as the traced path's scope function puts them.
                     ctx.scope = prefix.rstrip("/")
                     return op_rule(ctx, layer, args, kwargs)
+                call_rule = ctx.call_rules.get(_class_path(layer)) if ctx.call_rules else None
+                if call_rule is not None:
+                    mark = ctx.graph.last
+                    try:
+                        return call_rule(ctx, layer, args, kwargs)
+                    except NoRule:
+                        _erase_after(ctx.graph, mark)
+                        ctx.forget_erased()
+                        ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
                 if rule is not None:
                     mark = ctx.graph.last
                     try:
@@ -550,6 +648,73 @@ def _run_graph(model, inputs: list[Value], operation_fn):
                                        [values[id(x)] for x in model.outputs])
 
 
+def depth_first_order(graph: Graph, units: dict | None = None,
+                      after: dict | None = None) -> None:
+    """Puts `graph`'s nodes in the order the TF lifter lifts a traced graph in: producers
+    first, by a depth-first walk over TF ops from the outputs in order, following each op's
+    inputs in order; a constant placed just before its first user (the lifter creates a
+    folded constant when an op first uses it). `units` ({node: ([nodes], [inputs])}) names
+    nodes lifted from one TF op with those inputs (an einsum's transposes and matmul): the
+    walk visits the op's inputs, then places the nodes in their own order. `after` ({node:
+    [nodes]}) adds inputs the TF op had that the IR node lost (`tf.ones_like(x)` folded to a
+    constant still sent the walk through x first). Nodes no output depends on keep their
+    order after the others."""
+    units = units or {}
+    after = after or {}
+    order: list = []
+    placed: set[int] = set()
+
+    def members(node):
+        unit = units.get(node)
+        return [node] if unit is None else unit[0]
+
+    def inputs(node):
+        unit = units.get(node)
+        values = node.inputs if unit is None else unit[1]
+        deps = [d for n in members(node) for d in after.get(n, [])]
+        deps += [v.producer for v in values
+                 if v.producer is not None and v.producer.op != "constant"]
+        return iter(deps)
+
+    def place(node):
+        for member in members(node):
+            for v in member.inputs:
+                c = v.producer
+                if c is not None and c.op == "constant" and id(c) not in placed:
+                    placed.add(id(c))
+                    order.append(c)
+            placed.add(id(member))
+            order.append(member)
+
+    def visit(root):
+        for n in members(root):
+            placed.add(id(n))
+        stack = [(root, inputs(root))]
+        while stack:
+            node, pending = stack[-1]
+            for dep in pending:
+                if id(dep) not in placed:
+                    for n in members(dep):
+                        placed.add(id(n))
+                    stack.append((dep, inputs(dep)))
+                    break
+            else:
+                stack.pop()
+                place(node)
+
+    for out in graph.outputs:
+        root = out.producer
+        if root is None or id(root) in placed:
+            continue
+        if root.op == "constant":
+            placed.add(id(root))
+            order.append(root)
+        else:
+            visit(root)
+    order += [n for n in graph if id(n) not in placed]
+    graph.reorder(order)
+
+
 def _input_type(spec) -> TensorType:
     dims = spec.shape.as_list()
     _require(len(dims) >= 1, "a scalar input")
@@ -560,21 +725,24 @@ def _input_type(spec) -> TensorType:
 
 def lift_direct(model, keras_inputs, specs, input_names: list[str],
                 output_names: Callable, trace_layer: Callable | None = None,
-                values: VariableValues | None = None) -> Module | None:
+                values: VariableValues | None = None,
+                call_rules: dict[str, Callable] | None = None) -> Module | None:
     """The Module of a Functional/Sequential `model` lifted layer by layer, or None when some
     layer (or its use) has no rule and cannot be traced on its own: the caller then traces
     the whole model. `keras_inputs` are the model's symbolic inputs in the order of `specs`
     (their TensorSpecs: a None batch, other dims static) and `input_names`;
     `output_names(structure, n)` names the n flat outputs; `trace_layer(ctx, layer, args,
     kwargs)` lifts a layer without a rule (or raises NoRule); `values` keeps the variables
-    read (all of the model's in one op, tf/variables.py) for a trace that may follow."""
+    read (all of the model's in one op, tf/variables.py) for a trace that may follow;
+    `call_rules` ({class path: rule(ctx, layer, args, kwargs)}) cover layers called with
+    more than float32 tensors (block_rules.py)."""
     import keras
 
     graph_model = _graph_model(model)
     if graph_model is None:
         return None
     graph = Graph("main")
-    ctx = _Context(graph, trace_layer, values)
+    ctx = _Context(graph, trace_layer, values, call_rules)
     try:
         ctx.prefetch(model.weights)
         inputs = [graph.add_input(_input_type(s), name) for s, name in zip(specs, input_names)]
@@ -601,6 +769,11 @@ def lift_direct(model, keras_inputs, specs, input_names: list[str],
             v.name = name
         final.append(v)
     graph.set_outputs(final)
+    if ctx.reorder:
+        try:
+            depth_first_order(graph, ctx.units, ctx.after)
+        except ValueError:     # not an order of this graph: trace instead
+            return None
     meta = {"source": "keras", "producer": f"tensorforge {package_version()}",
             "input_names": list(input_names), "output_names": list(names)}
     return Module([graph], meta)

@@ -27,6 +27,7 @@ from ..jax import from_jax
 from ..tf import lift_concrete_function
 from ..tf.variables import VariableValues
 from .block_reuse import reuse_repeated_blocks
+from .block_rules import call_rules
 from .direct import lift_direct
 from .quantized import dequantized_tracing, fold_weight_transposes
 
@@ -469,7 +470,8 @@ def from_keras(model_or_path, input_signature: Sequence | None = None, *,
         keras_inputs = [struct[k] for k in keys] if keys is not None else _model_inputs(model)
         module = lift_direct(model, keras_inputs or [], specs, input_names,
                              lambda structured, n: _output_names(model, structured, n),
-                             trace_layer=_trace_layer, values=values)
+                             trace_layer=_trace_layer, values=values,
+                             call_rules=call_rules())
         if module is not None:
             return module
 

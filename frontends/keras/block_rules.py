@@ -1,0 +1,346 @@
+"""Direct-lifting rules for the layers a KerasHub text backbone is made of: Keras's
+`Embedding` and `ReversibleEmbedding`, KerasHub's `PositionEmbedding`, and KerasHub's
+`TransformerEncoder` with the `MultiHeadAttention` and `EinsumDense` layers inside it.
+
+Why: these layers hold layers (or, for the embeddings, take integer inputs), so without
+rules a KerasHub backbone was traced whole; tracing a tiny BERT's 326 TF ops was most of its
+conversion. The rules emit each layer's IR from its configuration and weights in
+microseconds.
+
+Same contract as frontends/keras/direct.py: a rule emits the nodes the TF lifter lifts from
+Keras's TF-backend trace of the layer (the same ops, operands, constants, names and scopes;
+tests/test_keras_direct_blocks.py compares the TFLite bytes of both paths), and covers only the
+configurations it checks, raising NoRule for anything else (the layer is then lifted as
+before). Node order is the exception: the TF lifter orders nodes by a depth-first walk from
+the outputs (following a masked softmax's first operand, the mask, puts a later block's mask
+ops before everything else), which no layer-by-layer walk emits, so a lift that used these
+rules is put into that order afterwards (`depth_first_order` in direct.py).
+
+Covered: static shapes past the batch; float32 dtype policies; no Keras quantization or
+LoRA; the embeddings without `mask_zero`; attention over axis 1 of rank-3 inputs with
+dropout (the explicit-softmax path of `MultiHeadAttention._compute_attention`) or without
+(its TF backend's `dot_product_attention`), no gate, sliding window, flash attention or
+custom attention mask; `padding_mask` or no mask; `normalize_first` either way; the
+feed-forward activations `_activation` knows, KerasHub's `gelu_approximate` included."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ...ir.graph import Value
+from ...ir.types import DType
+from .direct import NoRule, _Context, _dense, _f32, _layer_norm, _plain, _require
+
+# Exact classes (a subclass may override `call`), by class path: KerasHub is imported only by
+# models that use it.
+EMBEDDINGS = frozenset({
+    "keras.src.layers.core.embedding.Embedding",
+    "keras.src.layers.core.reversible_embedding.ReversibleEmbedding",
+    "keras_hub.src.layers.modeling.reversible_embedding.ReversibleEmbedding",
+})
+POSITION_EMBEDDING = "keras_hub.src.layers.modeling.position_embedding.PositionEmbedding"
+TOKEN_AND_POSITION_EMBEDDING = (
+    "keras_hub.src.layers.modeling.token_and_position_embedding.TokenAndPositionEmbedding")
+TRANSFORMER_ENCODER = "keras_hub.src.layers.modeling.transformer_encoder.TransformerEncoder"
+_MHA = "keras.src.layers.attention.multi_head_attention.MultiHeadAttention"
+_EINSUM_DENSE = "keras.src.layers.core.einsum_dense.EinsumDense"
+_SOFTMAX = "keras.src.layers.activations.softmax.Softmax"
+_LAYER_NORM = "keras.src.layers.normalization.layer_normalization.LayerNormalization"
+_DENSE = "keras.src.layers.core.dense.Dense"
+_DROPOUT = "keras.src.layers.regularization.dropout.Dropout"
+
+# Keras's masked softmax sets masked scores to this before the softmax (float32); its TF
+# backend's dot_product_attention to 0.7 of float32's most negative number.
+_LARGE_NEGATIVE = -1e9
+_TF_LARGE_NEGATIVE = 3.38953e38 * -0.7
+
+
+def class_path(layer) -> str:
+    cls = type(layer)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is(layer, path: str) -> bool:
+    return class_path(layer) == path
+
+
+def _static(v: Value, rank: int | None = None) -> tuple:
+    dims = v.type.shape
+    _require(rank is None or len(dims) == rank, f"a rank-{len(dims)} operand")
+    _require(all(isinstance(d, int) for d in dims[1:]), "run-time dims past the batch")
+    return tuple(dims)
+
+
+def _only(args, kwargs, allowed: dict) -> list:
+    """The tensors of a call `layer(x, **kwargs)`: `x` and the values of the keyword arguments
+    in `allowed` ({name: check of its value}); anything else (another positional argument, a
+    keyword not in `allowed`, a value its check refuses) is not covered."""
+    _require(len(args) == 1 and isinstance(args[0], Value), "call arguments")
+    for key, value in kwargs.items():
+        check = allowed.get(key)
+        _require(check is not None and check(value), f"call argument {key}={value!r}")
+    return [args[0]]
+
+
+def _inference(value) -> bool:
+    return value is None or value is False
+
+
+def _embedding(ctx: _Context, layer, args, kwargs):
+    """Keras's `Embedding.call`: `ops.take(embeddings, ids, axis=0)`, which Keras's TF backend
+    computes as `tf.gather(embeddings, where(ids < 0, ids + input_dim, ids))`."""
+    _plain(layer)
+    (ids,) = _only(args, kwargs, {"reverse": lambda r: r is False, "training": _inference})
+    _require(not getattr(layer, "mask_zero", False), "mask_zero")
+    _require(ids.type.dtype == DType.i32, "non-int32 ids")
+    table = layer.embeddings
+    rows = int(table.shape[0])
+    negative = ctx.add("less", [ids, ctx.const(np.int32(0))])
+    wrapped = ctx.add("add", [ids, ctx.const(np.int32(rows))])
+    fixed = ctx.add("where", [negative, wrapped, ids])
+    ctx.reorder = True
+    return ctx.add("gather", [ctx.weight(table), fixed], {"axis": 0, "batch_dims": 0})
+
+
+def _position_embedding(ctx: _Context, layer, args, kwargs):
+    """KerasHub's `PositionEmbedding.call(x)`: the first `sequence_length` rows of its table
+    broadcast to x's shape: a constant for a static shape (as the TF lifter folds it), a
+    broadcast to [batch, seq, width] built from x's run-time shape otherwise."""
+    _plain(layer)
+    (x,) = _only(args, kwargs, {"start_index": lambda s: s == 0,
+                                "positions": lambda p: p is None})
+    _require(_serving_positions() is None, "positions set by a serving engine")
+    shape = _static(x, rank=3)
+    seq, width = shape[-2], shape[-1]
+    table = ctx.read(layer.position_embeddings)
+    _require(seq <= table.shape[0] and width == table.shape[1], "a table of another size")
+    rows = table[:seq, :width]
+    ctx.reorder = True      # the constant goes where its first user is
+    if isinstance(shape[0], int):
+        positions = np.ascontiguousarray(np.broadcast_to(rows, shape))
+        positions.flags.writeable = False
+        return ctx.const(positions)
+    # tf.broadcast_to(rows, tf.shape(x)), the static dims of the shape folded
+    batch = ctx.add("slice", [ctx.add("shape_of", [x], {"dtype": DType.i32})],
+                    {"begin": (0,), "size": (1,)})
+    target = ctx.add("concat", [batch, ctx.const(np.array([seq], np.int32)),
+                                ctx.const(np.array([width], np.int32))], {"axis": 0})
+    rows = np.ascontiguousarray(rows)
+    rows.flags.writeable = False
+    return ctx.add("dynamic_broadcast_to", [ctx.const(rows), target], {"dims": shape})
+
+
+def _serving_positions():
+    """What KerasHub's PositionEmbedding reads as its positions when none are passed (None
+    outside a vLLM serving context; newer KerasHub versions only)."""
+    try:
+        from keras_hub.src.layers.modeling import position_embedding
+    except ImportError:
+        return None
+    read = getattr(position_embedding, "_vllm_serving_positions", None)
+    return read() if read is not None else None
+
+
+def _token_and_position_embedding(ctx: _Context, layer, args, kwargs):
+    """KerasHub's `TokenAndPositionEmbedding.call(ids)`: its token embedding plus its
+    position embedding of the embedded tokens."""
+    _plain(layer)
+    (ids,) = _only(args, kwargs, {"start_index": lambda s: s == 0,
+                                  "positions": lambda p: p is None})
+    scope = ctx.scope
+    tokens, positions = layer.token_embedding, layer.position_embedding
+    _require(class_path(tokens) in EMBEDDINGS and _is(positions, POSITION_EMBEDDING),
+             "other embedding layers")
+    _enter(ctx, tokens, f"{scope}/{tokens.name}")
+    embedded = _embedding(ctx, tokens, [ids], {})
+    _enter(ctx, positions, f"{scope}/{positions.name}")
+    position_values = _position_embedding(ctx, positions, [embedded], {})
+    _enter(ctx, layer, scope)
+    return ctx.add("add", [embedded, position_values])
+
+
+# -- attention ---------------------------------------------------------------------------------
+
+def _enter(ctx: _Context, layer, scope: str) -> None:
+    ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
+
+
+def _einsum_dense(ctx: _Context, layer, x: Value, scope: str) -> Value:
+    """`EinsumDense` with the two equations `MultiHeadAttention` builds for rank-3 inputs, as
+    TF computes the einsum: "abc,cde->abde" (a projection to heads: a matmul with the kernel
+    flattened to [c, d*e], then a reshape) and "abcd,cde->abe" (heads back to features: a
+    reshape, then a matmul with the kernel flattened to [c*d, e]); then the bias."""
+    _require(_is(layer, _EINSUM_DENSE), "a subclass of EinsumDense")
+    _plain(layer)
+    from keras import activations
+
+    _require(layer.activation in (None, activations.linear), "an activation")
+    _enter(ctx, layer, scope)
+    kernel = ctx.read(layer.kernel)
+    shape = _static(x)
+    if layer.equation == "abc,cde->abde":
+        _require(len(shape) == 3 and kernel.ndim == 3 and shape[2] == kernel.shape[0],
+                 "mismatched operands")
+        y = ctx.add("matmul", [x, ctx.const(kernel.reshape(kernel.shape[0], -1))])
+        y = ctx.add("reshape", [y], {"shape": (-1, shape[1], *kernel.shape[1:])})
+    elif layer.equation == "abcd,cde->abe":
+        _require(len(shape) == 4 and kernel.ndim == 3 and shape[2:] == kernel.shape[:2],
+                 "mismatched operands")
+        y = ctx.add("reshape", [x], {"shape": (-1, shape[1], shape[2] * shape[3])})
+        y = ctx.add("matmul", [y, ctx.const(kernel.reshape(-1, kernel.shape[2]))])
+    else:
+        raise NoRule(f"einsum {layer.equation!r}")
+    if layer.bias is not None:
+        y = ctx.add("add", [y, ctx.weight(layer.bias)])
+    return y
+
+
+def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str) -> Value:
+    """`MultiHeadAttention(query=x, value=x, attention_mask=mask)`, self-attention over axis 1
+    of a rank-3 x. With dropout configured, Keras computes the scores explicitly: einsum(key,
+    query * 1/sqrt(dk)) and its Softmax layer's masked softmax; without, it calls its TF
+    backend's `dot_product_attention`: einsum(query, key) * 1/sqrt(dk), masked with a large
+    negative number, softmax. Either way, einsum(probabilities, value) and the output
+    projection follow; TF computes each einsum as transposes around a batched matmul."""
+    from keras.src.layers.attention.multi_head_attention import MultiHeadAttention
+
+    _require(_is(mha, _MHA), "a subclass of MultiHeadAttention")
+    _require(type(mha)._compute_attention is MultiHeadAttention._compute_attention,
+             "a custom attention")
+    _plain(mha)
+    explicit = mha._dropout > 0.0
+    _require(explicit or not mha._flash_attention, "flash attention")
+    _require(not getattr(mha, "_use_gate", False), "a gated attention")
+    _require(getattr(mha, "_sliding_window", None) is None, "a sliding window")
+    _require(tuple(mha._attention_axes) == (1,), "attention over other axes")
+    _require(mha._dot_product_equation == "aecd,abcd->acbe"
+             and mha._combine_equation == "acbe,aecd->abcd", "other attention equations")
+    softmax = mha._softmax
+    _require(_is(softmax, _SOFTMAX) and tuple(softmax.axis) in ((3,), (-1,)),
+             "a softmax over other axes")
+    shape = _static(x, rank=3)
+    if mask is not None:
+        # MultiHeadAttention._compute_attention_mask casts it to bool; the heads axis (-3 of
+        # the [B, T, S] mask) is added before the softmax.
+        _enter(ctx, mha, scope)
+        mask = ctx.add("cast", [mask], {"to": DType.bool})
+        mask = ctx.add("expand_dims", [mask], {"axis": 1})
+    query = _einsum_dense(ctx, mha._query_dense, x, f"{scope}/{mha._query_dense.name}")
+    key = _einsum_dense(ctx, mha._key_dense, x, f"{scope}/{mha._key_dense.name}")
+    value = _einsum_dense(ctx, mha._value_dense, x, f"{scope}/{mha._value_dense.name}")
+    _enter(ctx, mha, scope)
+    scale = ctx.const(np.float32(mha._inverse_sqrt_key_dim))
+    if explicit:
+        query = ctx.add("mul", [query, scale])
+        key_t = ctx.add("transpose", [key], {"perm": (0, 2, 1, 3)})
+        query_t = ctx.add("transpose", [query], {"perm": (0, 2, 3, 1)})
+        scores = ctx.add("matmul", [key_t, query_t])
+        scores = ctx.add("transpose", [scores], {"perm": (0, 1, 3, 2)})
+        _enter(ctx, softmax, f"{scope}/{softmax.name}")
+        _plain(softmax)
+        if mask is not None:
+            scores = ctx.add("where", [mask, scores, ctx.const(np.float32(_LARGE_NEGATIVE))])
+        probs = ctx.add("softmax", [scores], {"axis": -1})
+        if mask is not None:
+            probs = ctx.add("where", [mask, probs, ctx.const(np.float32(0.0))])
+        _enter(ctx, mha, scope)
+    else:
+        # tf.einsum("BTNH,BSNH->BNTS", query, key): one TF op the lifter expands
+        mark = ctx.graph.last
+        query_t = ctx.add("transpose", [query], {"perm": (0, 2, 1, 3)})
+        key_t = ctx.add("transpose", [key], {"perm": (0, 2, 1, 3)})
+        scores = ctx.add("matmul", [query_t, key_t], {"transpose_a": False, "transpose_b": True})
+        ctx.one_op(mark, [query, key])
+        scores = ctx.add("mul", [scores, scale])
+        if mask is not None:
+            # tf.logical_and(tf.ones_like(scores, bool), mask): the ones folded to a
+            # constant (batch 1 for a run-time batch, broadcast)
+            heads = int(mha._num_heads)
+            batch = shape[0] if isinstance(shape[0], int) else 1
+            ones = np.ones((batch, heads, shape[1], shape[1]), np.bool_)
+            mask = ctx.add("logical_and", [ctx.const(ones), mask])
+            if not isinstance(shape[0], int):
+                # tf.ones_like(scores) of a run-time shape is an op on the scores
+                ctx.after[mask.producer] = [scores.producer]
+            scores = ctx.add("where", [mask, scores,
+                                       ctx.const(np.float32(_TF_LARGE_NEGATIVE))])
+        probs = ctx.add("softmax", [scores], {"axis": -1})
+    mark = ctx.graph.last
+    value_t = ctx.add("transpose", [value], {"perm": (0, 2, 1, 3)})
+    out = ctx.add("matmul", [probs, value_t])
+    out = ctx.add("transpose", [out], {"perm": (0, 2, 1, 3)})
+    if not explicit:
+        ctx.one_op(mark, [probs, value])    # tf.einsum("BNTS,BSNH->BTNH", probs, value)
+    return _einsum_dense(ctx, mha._output_dense, out, f"{scope}/{mha._output_dense.name}")
+
+
+def _sublayer(ctx: _Context, layer, path: str, scope: str, rule: Callable, x: Value) -> Value:
+    _require(_is(layer, path), f"a {type(layer).__name__} where KerasHub builds another")
+    _plain(layer)
+    _enter(ctx, layer, scope)
+    return rule(ctx, layer, x)
+
+
+def _transformer_encoder(ctx: _Context, layer, args, kwargs):
+    """KerasHub's `TransformerEncoder.call(x, padding_mask=...)` (its code, step by step:
+    the padding mask widened to [B, 1, S], self-attention, dropout, the residual and layer
+    norm, the two feed-forward Dense layers, dropout, the residual and layer norm; the norms
+    first under `normalize_first`)."""
+    _plain(layer)
+    (x,) = _only(args, kwargs, {
+        "padding_mask": lambda m: m is None or isinstance(m, Value),
+        "attention_mask": lambda m: m is None, "training": _inference,
+        "return_attention_scores": lambda r: r is False})
+    _f32(x)
+    _static(x, rank=3)
+    scope = ctx.scope
+    mask = kwargs.get("padding_mask")
+    if mask is not None:
+        _require(mask.type.dtype in (DType.i32, DType.bool), "a padding mask of another dtype")
+        _require(_static(mask, rank=2) == x.type.shape[:2], "a padding mask of another shape")
+        # merge_padding_and_attention_mask: cast(expand_dims(mask, 1), "int32")
+        mask = ctx.add("expand_dims", [mask], {"axis": 1})
+        if mask.type.dtype != DType.i32:
+            mask = ctx.add("cast", [mask], {"to": DType.i32})
+
+    def norm(sub, y):
+        return _sublayer(ctx, sub, _LAYER_NORM, f"{scope}/{sub.name}", _layer_norm, y)
+
+    def dense(sub, y):
+        return _sublayer(ctx, sub, _DENSE, f"{scope}/{sub.name}", _dense, y)
+
+    for dropout in (layer._self_attention_dropout, layer._feedforward_dropout):
+        _require(_is(dropout, _DROPOUT), "another dropout")
+    first = bool(layer.normalize_first)
+    residual = x
+    if first:
+        x = norm(layer._self_attention_layer_norm, x)
+    mha = layer._self_attention_layer
+    x = _attention(ctx, mha, x, mask, f"{scope}/{mha.name}")
+    _enter(ctx, layer, scope)
+    x = ctx.add("add", [x, residual])
+    if not first:
+        x = norm(layer._self_attention_layer_norm, x)
+    residual = x
+    if first:
+        x = norm(layer._feedforward_layer_norm, x)
+    x = dense(layer._feedforward_intermediate_dense, x)
+    x = dense(layer._feedforward_output_dense, x)
+    _enter(ctx, layer, scope)
+    x = ctx.add("add", [x, residual])
+    if not first:
+        x = norm(layer._feedforward_layer_norm, x)
+    ctx.reorder = True
+    return x
+
+
+def call_rules() -> dict[str, Callable]:
+    """{class path: rule(ctx, layer, args, kwargs) -> outputs} for layers called with more than
+    float32 tensors (integer ids, keyword arguments such as a padding mask)."""
+    rules = {path: _embedding for path in EMBEDDINGS}
+    rules[POSITION_EMBEDDING] = _position_embedding
+    rules[TOKEN_AND_POSITION_EMBEDDING] = _token_and_position_embedding
+    rules[TRANSFORMER_ENCODER] = _transformer_encoder
+    return rules

@@ -1,0 +1,164 @@
+"""Direct lifting of KerasHub's text backbones (frontends/keras/block_rules.py): embeddings,
+position embeddings, TransformerEncoder with MultiHeadAttention and EinsumDense, and `x[...]`
+in a Functional graph are lifted from their configurations, with nothing traced, to the very
+TFLite bytes the whole-model trace gives; what the rules do not cover is traced as before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorforge
+from tensorforge.frontends.keras import lift as keras_lift
+from tensorforge.ir.graph import Graph
+from tensorforge.ir.types import DType, TensorType
+
+keras = pytest.importorskip("keras")
+keras_hub = pytest.importorskip("keras_hub")
+
+
+def _seeded(model, seed=0):
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.2, w.shape).astype(w.dtype) if w.dtype.kind == "f"
+                       else w for w in model.get_weights()])
+    return model
+
+
+def _lift(model, monkeypatch, direct: bool, shapes=None):
+    monkeypatch.setenv(keras_lift.DIRECT_ENV, "1" if direct else "0")
+    return keras_lift.from_keras(model, input_shapes=shapes)
+
+
+def _tflite(module, path) -> bytes:
+    return tensorforge.convert(module, target="tflite", output=path,
+                               progress=False).artifacts["tflite"]
+
+
+def _no_tracing(monkeypatch):
+    """Makes any TF trace (of the model or of one layer) fail the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("traced")
+    monkeypatch.setattr(keras_lift, "_trace", refuse)
+    monkeypatch.setattr(keras_lift, "_trace_layer", refuse)
+
+
+def _same_as_traced(model, monkeypatch, tmp_path, shapes=None, direct_only=True):
+    traced = _tflite(_lift(model, monkeypatch, False, shapes), tmp_path / "traced.tflite")
+    with monkeypatch.context() as m:
+        if direct_only:
+            _no_tracing(m)
+        module = _lift(model, monkeypatch, True, shapes)
+    assert _tflite(module, tmp_path / "direct.tflite") == traced
+    return module
+
+
+def _backbone(name, **overrides):
+    from tensorforge.tools.sweeps.kerashub_configs import CONFIGS
+
+    keras.backend.clear_session()
+    return _seeded(getattr(keras_hub.models, name)(**{**CONFIGS[name], **overrides}))
+
+
+# BERT: Keras embeddings, dropout (the explicit softmax); RoBERTa: TokenAndPositionEmbedding;
+# ALBERT: no dropout (dot_product_attention), one block called twice.
+@pytest.mark.parametrize("name", ["BertBackbone", "RobertaBackbone", "AlbertBackbone"])
+@pytest.mark.parametrize("batch", [1, None])
+def test_text_backbones_lift_directly_to_the_traced_bytes(name, batch, monkeypatch, tmp_path):
+    model = _backbone(name)
+    shapes = {t.name: (batch, 16) for t in model.inputs}
+    module = _same_as_traced(model, monkeypatch, tmp_path, shapes)
+    assert all(not n.loc.startswith("tf:") for n in module.main)
+
+
+def test_a_run_time_sequence_length_is_traced(monkeypatch):
+    """Run-time dims past the batch are outside the rules: the whole model is traced."""
+    model = _backbone("DistilBertBackbone")
+    module = _lift(model, monkeypatch, True)
+    assert all(n.loc.startswith("tf:") for n in module.main)
+
+
+def _encoder_model(mask_dtype, **encoder):
+    tokens = keras.Input((8,), dtype="int32", name="ids")
+    mask = keras.Input((8,), dtype=mask_dtype, name="mask") if mask_dtype else None
+    x = keras.layers.Embedding(30, 16, name="embed")(tokens)
+    x = keras_hub.layers.PositionEmbedding(8, name="positions")(x) + x
+    for i in range(2):
+        x = keras_hub.layers.TransformerEncoder(24, 4, name=f"encoder_{i}", **encoder)(
+            x, padding_mask=mask)
+    outputs = {"last": x[:, -1], "head": x[..., :4], "wide": x[:, None, 0, 2:10:3]}
+    inputs = [tokens] if mask is None else [tokens, mask]
+    return _seeded(keras.Model(inputs, outputs))
+
+
+@pytest.mark.parametrize("mask_dtype,encoder", [
+    ("int32", dict(normalize_first=True, activation="relu", dropout=0.1)),
+    ("bool", dict(activation="gelu", dropout=0.0)),
+    (None, dict(dropout=0.2, layer_norm_epsilon=1e-3)),
+], ids=["int-mask-norm-first", "bool-mask-no-dropout", "no-mask"])
+def test_encoders_in_a_functional_model(mask_dtype, encoder, monkeypatch, tmp_path):
+    model = _encoder_model(mask_dtype, **encoder)
+    shapes = {t.name: (2, 8) for t in model.inputs}
+    module = _same_as_traced(model, monkeypatch, tmp_path, shapes)
+    # and it computes what Keras computes (verify runs the Keras model beside the artifact)
+    feeds = {"ids": np.random.default_rng(1).integers(-30, 30, (2, 8)).astype(np.int32)}
+    if mask_dtype:
+        feeds["mask"] = (np.arange(8) < np.array([[5], [8]])).astype(mask_dtype)
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()
+    assert {n.loc.split(":")[1] for n in module.main} >= {"TransformerEncoder",
+                                                          "MultiHeadAttention", "EinsumDense"}
+
+
+def test_embeddings_without_an_encoder(monkeypatch, tmp_path):
+    """The embedding rules alone: the position constant goes where the trace puts it (before
+    its first user, after the Dense layers), at a fixed and a run-time batch."""
+    tokens = keras.Input((6,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(20, 8, name="embed")(tokens)
+    y = keras.layers.Dense(8, activation="relu", name="dense")(x)
+    z = keras.layers.ReversibleEmbedding(20, 8, name="reversible")(tokens)
+    out = y + keras_hub.layers.PositionEmbedding(6, name="positions")(x) + z
+    model = _seeded(keras.Model(tokens, out))
+    for batch in (3, None):
+        _same_as_traced(model, monkeypatch, tmp_path, {"ids": (batch, 6)})
+
+
+def test_uses_outside_the_rules_are_traced(monkeypatch, tmp_path):
+    """An attention mask, a layer returning its scores, or a subclass of a covered layer:
+    traced (alone or with the model), to the same bytes as before."""
+    class Encoder(keras_hub.layers.TransformerEncoder):
+        pass
+
+    x_in = keras.Input((6, 8), name="x")
+    pairs = keras.Input((6, 6), dtype="int32", name="pairs")
+    x = keras_hub.layers.TransformerEncoder(16, 2, name="masked")(x_in, attention_mask=pairs)
+    x = Encoder(16, 2, name="subclassed")(x)
+    model = _seeded(keras.Model([x_in, pairs], x))
+    shapes = {"x": (1, 6, 8), "pairs": (1, 6, 6)}
+    module = _same_as_traced(model, monkeypatch, tmp_path, shapes, direct_only=False)
+    assert all(n.loc.startswith("tf:") for n in module.main)
+
+
+def test_depth_first_order_and_reorder():
+    """`depth_first_order` puts producers first, operands in order, each constant just
+    before its first user; `Graph.reorder` refuses an order that is not topological."""
+    from tensorforge.frontends.keras.direct import depth_first_order
+
+    g = Graph()
+    a = g.add_input(TensorType(DType.f32, (2,)), "a")
+    b = g.add_input(TensorType(DType.f32, (2,)), "b")
+    nb = g.add("neg", [b]).outputs[0]
+    c = g.constant(np.float32(2.0))
+    na = g.add("neg", [a]).outputs[0]
+    s = g.add("add", [na, nb]).outputs[0]
+    m = g.add("mul", [s, c]).outputs[0]
+    g.set_outputs([m])
+    depth_first_order(g)
+    assert [n.op for n in g] == ["neg", "neg", "add", "constant", "mul"]
+    first, second = list(g)[:2]
+    assert first.inputs[0] is a and second.inputs[0] is b
+    with pytest.raises(ValueError):
+        g.reorder(list(g)[::-1])
+    with pytest.raises(ValueError):
+        g.reorder(list(g)[1:])
