@@ -35,20 +35,27 @@ def _tflite(module, path) -> bytes:
 
 
 def _no_tracing(monkeypatch):
-    """Makes any TF trace (of the model or of one layer) fail the test."""
+    """Makes every TF trace (of the model, of one layer) fail: the fallbacks catch the error,
+    so the test sees it in `traces`."""
+    traces = []
+
     def refuse(*args, **kwargs):
+        traces.append(args)
         raise AssertionError("traced")
-    monkeypatch.setattr(keras_lift, "_trace", refuse)
-    monkeypatch.setattr(keras_lift, "_trace_layer", refuse)
+    for name in ("_trace", "_trace_layer", "tf_function_trace"):
+        monkeypatch.setattr(keras_lift, name, refuse)
+    return traces
 
 
 def _same_as_traced(model, monkeypatch, tmp_path, shapes=None, direct_only=True):
     traced = _tflite(_lift(model, monkeypatch, False, shapes), tmp_path / "traced.tflite")
     with monkeypatch.context() as m:
-        if direct_only:
-            _no_tracing(m)
+        traces = _no_tracing(m) if direct_only else []
         module = _lift(model, monkeypatch, True, shapes)
+        assert traces == [], "traced"
     assert _tflite(module, tmp_path / "direct.tflite") == traced
+    if direct_only:
+        assert all(n.loc.startswith("keras:") for n in module.main)
     return module
 
 
@@ -65,9 +72,13 @@ def _backbone(name, **overrides):
 @pytest.mark.parametrize("batch", [1, None])
 def test_text_backbones_lift_directly_to_the_traced_bytes(name, batch, monkeypatch, tmp_path):
     model = _backbone(name)
-    shapes = {t.name: (batch, 16) for t in model.inputs}
-    module = _same_as_traced(model, monkeypatch, tmp_path, shapes)
-    assert all(not n.loc.startswith("tf:") for n in module.main)
+    _same_as_traced(model, monkeypatch, tmp_path, {t.name: (batch, 16) for t in model.inputs})
+
+
+@pytest.mark.parametrize("name", ["DistilBertBackbone", "ElectraBackbone"])
+def test_more_text_backbones(name, monkeypatch, tmp_path):
+    model = _backbone(name)
+    _same_as_traced(model, monkeypatch, tmp_path, {t.name: (2, 8) for t in model.inputs})
 
 
 def test_a_run_time_sequence_length_is_traced(monkeypatch):
@@ -93,8 +104,11 @@ def _encoder_model(mask_dtype, **encoder):
 @pytest.mark.parametrize("mask_dtype,encoder", [
     ("int32", dict(normalize_first=True, activation="relu", dropout=0.1)),
     ("bool", dict(activation="gelu", dropout=0.0)),
+    ("bool", dict(dropout=0.1)),
     (None, dict(dropout=0.2, layer_norm_epsilon=1e-3)),
-], ids=["int-mask-norm-first", "bool-mask-no-dropout", "no-mask"])
+    (None, dict(dropout=0.0, normalize_first=True)),
+], ids=["int-mask-norm-first", "bool-mask-no-dropout", "bool-mask", "no-mask",
+        "no-mask-no-dropout"])
 def test_encoders_in_a_functional_model(mask_dtype, encoder, monkeypatch, tmp_path):
     model = _encoder_model(mask_dtype, **encoder)
     shapes = {t.name: (2, 8) for t in model.inputs}
@@ -124,20 +138,47 @@ def test_embeddings_without_an_encoder(monkeypatch, tmp_path):
         _same_as_traced(model, monkeypatch, tmp_path, {"ids": (batch, 6)})
 
 
-def test_uses_outside_the_rules_are_traced(monkeypatch, tmp_path):
-    """An attention mask, a layer returning its scores, or a subclass of a covered layer:
-    traced (alone or with the model), to the same bytes as before."""
-    class Encoder(keras_hub.layers.TransformerEncoder):
-        pass
+class _Encoder(keras_hub.layers.TransformerEncoder):
+    """A subclass: its `call` may differ, so no rule covers it."""
 
+
+def _attention_mask_model():
     x_in = keras.Input((6, 8), name="x")
     pairs = keras.Input((6, 6), dtype="int32", name="pairs")
     x = keras_hub.layers.TransformerEncoder(16, 2, name="masked")(x_in, attention_mask=pairs)
-    x = Encoder(16, 2, name="subclassed")(x)
-    model = _seeded(keras.Model([x_in, pairs], x))
-    shapes = {"x": (1, 6, 8), "pairs": (1, 6, 6)}
+    return keras.Model([x_in, pairs], x), {"x": (1, 6, 8), "pairs": (1, 6, 6)}
+
+
+def _keras_mask_model():
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(20, 8, mask_zero=True, name="embed")(ids)
+    return keras.Model(ids, keras_hub.layers.TransformerEncoder(16, 2, name="masked")(x)), \
+        {"ids": (1, 6)}
+
+
+def _subclass_model():
+    x_in = keras.Input((6, 8), name="x")
+    return keras.Model(x_in, _Encoder(16, 2, name="subclassed")(x_in)), {"x": (1, 6, 8)}
+
+
+@pytest.mark.parametrize("build", [_attention_mask_model, _keras_mask_model, _subclass_model],
+                         ids=["attention-mask", "keras-mask", "subclass"])
+def test_uses_outside_the_rules_are_traced(build, monkeypatch, tmp_path):
+    """An attention mask, a Keras mask (padding ids), a subclass of a covered layer: traced
+    with the model, to the same bytes as before, and computing what Keras computes."""
+    model, shapes = build()
+    _seeded(model)
     module = _same_as_traced(model, monkeypatch, tmp_path, shapes, direct_only=False)
     assert all(n.loc.startswith("tf:") for n in module.main)
+    rng = np.random.default_rng(2)
+    feeds = ({"x": rng.normal(size=shapes["x"]).astype(np.float32)} if "x" in shapes
+             else {"ids": np.array([[3, 7, 1, 0, 0, 0]], np.int32)})
+    if "pairs" in shapes:
+        feeds["pairs"] = (rng.random(shapes["pairs"]) > 0.3).astype(np.int32)
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()
 
 
 def test_depth_first_order_and_reorder():
@@ -162,3 +203,12 @@ def test_depth_first_order_and_reorder():
         g.reorder(list(g)[::-1])
     with pytest.raises(ValueError):
         g.reorder(list(g)[1:])
+    # Nodes of one TF op go together after that op's inputs, in their own order; an input a
+    # folded node lost is visited before its operands.
+    na_node, nb_node = na.producer, nb.producer
+    depth_first_order(g, units={s.producer: ([s.producer], [nb, na])})
+    assert list(g)[:2] == [nb_node, na_node]
+    depth_first_order(g, after={na_node: [nb_node]})
+    assert list(g)[:2] == [nb_node, na_node]
+    depth_first_order(g)
+    assert list(g)[:2] == [na_node, nb_node]

@@ -1,6 +1,8 @@
 """Direct-lifting rules for the layers a KerasHub text backbone is made of: Keras's
-`Embedding` and `ReversibleEmbedding`, KerasHub's `PositionEmbedding`, and KerasHub's
-`TransformerEncoder` with the `MultiHeadAttention` and `EinsumDense` layers inside it.
+`Embedding` and `ReversibleEmbedding`, KerasHub's `PositionEmbedding` and
+`TokenAndPositionEmbedding`, and KerasHub's `TransformerEncoder` with the
+`MultiHeadAttention` and `EinsumDense` layers inside it (direct.py has the rule for the
+`x[:, 0, :]` of a pooled output).
 
 Why: these layers hold layers (or, for the embeddings, take integer inputs), so without
 rules a KerasHub backbone was traced whole; tracing a tiny BERT's 326 TF ops was most of its
@@ -31,7 +33,8 @@ import numpy as np
 
 from ...ir.graph import Value
 from ...ir.types import DType
-from .direct import NoRule, _Context, _dense, _f32, _layer_norm, _plain, _require
+from .direct import (NoRule, _class_path, _Context, _dense, _f32, _layer_norm, _plain,
+                     _require)
 
 # Exact classes (a subclass may override `call`), by class path: KerasHub is imported only by
 # models that use it.
@@ -57,13 +60,21 @@ _LARGE_NEGATIVE = -1e9
 _TF_LARGE_NEGATIVE = 3.38953e38 * -0.7
 
 
-def class_path(layer) -> str:
-    cls = type(layer)
-    return f"{cls.__module__}.{cls.__qualname__}"
+# The KerasHub versions whose layers' `call` code these rules copy (and the tests check):
+# another version may compute differently, so its layers are traced.
+KERAS_HUB_VERSIONS = frozenset({"0.32.0"})
 
 
 def _is(layer, path: str) -> bool:
-    return class_path(layer) == path
+    return _class_path(layer) == path
+
+
+def _known_keras_hub(layer) -> None:
+    if type(layer).__module__.startswith("keras_hub."):
+        import keras_hub
+
+        _require(getattr(keras_hub, "__version__", None) in KERAS_HUB_VERSIONS,
+                 "a KerasHub version these rules were not checked against")
 
 
 def _static(v: Value, rank: int | None = None) -> tuple:
@@ -100,7 +111,6 @@ def _embedding(ctx: _Context, layer, args, kwargs):
     negative = ctx.add("less", [ids, ctx.const(np.int32(0))])
     wrapped = ctx.add("add", [ids, ctx.const(np.int32(rows))])
     fixed = ctx.add("where", [negative, wrapped, ids])
-    ctx.reorder = True
     return ctx.add("gather", [ctx.weight(table), fixed], {"axis": 0, "batch_dims": 0})
 
 
@@ -117,10 +127,10 @@ def _position_embedding(ctx: _Context, layer, args, kwargs):
     table = ctx.read(layer.position_embeddings)
     _require(seq <= table.shape[0] and width == table.shape[1], "a table of another size")
     rows = table[:seq, :width]
-    ctx.reorder = True      # the constant goes where its first user is
     if isinstance(shape[0], int):
         positions = np.ascontiguousarray(np.broadcast_to(rows, shape))
         positions.flags.writeable = False
+        ctx.reorder = True      # the lifter creates the constant where it is first used
         return ctx.const(positions)
     # tf.broadcast_to(rows, tf.shape(x)), the static dims of the shape folded
     batch = ctx.add("slice", [ctx.add("shape_of", [x], {"dtype": DType.i32})],
@@ -151,7 +161,7 @@ def _token_and_position_embedding(ctx: _Context, layer, args, kwargs):
                                   "positions": lambda p: p is None})
     scope = ctx.scope
     tokens, positions = layer.token_embedding, layer.position_embedding
-    _require(class_path(tokens) in EMBEDDINGS and _is(positions, POSITION_EMBEDDING),
+    _require(_class_path(tokens) in EMBEDDINGS and _is(positions, POSITION_EMBEDDING),
              "other embedding layers")
     _enter(ctx, tokens, f"{scope}/{tokens.name}")
     embedded = _embedding(ctx, tokens, [ids], {})
@@ -343,4 +353,11 @@ def call_rules() -> dict[str, Callable]:
     rules[POSITION_EMBEDDING] = _position_embedding
     rules[TOKEN_AND_POSITION_EMBEDDING] = _token_and_position_embedding
     rules[TRANSFORMER_ENCODER] = _transformer_encoder
-    return rules
+    return {path: _checked_version(rule) for path, rule in rules.items()}
+
+
+def _checked_version(rule: Callable) -> Callable:
+    def checked(ctx, layer, args, kwargs):
+        _known_keras_hub(layer)
+        return rule(ctx, layer, args, kwargs)
+    return checked

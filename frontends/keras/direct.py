@@ -13,7 +13,10 @@ lifts them (layers walked depth-first from the outputs, `_run_graph`), with cons
 by the IR's own kernels as the lifter folds them (`_folded`). A rule covers one layer class
 exactly (`type(layer) is Conv2D`: a subclass may override `call`) and only the
 configurations it checks: float32 dtype policy and operands, channels last, no LoRA, no Keras
-quantization, no call arguments beyond the tensors. A layer without a rule, or outside what
+quantization, no call arguments beyond the tensors, no Keras mask. The rules for KerasHub's
+text blocks (block_rules.py, `call_rules`) take keyword arguments (a padding mask) and
+integer ids; their nodes cannot be emitted in the lifter's order, so a lift that used them
+is put into it afterwards (`depth_first_order`). A layer without a rule, or outside what
 its rule covers, is traced on its own (`_trace_layer` in lift.py: its TF graph lifted by the
 TF lifter and inlined) when its inputs and outputs have static dims past the batch and it
 makes no mask; anything else makes `lift_direct` return None and `from_keras` traces the
@@ -548,6 +551,8 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
     layer through its rule (a nested Functional/Sequential model recursively, a layer
     without a rule through `ctx.trace_layer`); returns the outputs in the model's output
     structure."""
+    import keras
+
     def operation_fn(layer):
         def call(*args, **kwargs):
             scope = f"{prefix}{layer.name}"
@@ -558,6 +563,11 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
                          "a nested model with dict inputs")
                 return _lift_layers(ctx, inner, xs, scope + "/", rules)
             rule = rules.get(type(layer))
+            operands = [v for v in keras.tree.flatten((args, kwargs)) if isinstance(v, Value)]
+            # The TF lifter folds an op whose operands are all constants (a fixed-batch
+            # PositionEmbedding's output is one); the rules do not.
+            _require(not operands or any(v.producer is None or v.producer.op != "constant"
+                                         for v in operands), "constant operands only")
             saved = ctx.scope, ctx.loc
             ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
             try:
@@ -569,12 +579,15 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
                     return op_rule(ctx, layer, args, kwargs)
                 call_rule = ctx.call_rules.get(_class_path(layer)) if ctx.call_rules else None
                 if call_rule is not None:
-                    mark = ctx.graph.last
+                    mark, reorder = ctx.graph.last, ctx.reorder
                     try:
                         return call_rule(ctx, layer, args, kwargs)
                     except NoRule:
+                        # Nothing of the attempt stays: its nodes, their order notes, the
+                        # reorder it asked for.
                         _erase_after(ctx.graph, mark)
                         ctx.forget_erased()
+                        ctx.reorder = reorder
                         ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
                 if rule is not None:
                     mark = ctx.graph.last
@@ -639,6 +652,10 @@ def _run_graph(model, inputs: list[Value], operation_fn):
                 if id(node) in done:
                     continue
                 done.add(id(node))
+                # A Keras mask changes what a layer computes (attention, merges); the rules
+                # do not read masks, so a masked model is traced.
+                _require(all(getattr(t, "_keras_mask", None) is None
+                             for t in node.input_tensors), "a Keras mask")
                 args, kwargs = node.arguments.fill_in(values)
                 outputs = operation_fn(node.operation)(*args, **kwargs)
                 for x, y in zip(node.outputs, keras.tree.flatten(outputs)):

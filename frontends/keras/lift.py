@@ -581,7 +581,10 @@ def _trace_layer(ctx, layer, args, kwargs):
             raise NoRule(f"{layer.name} gives an output with run-time dims")
     for v in sub.main.outputs:
         v.name = None       # the layer's results are intermediates of the model
+    mark = ctx.graph.last
     outs = ctx.graph.inline(sub.main, values)
+    # One unit for a reorder (direct.py, `depth_first_order`): the lifter ordered its nodes.
+    ctx.one_op(mark, values)
     return keras.tree.pack_sequence_as(graph.structured_outputs, outs)
 
 
