@@ -75,7 +75,8 @@ def test_text_backbones_lift_directly_to_the_traced_bytes(name, batch, monkeypat
     _same_as_traced(model, monkeypatch, tmp_path, {t.name: (batch, 16) for t in model.inputs})
 
 
-@pytest.mark.parametrize("name", ["DistilBertBackbone", "ElectraBackbone"])
+@pytest.mark.parametrize("name", ["DistilBertBackbone", "ElectraBackbone", "GPT2Backbone",
+                                  "OPTBackbone"])
 def test_more_text_backbones(name, monkeypatch, tmp_path):
     model = _backbone(name)
     _same_as_traced(model, monkeypatch, tmp_path, {t.name: (2, 8) for t in model.inputs})
@@ -123,6 +124,33 @@ def test_encoders_in_a_functional_model(mask_dtype, encoder, monkeypatch, tmp_pa
     assert result.verification.ok, result.verification.table()
     assert {n.loc.split(":")[1] for n in module.main} >= {"TransformerEncoder",
                                                           "MultiHeadAttention", "EinsumDense"}
+
+
+@pytest.mark.parametrize("masked,decoder", [
+    (True, dict(dropout=0.1)),
+    (False, dict(dropout=0.0, normalize_first=True)),
+    (False, dict(dropout=0.1, activation="relu")),
+], ids=["padding-and-causal", "causal-no-dropout", "causal-only"])
+def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
+    """TransformerDecoder blocks (GPT-2's) without cross-attention: the causal mask alone
+    (a bool constant) or with a padding mask (their int32 minimum), and one called with
+    use_causal_mask=False."""
+    x_in = keras.Input((8, 16), name="x")
+    mask = keras.Input((8,), dtype="int32", name="mask") if masked else None
+    x = keras_hub.layers.TransformerDecoder(24, 2, name="decoder_0", **decoder)(
+        x_in, decoder_padding_mask=mask)
+    x = keras_hub.layers.TransformerDecoder(24, 2, name="decoder_1", **decoder)(
+        x, decoder_padding_mask=mask, use_causal_mask=False)
+    model = _seeded(keras.Model([x_in, mask] if masked else x_in, x))
+    shapes = {t.name: (2, 8, 16) if t.name == "x" else (2, 8) for t in model.inputs}
+    _same_as_traced(model, monkeypatch, tmp_path, shapes)
+    feeds = {"x": np.random.default_rng(3).normal(size=(2, 8, 16)).astype(np.float32)}
+    if masked:
+        feeds["mask"] = (np.arange(8) < np.array([[6], [8]])).astype(np.int32)
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()
 
 
 def test_embeddings_without_an_encoder(monkeypatch, tmp_path):

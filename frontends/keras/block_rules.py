@@ -1,8 +1,9 @@
-"""Direct-lifting rules for the layers a KerasHub text backbone is made of: Keras's
+"""Direct-lifting rules for the layers KerasHub's text backbones are made of: Keras's
 `Embedding` and `ReversibleEmbedding`, KerasHub's `PositionEmbedding` and
-`TokenAndPositionEmbedding`, and KerasHub's `TransformerEncoder` with the
-`MultiHeadAttention` and `EinsumDense` layers inside it (direct.py has the rule for the
-`x[:, 0, :]` of a pooled output).
+`TokenAndPositionEmbedding`, KerasHub's `TransformerEncoder` (BERT, RoBERTa, ALBERT, ...) with
+the `MultiHeadAttention` and `EinsumDense` layers inside it, and its `TransformerDecoder`
+without cross-attention (GPT-2, OPT) with `CachedMultiHeadAttention` (direct.py has the rule
+for the `x[:, 0, :]` of a pooled output).
 
 Why: these layers hold layers (or, for the embeddings, take integer inputs), so without
 rules a KerasHub backbone was traced whole; tracing a tiny BERT's 326 TF ops was most of its
@@ -18,15 +19,18 @@ the outputs (following a masked softmax's first operand, the mask, puts a later 
 ops before everything else), which no layer-by-layer walk emits, so a lift that used these
 rules is put into that order afterwards (`depth_first_order` in direct.py).
 
-Covered: static shapes past the batch; float32 dtype policies; no Keras quantization or
-LoRA; the embeddings without `mask_zero`; attention over axis 1 of rank-3 inputs with
-dropout (the explicit-softmax path of `MultiHeadAttention._compute_attention`) or without
-(its TF backend's `dot_product_attention`), no gate, sliding window, flash attention or
-custom attention mask; `padding_mask` or no mask; `normalize_first` either way; the
-feed-forward activations `_activation` knows, KerasHub's `gelu_approximate` included."""
+Covered: static shapes past the batch (and a static batch for a decoder's causal mask);
+float32 dtype policies; no Keras quantization or LoRA; the KerasHub version the rules were
+checked against; the embeddings without `mask_zero`; attention over axis 1 of rank-3 inputs
+with dropout (the explicit-softmax path of `MultiHeadAttention._compute_attention`) or
+without (its TF backend's `dot_product_attention`), no gate, sliding window, flash
+attention, custom attention mask, cache or cross-attention; `padding_mask` or no mask,
+a decoder's causal mask or not; `normalize_first` either way; the feed-forward activations
+`_activation` knows, KerasHub's `gelu_approximate` included."""
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import numpy as np
@@ -47,7 +51,10 @@ POSITION_EMBEDDING = "keras_hub.src.layers.modeling.position_embedding.PositionE
 TOKEN_AND_POSITION_EMBEDDING = (
     "keras_hub.src.layers.modeling.token_and_position_embedding.TokenAndPositionEmbedding")
 TRANSFORMER_ENCODER = "keras_hub.src.layers.modeling.transformer_encoder.TransformerEncoder"
+TRANSFORMER_DECODER = "keras_hub.src.layers.modeling.transformer_decoder.TransformerDecoder"
 _MHA = "keras.src.layers.attention.multi_head_attention.MultiHeadAttention"
+_CACHED_MHA = ("keras_hub.src.layers.modeling.cached_multi_head_attention."
+               "CachedMultiHeadAttention")
 _EINSUM_DENSE = "keras.src.layers.core.einsum_dense.EinsumDense"
 _SOFTMAX = "keras.src.layers.activations.softmax.Softmax"
 _LAYER_NORM = "keras.src.layers.normalization.layer_normalization.LayerNormalization"
@@ -207,18 +214,24 @@ def _einsum_dense(ctx: _Context, layer, x: Value, scope: str) -> Value:
     return y
 
 
-def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str) -> Value:
+def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str,
+               cached: bool = False) -> Value:
     """`MultiHeadAttention(query=x, value=x, attention_mask=mask)`, self-attention over axis 1
-    of a rank-3 x. With dropout configured, Keras computes the scores explicitly: einsum(key,
-    query * 1/sqrt(dk)) and its Softmax layer's masked softmax; without, it calls its TF
-    backend's `dot_product_attention`: einsum(query, key) * 1/sqrt(dk), masked with a large
-    negative number, softmax. Either way, einsum(probabilities, value) and the output
-    projection follow; TF computes each einsum as transposes around a batched matmul."""
+    of a rank-3 x (or KerasHub's CachedMultiHeadAttention without a cache, `cached`, which
+    takes the mask as it is where MultiHeadAttention first casts it to bool). With dropout
+    configured, Keras computes the scores explicitly: einsum(key, query * 1/sqrt(dk)) and its
+    Softmax layer's masked softmax; without, it calls its TF backend's
+    `dot_product_attention`: einsum(query, key) * 1/sqrt(dk), masked with a large negative
+    number, softmax. Either way, einsum(probabilities, value) and the output projection
+    follow; TF computes each einsum as transposes around a batched matmul."""
     from keras.src.layers.attention.multi_head_attention import MultiHeadAttention
 
-    _require(_is(mha, _MHA), "a subclass of MultiHeadAttention")
+    _require(_is(mha, _CACHED_MHA if cached else _MHA), "a subclass of MultiHeadAttention")
     _require(type(mha)._compute_attention is MultiHeadAttention._compute_attention,
              "a custom attention")
+    if cached:
+        serving = getattr(sys.modules.get(type(mha).__module__), "get_vllm_context", None)
+        _require(serving is None or serving() is None, "a vLLM serving context")
     _plain(mha)
     explicit = mha._dropout > 0.0
     _require(explicit or not mha._flash_attention, "flash attention")
@@ -232,10 +245,14 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str) -> 
              "a softmax over other axes")
     shape = _static(x, rank=3)
     if mask is not None:
-        # MultiHeadAttention._compute_attention_mask casts it to bool; the heads axis (-3 of
-        # the [B, T, S] mask) is added before the softmax.
+        _require(_static(mask, rank=3) in ((shape[0], 1, shape[1]), (shape[0], shape[1],
+                                                                     shape[1])),
+                 "a mask of another shape")
         _enter(ctx, mha, scope)
-        mask = ctx.add("cast", [mask], {"to": DType.bool})
+        if not cached:
+            # MultiHeadAttention._compute_attention_mask casts it to bool
+            mask = ctx.add("cast", [mask], {"to": DType.bool})
+        # the heads axis (-3 of the [B, T, S] mask), added before the softmax
         mask = ctx.add("expand_dims", [mask], {"axis": 1})
     query = _einsum_dense(ctx, mha._query_dense, x, f"{scope}/{mha._query_dense.name}")
     key = _einsum_dense(ctx, mha._key_dense, x, f"{scope}/{mha._key_dense.name}")
@@ -250,6 +267,9 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str) -> 
         scores = ctx.add("transpose", [scores], {"perm": (0, 1, 3, 2)})
         _enter(ctx, softmax, f"{scope}/{softmax.name}")
         _plain(softmax)
+        if mask is not None and mask.type.dtype != DType.bool:
+            # Softmax keeps the positions where a non-bool mask is > 0.5 (cast to its dtype)
+            mask = ctx.add("greater", [mask, ctx.const(np.array(0.5).astype(mask.type.dtype.np))])
         if mask is not None:
             scores = ctx.add("where", [mask, scores, ctx.const(np.float32(_LARGE_NEGATIVE))])
         probs = ctx.add("softmax", [scores], {"axis": -1})
@@ -264,6 +284,8 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str) -> 
         scores = ctx.add("matmul", [query_t, key_t], {"transpose_a": False, "transpose_b": True})
         ctx.one_op(mark, [query, key])
         scores = ctx.add("mul", [scores, scale])
+        if mask is not None and mask.type.dtype != DType.bool:
+            mask = ctx.add("cast", [mask], {"to": DType.bool})    # ops.cast(mask, "bool")
         if mask is not None:
             # tf.logical_and(tf.ones_like(scores, bool), mask): the ones folded to a
             # constant (batch 1 for a run-time batch, broadcast)
@@ -293,27 +315,23 @@ def _sublayer(ctx: _Context, layer, path: str, scope: str, rule: Callable, x: Va
     return rule(ctx, layer, x)
 
 
-def _transformer_encoder(ctx: _Context, layer, args, kwargs):
-    """KerasHub's `TransformerEncoder.call(x, padding_mask=...)` (its code, step by step:
-    the padding mask widened to [B, 1, S], self-attention, dropout, the residual and layer
-    norm, the two feed-forward Dense layers, dropout, the residual and layer norm; the norms
-    first under `normalize_first`)."""
-    _plain(layer)
-    (x,) = _only(args, kwargs, {
-        "padding_mask": lambda m: m is None or isinstance(m, Value),
-        "attention_mask": lambda m: m is None, "training": _inference,
-        "return_attention_scores": lambda r: r is False})
-    _f32(x)
-    _static(x, rank=3)
+def _padding_mask(ctx: _Context, x: Value, mask: Value | None) -> Value | None:
+    """merge_padding_and_attention_mask(x, mask, None): cast(expand_dims(mask, 1), "int32")."""
+    if mask is None:
+        return None
+    _require(mask.type.dtype in (DType.i32, DType.bool), "a padding mask of another dtype")
+    _require(_static(mask, rank=2) == x.type.shape[:2], "a padding mask of another shape")
+    mask = ctx.add("expand_dims", [mask], {"axis": 1})
+    if mask.type.dtype != DType.i32:
+        mask = ctx.add("cast", [mask], {"to": DType.i32})
+    return mask
+
+
+def _block(ctx: _Context, layer, x: Value, mask: Value | None, cached: bool) -> Value:
+    """The body TransformerEncoder and TransformerDecoder (without cross-attention) share:
+    self-attention, dropout, the residual and layer norm, the two feed-forward Dense layers,
+    dropout, the residual and layer norm; the norms first under `normalize_first`."""
     scope = ctx.scope
-    mask = kwargs.get("padding_mask")
-    if mask is not None:
-        _require(mask.type.dtype in (DType.i32, DType.bool), "a padding mask of another dtype")
-        _require(_static(mask, rank=2) == x.type.shape[:2], "a padding mask of another shape")
-        # merge_padding_and_attention_mask: cast(expand_dims(mask, 1), "int32")
-        mask = ctx.add("expand_dims", [mask], {"axis": 1})
-        if mask.type.dtype != DType.i32:
-            mask = ctx.add("cast", [mask], {"to": DType.i32})
 
     def norm(sub, y):
         return _sublayer(ctx, sub, _LAYER_NORM, f"{scope}/{sub.name}", _layer_norm, y)
@@ -328,7 +346,7 @@ def _transformer_encoder(ctx: _Context, layer, args, kwargs):
     if first:
         x = norm(layer._self_attention_layer_norm, x)
     mha = layer._self_attention_layer
-    x = _attention(ctx, mha, x, mask, f"{scope}/{mha.name}")
+    x = _attention(ctx, mha, x, mask, f"{scope}/{mha.name}", cached=cached)
     _enter(ctx, layer, scope)
     x = ctx.add("add", [x, residual])
     if not first:
@@ -346,6 +364,52 @@ def _transformer_encoder(ctx: _Context, layer, args, kwargs):
     return x
 
 
+def _transformer_encoder(ctx: _Context, layer, args, kwargs):
+    """KerasHub's `TransformerEncoder.call(x, padding_mask=...)`: the padding mask widened
+    to [B, 1, S], then the block (`_block`)."""
+    _plain(layer)
+    (x,) = _only(args, kwargs, {
+        "padding_mask": lambda m: m is None or isinstance(m, Value),
+        "attention_mask": lambda m: m is None, "training": _inference,
+        "return_attention_scores": lambda r: r is False})
+    _f32(x)
+    _static(x, rank=3)
+    mask = _padding_mask(ctx, x, kwargs.get("padding_mask"))
+    return _block(ctx, layer, x, mask, cached=False)
+
+
+def _transformer_decoder(ctx: _Context, layer, args, kwargs):
+    """KerasHub's `TransformerDecoder.call(x, decoder_padding_mask=...)` without
+    cross-attention or a cache (a GPT-2 block): the padding mask widened to [B, 1, S] and,
+    under `use_causal_mask` (the default), its minimum with the causal mask (a constant for
+    static shapes, as the TF lifter folds `compute_causal_mask`), then the block with
+    KerasHub's CachedMultiHeadAttention (`_block`)."""
+    _plain(layer)
+    nothing = lambda v: v is None   # noqa: E731
+    (x,) = _only(args, kwargs, {
+        "decoder_padding_mask": lambda m: m is None or isinstance(m, Value),
+        "use_causal_mask": lambda c: isinstance(c, bool), "training": _inference,
+        **dict.fromkeys(("encoder_sequence", "decoder_attention_mask", "encoder_padding_mask",
+                         "encoder_attention_mask", "self_attention_cache",
+                         "self_attention_cache_update_index", "cross_attention_cache",
+                         "cross_attention_cache_update_index"), nothing)})
+    _require(layer._cross_attention_layer is None, "cross-attention")
+    _f32(x)
+    batch, length, _ = _static(x, rank=3)
+    _require(isinstance(batch, int), "a run-time batch (the causal mask is not a constant)")
+    mask = _padding_mask(ctx, x, kwargs.get("decoder_padding_mask"))
+    if kwargs.get("use_causal_mask", True):
+        # compute_causal_mask(batch, T, T): arange(T)[:, None] >= arange(T), broadcast
+        steps = np.arange(length, dtype=np.float32)
+        causal = np.broadcast_to(steps[:, None] >= steps[None, :], (batch, length, length))
+        if mask is None:
+            mask = ctx.const(np.ascontiguousarray(causal))
+        else:
+            # ops.minimum(int32 mask, bool mask): both int32
+            mask = ctx.add("minimum", [mask, ctx.const(causal.astype(np.int32))])
+    return _block(ctx, layer, x, mask, cached=True)
+
+
 def call_rules() -> dict[str, Callable]:
     """{class path: rule(ctx, layer, args, kwargs) -> outputs} for layers called with more than
     float32 tensors (integer ids, keyword arguments such as a padding mask)."""
@@ -353,6 +417,7 @@ def call_rules() -> dict[str, Callable]:
     rules[POSITION_EMBEDDING] = _position_embedding
     rules[TOKEN_AND_POSITION_EMBEDDING] = _token_and_position_embedding
     rules[TRANSFORMER_ENCODER] = _transformer_encoder
+    rules[TRANSFORMER_DECODER] = _transformer_decoder
     return {path: _checked_version(rule) for path, rule in rules.items()}
 
 
