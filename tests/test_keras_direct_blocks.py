@@ -153,17 +153,32 @@ def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
     assert result.verification.ok, result.verification.table()
 
 
+class _Mix(keras.layers.Layer):
+    """No rule covers it: traced on its own (an einsum, which the lifter expands)."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], shape[-1]), name="w")
+
+    def call(self, x):
+        a, b = keras.ops.matmul(x, self.w), keras.ops.tanh(x)
+        return keras.ops.einsum("bsd,btd->btd", a, b)
+
+
 def test_embeddings_without_an_encoder(monkeypatch, tmp_path):
     """The embedding rules alone: the position constant goes where the trace puts it (before
-    its first user, after the Dense layers), at a fixed and a run-time batch."""
+    its first user, after the Dense layers), at a fixed and a run-time batch; a layer traced
+    on its own keeps the lifter's order in the reorder."""
     tokens = keras.Input((6,), dtype="int32", name="ids")
     x = keras.layers.Embedding(20, 8, name="embed")(tokens)
     y = keras.layers.Dense(8, activation="relu", name="dense")(x)
     z = keras.layers.ReversibleEmbedding(20, 8, name="reversible")(tokens)
-    out = y + keras_hub.layers.PositionEmbedding(6, name="positions")(x) + z
+    out = y + keras_hub.layers.PositionEmbedding(6, name="positions")(x) + _Mix(name="mix")(z)
     model = _seeded(keras.Model(tokens, out))
     for batch in (3, None):
-        _same_as_traced(model, monkeypatch, tmp_path, {"ids": (batch, 6)})
+        shapes = {"ids": (batch, 6)}
+        module = _same_as_traced(model, monkeypatch, tmp_path, shapes, direct_only=False)
+        locs = {n.loc.split(":")[0] for n in module.main}
+        assert locs == {"keras", "tf"}          # rules, and the layer traced alone
 
 
 class _Encoder(keras_hub.layers.TransformerEncoder):
