@@ -47,12 +47,30 @@ def _no_tracing(monkeypatch):
     return traces
 
 
+def _nodes(module) -> list:
+    """Each node's op, scope, attributes (constants by dtype, shape and bytes), operands (by
+    position) and result types: the IR as the passes see it, before any of them ran."""
+    index = {}
+    rows = []
+    for n in module.main:
+        attrs = {k: (a.dtype.str, a.shape, a.tobytes()) if isinstance(a, np.ndarray) else a
+                 for k, a in n.attrs.items()}
+        rows.append((n.op, n.scope, attrs, [index.get(id(v), v.name) for v in n.inputs],
+                     [str(o.type) for o in n.outputs], [o.name for o in n.outputs]))
+        for o in n.outputs:
+            index[id(o)] = len(index)
+    return rows
+
+
 def _same_as_traced(model, monkeypatch, tmp_path, shapes=None, direct_only=True):
-    traced = _tflite(_lift(model, monkeypatch, False, shapes), tmp_path / "traced.tflite")
+    reference = _lift(model, monkeypatch, False, shapes)
+    expected = _nodes(reference)
+    traced = _tflite(reference, tmp_path / "traced.tflite")
     with monkeypatch.context() as m:
         traces = _no_tracing(m) if direct_only else []
         module = _lift(model, monkeypatch, True, shapes)
         assert traces == [], "traced"
+    assert _nodes(module) == expected       # the same IR, node for node
     assert _tflite(module, tmp_path / "direct.tflite") == traced
     if direct_only:
         assert all(n.loc.startswith("keras:") for n in module.main)
@@ -127,16 +145,19 @@ def test_encoders_in_a_functional_model(mask_dtype, encoder, monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("masked,decoder", [
-    (True, dict(dropout=0.1)),
-    (False, dict(dropout=0.0, normalize_first=True)),
-    (False, dict(dropout=0.1, activation="relu")),
-], ids=["padding-and-causal", "causal-no-dropout", "causal-only"])
+    ("int32", dict(dropout=0.1)),
+    ("int32", dict(dropout=0.0)),
+    ("bool", dict(dropout=0.1, normalize_first=True)),
+    (None, dict(dropout=0.0, normalize_first=True)),
+    (None, dict(dropout=0.1, activation="relu")),
+], ids=["padding-and-causal", "padding-and-causal-no-dropout", "bool-padding",
+        "causal-no-dropout", "causal-dropout"])
 def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
     """TransformerDecoder blocks (GPT-2's) without cross-attention: the causal mask alone
     (a bool constant) or with a padding mask (their int32 minimum), and one called with
     use_causal_mask=False."""
     x_in = keras.Input((8, 16), name="x")
-    mask = keras.Input((8,), dtype="int32", name="mask") if masked else None
+    mask = keras.Input((8,), dtype=masked, name="mask") if masked else None
     x = keras_hub.layers.TransformerDecoder(24, 2, name="decoder_0", **decoder)(
         x_in, decoder_padding_mask=mask)
     x = keras_hub.layers.TransformerDecoder(24, 2, name="decoder_1", **decoder)(
@@ -146,11 +167,19 @@ def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
     _same_as_traced(model, monkeypatch, tmp_path, shapes)
     feeds = {"x": np.random.default_rng(3).normal(size=(2, 8, 16)).astype(np.float32)}
     if masked:
-        feeds["mask"] = (np.arange(8) < np.array([[6], [8]])).astype(np.int32)
+        feeds["mask"] = (np.arange(8) < np.array([[6], [8]])).astype(masked)
     result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
                                  input_shapes=shapes, verify=True, verify_inputs=feeds,
                                  progress=False)
     assert result.verification.ok, result.verification.table()
+
+
+def test_a_decoder_at_a_run_time_batch_is_traced(monkeypatch, tmp_path):
+    """The causal mask of a run-time batch is built at run time: outside the rules."""
+    model = _backbone("GPT2Backbone")
+    module = _same_as_traced(model, monkeypatch, tmp_path,
+                             {t.name: (None, 8) for t in model.inputs}, direct_only=False)
+    assert any(n.loc.startswith("tf:") for n in module.main)
 
 
 class _Mix(keras.layers.Layer):

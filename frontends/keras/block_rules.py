@@ -19,7 +19,8 @@ the outputs (following a masked softmax's first operand, the mask, puts a later 
 ops before everything else), which no layer-by-layer walk emits, so a lift that used these
 rules is put into that order afterwards (`depth_first_order` in direct.py).
 
-Covered: static shapes past the batch (and a static batch for a decoder's causal mask);
+Covered: static shapes past the batch (and a fixed batch for a decoder's causal mask, which
+the TF lifter folds to a constant, as it does up to FOLD_LIMIT elements);
 float32 dtype policies; no Keras quantization or LoRA; the KerasHub version the rules were
 checked against; the embeddings without `mask_zero`; attention over axis 1 of rank-3 inputs
 with dropout (the explicit-softmax path of `MultiHeadAttention._compute_attention`) or
@@ -37,6 +38,7 @@ import numpy as np
 
 from ...ir.graph import Value
 from ...ir.types import DType
+from ..tf.context import FOLD_LIMIT
 from .direct import (NoRule, _class_path, _Context, _dense, _f32, _layer_norm, _plain,
                      _require)
 
@@ -214,7 +216,7 @@ def _einsum_dense(ctx: _Context, layer, x: Value, scope: str) -> Value:
     return y
 
 
-def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str,
+def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, scope: str,
                cached: bool = False) -> Value:
     """`MultiHeadAttention(query=x, value=x, attention_mask=mask)`, self-attention over axis 1
     of a rank-3 x (or KerasHub's CachedMultiHeadAttention without a cache, `cached`, which
@@ -244,7 +246,21 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str,
     _require(_is(softmax, _SOFTMAX) and tuple(softmax.axis) in ((3,), (-1,)),
              "a softmax over other axes")
     shape = _static(x, rank=3)
-    if mask is not None:
+    heads = int(mha._num_heads)
+    folded = isinstance(mask, np.ndarray)
+    if folded:
+        # A constant mask (a decoder's causal mask alone) goes through ops the lifter folds:
+        # the heads axis added, and without dropout the AND with ones_like(scores).
+        _require(cached and mask.dtype == np.bool_ and mask.shape == (shape[0], shape[1],
+                                                                       shape[1]),
+                 "a constant mask of another kind")
+        _enter(ctx, mha, scope)
+        mask = np.expand_dims(mask, 1)
+        if not explicit:
+            mask = np.logical_and(np.ones((shape[0], heads, shape[1], shape[1]), np.bool_),
+                                  mask)
+        mask = ctx.const(mask)
+    elif mask is not None:
         _require(_static(mask, rank=3) in ((shape[0], 1, shape[1]), (shape[0], shape[1],
                                                                      shape[1])),
                  "a mask of another shape")
@@ -286,16 +302,16 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | None, scope: str,
         scores = ctx.add("mul", [scores, scale])
         if mask is not None and mask.type.dtype != DType.bool:
             mask = ctx.add("cast", [mask], {"to": DType.bool})    # ops.cast(mask, "bool")
-        if mask is not None:
+        if mask is not None and not folded:
             # tf.logical_and(tf.ones_like(scores, bool), mask): the ones folded to a
             # constant (batch 1 for a run-time batch, broadcast)
-            heads = int(mha._num_heads)
             batch = shape[0] if isinstance(shape[0], int) else 1
             ones = np.ones((batch, heads, shape[1], shape[1]), np.bool_)
             mask = ctx.add("logical_and", [ctx.const(ones), mask])
             if not isinstance(shape[0], int):
                 # tf.ones_like(scores) of a run-time shape is an op on the scores
                 ctx.after[mask.producer] = [scores.producer]
+        if mask is not None:
             scores = ctx.add("where", [mask, scores,
                                        ctx.const(np.float32(_TF_LARGE_NEGATIVE))])
         probs = ctx.add("softmax", [scores], {"axis": -1})
@@ -327,7 +343,8 @@ def _padding_mask(ctx: _Context, x: Value, mask: Value | None) -> Value | None:
     return mask
 
 
-def _block(ctx: _Context, layer, x: Value, mask: Value | None, cached: bool) -> Value:
+def _block(ctx: _Context, layer, x: Value, mask: Value | np.ndarray | None,
+           cached: bool) -> Value:
     """The body TransformerEncoder and TransformerDecoder (without cross-attention) share:
     self-attention, dropout, the residual and layer norm, the two feed-forward Dense layers,
     dropout, the residual and layer norm; the norms first under `normalize_first`."""
@@ -396,14 +413,19 @@ def _transformer_decoder(ctx: _Context, layer, args, kwargs):
     _require(layer._cross_attention_layer is None, "cross-attention")
     _f32(x)
     batch, length, _ = _static(x, rank=3)
-    _require(isinstance(batch, int), "a run-time batch (the causal mask is not a constant)")
     mask = _padding_mask(ctx, x, kwargs.get("decoder_padding_mask"))
     if kwargs.get("use_causal_mask", True):
-        # compute_causal_mask(batch, T, T): arange(T)[:, None] >= arange(T), broadcast
+        # compute_causal_mask(batch, T, T): arange(T)[:, None] >= arange(T), broadcast to
+        # [batch, T, T]; the lifter folds it to a constant only for a fixed batch and up to
+        # FOLD_LIMIT elements (a larger result that outgrows its operands stays an op)
+        _require(isinstance(batch, int), "a run-time batch (the causal mask is not a constant)")
+        _require(length * length <= FOLD_LIMIT
+                 and (batch == 1 or batch * length * length <= FOLD_LIMIT),
+                 "a causal mask the lifter does not fold")
         steps = np.arange(length, dtype=np.float32)
         causal = np.broadcast_to(steps[:, None] >= steps[None, :], (batch, length, length))
         if mask is None:
-            mask = ctx.const(np.ascontiguousarray(causal))
+            mask = np.ascontiguousarray(causal)     # still a constant: `_attention` folds
         else:
             # ops.minimum(int32 mask, bool mask): both int32
             mask = ctx.add("minimum", [mask, ctx.const(causal.astype(np.int32))])

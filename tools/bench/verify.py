@@ -42,8 +42,8 @@ def bench_verify_model(name: str, build=None, repeats: int = 2) -> dict:
     """Seconds of `convert(target="all")` unverified and verified (after one unverified
     warm-up conversion, so neither pays for first-time imports and tracing; best of
     `repeats`, alternating, as the other tables measure), their ratio, the CPU seconds of
-    the fastest run of each (this process and Node: on 2 cores the runtimes compete for
-    them, so the wall-clock ratio cannot fall much below half the CPU ratio), the
+    the fastest run of each (this process and Node: the unverified conversion runs on one
+    core, so on N cores the wall-clock ratio cannot fall much below the CPU ratio / N), the
     verification's seconds per runtime (of the fastest verified run) and whether every run
     passed."""
     from ..convert import convert
