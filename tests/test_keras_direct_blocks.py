@@ -174,6 +174,26 @@ def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
     assert result.verification.ok, result.verification.table()
 
 
+@pytest.mark.parametrize("name,batch,limit,direct", [
+    ("GPT2Backbone", 1, 100, True),       # the causal mask (64) and positions (128) fold
+    ("GPT2Backbone", 2, 100, False),      # at batch 2 neither does (128, 256)
+    ("AlbertBackbone", 1, 100, False),    # dot_product_attention's ones (2 x 8 x 8 = 128)
+    ("AlbertBackbone", 1, 200, True),
+    ("BertBackbone", 2, 200, False),      # positions (2 x 8 x 16 = 256): traced alone
+])
+def test_constants_fold_where_the_lifter_folds_them(name, batch, limit, direct, monkeypatch,
+                                                    tmp_path):
+    """The TF lifter leaves a constant result past FOLD_LIMIT that outgrows its operands as
+    an op; the rules refuse there, so the IR stays the trace's (with a lowered limit)."""
+    from tensorforge.frontends.tf import context as tf_context
+
+    monkeypatch.setattr(tf_context, "FOLD_LIMIT", limit)
+    model = _backbone(name)
+    module = _same_as_traced(model, monkeypatch, tmp_path,
+                             {t.name: (batch, 8) for t in model.inputs}, direct_only=direct)
+    assert any(n.loc.startswith("tf:") for n in module.main) != direct
+
+
 def test_a_decoder_at_a_run_time_batch_is_traced(monkeypatch, tmp_path):
     """The causal mask of a run-time batch is built at run time: outside the rules."""
     model = _backbone("GPT2Backbone")

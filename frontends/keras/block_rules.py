@@ -38,7 +38,7 @@ import numpy as np
 
 from ...ir.graph import Value
 from ...ir.types import DType
-from ..tf.context import FOLD_LIMIT
+from ..tf import context as tf_context
 from .direct import (NoRule, _class_path, _Context, _dense, _f32, _layer_norm, _plain,
                      _require)
 
@@ -72,6 +72,11 @@ _TF_LARGE_NEGATIVE = 3.38953e38 * -0.7
 # The KerasHub versions whose layers' `call` code these rules copy (and the tests check):
 # another version may compute differently, so its layers are traced.
 KERAS_HUB_VERSIONS = frozenset({"0.32.0"})
+
+
+def _fold_limit() -> int:
+    """The TF lifter's FOLD_LIMIT: the rules fold constants exactly where it does."""
+    return tf_context.FOLD_LIMIT
 
 
 def _is(layer, path: str) -> bool:
@@ -137,6 +142,9 @@ def _position_embedding(ctx: _Context, layer, args, kwargs):
     _require(seq <= table.shape[0] and width == table.shape[1], "a table of another size")
     rows = table[:seq, :width]
     if isinstance(shape[0], int):
+        # the lifter folds the broadcast unless it outgrows the rows past FOLD_LIMIT
+        _require(shape[0] == 1 or shape[0] * seq * width <= _fold_limit(),
+                 "position embeddings the lifter does not fold")
         positions = np.ascontiguousarray(np.broadcast_to(rows, shape))
         positions.flags.writeable = False
         ctx.reorder = True      # the lifter creates the constant where it is first used
@@ -248,6 +256,11 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
     shape = _static(x, rank=3)
     heads = int(mha._num_heads)
     folded = isinstance(mask, np.ndarray)
+    if mask is not None and not explicit:
+        # dot_product_attention's tf.ones_like(scores): a constant only up to FOLD_LIMIT
+        batch = shape[0] if isinstance(shape[0], int) else 1
+        _require(batch * heads * shape[1] * shape[1] <= _fold_limit(),
+                 "an attention mask the lifter does not fold")
     if folded:
         # A constant mask (a decoder's causal mask alone) goes through ops the lifter folds:
         # the heads axis added, and without dropout the AND with ones_like(scores).
@@ -419,8 +432,8 @@ def _transformer_decoder(ctx: _Context, layer, args, kwargs):
         # [batch, T, T]; the lifter folds it to a constant only for a fixed batch and up to
         # FOLD_LIMIT elements (a larger result that outgrows its operands stays an op)
         _require(isinstance(batch, int), "a run-time batch (the causal mask is not a constant)")
-        _require(length * length <= FOLD_LIMIT
-                 and (batch == 1 or batch * length * length <= FOLD_LIMIT),
+        _require(length * length <= _fold_limit()
+                 and (batch == 1 or batch * length * length <= _fold_limit()),
                  "a causal mask the lifter does not fold")
         steps = np.arange(length, dtype=np.float32)
         causal = np.broadcast_to(steps[:, None] >= steps[None, :], (batch, length, length))
