@@ -39,8 +39,8 @@ import numpy as np
 from ...ir.graph import Value
 from ...ir.types import DType
 from ..tf import context as tf_context
-from .direct import (NoRule, _class_path, _Context, _dense, _f32, _layer_norm, _plain,
-                     _require)
+from .block_reuse import _class_path
+from .direct import NoRule, _Context, _dense, _f32, _layer_norm, _plain, _require
 
 # Exact classes (a subclass may override `call`), by class path: KerasHub is imported only by
 # models that use it.

@@ -36,6 +36,7 @@ from ...ir.types import DType, TensorType
 from ...version import package_version
 from ..tf.lift import BATCH
 from ..tf.variables import VariableValues
+from .block_reuse import _class_path
 
 
 class NoRule(Exception):
@@ -523,11 +524,6 @@ def _call_args(args, kwargs) -> list[Value]:
             flat.append(a)
     _require(all(isinstance(v, Value) for v in flat), "non-tensor call arguments")
     return flat
-
-
-def _class_path(layer) -> str:
-    cls = type(layer)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _graph_model(layer):
