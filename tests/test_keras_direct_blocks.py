@@ -77,6 +77,15 @@ def _same_as_traced(model, monkeypatch, tmp_path, shapes=None, direct_only=True)
     return module
 
 
+def _assert_matches_keras(model, shapes, feeds, tmp_path):
+    """Converts `model` at `shapes` with verification on `feeds`: the artifact and the IR
+    compute what Keras computes."""
+    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
+                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
+                                 progress=False)
+    assert result.verification.ok, result.verification.table()
+
+
 def _backbone(name, **overrides):
     from tensorforge.tools.sweeps.kerashub_configs import CONFIGS
 
@@ -162,10 +171,7 @@ def test_encoders_in_a_functional_model(mask_dtype, encoder, monkeypatch, tmp_pa
     feeds = {"ids": np.random.default_rng(1).integers(-30, 30, (2, 8)).astype(np.int32)}
     if mask_dtype:
         feeds["mask"] = (np.arange(8) < np.array([[5], [8]])).astype(mask_dtype)
-    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
-                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
-                                 progress=False)
-    assert result.verification.ok, result.verification.table()
+    _assert_matches_keras(model, shapes, feeds, tmp_path)
     assert {n.loc.split(":")[1] for n in module.main} >= {"TransformerEncoder",
                                                           "MultiHeadAttention", "EinsumDense"}
 
@@ -194,10 +200,7 @@ def test_decoders_in_a_functional_model(masked, decoder, monkeypatch, tmp_path):
     feeds = {"x": np.random.default_rng(3).normal(size=(2, 8, 16)).astype(np.float32)}
     if masked:
         feeds["mask"] = (np.arange(8) < np.array([[6], [8]])).astype(masked)
-    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
-                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
-                                 progress=False)
-    assert result.verification.ok, result.verification.table()
+    _assert_matches_keras(model, shapes, feeds, tmp_path)
 
 
 @pytest.mark.parametrize("name,batch,limit,direct", [
@@ -293,10 +296,7 @@ def test_uses_outside_the_rules_are_traced(build, monkeypatch, tmp_path):
              else {"ids": np.array([[3, 7, 1, 0, 0, 0]], np.int32)})
     if "pairs" in shapes:
         feeds["pairs"] = (rng.random(shapes["pairs"]) > 0.3).astype(np.int32)
-    result = tensorforge.convert(model, target="tflite", output=tmp_path / "m.tflite",
-                                 input_shapes=shapes, verify=True, verify_inputs=feeds,
-                                 progress=False)
-    assert result.verification.ok, result.verification.table()
+    _assert_matches_keras(model, shapes, feeds, tmp_path)
 
 
 def test_depth_first_order_and_reorder():
