@@ -43,7 +43,8 @@ REUSABLE = frozenset({
 })
 
 
-def _class_path(layer) -> str:
+def class_path(layer) -> str:
+    """The dotted path of a layer's exact class (rules and allow-lists key on it)."""
     cls = type(layer)
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -64,7 +65,7 @@ def _config_key(layer) -> Any:
                 return None
             config = dict(sub.get_config())
             config.pop("name", None)
-            configs.append((_class_path(sub), repr(sorted(config.items(), key=lambda kv: kv[0]))))
+            configs.append((class_path(sub), repr(sorted(config.items(), key=lambda kv: kv[0]))))
         return tuple(configs)
     except Exception:
         return None
@@ -114,9 +115,9 @@ def reuse_repeated_blocks(model, variables: dict):
     except Exception:
         layers = []
     for layer in layers:
-        if _class_path(layer) not in REUSABLE:
+        if class_path(layer) not in REUSABLE:
             continue
-        key = (_class_path(layer), _config_key(layer), _weights_key(layer))
+        key = (class_path(layer), _config_key(layer), _weights_key(layer))
         if key[1] is not None:
             groups.setdefault(key, []).append(layer)
     patched = []

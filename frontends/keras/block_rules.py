@@ -39,7 +39,7 @@ import numpy as np
 from ...ir.graph import Value
 from ...ir.types import DType
 from ..tf import context as tf_context
-from .block_reuse import _class_path
+from .block_reuse import class_path
 from .direct import NoRule, _Context, _dense, _f32, _layer_norm, _plain, _require
 
 # Exact classes (a subclass may override `call`), by class path: KerasHub is imported only by
@@ -80,7 +80,7 @@ def _fold_limit() -> int:
 
 
 def _is(layer, path: str) -> bool:
-    return _class_path(layer) == path
+    return class_path(layer) == path
 
 
 def _known_keras_hub(layer) -> None:
@@ -178,21 +178,17 @@ def _token_and_position_embedding(ctx: _Context, layer, args, kwargs):
                                   "positions": lambda p: p is None})
     scope = ctx.scope
     tokens, positions = layer.token_embedding, layer.position_embedding
-    _require(_class_path(tokens) in EMBEDDINGS and _is(positions, POSITION_EMBEDDING),
+    _require(class_path(tokens) in EMBEDDINGS and _is(positions, POSITION_EMBEDDING),
              "other embedding layers")
-    _enter(ctx, tokens, f"{scope}/{tokens.name}")
+    ctx.enter(tokens, f"{scope}/{tokens.name}")
     embedded = _embedding(ctx, tokens, [ids], {})
-    _enter(ctx, positions, f"{scope}/{positions.name}")
+    ctx.enter(positions, f"{scope}/{positions.name}")
     position_values = _position_embedding(ctx, positions, [embedded], {})
-    _enter(ctx, layer, scope)
+    ctx.enter(layer, scope)
     return ctx.add("add", [embedded, position_values])
 
 
 # -- attention ---------------------------------------------------------------------------------
-
-def _enter(ctx: _Context, layer, scope: str) -> None:
-    ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
-
 
 def _einsum_dense(ctx: _Context, layer, x: Value, scope: str) -> Value:
     """`EinsumDense` with the two equations `MultiHeadAttention` builds for rank-3 inputs, as
@@ -204,7 +200,7 @@ def _einsum_dense(ctx: _Context, layer, x: Value, scope: str) -> Value:
     from keras import activations
 
     _require(layer.activation in (None, activations.linear), "an activation")
-    _enter(ctx, layer, scope)
+    ctx.enter(layer, scope)
     kernel = ctx.read(layer.kernel)
     shape = _static(x)
     if layer.equation == "abc,cde->abde":
@@ -267,7 +263,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
         _require(cached and mask.dtype == np.bool_ and mask.shape == (shape[0], shape[1],
                                                                        shape[1]),
                  "a constant mask of another kind")
-        _enter(ctx, mha, scope)
+        ctx.enter(mha, scope)
         mask = np.expand_dims(mask, 1)
         if not explicit:
             mask = np.logical_and(np.ones((shape[0], heads, shape[1], shape[1]), np.bool_),
@@ -277,7 +273,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
         _require(_static(mask, rank=3) in ((shape[0], 1, shape[1]), (shape[0], shape[1],
                                                                      shape[1])),
                  "a mask of another shape")
-        _enter(ctx, mha, scope)
+        ctx.enter(mha, scope)
         if not cached:
             # MultiHeadAttention._compute_attention_mask casts it to bool
             mask = ctx.add("cast", [mask], {"to": DType.bool})
@@ -286,7 +282,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
     query = _einsum_dense(ctx, mha._query_dense, x, f"{scope}/{mha._query_dense.name}")
     key = _einsum_dense(ctx, mha._key_dense, x, f"{scope}/{mha._key_dense.name}")
     value = _einsum_dense(ctx, mha._value_dense, x, f"{scope}/{mha._value_dense.name}")
-    _enter(ctx, mha, scope)
+    ctx.enter(mha, scope)
     scale = ctx.const(np.float32(mha._inverse_sqrt_key_dim))
     if explicit:
         query = ctx.add("mul", [query, scale])
@@ -294,7 +290,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
         query_t = ctx.add("transpose", [query], {"perm": (0, 2, 3, 1)})
         scores = ctx.add("matmul", [key_t, query_t])
         scores = ctx.add("transpose", [scores], {"perm": (0, 1, 3, 2)})
-        _enter(ctx, softmax, f"{scope}/{softmax.name}")
+        ctx.enter(softmax, f"{scope}/{softmax.name}")
         _plain(softmax)
         if mask is not None and mask.type.dtype != DType.bool:
             # Softmax keeps the positions where a non-bool mask is > 0.5 (cast to its dtype)
@@ -304,7 +300,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
         probs = ctx.add("softmax", [scores], {"axis": -1})
         if mask is not None:
             probs = ctx.add("where", [mask, probs, ctx.const(np.float32(0.0))])
-        _enter(ctx, mha, scope)
+        ctx.enter(mha, scope)
     else:
         # tf.einsum("BTNH,BSNH->BNTS", query, key): one TF op the lifter expands
         mark = ctx.graph.last
@@ -340,7 +336,7 @@ def _attention(ctx: _Context, mha, x: Value, mask: Value | np.ndarray | None, sc
 def _sublayer(ctx: _Context, layer, path: str, scope: str, rule: Callable, x: Value) -> Value:
     _require(_is(layer, path), f"a {type(layer).__name__} where KerasHub builds another")
     _plain(layer)
-    _enter(ctx, layer, scope)
+    ctx.enter(layer, scope)
     return rule(ctx, layer, x)
 
 
@@ -377,7 +373,7 @@ def _block(ctx: _Context, layer, x: Value, mask: Value | np.ndarray | None,
         x = norm(layer._self_attention_layer_norm, x)
     mha = layer._self_attention_layer
     x = _attention(ctx, mha, x, mask, f"{scope}/{mha.name}", cached=cached)
-    _enter(ctx, layer, scope)
+    ctx.enter(layer, scope)
     x = ctx.add("add", [x, residual])
     if not first:
         x = norm(layer._self_attention_layer_norm, x)
@@ -386,7 +382,7 @@ def _block(ctx: _Context, layer, x: Value, mask: Value | np.ndarray | None,
         x = norm(layer._feedforward_layer_norm, x)
     x = dense(layer._feedforward_intermediate_dense, x)
     x = dense(layer._feedforward_output_dense, x)
-    _enter(ctx, layer, scope)
+    ctx.enter(layer, scope)
     x = ctx.add("add", [x, residual])
     if not first:
         x = norm(layer._feedforward_layer_norm, x)

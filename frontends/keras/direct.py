@@ -36,7 +36,7 @@ from ...ir.types import DType, TensorType
 from ...version import package_version
 from ..tf.lift import BATCH
 from ..tf.variables import VariableValues
-from .block_reuse import _class_path
+from .block_reuse import class_path
 
 
 class NoRule(Exception):
@@ -80,6 +80,10 @@ class _Context:
         """Drops what `units` and `after` say of nodes no longer in the graph."""
         self.units = {n: u for n, u in self.units.items() if n.graph is self.graph}
         self.after = {n: d for n, d in self.after.items() if n.graph is self.graph}
+
+    def enter(self, layer, scope: str) -> None:
+        """Nodes added next belong to `layer` at `scope` (their scope and location)."""
+        self.scope, self.loc = scope, f"keras:{type(layer).__name__}:{scope}"
 
     def add(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
         return self.graph.add(op, list(inputs), attrs or {}, scope=self.scope,
@@ -565,7 +569,7 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
             _require(not operands or any(v.producer is None or v.producer.op != "constant"
                                          for v in operands), "constant operands only")
             saved = ctx.scope, ctx.loc
-            ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
+            ctx.enter(layer, scope)
             try:
                 op_rule = ctx.op_rules.get(type(layer))
                 if op_rule is not None:
@@ -573,7 +577,7 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
                     # scope, as the traced path's scope function puts them.
                     ctx.scope = prefix.rstrip("/")
                     return op_rule(ctx, layer, args, kwargs)
-                call_rule = ctx.call_rules.get(_class_path(layer)) if ctx.call_rules else None
+                call_rule = ctx.call_rules.get(class_path(layer)) if ctx.call_rules else None
                 if call_rule is not None:
                     mark, reorder = ctx.graph.last, ctx.reorder
                     try:
@@ -584,7 +588,7 @@ def _lift_layers(ctx: _Context, model, inputs: list[Value], prefix: str, rules):
                         _erase_after(ctx.graph, mark)
                         ctx.forget_erased()
                         ctx.reorder = reorder
-                        ctx.scope, ctx.loc = scope, f"keras:{type(layer).__name__}:{scope}"
+                        ctx.enter(layer, scope)
                 if rule is not None:
                     mark = ctx.graph.last
                     try:
